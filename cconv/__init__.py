@@ -1,0 +1,18 @@
+"""cconv: a small, fast, exact CNN trainer. Cython/OpenMP kernels, a Keras-like API."""
+__version__ = "0.1.0"
+
+from cconv import callbacks, layers, losses, ops, optimizers, utils
+from cconv._config import get_num_threads, set_num_threads, show_config
+from cconv.model import NotCompiledError, Sequential
+
+__all__ = ["Sequential", "NotCompiledError", "layers", "losses", "ops", "optimizers",
+           "callbacks", "utils", "datasets", "show_config", "set_num_threads",
+           "get_num_threads", "__version__"]
+
+
+def __getattr__(name):
+    # datasets pulls in gzip/urllib machinery that training code rarely needs
+    if name == "datasets":
+        import importlib
+        return importlib.import_module("cconv.datasets")
+    raise AttributeError(f"module 'cconv' has no attribute {name!r}")

@@ -1,0 +1,72 @@
+"""Thread count for the kernels, and a report of how this build was made."""
+import os
+import platform
+import sys
+
+import numpy as np
+
+from cconv._kernels import _config
+
+_num_threads = None
+
+
+def _visible_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _default_threads():
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return _visible_cores()
+
+
+def set_num_threads(n):
+    """Set how many OpenMP threads the kernels use. Results do not depend on it."""
+    global _num_threads
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _num_threads = int(n)
+
+
+def get_num_threads():
+    """Threads the kernels use: set_num_threads(), else $OMP_NUM_THREADS, else the cores."""
+    if _num_threads is None:
+        return _default_threads()
+    return _num_threads
+
+
+def _blas_info():
+    try:
+        cfg = np.show_config(mode="dicts")
+    except TypeError:  # numpy < 1.26 has no dict mode
+        return "unknown"
+    blas = cfg.get("Build Dependencies", {}).get("blas", {})
+    name = blas.get("name", "unknown")
+    version = blas.get("version", "")
+    return f"{name} {version}".strip()
+
+
+def show_config(file=None):
+    """Print the version, OpenMP, threads, numpy and its BLAS."""
+    from cconv import __version__
+
+    file = file or sys.stdout
+    lines = [
+        f"cconv {__version__}",
+        f"  python:       {platform.python_version()} ({sys.executable})",
+        f"  openmp:       {'yes' if _config.openmp_enabled() else 'NO (kernels run serially)'}",
+        f"  threads:      {get_num_threads()} (cores visible: {_visible_cores()})",
+        f"  numpy:        {np.__version__}",
+        f"  numpy blas:   {_blas_info()}",
+        f"  OPENBLAS_CORETYPE: {os.environ.get('OPENBLAS_CORETYPE', '(unset)')}",
+        "  blas use:     dense layers call numpy's BLAS from Python, never from inside "
+        "OpenMP threads",
+    ]
+    print("\n".join(lines), file=file)
+

@@ -1,0 +1,99 @@
+"""Elementwise kernels over flat, C-contiguous arrays: tanh, relu, dropout.
+
+Work is cut into fixed blocks of BLOCK elements. The compiler vectorises the body of a
+block and finishes its tail with scalar code, which can round differently; with fixed
+blocks every element takes the same path whatever the thread count.
+"""
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport tanh, tanhf
+from libc.stdint cimport uint8_t, uint64_t
+
+cdef Py_ssize_t BLOCK = 4096
+
+
+cdef inline floating tanh_of(floating v) noexcept nogil:
+    if floating is float:
+        return tanhf(v)
+    else:
+        return tanh(v)
+
+
+cdef inline Py_ssize_t n_blocks(Py_ssize_t n) noexcept nogil:
+    return (n + BLOCK - 1) // BLOCK
+
+
+def tanh_forward(const floating[::1] x, floating[::1] out, int num_threads):
+    cdef Py_ssize_t n = x.shape[0], blk, i, end
+    with nogil:
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
+            end = min(n, (blk + 1) * BLOCK)
+            for i in range(blk * BLOCK, end):
+                out[i] = tanh_of(x[i])
+
+
+def tanh_backward(const floating[::1] y, const floating[::1] grad_out, floating[::1] out,
+                  int num_threads):
+    """out = grad_out * (1 - y**2), where y = tanh(z) from the forward pass."""
+    cdef Py_ssize_t n = y.shape[0], blk, i, end
+    with nogil:
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
+            end = min(n, (blk + 1) * BLOCK)
+            for i in range(blk * BLOCK, end):
+                out[i] = grad_out[i] * (1 - y[i] * y[i])
+
+
+def relu_forward(const floating[::1] x, floating[::1] out, int num_threads):
+    cdef Py_ssize_t n = x.shape[0], blk, i, end
+    with nogil:
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
+            end = min(n, (blk + 1) * BLOCK)
+            for i in range(blk * BLOCK, end):
+                out[i] = x[i] if x[i] > 0 else 0
+
+
+def relu_backward(const floating[::1] y, const floating[::1] grad_out, floating[::1] out,
+                  int num_threads):
+    """out = grad_out where the forward output y was positive, else 0."""
+    cdef Py_ssize_t n = y.shape[0], blk, i, end
+    with nogil:
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
+            end = min(n, (blk + 1) * BLOCK)
+            for i in range(blk * BLOCK, end):
+                out[i] = grad_out[i] if y[i] > 0 else 0
+
+
+cdef inline uint64_t mix64(uint64_t z) noexcept nogil:
+    # SplitMix64's finaliser: a bijection that scatters consecutive counters.
+    z = (z ^ (z >> 30)) * <uint64_t>0xBF58476D1CE4E5B9
+    z = (z ^ (z >> 27)) * <uint64_t>0x94D049BB133111EB
+    return z ^ (z >> 31)
+
+
+def dropout_mask(uint64_t seed, double rate, uint8_t[::1] mask, int num_threads):
+    """mask[i] = 1 to keep element i, 0 to drop it, with P(drop) = rate.
+
+    Counter-based: element i's draw depends only on (seed, i), so masks are the same for
+    any thread count and cconv.oracle.dropout can rebuild them in NumPy.
+    """
+    cdef Py_ssize_t n = mask.shape[0], blk, i, end
+    cdef uint64_t base = mix64(seed)
+    cdef double u
+    with nogil:
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
+            end = min(n, (blk + 1) * BLOCK)
+            for i in range(blk * BLOCK, end):
+                u = <double>(mix64(base + <uint64_t>i * <uint64_t>0x9E3779B97F4A7C15) >> 11) \
+                    * (1.0 / 9007199254740992.0)
+                mask[i] = u >= rate
+
+
+def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, floating scale,
+                  floating[::1] out, int num_threads):
+    """out = x * scale where mask is 1, else 0. Serves the forward and the backward pass."""
+    cdef Py_ssize_t n = x.shape[0], blk, i, end
+    with nogil:
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
+            end = min(n, (blk + 1) * BLOCK)
+            for i in range(blk * BLOCK, end):
+                out[i] = x[i] * scale if mask[i] else 0

@@ -1,0 +1,348 @@
+"""Keras-like layers. Each layer holds its weights, calls cconv.ops forward and backward,
+and keeps what its backward pass needs from the last training forward pass.
+
+Shapes given to layers exclude the batch axis, as in Keras.
+"""
+import numbers
+
+import numpy as np
+
+from cconv import ops
+
+ACTIVATIONS = ("linear", "tanh", "relu", "softmax")
+
+
+def _softmax(z):
+    shifted = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class _Act:
+    """An activation applied in place after a layer's linear part."""
+
+    def __init__(self, name):
+        if name is None:
+            name = "linear"
+        if name not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {ACTIVATIONS} or None, got {name!r}")
+        self.name = name
+        self.y = None
+
+    def forward(self, z, training):
+        if self.name == "tanh":
+            y = ops.tanh(z)
+        elif self.name == "relu":
+            y = ops.relu(z)
+        elif self.name == "softmax":
+            y = _softmax(z)
+        else:
+            y = z
+        if training:
+            self.y = y
+        return y
+
+    def backward(self, grad):
+        if self.name == "tanh":
+            return ops.tanh_backward(self.y, grad)
+        if self.name == "relu":
+            return ops.relu_backward(self.y, grad)
+        if self.name == "softmax":
+            y = self.y
+            return y * (grad - (grad * y).sum(axis=-1, keepdims=True))
+        return grad
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value}")
+    return int(value)
+
+
+def _pair(name, value):
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"{name}: expected an int or a pair of ints, got {value!r}")
+        return _positive_int(name, value[0]), _positive_int(name, value[1])
+    v = _positive_int(name, value)
+    return v, v
+
+
+def _initializer(name, value):
+    if callable(value) or value in INITIALIZERS:
+        return value
+    raise ValueError(f"{name}: expected one of {sorted(INITIALIZERS)} or a callable "
+                     f"(shape, dtype, rng) -> array, got {value!r}")
+
+
+def _glorot_limit(fan_in, fan_out):
+    return np.sqrt(6.0 / (fan_in + fan_out))
+
+
+INITIALIZERS = {
+    "glorot_uniform": lambda shape, fans, rng: rng.uniform(
+        -_glorot_limit(*fans), _glorot_limit(*fans), shape),
+    "glorot_normal": lambda shape, fans, rng: _truncated_normal(
+        rng, shape, np.sqrt(2.0 / sum(fans))),
+    "he_uniform": lambda shape, fans, rng: rng.uniform(
+        -np.sqrt(6.0 / fans[0]), np.sqrt(6.0 / fans[0]), shape),
+    "he_normal": lambda shape, fans, rng: _truncated_normal(rng, shape, np.sqrt(2.0 / fans[0])),
+    "zeros": lambda shape, fans, rng: np.zeros(shape),
+    "ones": lambda shape, fans, rng: np.ones(shape),
+}
+
+
+def _truncated_normal(rng, shape, stddev):
+    # Keras draws from a normal cut at two standard deviations, scaled so the stddev holds.
+    scale = stddev / 0.87962566103423978
+    out = rng.standard_normal(shape)
+    bad = np.abs(out) > 2
+    while bad.any():
+        out[bad] = rng.standard_normal(bad.sum())
+        bad = np.abs(out) > 2
+    return out * scale
+
+
+def _init(spec, shape, fans, dtype, rng, what):
+    if callable(spec):
+        arr = np.asarray(spec(shape, dtype, rng))
+    else:
+        arr = INITIALIZERS[spec](shape, fans, rng)
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{what}: the initializer returned shape {arr.shape}, "
+                         f"expected {tuple(shape)}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+class Layer:
+    """Base class. Subclasses set `weight_names` and fill `params` in `build`."""
+
+    weight_names = ()
+    activation = None
+
+    def __init__(self, name=None):
+        self.name = name
+        self.built = False
+        self.input_shape = None
+        self.output_shape = None
+        self.params = {}
+        self.grads = {}
+        self.need_input_grad = True
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def build(self, input_shape, dtype, rng):
+        self.input_shape = tuple(input_shape)
+        self.output_shape = tuple(self.compute_output_shape(self.input_shape))
+        self.dtype = np.dtype(dtype)
+        self.built = True
+
+    def forward(self, x, training=False, rng=None):
+        z = self.forward_linear(x, training, rng)
+        return z if self.activation is None else self.activation.forward(z, training)
+
+    def forward_linear(self, x, training=False, rng=None):
+        """The forward pass up to, not including, the layer's activation."""
+        return x
+
+    def backward(self, grad):
+        """Gradient wrt the input; fills self.grads. Needs a training forward first."""
+        if self.activation is not None:
+            grad = self.activation.backward(grad)
+        return self.backward_linear(grad)
+
+    def backward_linear(self, grad):
+        """The backward pass given the gradient wrt this layer's pre-activation output."""
+        return grad
+
+    def get_weights(self):
+        return [self.params[k].copy() for k in self.weight_names if k in self.params]
+
+    def set_weights(self, weights):
+        names = [k for k in self.weight_names if k in self.params]
+        if len(weights) != len(names):
+            raise ValueError(f"set_weights: layer {self.name!r} expects {len(names)} arrays "
+                             f"({', '.join(names) or 'none'}), got {len(weights)}")
+        new = {}
+        for k, w in zip(names, weights):
+            w = np.asarray(w)
+            if w.shape != self.params[k].shape:
+                raise ValueError(f"set_weights: {self.name}.{k} expects shape "
+                                 f"{self.params[k].shape}, got {w.shape}")
+            if w.dtype.kind not in "fiu":
+                raise TypeError(f"set_weights: {self.name}.{k} expects a float array, "
+                                f"got dtype {w.dtype}")
+            if not np.isfinite(w).all():
+                raise ValueError(f"set_weights: {self.name}.{k} contains NaN or inf")
+            new[k] = np.ascontiguousarray(w, dtype=self.params[k].dtype)
+        self.params.update(new)
+
+    def count_params(self):
+        return int(sum(p.size for p in self.params.values()))
+
+
+class Input:
+    """Declares the shape of one sample, e.g. Input((28, 28, 1))."""
+
+    def __init__(self, shape, name=None):
+        if isinstance(shape, numbers.Integral):
+            shape = (shape,)
+        if not isinstance(shape, (tuple, list)) or not shape:
+            raise TypeError(f"shape: expected a tuple of positive ints, got {shape!r}")
+        self.shape = tuple(_positive_int("shape", s) for s in shape)
+        self.name = name
+
+
+class Conv2D(Layer):
+    """2-D convolution, stride 1, channels-last: (H, W, C) -> (OH, OW, filters).
+
+    kernel_size is an int or (KH, KW); padding is "valid" (no padding) or "same" (zeros
+    around the image so that the output keeps its size)."""
+
+    weight_names = ("kernel", "bias")
+
+    def __init__(self, filters, kernel_size, activation=None, use_bias=True, padding="valid",
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None):
+        super().__init__(name)
+        self.filters = _positive_int("filters", filters)
+        self.kernel_size = _pair("kernel_size", kernel_size)
+        if padding not in ops.PADDINGS:
+            raise ValueError(f"padding: expected one of {ops.PADDINGS}, got {padding!r}")
+        self.padding = padding
+        self.use_bias = bool(use_bias)
+        self.activation = _Act(activation)
+        self.kernel_initializer = _initializer("kernel_initializer", kernel_initializer)
+        self.bias_initializer = _initializer("bias_initializer", bias_initializer)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"Conv2D: expected input of shape (height, width, channels), got "
+                             f"{input_shape}; for grey images add a channel axis, "
+                             f"e.g. x[..., None]")
+        kh, kw = self.kernel_size
+        h, w, c = input_shape
+        if self.padding == "valid" and (h < kh or w < kw):
+            raise ValueError(f"Conv2D: kernel_size {self.kernel_size} is larger than the "
+                             f"{h}x{w} input with padding='valid'")
+        _, oh, ow, f = ops.conv_output_shape((1, h, w, c), (kh, kw, c, self.filters),
+                                             self.padding)
+        return (oh, ow, f)
+
+    def build(self, input_shape, dtype, rng):
+        super().build(input_shape, dtype, rng)
+        kh, kw = self.kernel_size
+        c = self.input_shape[2]
+        shape = (kh, kw, c, self.filters)
+        fans = (kh * kw * c, kh * kw * self.filters)
+        self.params["kernel"] = _init(self.kernel_initializer, shape, fans, dtype, rng,
+                                      "kernel_initializer")
+        if self.use_bias:
+            self.params["bias"] = _init(self.bias_initializer, (self.filters,), fans, dtype,
+                                        rng, "bias_initializer")
+
+    def forward_linear(self, x, training=False, rng=None):
+        if training:
+            self.x = x
+        return ops.conv2d(x, self.params["kernel"], self.params.get("bias"), self.padding)
+
+    def backward_linear(self, grad):
+        grad_x, grad_w, grad_b = ops.conv2d_backward(
+            self.x, self.params["kernel"], grad, self.padding, self.need_input_grad)
+        self.grads["kernel"] = grad_w
+        if self.use_bias:
+            self.grads["bias"] = grad_b
+        return grad_x
+
+
+class Dense(Layer):
+    """Fully connected: (D,) -> (units,). Put Flatten() before it for images."""
+
+    weight_names = ("kernel", "bias")
+
+    def __init__(self, units, activation=None, use_bias=True,
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None):
+        super().__init__(name)
+        self.units = _positive_int("units", units)
+        self.use_bias = bool(use_bias)
+        self.activation = _Act(activation)
+        self.kernel_initializer = _initializer("kernel_initializer", kernel_initializer)
+        self.bias_initializer = _initializer("bias_initializer", bias_initializer)
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ValueError(f"Dense: expected a flat input of shape (features,), got "
+                             f"{input_shape}; add Flatten() before it")
+        return (self.units,)
+
+    def build(self, input_shape, dtype, rng):
+        super().build(input_shape, dtype, rng)
+        fans = (self.input_shape[0], self.units)
+        self.params["kernel"] = _init(self.kernel_initializer, fans, fans, dtype, rng,
+                                      "kernel_initializer")
+        if self.use_bias:
+            self.params["bias"] = _init(self.bias_initializer, (self.units,), fans, dtype, rng,
+                                        "bias_initializer")
+
+    def forward_linear(self, x, training=False, rng=None):
+        if training:
+            self.x = x
+        return ops.dense(x, self.params["kernel"], self.params.get("bias"))
+
+    def backward_linear(self, grad):
+        grad_x, grad_w, grad_b = ops.dense_backward(self.x, self.params["kernel"], grad,
+                                                    self.need_input_grad)
+        self.grads["kernel"] = grad_w
+        if self.use_bias:
+            self.grads["bias"] = grad_b
+        return grad_x
+
+
+class Activation(Layer):
+    """Activation("tanh" | "relu" | "softmax" | "linear"); softmax acts on the last axis."""
+
+    def __init__(self, activation, name=None):
+        super().__init__(name)
+        self.activation = _Act(activation)
+
+
+class Dropout(Layer):
+    """During training, zero each input with probability `rate` and scale the rest by
+    1 / (1 - rate); at inference, pass inputs through unchanged."""
+
+    def __init__(self, rate, name=None):
+        super().__init__(name)
+        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+            raise TypeError(f"rate: expected a float in [0, 1), got {type(rate).__name__}")
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"rate: expected a float in [0, 1), got {rate}")
+        self.rate = float(rate)
+
+    def forward_linear(self, x, training=False, rng=None):
+        if not training:
+            return x
+        if self.rate == 0.0:
+            self.mask = None
+            return x
+        y, self.mask = ops.dropout(x, self.rate, seed=int(rng.integers(0, 2**63)))
+        return y
+
+    def backward_linear(self, grad):
+        if self.mask is None:
+            return grad
+        return ops.dropout_backward(grad, self.mask, self.rate)
+
+
+class Flatten(Layer):
+    """(d1, d2, ...) -> (d1 * d2 * ...,)."""
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward_linear(self, x, training=False, rng=None):
+        return x.reshape(x.shape[0], -1)
+
+    def backward_linear(self, grad):
+        return grad.reshape((grad.shape[0],) + self.input_shape)

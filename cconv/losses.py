@@ -1,0 +1,68 @@
+"""Cross-entropy losses, mean over the batch as in Keras.
+
+The model hands a loss either logits (when the last layer's softmax is folded into the
+loss, or from_logits=True) or probabilities. From logits the gradient is the exact,
+stable (softmax(z) - y) / N.
+"""
+import numpy as np
+
+EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] before the log
+
+
+def _log_softmax(z):
+    shifted = z - z.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+class Loss:
+    sparse = False
+
+    def __init__(self, from_logits=False):
+        self.from_logits = bool(from_logits)
+
+    def one_hot(self, y, num_classes, dtype):
+        """Labels as a (N, num_classes) one-hot array. `y` was checked by the model."""
+        if not self.sparse:
+            return y.astype(dtype, copy=False)
+        out = np.zeros((len(y), num_classes), dtype=dtype)
+        out[np.arange(len(y)), y.astype(np.intp)] = 1
+        return out
+
+    def value_and_grad_logits(self, onehot, logits):
+        """(per-sample losses, d(mean loss)/d(logits))."""
+        log_p = _log_softmax(logits)
+        losses = -(onehot * log_p).sum(axis=1)
+        grad = (np.exp(log_p) - onehot) / len(logits)
+        return losses, grad
+
+    def value_and_grad_probs(self, onehot, probs):
+        """(per-sample losses, d(mean loss)/d(probs))."""
+        clipped = np.clip(probs, EPSILON, 1 - EPSILON)
+        losses = -(onehot * np.log(clipped)).sum(axis=1)
+        grad = -onehot / clipped / len(probs)
+        return losses, grad
+
+
+class CategoricalCrossentropy(Loss):
+    """Labels are one-hot rows of width num_classes."""
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """Labels are integer class indices."""
+
+    sparse = True
+
+
+LOSSES = {
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+}
+
+
+def get(loss):
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str) and loss in LOSSES:
+        return LOSSES[loss]()
+    raise ValueError(f"loss: expected one of {sorted(LOSSES)} or a cconv.losses.Loss, "
+                     f"got {loss!r}")

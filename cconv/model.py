@@ -1,0 +1,447 @@
+"""Sequential: a stack of layers with Keras's compile / fit / evaluate / predict.
+
+Everything a user passes is checked here, once, before any kernel runs. Inputs are not
+rescaled: x is cast to the model's dtype as it is (uint8 pixels stay 0..255; divide by
+255 yourself, as with Keras).
+"""
+import numbers
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from cconv import callbacks as callbacks_module
+from cconv import layers as layers_module
+from cconv import losses, optimizers, utils
+
+METRICS = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy")
+_FINITE_CHECK_ROWS = 4096  # check NaN/inf in slices: never a bool copy of all of x
+
+
+class NotCompiledError(RuntimeError, ValueError):
+    """fit/evaluate called before compile."""
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value}")
+    return int(value)
+
+
+class Sequential:
+    """A linear stack of layers. The first item may be cconv.layers.Input(shape); without
+    it the model is built from the first data it sees.
+
+    dtype is "float32" (default) or "float64" for weights and computation."""
+
+    def __init__(self, layers=None, dtype="float32", name="sequential"):
+        if np.dtype(dtype) not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        self.dtype = np.dtype(dtype)
+        self.name = name
+        self.layers = []
+        self.input_shape = None
+        self.built = False
+        self.compiled = False
+        self.stop_training = False
+        self.history = None
+        for layer in layers or []:
+            self.add(layer)
+
+    # ---- structure -------------------------------------------------------------------
+    def add(self, layer):
+        if isinstance(layer, layers_module.Input):
+            if self.layers or self.input_shape is not None:
+                raise ValueError("Input: must come first in the model")
+            self.input_shape = layer.shape
+            return
+        if not isinstance(layer, layers_module.Layer):
+            raise TypeError(f"layers: expected cconv.layers objects, got {type(layer).__name__}")
+        if self.built:
+            raise ValueError("add: the model is already built; create a new Sequential")
+        if layer.built:
+            raise ValueError(f"add: layer {layer.name!r} already belongs to a model")
+        taken = {l.name for l in self.layers}
+        if layer.name is None:
+            base = type(layer).__name__.lower()
+            i, name = 0, base
+            while name in taken:
+                i += 1
+                name = f"{base}_{i}"
+            layer.name = name
+        elif layer.name in taken:
+            raise ValueError(f"layers: two layers are named {layer.name!r}")
+        self.layers.append(layer)
+
+    def build(self, input_shape=None):
+        """Create the weights, using the global seed (cconv.utils.set_random_seed)."""
+        if self.built:
+            return
+        if input_shape is not None:
+            self.input_shape = tuple(int(s) for s in input_shape)
+        if self.input_shape is None:
+            raise ValueError("build: the input shape is unknown; start the model with "
+                             "Input(shape) or call fit/predict first")
+        if not self.layers:
+            raise ValueError("build: the model has no layers")
+        rng = utils._rng()
+        shape = self.input_shape
+        for i, layer in enumerate(self.layers):
+            layer.build(shape, self.dtype, rng)
+            layer.need_input_grad = i > 0
+            shape = layer.output_shape
+        self.built = True
+
+    @property
+    def output_shape(self):
+        return self.layers[-1].output_shape if self.built else None
+
+    def _ensure_built(self, x):
+        if not self.built:
+            self.build(np.shape(x)[1:])
+
+    def count_params(self):
+        return sum(layer.count_params() for layer in self.layers)
+
+    def summary(self, print_fn=print):
+        if not self.built:
+            self.build()
+        rows = [(f"{l.name} ({type(l).__name__})", str((None,) + l.output_shape),
+                 f"{l.count_params():,}") for l in self.layers]
+        head = ("Layer (type)", "Output Shape", "Param #")
+        w0 = max(len(r[0]) for r in rows + [head]) + 2
+        w1 = max(len(r[1]) for r in rows + [head]) + 2
+        line = "_" * (w0 + w1 + 12)
+        out = [f'Model: "{self.name}"', line, f"{head[0]:<{w0}}{head[1]:<{w1}}{head[2]}",
+               "=" * len(line)]
+        for r in rows:
+            out.append(f"{r[0]:<{w0}}{r[1]:<{w1}}{r[2]}")
+        out += ["=" * len(line), f"Total params: {self.count_params():,}", line]
+        print_fn("\n".join(out))
+
+    # ---- weights ---------------------------------------------------------------------
+    def _weight_keys(self):
+        return [(layer, k) for layer in self.layers for k in layer.weight_names
+                if k in layer.params]
+
+    def get_weights(self):
+        if not self.built:
+            self.build()
+        return [layer.params[k].copy() for layer, k in self._weight_keys()]
+
+    def set_weights(self, weights):
+        if not self.built:
+            self.build()
+        keys = self._weight_keys()
+        weights = list(weights)
+        if len(weights) != len(keys):
+            raise ValueError(f"set_weights: expected {len(keys)} arrays, got {len(weights)}")
+        start = 0
+        for layer in self.layers:
+            n = len(layer.get_weights())
+            layer.set_weights(weights[start:start + n])
+            start += n
+
+    def save_weights(self, path):
+        """Save to an .npz file (no pickles). The file is written under a temporary name
+        and renamed, so an existing file is never left half-written."""
+        if not self.built:
+            self.build()
+        path = os.fspath(path)
+        arrays = {f"{i:03d}.{layer.name}.{k}": layer.params[k]
+                  for i, (layer, k) in enumerate(self._weight_keys())}
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".cconv-", suffix=".npz.tmp", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def load_weights(self, path):
+        if not self.built:
+            self.build()
+        path = os.fspath(path)
+        keys = self._weight_keys()
+        expected = [f"{i:03d}.{layer.name}.{k}" for i, (layer, k) in enumerate(keys)]
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                found = sorted(data.files)
+                if found != sorted(expected):
+                    raise ValueError(f"load_weights: {path} holds arrays {found}, but this "
+                                     f"model expects {expected}")
+                arrays = [data[k] for k in expected]
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"load_weights: cannot read {path} as an .npz file: {exc}") from exc
+        except ValueError as exc:
+            if str(exc).startswith("load_weights:"):
+                raise
+            raise ValueError(f"load_weights: {path} is not a valid weights file: {exc}") from exc
+        for (layer, k), arr, key in zip(keys, arrays, expected):
+            if arr.dtype.kind != "f":
+                raise ValueError(f"load_weights: {path}: {key} has dtype {arr.dtype}, "
+                                 f"expected a float array")
+            if arr.shape != layer.params[k].shape:
+                raise ValueError(f"load_weights: {path}: {key} has shape {arr.shape}, "
+                                 f"expected {layer.params[k].shape}")
+        self.set_weights(arrays)
+
+    # ---- compile ---------------------------------------------------------------------
+    def compile(self, optimizer="sgd", loss="categorical_crossentropy", metrics=None):
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = losses.get(loss)
+        metrics = list(metrics or [])
+        for m in metrics:
+            if m not in METRICS:
+                raise ValueError(f"metrics: expected names from {METRICS}, got {m!r}")
+        self.metrics = ["accuracy"] if metrics else []
+        self.compiled = True
+
+    def _require_compiled(self, what):
+        if not self.compiled:
+            raise NotCompiledError(f"{what}: the model must be compiled first; call "
+                                   f"model.compile(optimizer=..., loss=...)")
+
+    # ---- input checks ----------------------------------------------------------------
+    def _check_x(self, x, name="x"):
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: expected a numeric (bool, int or float) array, got "
+                            f"dtype {x.dtype}")
+        if x.ndim < 2:
+            raise ValueError(f"{name}: expected a batch of samples of shape (N, ...), got "
+                             f"shape {x.shape}")
+        if len(x) == 0:
+            raise ValueError(f"{name}: expected at least one sample, got shape {x.shape}")
+        self._ensure_built(x)
+        if x.shape[1:] != self.input_shape:
+            hint = ""
+            if x.shape[1:] + (1,) == self.input_shape:
+                hint = "; add a channel axis with x[..., None]"
+            raise ValueError(f"{name}: expected samples of shape {self.input_shape}, got "
+                             f"{x.shape[1:]} (x.shape = {x.shape}){hint}")
+        if x.dtype.kind == "f":
+            for start in range(0, len(x), _FINITE_CHECK_ROWS):
+                if not np.isfinite(x[start:start + _FINITE_CHECK_ROWS]).all():
+                    raise ValueError(f"{name}: contains NaN or inf (first in rows "
+                                     f"{start}..{start + _FINITE_CHECK_ROWS - 1})")
+        return x
+
+    def _num_classes(self):
+        shape = self.output_shape
+        if len(shape) != 1:
+            raise ValueError(f"the model's output has shape {shape}; classification needs "
+                             f"a flat (classes,) output: end with Flatten/Dense")
+        return shape[0]
+
+    def _check_y(self, y, n, name="y"):
+        """Labels as a one-hot (N, classes) array in the model's dtype."""
+        if isinstance(y, (list, tuple)):
+            y = np.asarray(y)
+        if not isinstance(y, np.ndarray):
+            raise TypeError(f"{name}: expected a numpy array, got {type(y).__name__}")
+        if y.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: expected numeric labels, got dtype {y.dtype}")
+        if len(y) != n:
+            raise ValueError(f"{name}: expected {n} labels to match x, got {len(y)} "
+                             f"(len(x) = {n}, len(y) = {len(y)})")
+        k = self._num_classes()
+        if self.loss.sparse:
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = y[:, 0]
+            if y.ndim != 1:
+                raise ValueError(f"{name}: sparse_categorical_crossentropy expects integer "
+                                 f"class labels of shape (N,), got shape {y.shape}")
+            if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
+                raise ValueError(f"{name}: expected integer class labels, got non-integer "
+                                 f"values")
+            if y.min() < 0 or y.max() >= k:
+                raise ValueError(f"{name}: labels must be in [0, {k}) for a model with {k} "
+                                 f"outputs, got values from {y.min()} to {y.max()}")
+        else:
+            if y.ndim != 2 or y.shape[1] != k:
+                hint = (" (integer labels? use loss='sparse_categorical_crossentropy' or "
+                        "cconv.utils.to_categorical)" if y.ndim == 1 else "")
+                raise ValueError(f"{name}: categorical_crossentropy expects one-hot labels "
+                                 f"of shape (N, {k}), got shape {y.shape}{hint}")
+            if not np.isfinite(y).all():
+                raise ValueError(f"{name}: contains NaN or inf")
+        return self.loss.one_hot(y, k, self.dtype)
+
+    def _check_batch_size(self, batch_size, default=32):
+        if batch_size is None:
+            return default
+        return _positive_int("batch_size", batch_size)
+
+    # ---- computation -----------------------------------------------------------------
+    def _fused_softmax(self):
+        last = self.layers[-1].activation
+        return not self.loss.from_logits and last is not None and last.name == "softmax"
+
+    def _forward(self, xb, training, rng=None, logits=False):
+        """Output of the model; with logits=True the last layer stops before its softmax."""
+        out = np.asarray(xb, dtype=self.dtype)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if logits and i == last:
+                return layer.forward_linear(out, training, rng)
+            out = layer.forward(out, training, rng)
+        return out
+
+    def _loss_and_grad(self, onehot, xb, training, rng):
+        """Per-sample losses, d(mean loss)/d(output or logits), and an array whose argmax
+        is the predicted class."""
+        fused = self._fused_softmax()
+        out = self._forward(xb, training, rng, logits=fused)
+        if fused or self.loss.from_logits:
+            losses_, grad = self.loss.value_and_grad_logits(onehot, out)
+        else:
+            losses_, grad = self.loss.value_and_grad_probs(onehot, out)
+        return losses_, grad, out
+
+    def _train_step(self, xb, onehot, rng):
+        losses_, grad, out = self._loss_and_grad(onehot, xb, True, rng)
+        layers = self.layers
+        if self._fused_softmax():
+            grad = layers[-1].backward_linear(grad)
+            layers = layers[:-1]
+        for layer in reversed(layers):
+            grad = layer.backward(grad)
+        params, grads = [], []
+        for layer, k in self._weight_keys():
+            params.append(layer.params[k])
+            grads.append(layer.grads[k])
+        self.optimizer.update(params, grads)
+        correct = (out.argmax(axis=1) == onehot.argmax(axis=1)).sum()
+        return float(losses_.sum()), int(correct)
+
+    def _logs(self, loss_sum, correct, n, prefix=""):
+        logs = {prefix + "loss": loss_sum / n}
+        if self.metrics:
+            logs[prefix + "accuracy"] = correct / n
+        return logs
+
+    # ---- public loops ----------------------------------------------------------------
+    def fit(self, x, y, batch_size=32, epochs=1, verbose="auto", validation_data=None,
+            validation_split=0.0, shuffle=True, callbacks=None, seed=None):
+        """Train; returns a History whose .history has loss, accuracy and, with
+        validation, val_loss and val_accuracy per epoch."""
+        self._require_compiled("fit")
+        x = self._check_x(x)
+        onehot = self._check_y(y, len(x))
+        batch_size = self._check_batch_size(batch_size)
+        epochs = _positive_int("epochs", epochs)
+        if verbose == "auto":
+            verbose = 1 if sys.stdout.isatty() else 2
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"verbose: expected 0, 1, 2 or 'auto', got {verbose!r}")
+        if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+                or not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split: expected a float in [0, 1), got "
+                             f"{validation_split!r}")
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data: expected a tuple (x_val, y_val)")
+            xv = self._check_x(validation_data[0], "validation_data[0]")
+            val = (xv, self._check_y(validation_data[1], len(xv), "validation_data[1]"))
+        elif validation_split > 0:
+            # Like Keras: the last fraction of the data, taken before any shuffling.
+            n_val = int(len(x) * validation_split)
+            if n_val == 0 or n_val == len(x):
+                raise ValueError(f"validation_split: {validation_split} of {len(x)} samples "
+                                 f"leaves an empty training or validation set")
+            val = (x[-n_val:], onehot[-n_val:])
+            x, onehot = x[:-n_val], onehot[:-n_val]
+        rng = utils._rng(seed)
+
+        history = callbacks_module.History()
+        cbs = list(callbacks or [])
+        for cb in cbs:
+            if not isinstance(cb, callbacks_module.Callback):
+                raise TypeError(f"callbacks: expected cconv.callbacks.Callback objects, got "
+                                f"{type(cb).__name__}")
+        cbs = cbs + [history]
+        if verbose:
+            cbs.append(callbacks_module.ProgbarLogger(verbose))
+        n = len(x)
+        steps = -(-n // batch_size)
+        params = {"epochs": epochs, "steps": steps, "batch_size": batch_size,
+                  "verbose": verbose, "samples": n}
+        for cb in cbs:
+            cb.set_model(self)
+            cb.set_params(params)
+        self.history = history
+        self.stop_training = False
+        for cb in cbs:
+            cb.on_train_begin()
+        for epoch in range(epochs):
+            for cb in cbs:
+                cb.on_epoch_begin(epoch)
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            loss_sum, correct, seen = 0.0, 0, 0
+            for step in range(steps):
+                for cb in cbs:
+                    cb.on_train_batch_begin(step)
+                idx = order[step * batch_size:(step + 1) * batch_size]
+                batch_loss, batch_correct = self._train_step(x[idx], onehot[idx], rng)
+                loss_sum += batch_loss
+                correct += batch_correct
+                seen += len(idx)
+                logs = self._logs(loss_sum, correct, seen)
+                for cb in cbs:
+                    cb.on_train_batch_end(step, logs)
+            logs = self._logs(loss_sum, correct, n)
+            if val is not None:
+                logs.update(self._evaluate_onehot(val[0], val[1], batch_size, "val_"))
+            for cb in cbs:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in cbs:
+            cb.on_train_end()
+        return history
+
+    def _evaluate_onehot(self, x, onehot, batch_size, prefix=""):
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(x), batch_size):
+            ob = onehot[start:start + batch_size]
+            losses_, _, out = self._loss_and_grad(ob, x[start:start + batch_size], False, None)
+            loss_sum += float(losses_.sum())
+            correct += int((out.argmax(axis=1) == ob.argmax(axis=1)).sum())
+        return self._logs(loss_sum, correct, len(x), prefix)
+
+    def evaluate(self, x, y, batch_size=32, return_dict=False, verbose=0):
+        """Loss (and accuracy) over (x, y), computed batch by batch. Returns [loss, acc],
+        or loss alone without metrics, or a dict with return_dict=True."""
+        self._require_compiled("evaluate")
+        x = self._check_x(x)
+        onehot = self._check_y(y, len(x))
+        batch_size = self._check_batch_size(batch_size)
+        logs = self._evaluate_onehot(x, onehot, batch_size)
+        if verbose:
+            print(callbacks_module._format_logs(logs))
+        if return_dict:
+            return logs
+        values = list(logs.values())
+        return values if len(values) > 1 else values[0]
+
+    def predict(self, x, batch_size=32):
+        """The model's output (probabilities after a softmax), computed batch by batch."""
+        x = self._check_x(x)
+        batch_size = self._check_batch_size(batch_size)
+        out = np.empty((len(x),) + self.output_shape, dtype=self.dtype)
+        for start in range(0, len(x), batch_size):
+            out[start:start + batch_size] = self._forward(x[start:start + batch_size], False)
+        return out

@@ -1,0 +1,112 @@
+"""Plain-NumPy twins of cconv.ops: same names, same signatures, written to be read.
+
+The test suite holds the compiled kernels to these. Nothing on the fast path imports
+this module. Arguments are assumed valid; the checking lives in cconv.ops.
+"""
+import numpy as np
+
+
+def _pads(padding, kh, kw):
+    if padding == "same":
+        top, left = (kh - 1) // 2, (kw - 1) // 2
+        return (top, kh - 1 - top), (left, kw - 1 - left)
+    return (0, 0), (0, 0)
+
+
+def _padded(x, padding, kh, kw):
+    rows, cols = _pads(padding, kh, kw)
+    return np.pad(x, ((0, 0), rows, cols, (0, 0)))
+
+
+def conv2d(x, w, b=None, padding="valid"):
+    """Every kernel offset (ky, kx) sees a shifted window of the (padded) image; each
+    window is a small dense layer from C channels to F filters, and the windows add up."""
+    kh, kw, _, f = w.shape
+    xp = _padded(x, padding, kh, kw)
+    oh, ow = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    out = np.zeros((x.shape[0], oh, ow, f), dtype=x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            window = xp[:, ky:ky + oh, kx:kx + ow, :]
+            out += window @ w[ky, kx]
+    if b is not None:
+        out += b
+    return out
+
+
+def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
+    """Reverse each window's dense layer: its input gradient goes back to the window's
+    pixels, its weight gradient is window.T @ grad_out summed over images and positions."""
+    kh, kw, _, _ = w.shape
+    xp = _padded(x, padding, kh, kw)
+    oh, ow = grad_out.shape[1], grad_out.shape[2]
+    grad_xp = np.zeros_like(xp)
+    grad_w = np.zeros_like(w)
+    for ky in range(kh):
+        for kx in range(kw):
+            window = xp[:, ky:ky + oh, kx:kx + ow, :]
+            grad_w[ky, kx] = np.einsum("nijc,nijf->cf", window, grad_out)
+            grad_xp[:, ky:ky + oh, kx:kx + ow, :] += grad_out @ w[ky, kx].T
+    grad_b = grad_out.sum(axis=(0, 1, 2))
+    (top, _), (left, _) = _pads(padding, kh, kw)
+    grad_x = grad_xp[:, top:top + x.shape[1], left:left + x.shape[2], :] if need_grad_x else None
+    return grad_x, grad_w, grad_b
+
+
+def tanh(x):
+    return np.tanh(x)
+
+
+def tanh_backward(y, grad_out):
+    return grad_out * (1 - y * y)
+
+
+def relu(x):
+    return np.maximum(x, 0).astype(x.dtype)
+
+
+def relu_backward(y, grad_out):
+    return np.where(y > 0, grad_out, 0).astype(grad_out.dtype)
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _mix64(z):
+    """SplitMix64's finaliser on uint64 arrays (arithmetic wraps modulo 2**64)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def dropout_mask(shape, rate, seed):
+    """Element i (C order) is kept when the hash of (seed, i), read as a number in [0, 1)
+    with 53 bits, is at least `rate`."""
+    with np.errstate(over="ignore"):
+        base = _mix64(np.array([seed], dtype=np.uint64))[0]
+        counters = np.arange(int(np.prod(shape)), dtype=np.uint64)
+        draws = _mix64(base + counters * np.uint64(0x9E3779B97F4A7C15))
+    uniform = (draws >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return (uniform >= rate).astype(np.uint8).reshape(shape)
+
+
+def dropout(x, rate, seed=None, mask=None):
+    if mask is None:
+        mask = dropout_mask(x.shape, rate, seed)
+    scale = x.dtype.type(1.0 / (1.0 - rate))
+    return np.where(mask == 1, x * scale, 0).astype(x.dtype), mask
+
+
+def dropout_backward(grad_out, mask, rate):
+    scale = grad_out.dtype.type(1.0 / (1.0 - rate))
+    return np.where(mask == 1, grad_out * scale, 0).astype(grad_out.dtype)
+
+
+def dense(x, w, b=None):
+    out = np.einsum("nd,du->nu", x, w)
+    return out + b if b is not None else out
+
+
+def dense_backward(x, w, grad_out, need_grad_x=True):
+    grad_x = np.einsum("nu,du->nd", grad_out, w) if need_grad_x else None
+    return grad_x, np.einsum("nd,nu->du", x, grad_out), grad_out.sum(axis=0)

@@ -1,0 +1,52 @@
+"""Small utilities in the spirit of keras.utils."""
+import numbers
+
+import numpy as np
+
+_global_seed = None
+_seed_draws = 0
+
+
+def set_random_seed(seed):
+    """Seed weight initialisation, shuffling and dropout for everything that follows.
+    fit(seed=...) overrides it for one call."""
+    global _global_seed, _seed_draws
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed: expected a non-negative int, got {seed!r}")
+    _global_seed = int(seed)
+    _seed_draws = 0
+
+
+def _rng(seed=None):
+    """A Generator: from `seed` when given, else the next in the global seeded sequence,
+    else fresh OS entropy."""
+    global _seed_draws
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative int or None, got {seed!r}")
+        return np.random.default_rng(int(seed))
+    if _global_seed is None:
+        return np.random.default_rng()
+    _seed_draws += 1
+    return np.random.default_rng([_global_seed, _seed_draws])
+
+
+def to_categorical(y, num_classes=None, dtype="float32"):
+    """Integer class labels (N,) -> one-hot rows (N, num_classes)."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu" and not (y.dtype.kind == "f" and np.all(np.mod(y, 1) == 0)):
+        raise TypeError(f"y: expected integer class labels, got dtype {y.dtype}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"y: expected a 1-d array of labels, got shape {y.shape}")
+    y = y.astype(np.intp)
+    if y.size and y.min() < 0:
+        raise ValueError(f"y: labels must be >= 0, got {y.min()}")
+    if num_classes is None:
+        num_classes = int(y.max()) + 1 if y.size else 0
+    elif y.size and y.max() >= num_classes:
+        raise ValueError(f"y: labels must be < num_classes={num_classes}, got {y.max()}")
+    out = np.zeros((len(y), num_classes), dtype=dtype)
+    out[np.arange(len(y)), y] = 1
+    return out
