@@ -243,6 +243,17 @@ class Conv2D(Layer):
             self.params["bias"] = _init(self.bias_initializer, (self.filters,), fans, dtype,
                                         rng, "bias_initializer")
 
+    def forward(self, x, training=False, rng=None):
+        if self.activation.name not in ops.FUSED_ACTIVATIONS:
+            return super().forward(x, training, rng)
+        if training:
+            self.x = x
+        y = ops.conv2d(x, self.params["kernel"], self.params.get("bias"), self.padding,
+                       self.activation.name)
+        if training:
+            self.activation.y = y
+        return y
+
     def forward_linear(self, x, training=False, rng=None):
         if training:
             self.x = x

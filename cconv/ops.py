@@ -74,10 +74,19 @@ def _check_conv(x, w, padding):
     return x, w, pads
 
 
-def conv2d(x, w, b=None, padding="valid"):
+FUSED_ACTIVATIONS = {None: 0, "linear": 0, "tanh": 1, "relu": 2}  # the kernels' codes
+
+
+def conv2d(x, w, b=None, padding="valid", activation=None):
     """Stride-1 2-D convolution (cross-correlation, as in Keras) of x (N, H, W, C) with
-    kernels w (KH, KW, C, F), plus bias b (F,) when given. Returns (N, OH, OW, F)."""
+    kernels w (KH, KW, C, F), plus bias b (F,) when given. Returns (N, OH, OW, F).
+
+    activation "tanh" or "relu" is applied inside the kernel, while the output is still
+    in cache; the result equals tanh(conv2d(...)) to within rounding."""
     x, w, (pad_top, pad_left) = _check_conv(x, w, padding)
+    if activation not in FUSED_ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
+                         f"got {activation!r}")
     if b is None:
         b = np.empty(0, dtype=x.dtype)
     else:
@@ -87,7 +96,8 @@ def conv2d(x, w, b=None, padding="valid"):
                              f"filters, got {b.shape}")
     out = np.empty(conv_output_shape(x.shape, w.shape, padding), dtype=x.dtype)
     if out.size:
-        _conv.conv2d_forward(x, w, b, out, pad_top, pad_left, get_num_threads())
+        _conv.conv2d_forward(x, w, b, out, pad_top, pad_left, FUSED_ACTIVATIONS[activation],
+                             get_num_threads())
     return out
 
 
@@ -102,12 +112,17 @@ def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
                          f"got {grad_out.shape}")
     threads = get_num_threads()
     n_chunks = max(1, -(-x.shape[0] // GRAD_CHUNK))
-    partial_w = np.empty((n_chunks, w.size), dtype=x.dtype)
+    partial_w = np.empty((n_chunks,) + w.shape, dtype=x.dtype)
     partial_b = np.empty((n_chunks, w.shape[3]), dtype=x.dtype)
-    grad_w = np.empty_like(w)
-    grad_b = np.empty(w.shape[3], dtype=x.dtype)
-    _conv.conv2d_backward_params(x, grad_out, partial_w, partial_b, grad_w, grad_b,
-                                 GRAD_CHUNK, pad_top, pad_left, threads)
+    if x.shape[0]:
+        _conv.conv2d_backward_params(x, grad_out, partial_w, partial_b, GRAD_CHUNK,
+                                     pad_top, pad_left, threads)
+    else:
+        partial_w[:] = 0
+        partial_b[:] = 0
+    # numpy adds the chunks in index order on one thread: the same bits every time.
+    grad_w = partial_w.sum(axis=0)
+    grad_b = partial_b.sum(axis=0)
     grad_x = None
     if need_grad_x:
         grad_x = np.empty_like(x)

@@ -10,39 +10,105 @@ C-contiguous. Bounds checks are off.
 from cython cimport floating
 from cython.parallel cimport prange
 
+from cconv._kernels._math cimport activate
+
+
+cdef enum:
+    FB = 16  # filters per register block: one AVX-512 register of float32
+
+
+cdef inline void filter_block(const floating* x, const floating* w, floating* o,
+                              Py_ssize_t W, Py_ssize_t C, Py_ssize_t KW, Py_ssize_t F,
+                              Py_ssize_t ky_lo, Py_ssize_t ky_hi,
+                              Py_ssize_t kx_lo, Py_ssize_t kx_hi) noexcept nogil:
+    """o[0:FB] = sum over the window of x * w[..., 0:FB]. x points at the window's
+    top-left pixel, w at the block's first filter. The sums live in registers."""
+    cdef floating acc[FB]
+    cdef Py_ssize_t ky, kx, c, j
+    cdef const floating* xp
+    cdef const floating* wp
+    cdef floating xv
+    for j in range(FB):
+        acc[j] = 0
+    for ky in range(ky_lo, ky_hi):
+        for kx in range(kx_lo, kx_hi):
+            xp = x + (ky * W + kx) * C
+            wp = w + (ky * KW + kx) * C * F
+            for c in range(C):
+                xv = xp[c]
+                for j in range(FB):
+                    acc[j] += xv * wp[c * F + j]
+    for j in range(FB):
+        o[j] = acc[j]
+
+
+cdef inline void filter_rest(const floating* x, const floating* w, floating* o,
+                             Py_ssize_t W, Py_ssize_t C, Py_ssize_t KW, Py_ssize_t F,
+                             Py_ssize_t nf, Py_ssize_t ky_lo, Py_ssize_t ky_hi,
+                             Py_ssize_t kx_lo, Py_ssize_t kx_hi) noexcept nogil:
+    """As filter_block, for the last nf < FB filters."""
+    cdef Py_ssize_t ky, kx, c, j
+    cdef const floating* xp
+    cdef const floating* wp
+    cdef floating xv
+    for j in range(nf):
+        o[j] = 0
+    for ky in range(ky_lo, ky_hi):
+        for kx in range(kx_lo, kx_hi):
+            xp = x + (ky * W + kx) * C
+            wp = w + (ky * KW + kx) * C * F
+            for c in range(C):
+                xv = xp[c]
+                for j in range(nf):
+                    o[j] += xv * wp[c * F + j]
+
+
+cdef void forward_image(const floating* x, const floating* w, const floating* b,
+                        floating* out, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                        Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t F,
+                        Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t pad_top,
+                        Py_ssize_t pad_left, int act) noexcept nogil:
+    """One image: filters in blocks of FB, then bias, then the activation of each row of
+    outputs while it is still in cache."""
+    cdef Py_ssize_t oy, ox, f0, ky_lo, ky_hi, kx_lo, kx_hi
+    cdef const floating* window
+    cdef floating* o
+    for oy in range(OH):
+        ky_lo = max(0, pad_top - oy)
+        ky_hi = min(KH, H + pad_top - oy)
+        for ox in range(OW):
+            kx_lo = max(0, pad_left - ox)
+            kx_hi = min(KW, W + pad_left - ox)
+            # The window's top-left corner may lie in the padding; only in-image
+            # offsets [ky_lo, ky_hi) x [kx_lo, kx_hi) are ever read through it.
+            window = x + ((oy - pad_top) * W + (ox - pad_left)) * C
+            o = out + (oy * OW + ox) * F
+            f0 = 0
+            while f0 + FB <= F:
+                filter_block(window, w + f0, o + f0, W, C, KW, F, ky_lo, ky_hi, kx_lo, kx_hi)
+                f0 += FB
+            if f0 < F:
+                filter_rest(window, w + f0, o + f0, W, C, KW, F, F - f0,
+                            ky_lo, ky_hi, kx_lo, kx_hi)
+            if b != NULL:
+                for f0 in range(F):
+                    o[f0] += b[f0]
+        activate(out + oy * OW * F, OW * F, act)
+
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] b, floating[:, :, :, ::1] out,
-                   Py_ssize_t pad_top, Py_ssize_t pad_left, int num_threads):
-    """out = conv(x, w) + b; b has length F, or 0 for no bias."""
+                   Py_ssize_t pad_top, Py_ssize_t pad_left, int act, int num_threads):
+    """out = act(conv(x, w) + b); b has length F, or 0 for no bias; act is an Activation."""
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t KH = w.shape[0], KW = w.shape[1], F = w.shape[3]
     cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
-    cdef bint has_bias = b.shape[0] > 0
-    cdef Py_ssize_t n, oy, ox, ky, kx, c, f, iy, ix
-    cdef floating xv
-    cdef floating* o
-    cdef const floating* wrow
+    cdef const floating* bp = &b[0] if b.shape[0] > 0 else NULL
+    cdef Py_ssize_t n
     with nogil:
         for n in prange(N, num_threads=num_threads, schedule="static"):
-            for oy in range(OH):
-                for ox in range(OW):
-                    o = &out[n, oy, ox, 0]
-                    for f in range(F):
-                        o[f] = b[f] if has_bias else 0
-                    for ky in range(KH):
-                        iy = oy + ky - pad_top
-                        if iy < 0 or iy >= H:
-                            continue
-                        for kx in range(KW):
-                            ix = ox + kx - pad_left
-                            if ix < 0 or ix >= W:
-                                continue
-                            for c in range(C):
-                                xv = x[n, iy, ix, c]
-                                wrow = &w[ky, kx, c, 0]
-                                for f in range(F):
-                                    o[f] += xv * wrow[f]
+            forward_image(&x[n, 0, 0, 0], &w[0, 0, 0, 0], bp, &out[n, 0, 0, 0],
+                          H, W, C, KH, KW, F, OH, OW, pad_top, pad_left, act)
 
 
 def conv2d_backward_input(const floating[:, :, :, ::1] grad_out,
@@ -86,44 +152,38 @@ def conv2d_backward_input(const floating[:, :, :, ::1] grad_out,
 
 def conv2d_backward_params(const floating[:, :, :, ::1] x,
                            const floating[:, :, :, ::1] grad_out,
-                           floating[:, ::1] partial_w, floating[:, ::1] partial_b,
-                           floating[:, :, :, ::1] grad_w, floating[::1] grad_b,
+                           floating[:, :, :, :, ::1] partial_w, floating[:, ::1] partial_b,
                            Py_ssize_t chunk, Py_ssize_t pad_top, Py_ssize_t pad_left,
                            int num_threads):
-    """grad_w and grad_b summed over the batch.
+    """Per-chunk sums of the kernel and bias gradients.
 
-    The batch is cut into fixed chunks of `chunk` images, whatever the thread count.
-    Each chunk sums into its own row of partial_w / partial_b (shape (n_chunks, ...)),
-    then the rows are added in chunk order: the same bits on 1 thread or 64.
-    grad_b has length F, or 0 when the layer has no bias; partial_b is always (n_chunks, F).
+    The batch is cut into fixed chunks of `chunk` images, whatever the thread count; chunk
+    k sums into partial_w[k] (KH, KW, C, F) and partial_b[k] (F,). The caller adds the
+    chunks in order, so the result has the same bits on 1 thread or 64.
     """
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
-    cdef Py_ssize_t KH = grad_w.shape[0], KW = grad_w.shape[1], F = grad_w.shape[3]
+    cdef Py_ssize_t KH = partial_w.shape[1], KW = partial_w.shape[2], F = partial_w.shape[4]
     cdef Py_ssize_t OH = grad_out.shape[1], OW = grad_out.shape[2]
-    cdef Py_ssize_t n_chunks = partial_w.shape[0], n_w = partial_w.shape[1]
-    cdef bint has_bias = grad_b.shape[0] > 0
-    cdef Py_ssize_t k, n, n_end, oy, ox, ky, kx, c, f, iy, ix, i
-    cdef floating xv, total
+    cdef Py_ssize_t n_chunks = partial_w.shape[0]
+    cdef Py_ssize_t k, n, oy, ox, ky, kx, c, f, iy, ix, i
+    cdef floating xv
     cdef floating* pw
     cdef floating* pb
-    cdef floating* gw = &grad_w[0, 0, 0, 0]
     cdef const floating* g
     with nogil:
         for k in prange(n_chunks, num_threads=num_threads, schedule="static"):
-            pw = &partial_w[k, 0]
+            pw = &partial_w[k, 0, 0, 0, 0]
             pb = &partial_b[k, 0]
-            for i in range(n_w):
+            for i in range(KH * KW * C * F):
                 pw[i] = 0
-            for f in range(partial_b.shape[1]):
+            for f in range(F):
                 pb[f] = 0
-            n_end = min((k + 1) * chunk, N)
-            for n in range(k * chunk, n_end):
+            for n in range(k * chunk, min((k + 1) * chunk, N)):
                 for oy in range(OH):
                     for ox in range(OW):
                         g = &grad_out[n, oy, ox, 0]
-                        if has_bias:
-                            for f in range(F):
-                                pb[f] += g[f]
+                        for f in range(F):
+                            pb[f] += g[f]
                         for ky in range(KH):
                             iy = oy + ky - pad_top
                             if iy < 0 or iy >= H:
@@ -136,14 +196,3 @@ def conv2d_backward_params(const floating[:, :, :, ::1] x,
                                     xv = x[n, iy, ix, c]
                                     for f in range(F):
                                         pw[((ky * KW + kx) * C + c) * F + f] += xv * g[f]
-        for i in prange(n_w, num_threads=num_threads, schedule="static"):
-            total = 0
-            for k in range(n_chunks):
-                total = total + partial_w[k, i]
-            gw[i] = total
-        if has_bias:
-            for f in range(F):
-                total = 0
-                for k in range(n_chunks):
-                    total = total + partial_b[k, f]
-                grad_b[f] = total

@@ -6,17 +6,11 @@ blocks every element takes the same path whatever the thread count.
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport tanh, tanhf
 from libc.stdint cimport uint8_t, uint64_t
 
+from cconv._kernels._math cimport tanh_of
+
 cdef Py_ssize_t BLOCK = 4096
-
-
-cdef inline floating tanh_of(floating v) noexcept nogil:
-    if floating is float:
-        return tanhf(v)
-    else:
-        return tanh(v)
 
 
 cdef inline Py_ssize_t n_blocks(Py_ssize_t n) noexcept nogil:
