@@ -65,8 +65,8 @@ def show_config(file=None):
         f"  numpy:        {np.__version__}",
         f"  numpy blas:   {_blas_info()}",
         f"  OPENBLAS_CORETYPE: {os.environ.get('OPENBLAS_CORETYPE', '(unset)')}",
-        "  blas use:     dense layers call numpy's BLAS from Python, never from inside "
-        "OpenMP threads",
+        "  blas use:     none on the training path (numpy's BLAS threads would compete "
+        "with OpenMP's)",
     ]
     print("\n".join(lines), file=file)
 

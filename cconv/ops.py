@@ -13,13 +13,14 @@ import numbers
 import numpy as np
 
 from cconv._config import get_num_threads
-from cconv._kernels import _conv, _elementwise
+from cconv._kernels import _conv, _dense, _elementwise
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PADDINGS = ("valid", "same")
 # Images per partial sum in the conv weight gradient. Fixed, so that the order of
 # floating-point additions, and so the result, never depends on the thread count.
 GRAD_CHUNK = 8
+DENSE_BLOCK = 512  # features per thread work unit in the dense weight gradient
 
 
 def _float_array(name, a, ndim=None, dtype=None):
@@ -244,29 +245,42 @@ def dropout_backward(grad_out, mask, rate):
     return out
 
 
-def dense(x, w, b=None):
-    """x (N, D) @ w (D, U) + b (U,), through numpy's BLAS."""
+def _check_dense(x, w):
     x = _float_array("x", x, ndim=2)
     w = _float_array("w", w, ndim=2, dtype=x.dtype)
     if x.shape[1] != w.shape[0]:
         raise ValueError(f"x: expected {w.shape[0]} features to match w of shape {w.shape}, "
                          f"got x of shape {x.shape}")
-    out = x @ w
-    if b is not None:
+    # The kernels read the weights one output unit at a time: (U, D) rows.
+    return x, w, np.ascontiguousarray(w.T)
+
+
+def dense(x, w, b=None):
+    """x (N, D) @ w (D, U) + b (U,)."""
+    x, w, w_t = _check_dense(x, w)
+    if b is None:
+        b = np.empty(0, dtype=x.dtype)
+    else:
         b = _float_array("b", b, ndim=1, dtype=x.dtype)
         if b.shape != (w.shape[1],):
             raise ValueError(f"b: expected shape ({w.shape[1]},), got {b.shape}")
-        out += b
+    out = np.empty((x.shape[0], w.shape[1]), dtype=x.dtype)
+    _dense.dense_forward(x, w_t, b, out, get_num_threads())
     return out
 
 
 def dense_backward(x, w, grad_out, need_grad_x=True):
     """Gradients of dense: (grad_x or None, grad_w, grad_b)."""
-    x = _float_array("x", x, ndim=2)
-    w = _float_array("w", w, ndim=2, dtype=x.dtype)
+    x, w, w_t = _check_dense(x, w)
     grad_out = _float_array("grad_out", grad_out, ndim=2, dtype=x.dtype)
-    if x.shape[1] != w.shape[0] or grad_out.shape != (x.shape[0], w.shape[1]):
+    if grad_out.shape != (x.shape[0], w.shape[1]):
         raise ValueError(f"grad_out: expected shape {(x.shape[0], w.shape[1])} for x "
                          f"{x.shape} and w {w.shape}, got {grad_out.shape}")
-    grad_x = grad_out @ w.T if need_grad_x else None
-    return grad_x, x.T @ grad_out, grad_out.sum(axis=0)
+    threads = get_num_threads()
+    grad_w_t = np.empty_like(w_t)
+    _dense.dense_backward_kernel(x, grad_out, grad_w_t, DENSE_BLOCK, threads)
+    grad_x = None
+    if need_grad_x:
+        grad_x = np.empty_like(x)
+        _dense.dense_backward_input(grad_out, w_t, grad_x, threads)
+    return grad_x, np.ascontiguousarray(grad_w_t.T), grad_out.sum(axis=0)
