@@ -61,6 +61,25 @@ class BookLines(Callback):
         print(f"I:{epoch} Test-Acc:{acc} Train-Acc:{logs['accuracy']}", flush=True)
 
 
+def book_train_step(layer_0, labels, kernels, weights_1_2, dropout_mask, alpha):
+    """One batch of the book's training loop. layer_0 is (batch, 27, 27, 1), kernels
+    (3, 3, 1, 16), weights_1_2 (10000, 10). Returns (correct count, kernels, weights)."""
+    batch_size = len(layer_0)
+    layer_1 = ops.conv2d(layer_0, kernels, activation="tanh").reshape(batch_size, -1)
+    layer_1, _ = ops.dropout(layer_1, 0.5, mask=dropout_mask)
+    temp = np.exp(ops.dense(layer_1, weights_1_2))
+    layer_2 = temp / np.sum(temp, axis=1, keepdims=True)
+    correct = int((layer_2.argmax(axis=1) == labels.argmax(axis=1)).sum())
+    layer_2_delta = (labels - layer_2) / (batch_size * layer_2.shape[0])
+    back, dense_update, _ = ops.dense_backward(layer_1, weights_1_2, layer_2_delta)
+    layer_1_delta = ops.tanh_backward(layer_1, back)
+    layer_1_delta, _ = ops.dropout(layer_1_delta, 0.0, mask=dropout_mask)
+    _, k_update, _ = ops.conv2d_backward(layer_0, kernels,
+                                         layer_1_delta.reshape(batch_size, 25, 25, 16),
+                                         need_grad_x=False)
+    return correct, kernels - alpha * k_update, weights_1_2 + alpha * dense_update
+
+
 def run_book(x_train, y_train, x_test, y_test, epochs):
     """The book's listing as printed, in float64, through cconv.ops. Its quirks are kept
     here on purpose, never in the library:
@@ -89,23 +108,11 @@ def run_book(x_train, y_train, x_test, y_test, epochs):
         correct_cnt = 0
         for i in range(len(images) // batch_size):
             start, end = i * batch_size, (i + 1) * batch_size
-            layer_0 = crop(images[start:end])
-            layer_1 = ops.conv2d(layer_0, kernels, activation="tanh").reshape(batch_size, -1)
-            dropout_mask = np.random.randint(2, size=layer_1.shape)
-            layer_1, _ = ops.dropout(layer_1, 0.5, mask=dropout_mask)
-            temp = np.exp(ops.dense(layer_1, weights_1_2))
-            layer_2 = temp / np.sum(temp, axis=1, keepdims=True)
-            labels = onehot[start:end]
-            correct_cnt += int((layer_2.argmax(axis=1) == labels.argmax(axis=1)).sum())
-            layer_2_delta = (labels - layer_2) / (batch_size * layer_2.shape[0])
-            back, dense_update, _ = ops.dense_backward(layer_1, weights_1_2, layer_2_delta)
-            layer_1_delta = ops.tanh_backward(layer_1, back)
-            layer_1_delta, _ = ops.dropout(layer_1_delta, 0.0, mask=dropout_mask)
-            weights_1_2 += alpha * dense_update
-            _, k_update, _ = ops.conv2d_backward(
-                layer_0, kernels, layer_1_delta.reshape(batch_size, 25, 25, 16),
-                need_grad_x=False)
-            kernels -= alpha * k_update
+            dropout_mask = np.random.randint(2, size=(batch_size, 25 * 25 * 16))
+            correct, kernels, weights_1_2 = book_train_step(
+                crop(images[start:end]), onehot[start:end], kernels, weights_1_2,
+                dropout_mask, alpha)
+            correct_cnt += correct
         test_correct_cnt = 0
         for s in range(0, len(test_images), 500):
             layer_1 = ops.conv2d(test_images[s:s + 500], kernels, activation="tanh")
