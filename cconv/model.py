@@ -7,13 +7,13 @@ rescaled: x is cast to the model's dtype as it is (uint8 pixels stay 0..255; div
 import numbers
 import os
 import sys
-import tempfile
 
 import numpy as np
 
 from cconv import callbacks as callbacks_module
 from cconv import layers as layers_module
 from cconv import losses, optimizers, utils
+from cconv._io import atomic_write
 
 METRICS = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy")
 _FINITE_CHECK_ROWS = 4096  # check NaN/inf in slices: never a bool copy of all of x
@@ -153,18 +153,8 @@ class Sequential:
         path = os.fspath(path)
         arrays = {f"{i:03d}.{layer.name}.{k}": layer.params[k]
                   for i, (layer, k) in enumerate(self._weight_keys())}
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".cconv-", suffix=".npz.tmp", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(path, suffix=".npz.tmp") as f:
+            np.savez(f, **arrays)
 
     def load_weights(self, path):
         if not self.built:

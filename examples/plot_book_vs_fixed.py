@@ -6,10 +6,10 @@
 
 Needs matplotlib (pip install ".[examples]").
 """
-import os
 import re
 import sys
-import tempfile
+
+from cconv._io import atomic_write
 
 LINE = re.compile(r"^I:(\d+) Test-Acc:([0-9.]+) Train-Acc:([0-9.]+)$", re.M)
 
@@ -37,16 +37,8 @@ def main(book_log, fixed_log, out_png):
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    # Written under a temporary name, then renamed: never a half-written figure.
-    folder = os.path.dirname(os.path.abspath(out_png))
-    fd, tmp = tempfile.mkstemp(suffix=".png", dir=folder)
-    os.close(fd)
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, out_png)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(out_png, suffix=".png.tmp") as f:  # never a half-written figure
+        fig.savefig(f, format="png")
 
 
 if __name__ == "__main__":

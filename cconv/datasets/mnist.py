@@ -23,13 +23,14 @@ import math
 import os
 import re
 import struct
-import tempfile
 import urllib.request
 import warnings
 import zipfile
 import zlib
 
 import numpy as np
+
+from cconv._io import atomic_write
 
 __all__ = ["load_data", "load_idx", "load_npz", "DatasetError", "DatasetNotFoundError"]
 
@@ -333,28 +334,20 @@ def _urlopen(url):
 def _download(url, dest, sha256):
     """Fetch url into dest. The bytes go to a temporary file beside dest and are renamed
     to dest only once their SHA-256 matches, so dest never holds partial or wrong data."""
-    folder = os.path.dirname(dest)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".part", dir=folder)
-    try:
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    prefix = f".{os.path.basename(dest)}."
+    with atomic_write(dest, prefix=prefix, suffix=".part") as out, _urlopen(url) as response:
         digest, size = hashlib.sha256(), 0
-        with os.fdopen(fd, "wb") as out, _urlopen(url) as response:
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
-                size += len(chunk)
-                if size > _MAX_DOWNLOAD:
-                    raise DatasetError(f"{url}: expected at most {_MAX_DOWNLOAD} bytes, the "
-                                       "server sent more")
-                digest.update(chunk)
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())  # data on disk before the rename makes it visible
+        for chunk in iter(lambda: response.read(_CHUNK), b""):
+            size += len(chunk)
+            if size > _MAX_DOWNLOAD:
+                raise DatasetError(f"{url}: expected at most {_MAX_DOWNLOAD} bytes, the "
+                                   "server sent more")
+            digest.update(chunk)
+            out.write(chunk)
         if digest.hexdigest() != sha256:
             raise DatasetError(f"{url}: expected SHA-256 {sha256}, found "
                                f"{digest.hexdigest()} ({size} bytes); nothing was saved")
-        os.replace(tmp, dest)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def _download_mnist(cache):
