@@ -4,6 +4,7 @@ and keeps what its backward pass needs from the last training forward pass.
 Shapes given to layers exclude the batch axis, as in Keras.
 """
 import numbers
+import threading
 
 import numpy as np
 
@@ -216,6 +217,7 @@ class Conv2D(Layer):
         self.activation = _Act(activation)
         self.kernel_initializer = _initializer("kernel_initializer", kernel_initializer)
         self.bias_initializer = _initializer("bias_initializer", bias_initializer)
+        self._buffers = threading.local()
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -249,7 +251,7 @@ class Conv2D(Layer):
         if training:
             self.x = x
         y = ops.conv2d(x, self.params["kernel"], self.params.get("bias"), self.padding,
-                       self.activation.name)
+                       self.activation.name, out=self._output_buffer(x))
         if training:
             self.activation.y = y
         return y
@@ -257,7 +259,19 @@ class Conv2D(Layer):
     def forward_linear(self, x, training=False, rng=None):
         if training:
             self.x = x
-        return ops.conv2d(x, self.params["kernel"], self.params.get("bias"), self.padding)
+        return ops.conv2d(x, self.params["kernel"], self.params.get("bias"), self.padding,
+                          out=self._output_buffer(x))
+
+    def _output_buffer(self, x):
+        """This thread's output array, reused while the batch shape stays the same.
+
+        A layer's output lives only until the model's next forward pass (the model copies
+        what it returns), and each thread has its own, so concurrent predicts are safe."""
+        shape = (len(x),) + self.output_shape
+        buf = getattr(self._buffers, "out", None)
+        if buf is None or buf.shape != shape or buf.dtype != self.dtype:
+            buf = self._buffers.out = np.empty(shape, dtype=self.dtype)
+        return buf
 
     def backward_linear(self, grad):
         grad_x, grad_w, grad_b = ops.conv2d_backward(

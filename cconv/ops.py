@@ -78,12 +78,36 @@ def _check_conv(x, w, padding):
 FUSED_ACTIVATIONS = {None: 0, "linear": 0, "tanh": 1, "relu": 2}  # the kernels' codes
 
 
-def conv2d(x, w, b=None, padding="valid", activation=None):
+def _gray_work_size(out_shape, kernel_shape):
+    """Per-thread scratch of the single-channel conv path: a zero-padded frame of the
+    image and the filters' output planes, both as wide as the frame."""
+    _, oh, ow, f = out_shape
+    kh, kw, c, _ = kernel_shape
+    if c != 1:
+        return 1
+    hp, wp = oh + kh - 1, ow + kw - 1
+    return hp * wp + f * oh * wp
+
+
+def _check_out(out, shape, dtype):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
+    if out.shape != shape or out.dtype != dtype:
+        raise ValueError(f"out: expected shape {shape} and dtype {np.dtype(dtype)}, got "
+                         f"{out.shape} and {out.dtype}")
+    if not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError("out: expected a writeable, C-contiguous array")
+    return out
+
+
+def conv2d(x, w, b=None, padding="valid", activation=None, out=None):
     """Stride-1 2-D convolution (cross-correlation, as in Keras) of x (N, H, W, C) with
     kernels w (KH, KW, C, F), plus bias b (F,) when given. Returns (N, OH, OW, F).
 
     activation "tanh" or "relu" is applied inside the kernel, while the output is still
-    in cache; the result equals tanh(conv2d(...)) to within rounding."""
+    in cache; the result equals tanh(conv2d(...)) to within rounding. `out` is an array
+    to write the result into, so that a caller can reuse memory across batches (fresh
+    memory costs a page fault per 4 KiB on first touch)."""
     x, w, (pad_top, pad_left) = _check_conv(x, w, padding)
     if activation not in FUSED_ACTIVATIONS:
         raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
@@ -95,10 +119,16 @@ def conv2d(x, w, b=None, padding="valid", activation=None):
         if b.shape[0] != w.shape[3]:
             raise ValueError(f"b: expected shape ({w.shape[3]},) to match w's {w.shape[3]} "
                              f"filters, got {b.shape}")
-    out = np.empty(conv_output_shape(x.shape, w.shape, padding), dtype=x.dtype)
+    shape = conv_output_shape(x.shape, w.shape, padding)
+    if out is None:
+        out = np.empty(shape, dtype=x.dtype)
+    else:
+        out = _check_out(out, shape, x.dtype)
     if out.size:
-        _conv.conv2d_forward(x, w, b, out, pad_top, pad_left, FUSED_ACTIVATIONS[activation],
-                             get_num_threads())
+        threads = get_num_threads()
+        work = np.empty((threads, _gray_work_size(out.shape, w.shape)), dtype=x.dtype)
+        _conv.conv2d_forward(x, w, b, out, work, pad_top, pad_left,
+                             FUSED_ACTIVATIONS[activation], threads)
     return out
 
 

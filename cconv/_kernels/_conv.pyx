@@ -8,7 +8,7 @@ Every array here has been checked by cconv.ops: shapes agree, dtypes match, memo
 C-contiguous. Bounds checks are off.
 """
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 
 from cconv._kernels._math cimport activate
 
@@ -96,10 +96,54 @@ cdef void forward_image(const floating* x, const floating* w, const floating* b,
         activate(out + oy * OW * F, OW * F, act)
 
 
+cdef void forward_image_gray(const floating* x, const floating* w, const floating* b,
+                             floating* out, floating* work, Py_ssize_t H, Py_ssize_t W,
+                             Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t F,
+                             Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t pad_top,
+                             Py_ssize_t pad_left, int act) noexcept nogil:
+    """One single-channel image, by whole planes: the image is copied into a zero-padded
+    (Hp, Wp) frame, and each filter's plane of outputs, kept Wp wide, gets one long
+    contiguous multiply-add per kernel offset; the KW - 1 extra columns of each plane row
+    are dropped when the planes are transposed to channels-last. Each output still adds
+    its terms in (ky, kx) order, like forward_image. work holds Hp * Wp + F * OH * Wp."""
+    cdef Py_ssize_t Hp = OH + KH - 1, Wp = OW + KW - 1
+    cdef Py_ssize_t L = (OH - 1) * Wp + OW  # the last plane row needs only OW columns
+    cdef floating* frame = work
+    cdef floating* planes = work + Hp * Wp
+    cdef Py_ssize_t i, y, xx, f, ky, kx, oy, ox
+    cdef const floating* xs
+    cdef floating* p
+    cdef floating* o
+    cdef floating wv
+    for i in range(Hp * Wp):
+        frame[i] = 0
+    for y in range(H):
+        for xx in range(W):
+            frame[(y + pad_top) * Wp + xx + pad_left] = x[y * W + xx]
+    for f in range(F):
+        p = planes + f * OH * Wp
+        for i in range(L):
+            p[i] = 0
+        for ky in range(KH):
+            for kx in range(KW):
+                wv = w[(ky * KW + kx) * F + f]
+                xs = frame + ky * Wp + kx
+                for i in range(L):
+                    p[i] += wv * xs[i]
+    for oy in range(OH):
+        for ox in range(OW):
+            o = out + (oy * OW + ox) * F
+            for f in range(F):
+                o[f] = planes[f * OH * Wp + oy * Wp + ox] + (b[f] if b != NULL else 0)
+    activate(out, OH * OW * F, act)
+
+
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
-                   const floating[::1] b, floating[:, :, :, ::1] out,
+                   const floating[::1] b, floating[:, :, :, ::1] out, floating[:, ::1] work,
                    Py_ssize_t pad_top, Py_ssize_t pad_left, int act, int num_threads):
-    """out = act(conv(x, w) + b); b has length F, or 0 for no bias; act is an Activation."""
+    """out = act(conv(x, w) + b); b has length F, or 0 for no bias; act is an Activation.
+    work is per-thread scratch for C == 1, (num_threads, Hp * Wp + F * OH * Wp) with
+    Hp = OH + KH - 1 and Wp = OW + KW - 1."""
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t KH = w.shape[0], KW = w.shape[1], F = w.shape[3]
     cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
@@ -107,8 +151,13 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t n
     with nogil:
         for n in prange(N, num_threads=num_threads, schedule="static"):
-            forward_image(&x[n, 0, 0, 0], &w[0, 0, 0, 0], bp, &out[n, 0, 0, 0],
-                          H, W, C, KH, KW, F, OH, OW, pad_top, pad_left, act)
+            if C == 1:
+                forward_image_gray(&x[n, 0, 0, 0], &w[0, 0, 0, 0], bp, &out[n, 0, 0, 0],
+                                   &work[threadid(), 0], H, W, KH, KW, F, OH, OW,
+                                   pad_top, pad_left, act)
+            else:
+                forward_image(&x[n, 0, 0, 0], &w[0, 0, 0, 0], bp, &out[n, 0, 0, 0],
+                              H, W, C, KH, KW, F, OH, OW, pad_top, pad_left, act)
 
 
 def conv2d_backward_input(const floating[:, :, :, ::1] grad_out,
