@@ -7,6 +7,7 @@ rescaled: x is cast to the model's dtype as it is (uint8 pixels stay 0..255; div
 import numbers
 import os
 import sys
+import zipfile
 
 import numpy as np
 
@@ -50,6 +51,8 @@ class Sequential:
         self.history = None
         for layer in layers or []:
             self.add(layer)
+        if self.input_shape is not None and self.layers:
+            self.build()
 
     # ---- structure -------------------------------------------------------------------
     def add(self, layer):
@@ -101,7 +104,7 @@ class Sequential:
 
     def _ensure_built(self, x):
         if not self.built:
-            self.build(np.shape(x)[1:])
+            self.build(self.input_shape or np.shape(x)[1:])
 
     def count_params(self):
         return sum(layer.count_params() for layer in self.layers)
@@ -169,7 +172,7 @@ class Sequential:
                     raise ValueError(f"load_weights: {path} holds arrays {found}, but this "
                                      f"model expects {expected}")
                 arrays = [data[k] for k in expected]
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"load_weights: cannot read {path} as an .npz file: {exc}") from exc
         except ValueError as exc:
             if str(exc).startswith("load_weights:"):

@@ -1,0 +1,257 @@
+"""The Keras-like API: one training step against NumPy, and every bad input named."""
+import numpy as np
+import pytest
+
+import cconv
+from cconv import oracle
+from cconv.layers import Activation, Conv2D, Dense, Dropout, Flatten, Input
+
+TOL = {"float32": dict(rtol=1e-4, atol=1e-6), "float64": dict(rtol=1e-10, atol=1e-12)}
+
+
+def small_model(dtype="float32", padding="valid", activation="tanh", compile=True):
+    cconv.utils.set_random_seed(0)
+    model = cconv.Sequential([Input((10, 9, 2)), Conv2D(3, 3, activation=activation,
+                                                        padding=padding),
+                              Dropout(0.5), Flatten(), Dense(4, activation="softmax")],
+                             dtype=dtype)
+    if compile:
+        model.compile(optimizer=cconv.optimizers.SGD(0.5),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def softmax(z):
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("padding,activation", [("valid", "tanh"), ("same", "relu")])
+def test_one_training_step_matches_numpy(dtype, padding, activation):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 10, 9, 2)).astype(dtype)
+    y = rng.integers(0, 4, 6)
+    model = small_model(dtype, padding, activation)
+    k, kb, w, wb = [a.astype(np.float64) for a in model.get_weights()]
+    history = model.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0, seed=0)
+    mask = model.layers[1].mask  # the mask itself is tested against the oracle elsewhere
+
+    xd = x.astype(np.float64)
+    act, act_back = {"tanh": (oracle.tanh, oracle.tanh_backward),
+                     "relu": (oracle.relu, oracle.relu_backward)}[activation]
+    h = act(oracle.conv2d(xd, k, kb, padding))
+    d, _ = oracle.dropout(h, 0.5, mask=mask)
+    flat = d.reshape(6, -1)
+    p = softmax(oracle.dense(flat, w, wb))
+    onehot = np.eye(4)[y]
+    loss = -np.log(p[np.arange(6), y]).mean()
+    gd, gw, gwb = oracle.dense_backward(flat, w, (p - onehot) / 6)
+    gh = act_back(h, oracle.dropout_backward(gd.reshape(h.shape), mask, 0.5))
+    _, gk, gkb = oracle.conv2d_backward(xd, k, gh, padding)
+    want = [k - 0.5 * gk, kb - 0.5 * gkb, w - 0.5 * gw, wb - 0.5 * gwb]
+
+    for got, exp in zip(model.get_weights(), want):
+        np.testing.assert_allclose(got, exp, **TOL[dtype])
+    np.testing.assert_allclose(history.history["loss"][0], loss, rtol=1e-5)
+
+
+def test_predict_and_evaluate_match_numpy_in_any_batch_size():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((10, 10, 9, 2))
+    y = rng.integers(0, 4, 10)
+    model = small_model("float64")
+    k, kb, w, wb = model.get_weights()
+    p = softmax(oracle.dense(oracle.tanh(oracle.conv2d(x, k, kb)).reshape(10, -1), w, wb))
+    np.testing.assert_allclose(model.predict(x, batch_size=3), p, rtol=1e-12)
+    loss, acc = model.evaluate(x, y, batch_size=4)
+    np.testing.assert_allclose(loss, -np.log(p[np.arange(10), y]).mean(), rtol=1e-10)
+    assert acc == (p.argmax(axis=1) == y).mean()
+
+
+def test_awkward_inputs_work_unscaled():
+    rng = np.random.default_rng(3)
+    model = small_model()
+    x8 = rng.integers(0, 256, (5, 10, 9, 2), dtype=np.uint8)
+    want = model.predict(x8.astype(np.float32))
+    np.testing.assert_array_equal(model.predict(x8), want)  # uint8 is not rescaled
+    fortran = np.asfortranarray(x8.astype(np.float32))
+    reversed_twice = x8.astype(np.float32)[::-1][::-1]
+    reversed_twice.setflags(write=False)
+    np.testing.assert_array_equal(model.predict(fortran), want)
+    np.testing.assert_array_equal(model.predict(reversed_twice), want)
+
+
+def test_history_and_validation():
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((20, 10, 9, 2)), rng.integers(0, 4, 20)
+    model = small_model()
+    h = model.fit(x, y, batch_size=8, epochs=3, verbose=0, validation_split=0.25)
+    assert sorted(h.history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
+    assert all(len(v) == 3 for v in h.history.values())
+    h = model.fit(x, y, epochs=2, verbose=0, validation_data=(x[:5], y[:5]))
+    assert len(h.history["val_loss"]) == 2
+
+
+def test_categorical_and_sparse_agree():
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal((7, 10, 9, 2)), rng.integers(0, 4, 7)
+    sparse = small_model()
+    dense = small_model(compile=False)
+    dense.compile(optimizer="sgd", loss="categorical_crossentropy", metrics=["accuracy"])
+    assert np.isclose(sparse.evaluate(x, y)[0],
+                      dense.evaluate(x, cconv.utils.to_categorical(y, 4))[0])
+
+
+def test_seeds_make_runs_repeatable():
+    rng = np.random.default_rng(6)
+    x, y = rng.standard_normal((16, 10, 9, 2)), rng.integers(0, 4, 16)
+    runs = []
+    for seed in (1, 1, 2):
+        model = small_model()
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, seed=seed)
+        runs.append(model.get_weights()[0])
+    assert np.array_equal(runs[0], runs[1]) and not np.array_equal(runs[0], runs[2])
+
+
+def test_save_and_load_weights(tmp_path):
+    model = small_model()
+    path = tmp_path / "w.npz"
+    model.save_weights(path)
+    with np.load(path, allow_pickle=False) as f:
+        assert len(f.files) == 4
+    other = small_model()
+    other.set_weights([np.zeros_like(a) for a in other.get_weights()])
+    other.load_weights(path)
+    for a, b in zip(model.get_weights(), other.get_weights()):
+        assert np.array_equal(a, b)
+    wrong = cconv.Sequential([Input((10, 9, 2)), Flatten(), Dense(4)])
+    with pytest.raises(ValueError, match="w.npz"):
+        wrong.load_weights(path)
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="w.npz"):
+        model.load_weights(path)
+
+
+def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
+    model = small_model()
+    path = tmp_path / "w.npz"
+    model.save_weights(path)
+    before = path.read_bytes()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(OSError, match="disk full"):
+        model.save_weights(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["w.npz"]
+
+
+def test_summary_counts_parameters(capsys):
+    small_model().summary()
+    out = capsys.readouterr().out
+    conv, dense = 3 * 3 * 2 * 3 + 3, 8 * 7 * 3 * 4 + 4
+    assert "(None, 8, 7, 3)" in out and f"{conv:,}" in out and f"{dense:,}" in out
+    assert f"Total params: {conv + dense:,}" in out
+
+
+def test_verbose_and_callbacks(capsys):
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((8, 10, 9, 2)), rng.integers(0, 4, 8)
+
+    class StopAfterTwo(cconv.callbacks.Callback):
+        seen = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.seen.append(sorted(logs))
+            if epoch == 1:
+                self.model.stop_training = True
+
+    model = small_model()
+    h = model.fit(x, y, epochs=5, verbose=2, callbacks=[StopAfterTwo()])
+    assert len(h.history["loss"]) == 2 and StopAfterTwo.seen[0] == ["accuracy", "loss"]
+    assert capsys.readouterr().out.count("Epoch ") == 2
+    model.fit(x, y, epochs=1, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_learns_a_separable_problem():
+    rng = np.random.default_rng(8)
+    x = rng.random((200, 10, 9, 2)) * 0.2
+    y = rng.integers(0, 2, 200)
+    x[y == 0, :5] += 1  # class 0 bright on top, class 1 at the bottom
+    x[y == 1, 5:] += 1
+    model = small_model()
+    model.fit(x, y, batch_size=20, epochs=5, verbose=0)
+    assert model.evaluate(x, y)[1] > 0.9
+
+
+X = np.zeros((4, 10, 9, 2))
+Y = np.array([0, 1, 2, 3])
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda m: m.fit(np.zeros((4, 10, 9)), Y, verbose=0), ValueError, r"x: expected samples of shape"),
+    (lambda m: m.fit(np.zeros((4, 9, 10, 2)), Y, verbose=0), ValueError, r"\(9, 10, 2\)"),
+    (lambda m: m.fit(X, Y[:3], verbose=0), ValueError, r"y: expected 4 labels.*got 3"),
+    (lambda m: m.fit(X, np.array([0, 1, 2, 4]), verbose=0), ValueError, r"y: labels must be in \[0, 4\)"),
+    (lambda m: m.fit(X, np.array([0, -1, 2, 3]), verbose=0), ValueError, r"y: labels"),
+    (lambda m: m.fit(X, np.array([0, 1.5, 2, 3]), verbose=0), ValueError, r"y: expected integer"),
+    (lambda m: m.fit(X, np.zeros((4, 5)), verbose=0), ValueError, r"y: sparse_categorical"),
+    (lambda m: m.fit(np.full(X.shape, np.nan), Y, verbose=0), ValueError, r"x: contains NaN or inf"),
+    (lambda m: m.predict(np.full(X.shape, np.inf)), ValueError, r"x: contains NaN or inf"),
+    (lambda m: m.fit(X.astype(object), Y, verbose=0), TypeError, r"x: expected a numeric"),
+    (lambda m: m.predict(X.astype(complex)), TypeError, r"x: expected a numeric.*complex"),
+    (lambda m: m.fit(X, Y.astype(str), verbose=0), TypeError, r"y: expected numeric labels"),
+    (lambda m: m.fit(X, Y, batch_size=0, verbose=0), ValueError, r"batch_size: expected a positive int, got 0"),
+    (lambda m: m.predict(X, batch_size=2.5), TypeError, r"batch_size: expected a positive int"),
+    (lambda m: m.fit(X, Y, epochs=0, verbose=0), ValueError, r"epochs"),
+    (lambda m: m.fit(X, Y, validation_split=1.5, verbose=0), ValueError, r"validation_split"),
+    (lambda m: m.fit(X, Y, verbose=5), ValueError, r"verbose"),
+    (lambda m: m.set_weights([np.zeros(3)]), ValueError, r"set_weights: expected 4 arrays"),
+    (lambda m: m.predict(np.zeros((0, 10, 9, 2))), ValueError, r"at least one sample"),
+])
+def test_bad_input_names_the_argument(call, error, match):
+    with pytest.raises(error, match=match):
+        call(small_model())
+
+
+def test_categorical_labels_of_wrong_width():
+    model = small_model(compile=False)
+    model.compile(loss="categorical_crossentropy")
+    with pytest.raises(ValueError, match=r"y: categorical_crossentropy expects one-hot labels of shape \(N, 4\), got shape \(4, 3\)"):
+        model.fit(X, np.eye(3)[[0, 1, 2, 0]], verbose=0)
+
+
+def test_fit_or_evaluate_before_compile():
+    model = small_model(compile=False)
+    for call in (lambda: model.fit(X, Y, verbose=0), lambda: model.evaluate(X, Y)):
+        with pytest.raises(cconv.NotCompiledError, match="compile"):
+            call()
+    assert issubclass(cconv.NotCompiledError, ValueError)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: Conv2D(0, 3), "filters"),
+    (lambda: Conv2D(4, (3,)), "kernel_size"),
+    (lambda: Conv2D(4, 3, padding="full"), "padding"),
+    (lambda: Conv2D(4, 3, activation="gelu"), "activation"),
+    (lambda: Dropout(1.0), "rate"),
+    (lambda: Dense(0), "units"),
+    (lambda: Activation("swish"), "activation"),
+    (lambda: cconv.Sequential([Input((5, 5, 1)), Conv2D(2, 7)]).build(), "larger than"),
+    (lambda: cconv.Sequential([Input((5, 5, 1)), Dense(2)]).build(), "Flatten"),
+    (lambda: small_model(compile=False).compile(loss="mse"), "loss"),
+    (lambda: small_model(compile=False).compile(optimizer="adamw"), "optimizer"),
+    (lambda: small_model(compile=False).compile(metrics=["auc"]), "metrics"),
+    (lambda: cconv.utils.to_categorical([0, 5], num_classes=3), "num_classes"),
+])
+def test_bad_construction_names_the_argument(make, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        make()
+
+
+def test_to_categorical():
+    np.testing.assert_array_equal(cconv.utils.to_categorical([2, 0], 3),
+                                  [[0, 0, 1], [1, 0, 0]])
