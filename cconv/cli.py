@@ -20,6 +20,10 @@ PRESET_HELP = "; ".join(f"{p.name}: {p.description} ({p.epochs} epochs by defaul
                         for p in presets.PRESETS.values())
 
 
+def _count(n, word):
+    return f"{n} {word}" + ("s" if n != 1 else "")
+
+
 def _positive_int(text):
     try:
         value = int(text)
@@ -149,8 +153,8 @@ def _train(parser, args):
     x_train, y_train, x_test, y_test = _load_mnist(parser, args)
     x_train, y_train = x_train[:preset.train_images], y_train[:preset.train_images]
     print(f"preset {preset.name}: {preset.description}; {len(x_train)} training and "
-          f"{len(x_test)} test images, {epochs} epochs, batch {preset.batch_size}, "
-          f"{cconv.get_num_threads()} threads", flush=True)
+          f"{len(x_test)} test images, {_count(epochs, 'epoch')}, batch "
+          f"{preset.batch_size}, {_count(cconv.get_num_threads(), 'thread')}", flush=True)
     start = time.perf_counter()
     if preset.name == "book":
         run = presets.run_book(x_train, y_train, x_test, y_test, epochs)
@@ -167,7 +171,7 @@ def _train(parser, args):
                  f"test accuracy {history['val_accuracy'][-1]:.4f}")
     elapsed = time.perf_counter() - start
     done = len(history["val_accuracy"])
-    print(f"{done} epoch{'s' if done > 1 else ''} in {elapsed:.1f} s "
+    print(f"{_count(done, 'epoch')} in {elapsed:.1f} s "
           f"({elapsed / done:.3f} s per epoch); {final}")
     if args.save is not None:
         presets.save(model, preset.name, args.save)

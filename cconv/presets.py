@@ -129,15 +129,22 @@ def read_preset(path):
     """The preset name recorded in a weights file by `save`."""
     path = os.fspath(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
-            key = META_PREFIX + "preset"
-            if key not in data.files:
-                raise ValueError(f"{path} does not record a preset (it was not saved by "
-                                 f"'cconv train --save'); load it with "
-                                 f"Sequential.load_weights")
+        data = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        # numpy reports a file that is neither .npz nor .npy as "pickled data"
+        raise ValueError(f"cannot read {path} as an .npz weights file "
+                         f"({type(exc).__name__})") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds a single .npy array, not an .npz weights file")
+    with data:
+        key = META_PREFIX + "preset"
+        if key not in data.files:
+            raise ValueError(f"{path} does not record a preset (it was not saved by "
+                             f"'cconv train --save'); load it with Sequential.load_weights")
+        try:
             name = data[key]
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"cannot read {path} as an .npz weights file: {exc}") from exc
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path}: cannot read its preset entry ({exc})") from exc
     if name.dtype.kind != "U" or name.ndim != 0:
         raise ValueError(f"{path}: its preset entry is not a string")
     name = str(name)
