@@ -190,7 +190,8 @@ def plot_kernels(model_or_layer, path=None, layer=None, figsize=None, dpi=100):
     rows, cols = _grid(filters)
     fig = _figure(figsize or (1.1 * cols + 1.2, 1.1 * rows + 0.7), dpi)
     scale = float(np.abs(images).max()) or 1.0
-    grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1] * cols + [0.25])
+    grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1] * cols + [0.25], left=0.04,
+                            right=0.9, bottom=0.04, top=0.86)
     for f in range(filters):
         ax = fig.add_subplot(grid[f // cols, f % cols])
         shown = ax.imshow(images[:, :, f], cmap="RdBu_r", vmin=-scale, vmax=scale,
@@ -244,7 +245,8 @@ def plot_feature_maps(model, image, path=None, layer=None, figsize=None, dpi=100
     filters = maps.shape[-1]
     rows, cols = _grid(filters)
     fig = _figure(figsize or (1.1 * (cols + rows / 2) + 1.2, 1.1 * rows + 0.8), dpi)
-    outer = fig.add_gridspec(1, 3, width_ratios=[rows / 2, cols, 0.25], wspace=0.15)
+    outer = fig.add_gridspec(1, 3, width_ratios=[rows / 2, cols, 0.25], wspace=0.15,
+                             left=0.03, right=0.93, bottom=0.04, top=0.86)
     left = outer[0, 0].subgridspec(2, 1, hspace=0.25)
     right = outer[0, 1].subgridspec(rows, cols)
     ax = fig.add_subplot(left[0, 0])
