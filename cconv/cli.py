@@ -215,3 +215,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("\ncconv: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # output piped into e.g. `head`, which has closed it: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
