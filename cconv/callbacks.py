@@ -1,8 +1,15 @@
 """Callbacks with Keras names and hooks. fit() calls, in order: on_train_begin, then per
 epoch on_epoch_begin, on_train_batch_begin/end per batch, on_epoch_end(epoch, logs), and
 finally on_train_end. Setting model.stop_training = True ends training after the epoch."""
+import csv
+import io
+import math
+import numbers
+import os
 import sys
 import time
+
+from cconv._io import atomic_write
 
 
 class Callback:
@@ -102,3 +109,254 @@ class ProgbarLogger(Callback):
         else:
             print(line, file=self.stream)
         self.stream.flush()
+
+
+_MODES = ("auto", "min", "max")
+_HIGHER_IS_BETTER = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy")
+
+
+def _check_log_key(owner, name, value, params):
+    """Fail before the first batch when fit() announced its log keys and `value` is not
+    one of them."""
+    available = params.get("metrics")
+    if available is not None and value not in available:
+        raise ValueError(f"{owner}: {name}={value!r} is not produced by this fit; "
+                         f"available: {', '.join(available)}"
+                         + ("" if any(k.startswith("val_") for k in available) else
+                            " (val_* values need validation_data or validation_split)"))
+
+
+class _Monitor(Callback):
+    """Shared by EarlyStopping and ModelCheckpoint: which log value to watch, and whether
+    lower or higher is better ("auto": lower for losses, higher for accuracies)."""
+
+    def __init__(self, owner, monitor, mode):
+        super().__init__()
+        if not isinstance(monitor, str) or not monitor:
+            raise TypeError(f"{owner}: monitor: expected a log name such as 'val_loss', "
+                            f"got {monitor!r}")
+        if mode not in _MODES:
+            raise ValueError(f"{owner}: mode: expected one of {_MODES}, got {mode!r}")
+        self._owner = owner
+        self.monitor = monitor
+        self.mode = mode
+
+    def _lower_is_better(self):
+        if self.mode != "auto":
+            return self.mode == "min"
+        base = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
+        if base == "loss":
+            return True
+        if base in _HIGHER_IS_BETTER:
+            return False
+        raise ValueError(f"{self._owner}: cannot tell whether {self.monitor!r} should go "
+                         f"up or down; pass mode='min' or mode='max'")
+
+    def _better(self, value, reference, delta=0.0):
+        """Whether value beats reference (None: nothing to beat) by more than delta."""
+        if reference is None:
+            return True
+        if self._lower_is_better():
+            return value + delta < reference
+        return value - delta > reference
+
+    def on_train_begin(self, logs=None):
+        # a misspelled name is reported with the names available before the direction
+        _check_log_key(self._owner, "monitor", self.monitor, self.params)
+        self._lower_is_better()
+
+    def _current(self, logs):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(f"{self._owner}: monitor={self.monitor!r} is not in this "
+                             f"epoch's logs; available: {', '.join(logs) or 'none'}")
+        return float(logs[self.monitor])
+
+
+def _non_negative_int(owner, name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{owner}: {name}: expected a non-negative int, got {value!r}")
+    return int(value)
+
+
+class EarlyStopping(_Monitor):
+    """Stop training when `monitor` has not improved for `patience` epochs (Keras's).
+
+    An epoch improves when its value beats the best so far by more than `min_delta`
+    (lower is better for losses, higher for accuracies; mode="min"/"max" to say so).
+    With `baseline`, the patience counter only restarts on values that also beat the
+    baseline. With restore_best_weights=True, the weights of the best epoch are put back
+    when training ends, whether or not it stopped early. The first `start_from_epoch`
+    epochs are not watched."""
+
+    def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto",
+                 baseline=None, restore_best_weights=False, start_from_epoch=0):
+        super().__init__("EarlyStopping", monitor, mode)
+        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) \
+                or not math.isfinite(min_delta):
+            raise ValueError(f"EarlyStopping: min_delta: expected a finite number, got "
+                             f"{min_delta!r}")
+        if baseline is not None and (isinstance(baseline, bool)
+                                     or not isinstance(baseline, numbers.Real)):
+            raise ValueError(f"EarlyStopping: baseline: expected a number or None, got "
+                             f"{baseline!r}")
+        self.min_delta = abs(float(min_delta))
+        self.patience = _non_negative_int("EarlyStopping", "patience", patience)
+        self.start_from_epoch = _non_negative_int("EarlyStopping", "start_from_epoch",
+                                                  start_from_epoch)
+        self.verbose = verbose
+        self.baseline = None if baseline is None else float(baseline)
+        self.restore_best_weights = bool(restore_best_weights)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.wait = 0
+        self.stopped_epoch = 0
+        self.best = None
+        self.best_epoch = 0
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = self._current(logs)
+        if epoch < self.start_from_epoch:
+            return
+        if self.restore_best_weights and self.best_weights is None:
+            # until something improves, the first watched epoch is the best one
+            self.best_weights = self.model.get_weights()
+            self.best_epoch = epoch
+        self.wait += 1
+        if self._better(current, self.best, self.min_delta):
+            self.best = current
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            if self.baseline is None or self._better(current, self.baseline, self.min_delta):
+                self.wait = 0
+            return
+        if self.wait >= self.patience and epoch > 0:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.stopped_epoch > 0 and self.verbose:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
+        if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose:
+                print(f"Restoring model weights from the end of the best epoch: "
+                      f"{self.best_epoch + 1}.")
+            self.model.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(_Monitor):
+    """Save the weights after every epoch, or only when `monitor` improves
+    (save_best_only=True), with model.save_weights: an .npz file written atomically.
+
+    filepath may hold format fields filled from the epoch (counted from 1) and the
+    epoch's logs, e.g. "ckpt-{epoch:02d}-{val_loss:.4f}.npz"; its folder is created if
+    needed. cconv saves weights only, so save_weights_only must stay True."""
+
+    def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
+                 save_weights_only=True, mode="auto"):
+        super().__init__("ModelCheckpoint", monitor, mode)
+        try:
+            self.filepath = os.fspath(filepath)
+        except TypeError:
+            raise TypeError(f"ModelCheckpoint: filepath: expected a str or path, got "
+                            f"{type(filepath).__name__}") from None
+        if not self.filepath:
+            raise ValueError("ModelCheckpoint: filepath: expected a file name, got ''")
+        if not save_weights_only:
+            raise ValueError("ModelCheckpoint: save_weights_only=False would save the "
+                             "whole model, which cconv cannot do; it saves weights only "
+                             "(model.save_weights)")
+        self.verbose = verbose
+        self.save_best_only = bool(save_best_only)
+        self.save_weights_only = True
+        # kept across fit() calls, as in Keras: a later fit never overwrites a better file
+        self.best = None
+
+    def on_train_begin(self, logs=None):
+        if self.save_best_only:
+            super().on_train_begin(logs)
+        keys = self.params.get("metrics")
+        if keys is not None:  # a bad {field} fails now, not after the first epoch
+            try:
+                self.filepath.format(epoch=1, **{k: 0.0 for k in keys})
+            except (KeyError, IndexError, ValueError) as exc:
+                raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} cannot be "
+                                 f"formatted ({type(exc).__name__}: {exc}); fields "
+                                 f"available: epoch, {', '.join(keys)}") from None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        try:
+            path = self.filepath.format(epoch=epoch + 1, **logs)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} cannot be "
+                             f"formatted ({type(exc).__name__}: {exc}); fields available: "
+                             f"epoch, {', '.join(logs)}") from None
+        if self.save_best_only:
+            current = self._current(logs)
+            if not self._better(current, self.best):
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: {self.monitor} did not improve from "
+                          f"{self.best:.5f}")
+                return
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best} to "
+                      f"{current:.5f}, saving model to {path}")
+            self.best = current
+        elif self.verbose:
+            print(f"Epoch {epoch + 1}: saving model to {path}")
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        self.model.save_weights(path)
+
+
+class CSVLogger(Callback):
+    """Write each epoch's logs as a row of a CSV file: a header "epoch,<sorted log
+    names>", then one row per epoch (epochs counted from 0, as Keras does).
+
+    The whole file is rewritten atomically after every epoch, so it is always a complete
+    table. With append=True, rows go after those already in the file (its header is
+    kept)."""
+
+    def __init__(self, filename, separator=",", append=False):
+        super().__init__()
+        try:
+            self.filename = os.fspath(filename)
+        except TypeError:
+            raise TypeError(f"CSVLogger: filename: expected a str or path, got "
+                            f"{type(filename).__name__}") from None
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"CSVLogger: separator: expected one character, got "
+                             f"{separator!r}")
+        self.separator = separator
+        self.append = bool(append)
+
+    def on_train_begin(self, logs=None):
+        self._text = ""
+        self.keys = None
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename, newline="") as f:
+                self._text = f.read()
+            if self._text and not self._text.endswith("\n"):
+                self._text += "\n"
+            if self._text:
+                header = next(csv.reader([self._text.splitlines()[0]],
+                                         delimiter=self.separator))
+                self.keys = header[1:]
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        buf = io.StringIO()
+        writer = csv.writer(buf, delimiter=self.separator, lineterminator="\n")
+        if self.keys is None:
+            self.keys = sorted(logs)
+            writer.writerow(["epoch"] + self.keys)
+        writer.writerow([epoch] + [repr(float(logs[k])) if k in logs else "NA"
+                                   for k in self.keys])
+        self._text += buf.getvalue()
+        with atomic_write(self.filename, suffix=".csv.tmp") as f:
+            f.write(self._text.encode("utf-8"))

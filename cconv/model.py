@@ -17,6 +17,7 @@ from cconv import losses, optimizers, utils
 from cconv._io import atomic_write
 
 METRICS = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy")
+META_PREFIX = "meta."  # arrays in a weights file that describe it; load_weights skips them
 _FINITE_CHECK_ROWS = 4096  # check NaN/inf in slices: never a bool copy of all of x
 
 
@@ -148,14 +149,20 @@ class Sequential:
             layer.set_weights(weights[start:start + n])
             start += n
 
-    def save_weights(self, path):
+    def save_weights(self, path, metadata=None):
         """Save to an .npz file (no pickles). The file is written under a temporary name
-        and renamed, so an existing file is never left half-written."""
+        and renamed, so an existing file is never left half-written. metadata, a dict of
+        str -> str, is stored beside the weights as "meta.<key>" string arrays."""
         if not self.built:
             self.build()
         path = os.fspath(path)
         arrays = {f"{i:03d}.{layer.name}.{k}": layer.params[k]
                   for i, (layer, k) in enumerate(self._weight_keys())}
+        for key, value in (metadata or {}).items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise TypeError(f"metadata: expected a dict of str -> str, got "
+                                f"{key!r}: {value!r}")
+            arrays[META_PREFIX + key] = np.array(value)
         with atomic_write(path, suffix=".npz.tmp") as f:
             np.savez(f, **arrays)
 
@@ -167,7 +174,7 @@ class Sequential:
         expected = [f"{i:03d}.{layer.name}.{k}" for i, (layer, k) in enumerate(keys)]
         try:
             with np.load(path, allow_pickle=False) as data:
-                found = sorted(data.files)
+                found = sorted(k for k in data.files if not k.startswith(META_PREFIX))
                 if found != sorted(expected):
                     raise ValueError(f"load_weights: {path} holds arrays {found}, but this "
                                      f"model expects {expected}")
@@ -370,8 +377,12 @@ class Sequential:
             cbs.append(callbacks_module.ProgbarLogger(verbose))
         n = len(x)
         steps = -(-n // batch_size)
+        log_keys = list(self._logs(0.0, 0, 1))
+        if val is not None:
+            log_keys += ["val_" + k for k in log_keys]
+        # "metrics" (as in Keras 2) lets callbacks check their monitor before any batch
         params = {"epochs": epochs, "steps": steps, "batch_size": batch_size,
-                  "verbose": verbose, "samples": n}
+                  "verbose": verbose, "samples": n, "metrics": log_keys}
         for cb in cbs:
             cb.set_model(self)
             cb.set_params(params)

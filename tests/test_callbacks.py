@@ -1,0 +1,307 @@
+"""EarlyStopping, ModelCheckpoint and CSVLogger: Keras's rules, checked against values
+worked out by hand, through the hooks directly and through real fits."""
+import csv
+import os
+
+import numpy as np
+import pytest
+
+import cconv
+from cconv.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint
+from cconv.layers import Conv2D, Dense, Flatten, Input
+
+
+class StubModel:
+    """Its 'weights' are the number of the epoch that produced them."""
+
+    def __init__(self):
+        self.stop_training = False
+        self.epoch = None
+        self.restored = None
+
+    def get_weights(self):
+        return [np.array(self.epoch)]
+
+    def set_weights(self, weights):
+        self.restored = int(weights[0])
+
+
+def drive(callback, values, monitor="val_loss", epochs=None):
+    """Feed per-epoch values through the hooks as fit() would. Returns (epochs run, model)."""
+    model = StubModel()
+    callback.set_model(model)
+    callback.set_params({"epochs": epochs or len(values), "metrics": ["loss", monitor]})
+    callback.on_train_begin()
+    run = 0
+    for epoch, value in enumerate(values):
+        model.epoch = epoch
+        callback.on_epoch_end(epoch, {"loss": 0.0, monitor: value})
+        run += 1
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return run, model
+
+
+# (kwargs, monitored values, epochs run, best epoch restored), each worked out by hand
+EARLY_CASES = [
+    # best 0.8 at epoch 1; epochs 2 and 3 do not beat it: wait 2 = patience -> stop
+    (dict(patience=2), [1.0, 0.8, 0.9, 0.85, 0.7], 4, 1),
+    # 0.9 beats 1.0 by 0.1 only, not by min_delta 0.15: no improvement -> stop at once
+    (dict(patience=1, min_delta=0.15), [1.0, 0.9, 0.8, 0.6], 2, 0),
+    # min_delta is taken as its absolute value
+    (dict(patience=1, min_delta=-0.15), [1.0, 0.9, 0.8, 0.6], 2, 0),
+    # patience 0: the first epoch that does not improve stops training
+    (dict(), [3.0, 2.0, 2.0, 1.0], 3, 1),
+    # never stops: every epoch improves; the last is the best
+    (dict(patience=0), [5.0, 4.0, 3.0], 3, 2),
+    # no early stop, yet the best weights (epoch 1) are put back at the end
+    (dict(patience=5), [1.0, 0.5, 0.7, 0.6], 4, 1),
+    # baseline 0.5 is never beaten, so wait is never reset: 0.9 improves (wait 1) and
+    # 0.95 does not (wait 2 = patience) -> stop at epoch 1
+    (dict(patience=2, baseline=0.5), [0.9, 0.95, 0.97, 0.99], 2, 0),
+    # the same values without a baseline stop one epoch later
+    (dict(patience=2), [0.9, 0.95, 0.97, 0.99], 3, 0),
+    # epochs 0 and 1 are not watched: the best is 1.0 at epoch 2
+    (dict(patience=0, start_from_epoch=2), [0.1, 0.2, 1.0, 1.1, 0.5], 4, 2),
+]
+
+
+@pytest.mark.parametrize("kwargs, values, run, best", EARLY_CASES)
+def test_early_stopping_by_hand(kwargs, values, run, best):
+    cb = EarlyStopping(restore_best_weights=True, **kwargs)
+    got_run, model = drive(cb, values)
+    assert got_run == run
+    assert cb.stopped_epoch == (run - 1 if run < len(values) else 0)
+    assert model.restored == best
+    assert cb.best_epoch == best
+
+
+def test_early_stopping_max_mode_for_accuracy():
+    # "auto" reads val_accuracy as higher-is-better: 0.6 does not beat 0.6 -> stop
+    for mode in ("auto", "max"):
+        cb = EarlyStopping(monitor="val_accuracy", patience=1, mode=mode,
+                           restore_best_weights=True)
+        run, model = drive(cb, [0.5, 0.6, 0.6, 0.55], monitor="val_accuracy")
+        assert (run, model.restored) == (3, 1)
+    # forcing "min" on an accuracy reads the same values the other way round
+    cb = EarlyStopping(monitor="val_accuracy", patience=1, mode="min")
+    assert drive(cb, [0.5, 0.6, 0.6, 0.55], monitor="val_accuracy")[0] == 2
+
+
+def test_early_stopping_without_restore_leaves_weights():
+    run, model = drive(EarlyStopping(patience=1), [1.0, 0.5, 0.7, 0.6])
+    assert run == 3 and model.restored is None
+
+
+def test_early_stopping_is_reusable():
+    cb = EarlyStopping(patience=1, restore_best_weights=True)
+    drive(cb, [0.1, 0.2, 0.3])
+    # a second training starts from scratch: its own best, not 0.1 from the first
+    run, model = drive(cb, [5.0, 4.0, 4.5])
+    assert (run, model.restored) == (3, 1)
+
+
+def small_problem(seed=3):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((48, 6, 6, 1))
+    y = rng.integers(0, 3, 48)
+    xv = rng.standard_normal((40, 6, 6, 1))
+    yv = rng.integers(0, 3, 40)  # labels unrelated to the training ones: it will overfit
+    return x, y, xv, yv
+
+
+def small_model(lr=0.5):
+    cconv.utils.set_random_seed(11)
+    model = cconv.Sequential([Input((6, 6, 1)), Conv2D(4, 3, activation="tanh"), Flatten(),
+                              Dense(3, activation="softmax")], dtype="float64")
+    model.compile(optimizer=cconv.optimizers.SGD(learning_rate=lr),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+class Recorder(Callback):
+    """Weights and logs at the end of every epoch, and how many batches ran."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights, self.logs, self.batches = [], [], 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batches += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+        self.logs.append(dict(logs))
+
+
+def test_early_stopping_in_a_real_fit_restores_the_best_epoch():
+    x, y, xv, yv = small_problem()
+    model, rec = small_model(), Recorder()
+    history = model.fit(x, y, batch_size=16, epochs=60, verbose=0, validation_data=(xv, yv),
+                        callbacks=[rec, EarlyStopping(patience=3, restore_best_weights=True)],
+                        seed=2)
+    val = history.history["val_loss"]
+    # the rule, run by hand over the recorded values: stop once 3 epochs fail to beat
+    # the best so far
+    best, best_epoch, stop = np.inf, 0, None
+    for epoch, v in enumerate(val):
+        if v < best:
+            best, best_epoch = v, epoch
+        elif epoch - best_epoch >= 3:
+            stop = epoch
+            break
+    assert stop is not None and len(val) == stop + 1 < 60, val
+    for got, want in zip(model.get_weights(), rec.weights[best_epoch]):
+        np.testing.assert_array_equal(got, want)
+    # and the final weights are not simply the last epoch's
+    assert not all(np.array_equal(a, b) for a, b in zip(model.get_weights(), rec.weights[-1]))
+
+
+@pytest.mark.parametrize("make, bad", [
+    (lambda: EarlyStopping(monitor="val_los"), "val_los"),
+    (lambda: EarlyStopping(monitor="accuracy_", mode="max"), "accuracy_"),
+    (lambda: ModelCheckpoint("w.npz", monitor="val_acc", save_best_only=True), "val_acc"),
+])
+def test_misspelled_monitor_fails_before_the_first_batch(make, bad):
+    x, y, xv, yv = small_problem()
+    model, rec = small_model(), Recorder()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=f"{bad!r} is not produced") as err:
+        model.fit(x, y, epochs=2, verbose=0, validation_data=(xv, yv), callbacks=[rec, make()])
+    assert "available: loss, accuracy, val_loss, val_accuracy" in str(err.value)
+    assert rec.batches == 0
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_val_monitor_without_validation_says_why():
+    x, y, _, _ = small_problem()
+    with pytest.raises(ValueError, match="validation_data"):
+        small_model().fit(x, y, epochs=1, verbose=0, callbacks=[EarlyStopping()])
+
+
+def test_fit_announces_its_log_keys():
+    seen = {}
+
+    class Params(Callback):
+        def on_train_begin(self, logs=None):
+            seen.update(self.params)
+
+    x, y, xv, yv = small_problem()
+    small_model().fit(x, y, epochs=1, verbose=0, callbacks=[Params()])
+    assert seen["metrics"] == ["loss", "accuracy"]
+    small_model().fit(x, y, epochs=1, verbose=0, validation_data=(xv, yv), callbacks=[Params()])
+    assert seen["metrics"] == ["loss", "accuracy", "val_loss", "val_accuracy"]
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: EarlyStopping(mode="up"), "mode"),
+    (lambda: EarlyStopping(patience=-1), "patience"),
+    (lambda: EarlyStopping(min_delta=float("nan")), "min_delta"),
+    (lambda: EarlyStopping(baseline="low"), "baseline"),
+    (lambda: ModelCheckpoint("w.npz", save_weights_only=False), "save_weights_only"),
+    (lambda: ModelCheckpoint(""), "filepath"),
+    (lambda: CSVLogger("log.csv", separator=";;"), "separator"),
+])
+def test_bad_arguments_are_named(make, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make()
+
+
+def test_auto_mode_needs_a_known_direction():
+    with pytest.raises(ValueError, match="mode='min' or mode='max'"):
+        drive(EarlyStopping(monitor="val_f1"), [0.5, 0.6], monitor="val_f1")
+    assert drive(EarlyStopping(monitor="val_f1", mode="max"), [0.5, 0.4, 0.3],
+                 monitor="val_f1")[0] == 2
+
+
+def test_checkpoint_every_epoch_with_formatted_names(tmp_path):
+    x, y, xv, yv = small_problem()
+    model, rec = small_model(), Recorder()
+    pattern = str(tmp_path / "ckpt" / "w-{epoch:02d}-{val_loss:.4f}.npz")
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, validation_data=(xv, yv),
+                        callbacks=[rec, ModelCheckpoint(pattern)], seed=1)
+    val = history.history["val_loss"]
+    names = sorted(os.listdir(tmp_path / "ckpt"))
+    assert names == [f"w-{e + 1:02d}-{v:.4f}.npz" for e, v in enumerate(val)]
+    for epoch, name in enumerate(names):
+        other = small_model()
+        other.load_weights(tmp_path / "ckpt" / name)
+        for got, want in zip(other.get_weights(), rec.weights[epoch]):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_checkpoint_best_only_keeps_the_best_epoch(tmp_path):
+    x, y, xv, yv = small_problem()
+    model, rec = small_model(), Recorder()
+    path = tmp_path / "best.npz"
+    history = model.fit(x, y, batch_size=16, epochs=25, verbose=0, validation_data=(xv, yv),
+                        callbacks=[rec, ModelCheckpoint(path, save_best_only=True)], seed=2)
+    val = history.history["val_loss"]
+    best = int(np.argmin(val))
+    assert best < len(val) - 1, "the test needs a run whose last epoch is not the best"
+    other = small_model()
+    other.load_weights(path)
+    for got, want in zip(other.get_weights(), rec.weights[best]):
+        np.testing.assert_array_equal(got, want)
+    assert os.listdir(tmp_path) == ["best.npz"]  # no temporary files left behind
+    # monitoring accuracy keeps the epoch of the highest val_accuracy instead (the first
+    # of equals)
+    model, rec = small_model(), Recorder()
+    history = model.fit(x, y, batch_size=16, epochs=8, verbose=0, validation_data=(xv, yv),
+                        callbacks=[rec, ModelCheckpoint(path, monitor="val_accuracy",
+                                                        save_best_only=True)], seed=2)
+    best = int(np.argmax(history.history["val_accuracy"]))
+    other.load_weights(path)
+    for got, want in zip(other.get_weights(), rec.weights[best]):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_checkpoint_bad_filename_field_fails_at_start(tmp_path):
+    x, y, xv, yv = small_problem()
+    model, rec = small_model(), Recorder()
+    with pytest.raises(ValueError, match="val_los.*available: epoch, loss"):
+        model.fit(x, y, epochs=1, verbose=0, validation_data=(xv, yv),
+                  callbacks=[rec, ModelCheckpoint(str(tmp_path / "w-{val_los:.2f}.npz"))])
+    assert rec.batches == 0 and os.listdir(tmp_path) == []
+
+
+def read_csv(path, sep=","):
+    with open(path, newline="") as f:
+        return list(csv.reader(f, delimiter=sep))
+
+
+def test_csv_logger_rows_match_history(tmp_path):
+    x, y, xv, yv = small_problem()
+    path = tmp_path / "log.csv"
+    model = small_model()
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0, validation_data=(xv, yv),
+                        callbacks=[CSVLogger(path)]).history
+    rows = read_csv(path)
+    assert rows[0] == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2"]
+    for epoch, row in enumerate(rows[1:]):
+        assert [float(v) for v in row[1:]] == [history[k][epoch] for k in rows[0][1:]]
+    # append: the second run's rows follow, under the same single header
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, validation_data=(xv, yv),
+              callbacks=[CSVLogger(path, append=True)])
+    rows = read_csv(path)
+    assert len(rows) == 1 + 3 + 2 and rows[0][0] == "epoch"
+    assert [r[0] for r in rows[1:]] == ["0", "1", "2", "0", "1"]
+    # without append, the file starts over
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[CSVLogger(path, separator=";")])
+    assert read_csv(path, ";") == [["epoch", "accuracy", "loss"], read_csv(path, ";")[1]]
+    assert os.listdir(tmp_path) == ["log.csv"]
+
+
+def test_csv_logger_marks_missing_values(tmp_path):
+    path = tmp_path / "log.csv"
+    cb = CSVLogger(path)
+    cb.set_params({})
+    cb.on_train_begin()
+    cb.on_epoch_end(0, {"loss": 0.5, "val_loss": 0.25})
+    cb.on_epoch_end(1, {"loss": 0.125})
+    cb.on_train_end()
+    assert read_csv(path) == [["epoch", "loss", "val_loss"], ["0", "0.5", "0.25"],
+                              ["1", "0.125", "NA"]]
