@@ -42,7 +42,7 @@ cdef extern from *:
 
 cdef enum:
     MR = 6         # rows per tile
-    KC = 256       # depth of a dense block: a packed B panel (KC x NR) stays in L1
+    KC = 512       # depth of a dense block: a packed B panel (KC x NR) stays in L1
     MC = 96        # rows of A per pass over a packed B block: their KC slice stays in L2
     NC_PANELS = 16  # NR-wide column panels per dense task
 
@@ -206,9 +206,15 @@ cdef inline void tile_kernel(floating* t,
 
 cdef inline void load_tile(floating* t, const floating* c, Py_ssize_t rs, Py_ssize_t cs,
                            Py_ssize_t mr, Py_ssize_t nv) noexcept nogil:
-    """t = the mr x nv tile of C at c (zeros elsewhere)."""
+    """t = the mr x nv tile of C at c (zeros elsewhere). Full tiles of a row-major C take
+    a loop of fixed length, which gcc vectorises."""
     cdef Py_ssize_t nr = panel_width(t)
     cdef Py_ssize_t r, j
+    if mr == MR and nv == nr and cs == 1:
+        for r in range(MR):
+            for j in range(nr):
+                t[r * nr + j] = c[r * rs + j]
+        return
     for r in range(MR):
         for j in range(nr):
             t[r * nr + j] = c[r * rs + j * cs] if r < mr and j < nv else 0
@@ -218,7 +224,11 @@ cdef inline void store_tile(const floating* t, floating* c, Py_ssize_t rs, Py_ss
                             Py_ssize_t mr, Py_ssize_t nv) noexcept nogil:
     cdef Py_ssize_t nr = panel_width(t)
     cdef Py_ssize_t r, j
-    if cs == 1:
+    if mr == MR and nv == nr and cs == 1:
+        for r in range(MR):
+            for j in range(nr):
+                c[r * rs + j] = t[r * nr + j]
+    elif cs == 1:
         for r in range(mr):
             for j in range(nv):
                 c[r * rs + j] = t[r * nr + j]
@@ -232,9 +242,17 @@ cdef inline void fill_tile(floating* t, const floating* bias, Py_ssize_t nv) noe
     """Every row of t = bias[0:nv] (zeros past nv, or everywhere without a bias)."""
     cdef Py_ssize_t nr = panel_width(t)
     cdef Py_ssize_t r, j
-    for r in range(MR):
-        for j in range(nr):
-            t[r * nr + j] = bias[j] if bias != NULL and j < nv else 0
+    if bias == NULL:
+        for j in range(MR * nr):
+            t[j] = 0
+    elif nv == nr:
+        for r in range(MR):
+            for j in range(nr):
+                t[r * nr + j] = bias[j]
+    else:
+        for r in range(MR):
+            for j in range(nr):
+                t[r * nr + j] = bias[j] if j < nv else 0
 
 
 # ---------------------------------------------------------------- dense products
