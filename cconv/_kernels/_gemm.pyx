@@ -22,10 +22,10 @@ from cconv._kernels._math cimport activate
 
 # 32-byte vectors (GCC and clang): arithmetic between them, and with a scalar, compiles
 # to AVX2 instructions, FMAs included. The aligned() attribute makes loads unaligned-safe.
-# Other compilers fall back to tile_portable.
+# Other compilers, or -DCCONV_NO_VECTOR_TYPES, fall back to tile_portable.
 cdef extern from *:
     """
-    #if defined(__GNUC__)
+    #if defined(__GNUC__) && !defined(CCONV_NO_VECTOR_TYPES)
     #define CCONV_VECTOR_TYPES 1
     typedef float cconv_vfloat __attribute__((vector_size(32), aligned(4)));
     typedef double cconv_vdouble __attribute__((vector_size(32), aligned(8)));
