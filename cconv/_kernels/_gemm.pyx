@@ -331,8 +331,10 @@ def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     cdef const floating* bias_p = &bias[0] if bias.shape[0] > 0 else NULL
     cdef Py_ssize_t task, g, cb
     with nogil:
+        # Dynamic: on a shared machine a preempted thread leaves its work to the others.
+        # No element's sum depends on which thread computes it.
         for task in prange(groups * col_blocks, num_threads=num_threads,
-                           schedule="static"):
+                           schedule="dynamic"):
             cb = task // groups
             g = task % groups
             gemm_task(N, K, &a[0], a_rs, a_cs, &b[0], ldb, &c[0], c_rs, c_cs, bias_p,
@@ -412,7 +414,8 @@ def conv_forward(const floating[:, :, :, ::1] src, const floating[:, :, ::1] wpa
     cdef floating* frame
     cdef Py_ssize_t n
     with nogil:
-        for n in prange(N, num_threads=num_threads, schedule="static"):
+        # Dynamic, as in gemm: images are independent, so any assignment gives the same bits.
+        for n in prange(N, num_threads=num_threads, schedule="dynamic"):
             frame = &frames[threadid(), 0]
             fill_frame(&src[n, 0, 0, 0], frame, SH, SW, C, OH + KH - 1, OW + KW - 1,
                        top, left)
