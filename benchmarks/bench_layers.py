@@ -14,7 +14,9 @@ is what scipy's cython_blas sgemm could at best give, with no copy of ours aroun
 
 Each cell is the median of --repeats timed calls after two warm-up calls; GFLOP/s counts
 the multiply-adds of the products only (2 per term). The machine's float32 GEMM rate
-(numpy, 2048 x 2048) is printed first for scale.
+(numpy, 2048 x 2048) is printed first for scale. On a shared machine wall time mostly
+measures the neighbours: `--threads 1 --clock cpu` times this process's CPU seconds
+instead (run it with OPENBLAS_NUM_THREADS=1 so that numpy's BLAS is on one thread too).
 """
 import argparse
 import os
@@ -33,14 +35,17 @@ except ImportError:  # the comparison is optional
     torch = None
 
 
+CLOCK = time.perf_counter
+
+
 def median_seconds(fn, repeats):
     fn()
     fn()
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK() - t0)
     return statistics.median(times)
 
 
@@ -114,14 +119,18 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtype", nargs="+", default=["float32", "float64"])
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: process CPU time, for --threads 1 on a busy machine")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     cconv.set_num_threads(args.threads)
     if torch is not None:
         torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     a = rng.standard_normal((2048, 2048)).astype(np.float32)
     peak = 2 * 2048.0 ** 3 / median_seconds(lambda: a @ a, 5) / 1e9
-    print(f"threads {args.threads}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')!r}; "
+    print(f"{args.clock} clock; threads {args.threads}; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')!r}; "
           f"torch {torch.__version__ if torch else 'not installed'}")
     print(f"numpy float32 matmul 2048^2: {peak:.0f} GFLOP/s\n")
     head = (f"{'layer':<11} {'dtype':<8} {'N':>5}  {'cconv ms':>9} {'GF/s':>6}  "
