@@ -9,11 +9,13 @@ Layout is channels-last, as in Keras: images (N, H, W, C), conv kernels (KH, KW,
 Supported dtypes are float32 and float64; all float arguments of a call share one dtype.
 """
 import numbers
+import threading
+from collections import OrderedDict
 
 import numpy as np
 
 from cconv._config import get_num_threads
-from cconv._kernels import _conv, _dense, _elementwise
+from cconv._kernels import _conv, _dense, _elementwise, _gemm
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PADDINGS = ("valid", "same")
@@ -21,6 +23,54 @@ PADDINGS = ("valid", "same")
 # floating-point additions, and so the result, never depends on the thread count.
 GRAD_CHUNK = 8
 DENSE_BLOCK = 512  # features per thread work unit in the dense weight gradient
+# Dense layers with at least this many units go through the GEMM kernels; narrower ones
+# (a 10-way classifier) through the dot-product kernels of _dense, built for them.
+DENSE_GEMM_MIN_UNITS = 16
+
+_scratch = threading.local()
+SCRATCH_ENTRIES = 16
+
+
+def _workspace(name, shape, dtype):
+    """A scratch array reused across calls (fresh memory costs a page fault per 4 KiB),
+    one per thread of the caller so that concurrent calls never share one. The contents
+    are garbage: the kernels overwrite what they read."""
+    cache = getattr(_scratch, "arrays", None)
+    if cache is None:
+        cache = _scratch.arrays = OrderedDict()
+    key = (name, tuple(shape), np.dtype(dtype))
+    buf = cache.get(key)
+    if buf is None:
+        buf = cache[key] = np.empty(shape, dtype=dtype)
+        while len(cache) > SCRATCH_ENTRIES:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return buf
+
+
+def _panel_width(dtype):
+    """Columns per GEMM micro-kernel tile: two 32-byte vectors."""
+    return 16 if dtype == np.float32 else 8
+
+
+def _conv_panels(w):
+    """Kernels (KH, KW, C, F) as the GEMM path reads them: zero-padded panels of NR
+    filters, (ceil(F / NR), KH*KW*C, NR)."""
+    kh, kw, c, f = w.shape
+    nr = _panel_width(w.dtype)
+    panels = -(-f // nr)
+    padded = np.zeros((kh * kw * c, panels * nr), dtype=w.dtype)
+    padded[:, :f] = w.reshape(kh * kw * c, f)
+    return np.ascontiguousarray(padded.reshape(-1, panels, nr).transpose(1, 0, 2))
+
+
+def _conv_gemm(src, w, b, out, kh, kw, top, left, act, threads):
+    """out = act(conv(src, w) + b) by the GEMM kernels, src framed at (top, left)."""
+    frame = (out.shape[1] + kh - 1) * (out.shape[2] + kw - 1) * src.shape[3]
+    frames = _workspace("conv_frames", (threads, frame), src.dtype)
+    _gemm.conv_forward(src, _conv_panels(w), b, out, frames, kh, kw, top, left, act,
+                       threads)
 
 
 def _float_array(name, a, ndim=None, dtype=None):
@@ -126,9 +176,13 @@ def conv2d(x, w, b=None, padding="valid", activation=None, out=None):
         out = _check_out(out, shape, x.dtype)
     if out.size:
         threads = get_num_threads()
-        work = np.empty((threads, _gray_work_size(out.shape, w.shape)), dtype=x.dtype)
-        _conv.conv2d_forward(x, w, b, out, work, pad_top, pad_left,
-                             FUSED_ACTIVATIONS[activation], threads)
+        if x.shape[3] > 1:
+            _conv_gemm(x, w, b, out, w.shape[0], w.shape[1], pad_top, pad_left,
+                       FUSED_ACTIVATIONS[activation], threads)
+        else:
+            work = np.empty((threads, _gray_work_size(out.shape, w.shape)), dtype=x.dtype)
+            _conv.conv2d_forward(x, w, b, out, work, pad_top, pad_left,
+                                 FUSED_ACTIVATIONS[activation], threads)
     return out
 
 
@@ -142,6 +196,8 @@ def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
         raise ValueError(f"grad_out: expected shape {expected} (the conv2d output), "
                          f"got {grad_out.shape}")
     threads = get_num_threads()
+    if x.shape[3] > 1:
+        return _conv_backward_gemm(x, w, grad_out, pad_top, pad_left, need_grad_x, threads)
     n_chunks = max(1, -(-x.shape[0] // GRAD_CHUNK))
     partial_w = np.empty((n_chunks,) + w.shape, dtype=x.dtype)
     partial_b = np.empty((n_chunks, w.shape[3]), dtype=x.dtype)
@@ -160,6 +216,34 @@ def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
         if x.size:
             w_t = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
             _conv.conv2d_backward_input(grad_out, w_t, grad_x, pad_top, pad_left, threads)
+    return grad_x, grad_w, grad_b
+
+
+def _conv_backward_gemm(x, w, grad_out, pad_top, pad_left, need_grad_x, threads):
+    """conv2d_backward for C > 1. The kernel gradient is split into tiles among the
+    threads, each summing over the whole batch in image order; the input gradient is the
+    convolution of grad_out, framed by the kernel's far side, with the kernels flipped
+    and their channel axes swapped."""
+    kh, kw, c, f = w.shape
+    n, oh, ow, _ = grad_out.shape
+    grad_w = np.empty_like(w)
+    # In float64 whatever the dtype: numpy adds row after row, so a long float32 sum
+    # would lose digits; the order, and so the bits, are fixed.
+    grad_b = grad_out.reshape(-1, f).sum(axis=0, dtype=np.float64).astype(x.dtype)
+    if n == 0:
+        grad_w[:] = 0
+    else:
+        per_worker = ((oh + kh - 1) * (ow + kw - 1) * c
+                      + -(-f // _panel_width(x.dtype)) * _panel_width(x.dtype) * oh * ow)
+        work = _workspace("conv_grad_w", (threads, per_worker), x.dtype)
+        _gemm.conv_backward_kernel(x, grad_out, grad_w, work, pad_top, pad_left, threads)
+    grad_x = None
+    if need_grad_x:
+        grad_x = np.empty_like(x)
+        if x.size:
+            w_flipped = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
+            _conv_gemm(grad_out, w_flipped, np.empty(0, dtype=x.dtype), grad_x, kh, kw,
+                       kh - 1 - pad_top, kw - 1 - pad_left, 0, threads)
     return grad_x, grad_w, grad_b
 
 
@@ -281,13 +365,30 @@ def _check_dense(x, w):
     if x.shape[1] != w.shape[0]:
         raise ValueError(f"x: expected {w.shape[0]} features to match w of shape {w.shape}, "
                          f"got x of shape {x.shape}")
-    # The kernels read the weights one output unit at a time: (U, D) rows.
-    return x, w, np.ascontiguousarray(w.T)
+    return x, w
+
+
+def _transposed(w):
+    """The _dense kernels read the weights one output unit at a time: (U, D) rows."""
+    return np.ascontiguousarray(w.T)
+
+
+def _dense_by_gemm(x, w):
+    return w.shape[1] >= DENSE_GEMM_MIN_UNITS and x.size > 0 and w.size > 0
+
+
+def _gemm_call(m, n, k, a, a_rs, a_cs, b, ldb, c, c_rs, c_cs, bias):
+    """c = a @ b (+ bias) through _gemm.gemm, with flat views and this thread's packing
+    buffer."""
+    threads = get_num_threads()
+    work = _workspace("gemm_pack", (threads, _gemm.pack_size()), a.dtype)
+    _gemm.gemm(m, n, k, a.reshape(-1), a_rs, a_cs, b.reshape(-1), ldb, c.reshape(-1),
+               c_rs, c_cs, bias, work, threads)
 
 
 def dense(x, w, b=None):
     """x (N, D) @ w (D, U) + b (U,)."""
-    x, w, w_t = _check_dense(x, w)
+    x, w = _check_dense(x, w)
     if b is None:
         b = np.empty(0, dtype=x.dtype)
     else:
@@ -295,17 +396,38 @@ def dense(x, w, b=None):
         if b.shape != (w.shape[1],):
             raise ValueError(f"b: expected shape ({w.shape[1]},), got {b.shape}")
     out = np.empty((x.shape[0], w.shape[1]), dtype=x.dtype)
-    _dense.dense_forward(x, w_t, b, out, get_num_threads())
+    if _dense_by_gemm(x, w):
+        n, d = x.shape
+        u = w.shape[1]
+        _gemm_call(n, u, d, x, d, 1, w, u, out, u, 1, b)
+    else:
+        _dense.dense_forward(x, _transposed(w), b, out, get_num_threads())
     return out
 
 
 def dense_backward(x, w, grad_out, need_grad_x=True):
     """Gradients of dense: (grad_x or None, grad_w, grad_b)."""
-    x, w, w_t = _check_dense(x, w)
+    x, w = _check_dense(x, w)
     grad_out = _float_array("grad_out", grad_out, ndim=2, dtype=x.dtype)
     if grad_out.shape != (x.shape[0], w.shape[1]):
         raise ValueError(f"grad_out: expected shape {(x.shape[0], w.shape[1])} for x "
                          f"{x.shape} and w {w.shape}, got {grad_out.shape}")
+    if _dense_by_gemm(x, w):
+        n, d = x.shape
+        u = w.shape[1]
+        none = np.empty(0, dtype=x.dtype)
+        grad_w = np.empty_like(w)
+        # grad_w = x.T @ grad_out: each element sums the batch in order.
+        _gemm_call(d, u, n, x, 1, d, grad_out, u, grad_w, u, 1, none)
+        grad_x = None
+        if need_grad_x:
+            # grad_x.T = w @ grad_out.T: w's rows are read in place, and the narrow
+            # grad_out.T is what gets packed.
+            grad_x = np.empty_like(x)
+            grad_out_t = np.ascontiguousarray(grad_out.T)
+            _gemm_call(d, n, u, w, u, 1, grad_out_t, n, grad_x, 1, d, none)
+        return grad_x, grad_w, grad_out.sum(axis=0)
+    w_t = _transposed(w)
     threads = get_num_threads()
     grad_w_t = np.empty_like(w_t)
     _dense.dense_backward_kernel(x, grad_out, grad_w_t, DENSE_BLOCK, threads)

@@ -13,89 +13,6 @@ from cython.parallel cimport prange, threadid
 from cconv._kernels._math cimport activate
 
 
-cdef enum:
-    FB = 16  # filters per register block: one AVX-512 register of float32
-
-
-cdef inline void filter_block(const floating* x, const floating* w, floating* o,
-                              Py_ssize_t W, Py_ssize_t C, Py_ssize_t KW, Py_ssize_t F,
-                              Py_ssize_t ky_lo, Py_ssize_t ky_hi,
-                              Py_ssize_t kx_lo, Py_ssize_t kx_hi) noexcept nogil:
-    """o[0:FB] = sum over the window of x * w[..., 0:FB]. x points at the window's
-    top-left pixel, w at the block's first filter. The sums live in registers."""
-    cdef floating acc[FB]
-    cdef Py_ssize_t ky, kx, c, j
-    cdef const floating* xp
-    cdef const floating* wp
-    cdef floating xv
-    for j in range(FB):
-        acc[j] = 0
-    for ky in range(ky_lo, ky_hi):
-        for kx in range(kx_lo, kx_hi):
-            xp = x + (ky * W + kx) * C
-            wp = w + (ky * KW + kx) * C * F
-            for c in range(C):
-                xv = xp[c]
-                for j in range(FB):
-                    acc[j] += xv * wp[c * F + j]
-    for j in range(FB):
-        o[j] = acc[j]
-
-
-cdef inline void filter_rest(const floating* x, const floating* w, floating* o,
-                             Py_ssize_t W, Py_ssize_t C, Py_ssize_t KW, Py_ssize_t F,
-                             Py_ssize_t nf, Py_ssize_t ky_lo, Py_ssize_t ky_hi,
-                             Py_ssize_t kx_lo, Py_ssize_t kx_hi) noexcept nogil:
-    """As filter_block, for the last nf < FB filters."""
-    cdef Py_ssize_t ky, kx, c, j
-    cdef const floating* xp
-    cdef const floating* wp
-    cdef floating xv
-    for j in range(nf):
-        o[j] = 0
-    for ky in range(ky_lo, ky_hi):
-        for kx in range(kx_lo, kx_hi):
-            xp = x + (ky * W + kx) * C
-            wp = w + (ky * KW + kx) * C * F
-            for c in range(C):
-                xv = xp[c]
-                for j in range(nf):
-                    o[j] += xv * wp[c * F + j]
-
-
-cdef void forward_image(const floating* x, const floating* w, const floating* b,
-                        floating* out, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
-                        Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t F,
-                        Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t pad_top,
-                        Py_ssize_t pad_left, int act) noexcept nogil:
-    """One image: filters in blocks of FB, then bias, then the activation of each row of
-    outputs while it is still in cache."""
-    cdef Py_ssize_t oy, ox, f0, ky_lo, ky_hi, kx_lo, kx_hi
-    cdef const floating* window
-    cdef floating* o
-    for oy in range(OH):
-        ky_lo = max(0, pad_top - oy)
-        ky_hi = min(KH, H + pad_top - oy)
-        for ox in range(OW):
-            kx_lo = max(0, pad_left - ox)
-            kx_hi = min(KW, W + pad_left - ox)
-            # The window's top-left corner may lie in the padding; only in-image
-            # offsets [ky_lo, ky_hi) x [kx_lo, kx_hi) are ever read through it.
-            window = x + ((oy - pad_top) * W + (ox - pad_left)) * C
-            o = out + (oy * OW + ox) * F
-            f0 = 0
-            while f0 + FB <= F:
-                filter_block(window, w + f0, o + f0, W, C, KW, F, ky_lo, ky_hi, kx_lo, kx_hi)
-                f0 += FB
-            if f0 < F:
-                filter_rest(window, w + f0, o + f0, W, C, KW, F, F - f0,
-                            ky_lo, ky_hi, kx_lo, kx_hi)
-            if b != NULL:
-                for f0 in range(F):
-                    o[f0] += b[f0]
-        activate(out + oy * OW * F, OW * F, act)
-
-
 cdef void forward_image_gray(const floating* x, const floating* w, const floating* b,
                              floating* out, floating* work, Py_ssize_t H, Py_ssize_t W,
                              Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t F,
@@ -156,8 +73,9 @@ cdef void forward_image_gray(const floating* x, const floating* w, const floatin
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] b, floating[:, :, :, ::1] out, floating[:, ::1] work,
                    Py_ssize_t pad_top, Py_ssize_t pad_left, int act, int num_threads):
-    """out = act(conv(x, w) + b); b has length F, or 0 for no bias; act is an Activation.
-    work is per-thread scratch for C == 1, (num_threads, Hp * Wp + F * OH * Wp) with
+    """out = act(conv(x, w) + b) for single-channel x (C == 1; more channels go through
+    _gemm); b has length F, or 0 for no bias; act is an Activation. work is per-thread
+    scratch, (num_threads, Hp * Wp + F * OH * Wp) with
     Hp = OH + KH - 1 and Wp = OW + KW - 1."""
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t KH = w.shape[0], KW = w.shape[1], F = w.shape[3]
@@ -166,13 +84,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef Py_ssize_t n
     with nogil:
         for n in prange(N, num_threads=num_threads, schedule="static"):
-            if C == 1:
-                forward_image_gray(&x[n, 0, 0, 0], &w[0, 0, 0, 0], bp, &out[n, 0, 0, 0],
-                                   &work[threadid(), 0], H, W, KH, KW, F, OH, OW,
-                                   pad_top, pad_left, act)
-            else:
-                forward_image(&x[n, 0, 0, 0], &w[0, 0, 0, 0], bp, &out[n, 0, 0, 0],
-                              H, W, C, KH, KW, F, OH, OW, pad_top, pad_left, act)
+            forward_image_gray(&x[n, 0, 0, 0], &w[0, 0, 0, 0], bp, &out[n, 0, 0, 0],
+                               &work[threadid(), 0], H, W, KH, KW, F, OH, OW,
+                               pad_top, pad_left, act)
 
 
 def conv2d_backward_input(const floating[:, :, :, ::1] grad_out,

@@ -1,0 +1,488 @@
+"""Matrix products for the heavy layers: dense layers and multi-channel convolutions.
+
+One register-blocked micro-kernel computes a tile of MR rows by NR columns (NR = 16
+float32 or 8 float64: two AVX2 registers per row, twelve accumulators in all), reading
+MR rows of A through their own pointers and the matching rows of B one after another.
+A row of A is walked in "runs": `nruns` stretches of `runlen` elements `a_step` apart,
+the stretches `run_stride` apart. That is how a convolution is a product without an
+im2col copy: with the image copied into a zero-padded frame (channels-last), the
+receptive field of one output pixel is KH runs of KW * C contiguous values, and a
+kernel-gradient row (one tap and channel) is OH runs of OW values C apart.
+
+Determinism: every output element is one sum in a fixed order (k ascending, blocks of
+KC in order, images in order); how tiles are shared among threads never changes it.
+
+Every array here has been checked by cconv.ops; bounds checks are off.
+"""
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.string cimport memcpy, memset
+
+from cconv._kernels._math cimport activate
+
+# 32-byte vectors (GCC and clang): arithmetic between them, and with a scalar, compiles
+# to AVX2 instructions, FMAs included. The aligned() attribute makes loads unaligned-safe.
+# Other compilers, or -DCCONV_NO_VECTOR_TYPES, fall back to tile_portable.
+cdef extern from *:
+    """
+    #if defined(__GNUC__) && !defined(CCONV_NO_VECTOR_TYPES)
+    #define CCONV_VECTOR_TYPES 1
+    typedef float cconv_vfloat __attribute__((vector_size(32), aligned(4)));
+    typedef double cconv_vdouble __attribute__((vector_size(32), aligned(8)));
+    #else
+    #define CCONV_VECTOR_TYPES 0
+    typedef float cconv_vfloat;
+    typedef double cconv_vdouble;
+    #endif
+    """
+    const bint CCONV_VECTOR_TYPES
+    ctypedef float vfloat "cconv_vfloat"
+    ctypedef double vdouble "cconv_vdouble"
+
+
+cdef enum:
+    MR = 6         # rows per tile
+    KC = 512       # depth of a dense block: a packed B panel (KC x NR) stays in L1
+    MC = 96        # rows of A per pass over a packed B block: their KC slice stays in L2
+    NC_PANELS = 16  # NR-wide column panels per dense task
+
+
+cdef inline Py_ssize_t panel_width(const floating* p) noexcept nogil:
+    """NR for this dtype: 32 bytes * 2 registers."""
+    if floating is float:
+        return 16
+    else:
+        return 8
+
+
+cdef inline void tile_portable(floating* t,
+                               const floating* a0, const floating* a1, const floating* a2,
+                               const floating* a3, const floating* a4, const floating* a5,
+                               Py_ssize_t nruns, Py_ssize_t runlen, Py_ssize_t run_stride,
+                               Py_ssize_t a_step, const floating* b,
+                               Py_ssize_t ldb) noexcept nogil:
+    """t[MR][NR] += A_rows . B in plain loops, for compilers without vector types."""
+    cdef Py_ssize_t nr = panel_width(t)
+    cdef Py_ssize_t j, run, k, o
+    cdef floating v0, v1, v2, v3, v4, v5
+    for run in range(nruns):
+        for k in range(runlen):
+            o = run * run_stride + k * a_step
+            v0 = a0[o]
+            v1 = a1[o]
+            v2 = a2[o]
+            v3 = a3[o]
+            v4 = a4[o]
+            v5 = a5[o]
+            for j in range(nr):
+                t[j] += v0 * b[j]
+                t[nr + j] += v1 * b[j]
+                t[2 * nr + j] += v2 * b[j]
+                t[3 * nr + j] += v3 * b[j]
+                t[4 * nr + j] += v4 * b[j]
+                t[5 * nr + j] += v5 * b[j]
+            b += ldb
+
+
+cdef inline void tile_f32(float* t,
+                          const float* a0, const float* a1, const float* a2,
+                          const float* a3, const float* a4, const float* a5,
+                          Py_ssize_t nruns, Py_ssize_t runlen, Py_ssize_t run_stride,
+                          Py_ssize_t a_step, const float* b, Py_ssize_t ldb) noexcept nogil:
+    """t[MR][NR] += A_rows . B with the tile in twelve vector registers: per step of k,
+    two loads of B, then one broadcast of A and two FMAs per row."""
+    cdef const vfloat* tv = <const vfloat*>t
+    cdef vfloat c00 = tv[0], c01 = tv[1], c10 = tv[2], c11 = tv[3], c20 = tv[4], c21 = tv[5]
+    cdef vfloat c30 = tv[6], c31 = tv[7], c40 = tv[8], c41 = tv[9], c50 = tv[10], c51 = tv[11]
+    cdef vfloat b0, b1
+    cdef float v
+    cdef Py_ssize_t run, k, o
+    for run in range(nruns):
+        for k in range(runlen):
+            o = run * run_stride + k * a_step
+            b0 = (<const vfloat*>b)[0]
+            b1 = (<const vfloat*>(b + 8))[0]
+            v = a0[o]
+            c00 = c00 + v * b0
+            c01 = c01 + v * b1
+            v = a1[o]
+            c10 = c10 + v * b0
+            c11 = c11 + v * b1
+            v = a2[o]
+            c20 = c20 + v * b0
+            c21 = c21 + v * b1
+            v = a3[o]
+            c30 = c30 + v * b0
+            c31 = c31 + v * b1
+            v = a4[o]
+            c40 = c40 + v * b0
+            c41 = c41 + v * b1
+            v = a5[o]
+            c50 = c50 + v * b0
+            c51 = c51 + v * b1
+            b += ldb
+    cdef vfloat* to = <vfloat*>t
+    to[0] = c00
+    to[1] = c01
+    to[2] = c10
+    to[3] = c11
+    to[4] = c20
+    to[5] = c21
+    to[6] = c30
+    to[7] = c31
+    to[8] = c40
+    to[9] = c41
+    to[10] = c50
+    to[11] = c51
+
+
+cdef inline void tile_f64(double* t,
+                          const double* a0, const double* a1, const double* a2,
+                          const double* a3, const double* a4, const double* a5,
+                          Py_ssize_t nruns, Py_ssize_t runlen, Py_ssize_t run_stride,
+                          Py_ssize_t a_step, const double* b, Py_ssize_t ldb) noexcept nogil:
+    """t[MR][NR] += A_rows . B with the tile in twelve vector registers: per step of k,
+    two loads of B, then one broadcast of A and two FMAs per row."""
+    cdef const vdouble* tv = <const vdouble*>t
+    cdef vdouble c00 = tv[0], c01 = tv[1], c10 = tv[2], c11 = tv[3], c20 = tv[4], c21 = tv[5]
+    cdef vdouble c30 = tv[6], c31 = tv[7], c40 = tv[8], c41 = tv[9], c50 = tv[10], c51 = tv[11]
+    cdef vdouble b0, b1
+    cdef double v
+    cdef Py_ssize_t run, k, o
+    for run in range(nruns):
+        for k in range(runlen):
+            o = run * run_stride + k * a_step
+            b0 = (<const vdouble*>b)[0]
+            b1 = (<const vdouble*>(b + 4))[0]
+            v = a0[o]
+            c00 = c00 + v * b0
+            c01 = c01 + v * b1
+            v = a1[o]
+            c10 = c10 + v * b0
+            c11 = c11 + v * b1
+            v = a2[o]
+            c20 = c20 + v * b0
+            c21 = c21 + v * b1
+            v = a3[o]
+            c30 = c30 + v * b0
+            c31 = c31 + v * b1
+            v = a4[o]
+            c40 = c40 + v * b0
+            c41 = c41 + v * b1
+            v = a5[o]
+            c50 = c50 + v * b0
+            c51 = c51 + v * b1
+            b += ldb
+    cdef vdouble* to = <vdouble*>t
+    to[0] = c00
+    to[1] = c01
+    to[2] = c10
+    to[3] = c11
+    to[4] = c20
+    to[5] = c21
+    to[6] = c30
+    to[7] = c31
+    to[8] = c40
+    to[9] = c41
+    to[10] = c50
+    to[11] = c51
+
+
+cdef inline void tile_kernel(floating* t,
+                             const floating* a0, const floating* a1, const floating* a2,
+                             const floating* a3, const floating* a4, const floating* a5,
+                             Py_ssize_t nruns, Py_ssize_t runlen, Py_ssize_t run_stride,
+                             Py_ssize_t a_step, const floating* b,
+                             Py_ssize_t ldb) noexcept nogil:
+    """t[MR][NR] += the product of MR rows of A (walked in runs) with NR-wide rows of B
+    (ldb apart). t is MR x NR, row-major."""
+    if not CCONV_VECTOR_TYPES:
+        tile_portable(t, a0, a1, a2, a3, a4, a5, nruns, runlen, run_stride, a_step, b, ldb)
+    elif floating is float:
+        tile_f32(t, a0, a1, a2, a3, a4, a5, nruns, runlen, run_stride, a_step, b, ldb)
+    else:
+        tile_f64(t, a0, a1, a2, a3, a4, a5, nruns, runlen, run_stride, a_step, b, ldb)
+
+
+cdef inline void load_tile(floating* t, const floating* c, Py_ssize_t rs, Py_ssize_t cs,
+                           Py_ssize_t mr, Py_ssize_t nv) noexcept nogil:
+    """t = the mr x nv tile of C at c (zeros elsewhere). Full tiles of a row-major C take
+    a loop of fixed length, which gcc vectorises."""
+    cdef Py_ssize_t nr = panel_width(t)
+    cdef Py_ssize_t r, j
+    if mr == MR and nv == nr and cs == 1:
+        for r in range(MR):
+            for j in range(nr):
+                t[r * nr + j] = c[r * rs + j]
+        return
+    for r in range(MR):
+        for j in range(nr):
+            t[r * nr + j] = c[r * rs + j * cs] if r < mr and j < nv else 0
+
+
+cdef inline void store_tile(const floating* t, floating* c, Py_ssize_t rs, Py_ssize_t cs,
+                            Py_ssize_t mr, Py_ssize_t nv) noexcept nogil:
+    cdef Py_ssize_t nr = panel_width(t)
+    cdef Py_ssize_t r, j
+    if mr == MR and nv == nr and cs == 1:
+        for r in range(MR):
+            for j in range(nr):
+                c[r * rs + j] = t[r * nr + j]
+    elif cs == 1:
+        for r in range(mr):
+            for j in range(nv):
+                c[r * rs + j] = t[r * nr + j]
+    else:
+        for r in range(mr):
+            for j in range(nv):
+                c[r * rs + j * cs] = t[r * nr + j]
+
+
+cdef inline void fill_tile(floating* t, const floating* bias, Py_ssize_t nv) noexcept nogil:
+    """Every row of t = bias[0:nv] (zeros past nv, or everywhere without a bias)."""
+    cdef Py_ssize_t nr = panel_width(t)
+    cdef Py_ssize_t r, j
+    if bias == NULL:
+        for j in range(MR * nr):
+            t[j] = 0
+    elif nv == nr:
+        for r in range(MR):
+            for j in range(nr):
+                t[r * nr + j] = bias[j]
+    else:
+        for r in range(MR):
+            for j in range(nr):
+                t[r * nr + j] = bias[j] if j < nv else 0
+
+
+# ---------------------------------------------------------------- dense products
+
+cdef inline void pack_panel(const floating* B, Py_ssize_t ldb, Py_ssize_t K, Py_ssize_t nv,
+                            floating* dst) noexcept nogil:
+    """dst (K, NR) = B[0:K, 0:nv], zero-padded. Read in place, rows of a wide B lie a
+    multiple of 4 KiB apart and fight over the same few cache sets."""
+    cdef Py_ssize_t nr = panel_width(B)
+    cdef Py_ssize_t k, j
+    for k in range(K):
+        for j in range(nr):
+            dst[k * nr + j] = B[k * ldb + j] if j < nv else 0
+
+
+cdef void gemm_task(Py_ssize_t N, Py_ssize_t K,
+                    const floating* A, Py_ssize_t a_rs, Py_ssize_t a_cs,
+                    const floating* B, Py_ssize_t ldb,
+                    floating* C, Py_ssize_t c_rs, Py_ssize_t c_cs, const floating* bias,
+                    Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, Py_ssize_t j1,
+                    floating* bpack) noexcept nogil:
+    """C[i0:i1, j0:j1] = A @ B (+ bias per column), j1 - j0 <= NC_PANELS * NR.
+
+    A is strided (row a_rs, column a_cs) and read in place; B (row stride ldb) is packed
+    a KC-deep block at a time into bpack, (NC_PANELS, KC, NR), which then serves every
+    row of the task. Rows go MC at a time, so that their slice of A stays in L2 while
+    each packed panel of B (KC x NR) is reused from L1."""
+    cdef floating t[6 * 16]
+    cdef Py_ssize_t nr = panel_width(A)
+    cdef Py_ssize_t panels = (j1 - j0 + nr - 1) // nr
+    cdef Py_ssize_t kb, k0, kl, jb, jj, nv, rb, ib, ii, i_end, mr
+    cdef const floating* a
+    for kb in range((K + KC - 1) // KC):
+        k0 = kb * KC
+        kl = min(KC, K - k0)
+        for jb in range(panels):
+            jj = j0 + jb * nr
+            pack_panel(B + k0 * ldb + jj, ldb, kl, min(nr, N - jj), bpack + jb * KC * nr)
+        for rb in range((i1 - i0 + MC - 1) // MC):
+            i_end = min(i1, i0 + (rb + 1) * MC)
+            for jb in range(panels):
+                jj = j0 + jb * nr
+                nv = min(nr, N - jj)
+                for ib in range((i_end - i0 - rb * MC + MR - 1) // MR):
+                    ii = i0 + rb * MC + ib * MR
+                    mr = min(MR, i_end - ii)
+                    if k0 == 0:
+                        fill_tile(t, bias + jj if bias != NULL else NULL, nv)
+                    else:
+                        load_tile(t, C + ii * c_rs + jj * c_cs, c_rs, c_cs, mr, nv)
+                    # Rows past the matrix repeat its last row; they are never stored.
+                    a = A + ii * a_rs + k0 * a_cs
+                    tile_kernel(t, a, a + min(1, mr - 1) * a_rs, a + min(2, mr - 1) * a_rs,
+                                a + min(3, mr - 1) * a_rs, a + min(4, mr - 1) * a_rs,
+                                a + min(5, mr - 1) * a_rs, 1, kl, 0, a_cs,
+                                bpack + jb * KC * nr, nr)
+                    store_tile(t, C + ii * c_rs + jj * c_cs, c_rs, c_cs, mr, nv)
+
+
+def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
+         const floating[::1] a, Py_ssize_t a_rs, Py_ssize_t a_cs,
+         const floating[::1] b, Py_ssize_t ldb,
+         floating[::1] c, Py_ssize_t c_rs, Py_ssize_t c_cs, const floating[::1] bias,
+         floating[:, ::1] work, int num_threads):
+    """c (M x N, strides c_rs, c_cs) = a (M x K, strides a_rs, a_cs) @ b (K x N, row
+    stride ldb) + bias (N, or empty). work is (num_threads, pack_size()).
+
+    Tasks are column blocks of NC_PANELS panels, each cut into row groups when there
+    are too few blocks to keep every thread busy; every element's sum is the same
+    whatever the cut."""
+    cdef Py_ssize_t nr = panel_width(&a[0])
+    cdef Py_ssize_t col_blocks = (N + nr * NC_PANELS - 1) // (nr * NC_PANELS)
+    cdef Py_ssize_t groups = max(1, min((2 * num_threads + col_blocks - 1) // col_blocks,
+                                        (M + MC - 1) // MC))
+    cdef Py_ssize_t rows = (M + groups - 1) // groups
+    cdef const floating* bias_p = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef Py_ssize_t task, g, cb
+    with nogil:
+        # Dynamic: on a shared machine a preempted thread leaves its work to the others.
+        # No element's sum depends on which thread computes it.
+        for task in prange(groups * col_blocks, num_threads=num_threads,
+                           schedule="dynamic"):
+            cb = task // groups
+            g = task % groups
+            gemm_task(N, K, &a[0], a_rs, a_cs, &b[0], ldb, &c[0], c_rs, c_cs, bias_p,
+                      g * rows, min(M, (g + 1) * rows), cb * nr * NC_PANELS,
+                      min(N, (cb + 1) * nr * NC_PANELS), &work[threadid(), 0])
+
+
+def pack_size():
+    """Elements of one thread's packing buffer for gemm."""
+    return KC * NC_PANELS * 16
+
+
+# ---------------------------------------------------------------- convolutions
+
+cdef void fill_frame(const floating* src, floating* frame, Py_ssize_t SH, Py_ssize_t SW,
+                     Py_ssize_t C, Py_ssize_t Hp, Py_ssize_t Wp, Py_ssize_t top,
+                     Py_ssize_t left) noexcept nogil:
+    """frame (Hp, Wp, C) = src (SH, SW, C) placed at (top, left), zeros around it."""
+    cdef Py_ssize_t y, row = Wp * C
+    cdef Py_ssize_t right = (Wp - left - SW) * C
+    if top > 0:
+        memset(frame, 0, top * row * sizeof(floating))
+    for y in range(SH):
+        if left > 0:
+            memset(frame + (top + y) * row, 0, left * C * sizeof(floating))
+        memcpy(frame + (top + y) * row + left * C, src + y * SW * C, SW * C * sizeof(floating))
+        if right > 0:
+            memset(frame + (top + y) * row + (left + SW) * C, 0, right * sizeof(floating))
+    if Hp - top - SH > 0:
+        memset(frame + (top + SH) * row, 0, (Hp - top - SH) * row * sizeof(floating))
+
+
+cdef void conv_image(const floating* frame, const floating* wpack, const floating* bias,
+                     floating* out, Py_ssize_t C, Py_ssize_t KH, Py_ssize_t KW,
+                     Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, int act) noexcept nogil:
+    """out (OH, OW, F) = act(frame * w + bias) for one framed image; wpack holds the
+    kernels as NR-wide panels, (ceil(F / NR), KH*KW*C, NR)."""
+    cdef floating t[6 * 16]
+    cdef const floating* a[6]
+    cdef Py_ssize_t nr = panel_width(frame)
+    cdef Py_ssize_t Wp = OW + KW - 1, P = OH * OW, K = KH * KW * C
+    cdef Py_ssize_t jb, ib, j0, nv, p0, mr, r, p
+    for jb in range((F + nr - 1) // nr):
+        j0 = jb * nr
+        nv = min(nr, F - j0)
+        for ib in range((P + MR - 1) // MR):
+            p0 = ib * MR
+            mr = min(MR, P - p0)
+            # Rows past the image repeat its last pixel; they are never stored.
+            for r in range(MR):
+                p = p0 + min(r, mr - 1)
+                a[r] = frame + ((p // OW) * Wp + p % OW) * C
+            fill_tile(t, bias + j0 if bias != NULL else NULL, nv)
+            tile_kernel(t, a[0], a[1], a[2], a[3], a[4], a[5], KH, KW * C, Wp * C, 1,
+                        wpack + jb * K * nr, nr)
+            store_tile(t, out + p0 * F + j0, F, 1, mr, nv)
+            if act != 0:
+                for r in range(mr):
+                    activate(out + (p0 + r) * F + j0, nv, act)
+
+
+def conv_forward(const floating[:, :, :, ::1] src, const floating[:, :, ::1] wpack,
+                 const floating[::1] bias, floating[:, :, :, ::1] out,
+                 floating[:, ::1] frames, Py_ssize_t KH, Py_ssize_t KW,
+                 Py_ssize_t top, Py_ssize_t left, int act, int num_threads):
+    """out = act(conv(src, w) + bias), stride 1, any number of channels.
+
+    src (N, SH, SW, C) is framed with `top` zero rows above and `left` columns to its
+    left into frames[thread] (Hp * Wp * C, Hp = OH + KH - 1, Wp = OW + KW - 1); wpack is
+    w (KH, KW, C, F) as zero-padded NR-wide panels (ceil(F / NR), KH*KW*C, NR); bias
+    (F,) or empty. Also serves the input gradient (src = grad_out, w the flipped,
+    transposed kernels)."""
+    cdef Py_ssize_t N = src.shape[0], SH = src.shape[1], SW = src.shape[2]
+    cdef Py_ssize_t C = src.shape[3]
+    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2], F = out.shape[3]
+    cdef const floating* bias_p = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef floating* frame
+    cdef Py_ssize_t n
+    with nogil:
+        # Dynamic, as in gemm: images are independent, so any assignment gives the same bits.
+        for n in prange(N, num_threads=num_threads, schedule="dynamic"):
+            frame = &frames[threadid(), 0]
+            fill_frame(&src[n, 0, 0, 0], frame, SH, SW, C, OH + KH - 1, OW + KW - 1,
+                       top, left)
+            conv_image(frame, &wpack[0, 0, 0], bias_p, &out[n, 0, 0, 0], C, KH, KW, F,
+                       OH, OW, act)
+
+
+cdef void kernel_grad_worker(const floating* x, const floating* grad_out, floating* gw,
+                             floating* frame, floating* gpack,
+                             Py_ssize_t N, Py_ssize_t H, Py_ssize_t W, Py_ssize_t C,
+                             Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t F, Py_ssize_t OH,
+                             Py_ssize_t OW, Py_ssize_t top, Py_ssize_t left,
+                             Py_ssize_t task0, Py_ssize_t task1) noexcept nogil:
+    """Tiles task0..task1 of grad_w (K x F). Each image is framed and its grad_out packed
+    into panels (ceil(F / NR), OH*OW, NR), then added to every tile, images in order."""
+    cdef floating t[6 * 16]
+    cdef const floating* a[6]
+    cdef Py_ssize_t nr = panel_width(x)
+    cdef Py_ssize_t Hp = OH + KH - 1, Wp = OW + KW - 1, P = OH * OW
+    cdef Py_ssize_t K = KH * KW * C
+    cdef Py_ssize_t row_tiles = (K + MR - 1) // MR
+    cdef Py_ssize_t n, task, jb, i0, j0, mr, nv, r, k
+    for n in range(N):
+        fill_frame(x + n * H * W * C, frame, H, W, C, Hp, Wp, top, left)
+        for jb in range((F + nr - 1) // nr):
+            pack_panel(grad_out + n * P * F + jb * nr, F, P, min(nr, F - jb * nr),
+                       gpack + jb * P * nr)
+        for task in range(task0, task1):
+            jb = task // row_tiles
+            j0 = jb * nr
+            i0 = (task % row_tiles) * MR
+            mr = min(MR, K - i0)
+            nv = min(nr, F - j0)
+            # Row k of the product is tap (ky, kx) = divmod(k // C, KW), channel k % C.
+            for r in range(MR):
+                k = i0 + min(r, mr - 1)
+                a[r] = frame + ((k // (KW * C)) * Wp + (k // C) % KW) * C + k % C
+            if n == 0:
+                fill_tile(t, <const floating*>NULL, nv)
+            else:
+                load_tile(t, gw + i0 * F + j0, F, 1, mr, nv)
+            tile_kernel(t, a[0], a[1], a[2], a[3], a[4], a[5], OH, OW, Wp * C, C,
+                        gpack + jb * P * nr, nr)
+            store_tile(t, gw + i0 * F + j0, F, 1, mr, nv)
+
+
+def conv_backward_kernel(const floating[:, :, :, ::1] x,
+                         const floating[:, :, :, ::1] grad_out,
+                         floating[:, :, :, ::1] grad_w, floating[:, ::1] work,
+                         Py_ssize_t top, Py_ssize_t left, int num_threads):
+    """grad_w (KH, KW, C, F) = sum over images and pixels of window x grad_out.
+
+    Output tiles (MR rows of (ky, kx, c) by NR filters, panel-major so that a worker's
+    tiles share few panels) are split among work.shape[0] workers. Each worker frames
+    every image itself and adds it to its tiles, images in order, so the bits do not
+    depend on the split. work[worker] holds Hp*Wp*C + ceil(F / NR)*OH*OW*NR."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t KH = grad_w.shape[0], KW = grad_w.shape[1], F = grad_w.shape[3]
+    cdef Py_ssize_t OH = grad_out.shape[1], OW = grad_out.shape[2]
+    cdef Py_ssize_t frame_size = (OH + KH - 1) * (OW + KW - 1) * C
+    cdef Py_ssize_t nr = panel_width(&grad_w[0, 0, 0, 0])
+    cdef Py_ssize_t tasks = ((KH * KW * C + MR - 1) // MR) * ((F + nr - 1) // nr)
+    cdef Py_ssize_t workers = work.shape[0]
+    cdef Py_ssize_t worker
+    with nogil:
+        for worker in prange(workers, num_threads=num_threads, schedule="static"):
+            kernel_grad_worker(&x[0, 0, 0, 0], &grad_out[0, 0, 0, 0], &grad_w[0, 0, 0, 0],
+                               &work[worker, 0], &work[worker, frame_size], N, H, W, C,
+                               KH, KW, F, OH, OW, top, left, worker * tasks // workers,
+                               (worker + 1) * tasks // workers)
