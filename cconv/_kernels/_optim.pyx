@@ -3,7 +3,8 @@
 One pass reads the gradient once and updates both moments and the parameter while they
 are in registers; numpy would make six passes over memory with temporaries. Fixed blocks
 of BLOCK elements keep every element on the same (vector or scalar tail) code path for
-any thread count.
+any thread count. setup.py builds this module with IEEE arithmetic (no -ffast-math): the
+fast-math vector sqrtf returns NaN for the subnormal moments small gradients produce.
 """
 from cython cimport floating
 from cython.parallel cimport prange
