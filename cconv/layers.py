@@ -427,8 +427,9 @@ class MaxPooling2D(Layer):
         return y
 
     def backward_linear(self, grad):
+        out = _reused(self._buffers, "grad_x", self.x_shape, self.dtype)
         return ops.max_pool2d_backward(grad, self.argmax, self.x_shape, self.pool_size,
-                                       self.padding)
+                                       self.padding, out=out)
 
 
 class KernelPooling(Layer):

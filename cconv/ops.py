@@ -348,7 +348,11 @@ def pool_output_shape(input_shape, pool_size, padding="valid"):
 
 
 def _pool_pads(input_shape, pool_size, padding):
-    """(pad_top, pad_left): TensorFlow's 'same' puts the smaller half of the padding first."""
+    """(pad_top, pad_left): TensorFlow's 'same' puts the smaller half of the padding first;
+    'valid' has none (windows start at the top left, leftover rows and columns at the
+    bottom right are dropped)."""
+    if padding != "same":
+        return 0, 0
     _, oh, ow, _ = pool_output_shape(input_shape, pool_size, padding)
     return (oh * pool_size[0] - input_shape[1]) // 2, (ow * pool_size[1] - input_shape[2]) // 2
 
@@ -407,10 +411,11 @@ def _check_shape_tuple(name, shape, ndim):
     return tuple(int(s) for s in shape)
 
 
-def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid"):
+def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid", out=None):
     """The gradient of max_pool2d wrt x (of shape x_shape): each pooled gradient goes to
     the element argmax names, every other element gets 0. argmax must come from
-    max_pool2d with the same pool_size and padding: an index outside its window raises."""
+    max_pool2d with the same pool_size and padding: an index outside its window raises.
+    out is an array to write the result into."""
     x_shape = _check_shape_tuple("x_shape", x_shape, 4)
     grad_out = _float_array("grad_out", grad_out, ndim=4)
     (ph, pw), (pad_top, pad_left) = _check_pool(x_shape, pool_size, padding)
@@ -429,7 +434,10 @@ def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid"):
             raise ValueError("argmax: indices outside [0, 2**31) cannot come from max_pool2d")
         argmax = argmax.astype(np.int32)
     argmax = np.ascontiguousarray(argmax)
-    grad_x = np.empty(x_shape, dtype=grad_out.dtype)
+    if out is None:
+        grad_x = np.empty(x_shape, dtype=grad_out.dtype)
+    else:
+        grad_x = _check_out(out, x_shape, grad_out.dtype)
     if grad_x.size == 0:
         return grad_x
     if grad_out.size == 0:  # images but no windows: only with empty channel axes

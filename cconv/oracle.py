@@ -116,11 +116,12 @@ def _pool_geometry(x_shape, pool_size, padding):
     """Per output row and column, the clipped [start, stop) of its window in the image."""
     _, h, w, _ = x_shape
     ph, pw = (pool_size, pool_size) if np.isscalar(pool_size) else pool_size
-    if padding == "same":
+    if padding == "same":  # enough windows to cover the image, padded evenly, extra at the end
         oh, ow = -(-h // ph), -(-w // pw)
-    else:
+        top, left = (oh * ph - h) // 2, (ow * pw - w) // 2
+    else:  # whole windows only, from the top left
         oh, ow = h // ph, w // pw
-    top, left = (oh * ph - h) // 2, (ow * pw - w) // 2
+        top, left = 0, 0
     rows = [(max(i * ph - top, 0), min(i * ph - top + ph, h)) for i in range(oh)]
     cols = [(max(j * pw - left, 0), min(j * pw - left + pw, w)) for j in range(ow)]
     return rows, cols

@@ -70,6 +70,17 @@ def test_max_pool2d_output_shape_is_keras(h, w, pool, padding, out_hw):
     assert MaxPooling2D(pool, padding=padding).compute_output_shape((h, w, 1)) == out_hw + (1,)
 
 
+@pytest.mark.parametrize("padding,want", [
+    ("valid", [[6, 8], [16, 18]]),          # column 4 is dropped
+    ("same", [[6, 8, 9], [16, 18, 19]]),    # column 4 is a window of its own
+])
+def test_max_pool2d_known_answer(padding, want):
+    x = np.arange(20.0).reshape(1, 4, 5, 1)
+    y, argmax = ops.max_pool2d(x, 2, padding)
+    np.testing.assert_array_equal(y[0, :, :, 0], want)
+    np.testing.assert_array_equal(argmax[0, :, :, 0], want)  # x's values are its indices
+
+
 def test_max_pool2d_same_padding_is_tensorflows():
     """TensorFlow pads 'same' with the smaller half first: for H = 4 and a window of 3,
     one row above and one below, so the windows are rows 0-1 and 2-3."""

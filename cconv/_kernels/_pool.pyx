@@ -3,7 +3,7 @@
 Spatial max pooling with stride equal to the pool size: windows never overlap, so each
 input element belongs to at most one window. The forward pass records, for every pooled
 value, the flat index (y * W + x) * C + c of its maximum within its image; the backward
-pass writes each gradient to that one element. Work is cut into output rows (one image,
+pass writes each gradient to that one element and 0 to all others. Work is cut into output rows (one image,
 one row of windows), and each row only ever writes its own band of input rows: no two
 threads touch the same element, whatever the thread count.
 
@@ -33,6 +33,7 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     cdef bint track = argmax.shape[0] > 0
     cdef Py_ssize_t r, n, oy, ox, y0, y1, x0, x1, yy, xx, c
     cdef int32_t base
+    cdef bint better
     cdef const floating* p
     cdef floating* o
     cdef int32_t* a
@@ -60,11 +61,12 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                             continue
                         p = &x[n, yy, xx, 0]
                         if track:
+                            # Branch-free, so that the compiler vectorises over channels.
                             base = <int32_t>((yy * W + xx) * C)
                             for c in range(C):
-                                if p[c] > o[c]:
-                                    o[c] = p[c]
-                                    a[c] = base + <int32_t>c
+                                better = p[c] > o[c]
+                                o[c] = p[c] if better else o[c]
+                                a[c] = base + <int32_t>c if better else a[c]
                         else:
                             for c in range(C):
                                 o[c] = p[c] if p[c] > o[c] else o[c]
@@ -75,37 +77,47 @@ def max_pool_backward(const floating[:, :, :, ::1] grad_out, const int32_t[:, :,
                       int pad_left, int32_t[::1] bad, int num_threads):
     """grad_x = 0 except grad_x[argmax] = grad_out, image by image.
 
-    Row r = (n, oy) zeroes its band of input rows (the first band reaches up to row 0,
-    the last down to row H - 1, covering rows that 'valid' pooling drops) and then
-    scatters. An index outside its own window is not written: bad[r] is set instead,
-    so a corrupt argmax can neither write out of bounds nor race another row."""
+    Row r = (n, oy) owns a band of input rows (the first band reaches up to row 0, the
+    last down to row H - 1, covering what 'valid' pooling drops) and writes every
+    element of it once: each window pixel gets its window's gradient if argmax names it,
+    else 0. An argmax that names no pixel of its window is caught by counting matches
+    (each of the row's OW * C values must match exactly once): bad[r] = 1. So a corrupt
+    argmax can neither write out of bounds nor race another row."""
     cdef Py_ssize_t N = grad_x.shape[0], H = grad_x.shape[1], W = grad_x.shape[2]
     cdef Py_ssize_t C = grad_x.shape[3], OH = grad_out.shape[1], OW = grad_out.shape[2]
-    cdef Py_ssize_t r, n, oy, ox, r0, r1, y0, y1, x0, x1, c, k, pos, yy, xx
+    cdef Py_ssize_t r, n, oy, ox, r0, r1, y0, y1, x0, x1, x_end, c, yy, xx, matches
+    cdef int32_t base
     cdef floating* gx
+    cdef const floating* g
+    cdef const int32_t* a
     with nogil:
         for r in prange(N * OH, num_threads=num_threads, schedule="static"):
             n = r // OH
             oy = r - n * OH
             r0 = 0 if oy == 0 else oy * ph - pad_top
             r1 = H if oy == OH - 1 else (oy + 1) * ph - pad_top
-            gx = &grad_x[n, 0, 0, 0]
-            memset(gx + r0 * W * C, 0, (r1 - r0) * W * C * sizeof(floating))
-            bad[r] = 0
             y0 = max(oy * ph - pad_top, 0)
             y1 = min(oy * ph - pad_top + ph, H)
-            for ox in range(OW):
-                x0 = max(ox * pw - pad_left, 0)
-                x1 = min(ox * pw - pad_left + pw, W)
-                for c in range(C):
-                    k = argmax[n, oy, ox, c]
-                    pos = k // C
-                    yy = pos // W
-                    xx = pos - yy * W
-                    if k < 0 or k - pos * C != c or yy < y0 or yy >= y1 or xx < x0 or xx >= x1:
-                        bad[r] = 1
-                    else:
-                        gx[k] = grad_out[n, oy, ox, c]
+            x_end = min(OW * pw - pad_left, W)  # columns past it are in no window
+            gx = &grad_x[n, 0, 0, 0]
+            matches = 0
+            for yy in range(r0, r1):
+                if yy < y0 or yy >= y1:
+                    memset(gx + yy * W * C, 0, W * C * sizeof(floating))
+                    continue
+                if x_end < W:
+                    memset(gx + (yy * W + x_end) * C, 0, (W - x_end) * C * sizeof(floating))
+                for ox in range(OW):
+                    x0 = max(ox * pw - pad_left, 0)
+                    x1 = min(ox * pw - pad_left + pw, W)
+                    g = &grad_out[n, oy, ox, 0]
+                    a = &argmax[n, oy, ox, 0]
+                    for xx in range(x0, x1):
+                        base = <int32_t>((yy * W + xx) * C)
+                        for c in range(C):
+                            gx[base + c] = g[c] if a[c] == base + <int32_t>c else 0
+                            matches = matches + (a[c] == base + <int32_t>c)
+            bad[r] = matches != OW * C
 
 
 cdef inline Py_ssize_t first_max(const floating* p, Py_ssize_t F) noexcept nogil:
