@@ -318,6 +318,15 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
 
 
 # ---- pooling -------------------------------------------------------------------------
+_SMALL = 32768  # elements below which one thread beats waking and joining the others
+
+
+def _threads_for(size):
+    """Threads for a cheap, memory-bound kernel over `size` elements. Results never depend
+    on it: the kernels' work units are fixed."""
+    return 1 if size < _SMALL else get_num_threads()
+
+
 KERNEL_POOL_MODES = {"max": 0, "mean": 1, "sum": 2}  # the kernels' codes
 _INT32_MAX = 2**31 - 1  # max_pool2d's argmax holds flat indices within one image
 
@@ -399,7 +408,8 @@ def max_pool2d(x, pool_size, padding="valid", need_argmax=True, out=None, out_ar
                              f"shape {shape}, got {out_argmax.dtype} {out_argmax.shape}")
         argmax = arg_view = out_argmax
     if out.size:
-        _pool.max_pool_forward(x, out, arg_view, ph, pw, pad_top, pad_left, get_num_threads())
+        _pool.max_pool_forward(x, out, arg_view, ph, pw, pad_top, pad_left,
+                               _threads_for(x.size))
     return out, argmax
 
 
@@ -445,7 +455,7 @@ def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid", o
         return grad_x
     bad = np.empty(expected[0] * expected[1], dtype=np.int32)
     _pool.max_pool_backward(grad_out, argmax, grad_x, ph, pw, pad_top, pad_left, bad,
-                            get_num_threads())
+                            _threads_for(grad_x.size))
     if bad.any():
         raise ValueError(f"argmax: some indices lie outside their {ph}x{pw} pooling window; "
                          f"pass the argmax max_pool2d returned for this x_shape, pool_size "
@@ -477,7 +487,7 @@ def kernel_pool(x, mode="max"):
     out = np.empty(x.shape[:-1] + (1,), dtype=x.dtype)
     if out.size:
         _pool.kernel_pool_forward(x.reshape(-1, x.shape[-1]), out.reshape(-1), code,
-                                  get_num_threads())
+                                  _threads_for(x.size))
     return out
 
 
@@ -493,7 +503,8 @@ def kernel_pool_backward(x, grad_out, mode="max"):
     grad_x = np.empty_like(x)
     if x.size:
         _pool.kernel_pool_backward(x.reshape(-1, x.shape[-1]), grad_out.reshape(-1),
-                                   grad_x.reshape(-1, x.shape[-1]), code, get_num_threads())
+                                   grad_x.reshape(-1, x.shape[-1]), code,
+                                   _threads_for(x.size))
     return grad_x
 
 
@@ -551,4 +562,4 @@ def adam_update(param, grad, m, v, step, learning_rate=0.001, beta_1=0.9, beta_2
     alpha = lr * np.sqrt(1.0 - b2 ** int(step)) / (1.0 - b1 ** int(step))
     if param.size:
         _optim.adam_update(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
-                           alpha, 1.0 - b1, 1.0 - b2, eps, get_num_threads())
+                           alpha, 1.0 - b1, 1.0 - b2, eps, _threads_for(param.size))

@@ -367,7 +367,7 @@ def test_kernel_pooling_layer_trains(rng):
     x = rng.random((40, 8, 8, 1))
     y = (x[:, :4].mean(axis=(1, 2, 3)) > x[:, 4:].mean(axis=(1, 2, 3))).astype(int)
     before = model.evaluate(x, y)[0]
-    model.fit(x, y, batch_size=8, epochs=20, verbose=0, seed=1)
+    model.fit(x, y, batch_size=8, epochs=5, verbose=0, seed=1)
     assert model.evaluate(x, y)[0] < before
 
 
