@@ -358,6 +358,15 @@ def test_summary_shows_the_new_layers(capsys):
     assert "(KernelPooling)" in out and "(None, 6, 6, 1)" in out
 
 
+@pytest.mark.parametrize("pool,padding", [(2, "valid"), (3, "same"), ((2, 3), "valid")])
+def test_pooling_layers_predict_like_the_oracle(rng, pool, padding):
+    x = rng.standard_normal((7, 9, 5, 4))
+    model = cconv.Sequential([Input((9, 5, 4)), MaxPooling2D(pool, padding=padding),
+                              KernelPooling("sum")], dtype="float64")
+    want = oracle.kernel_pool(oracle.max_pool2d(x, pool, padding)[0], "sum")
+    np.testing.assert_allclose(model.predict(x, batch_size=3), want, rtol=1e-12)
+
+
 def test_kernel_pooling_layer_trains(rng):
     cconv.utils.set_random_seed(0)
     model = cconv.Sequential([Input((8, 8, 1)), Conv2D(4, 3, activation="relu"),
