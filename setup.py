@@ -111,6 +111,11 @@ class BuildExt(build_ext):
         super().build_extensions()
 
 
+# Built without -ffast-math: under it gcc turns vector sqrtf(v) into v * rsqrt(v), NaN for
+# subnormal v, and Adam's second moment goes subnormal for float32 gradients below 1e-18.
+IEEE_MODULES = {"cconv._kernels._optim"}
+
+
 def extensions():
     checks = env_flag("CCONV_BOUNDSCHECK")
     directives = {
@@ -128,7 +133,7 @@ def extensions():
         # glibc declares its SIMD tanh (libmvec) only under fast-math. The kernels never
         # test for NaN and keep a fixed order of operations per element, so they lose
         # nothing to it; determinism across threads comes from fixed work units.
-        if sys.platform.startswith("linux"):
+        if sys.platform.startswith("linux") and name not in IEEE_MODULES:
             extra, libraries = ["-ffast-math"], ["m"]  # libm's link script pulls in libmvec
         if name.endswith("_gemm") and sys.platform != "win32":
             # The GEMM micro-kernel's FMAs must stay in the order written: reassociated,

@@ -371,3 +371,95 @@ class Flatten(Layer):
 
     def backward_linear(self, grad):
         return grad.reshape((grad.shape[0],) + self.input_shape)
+
+
+def _reused(store, key, shape, dtype):
+    """An array from this thread's `store`, reallocated only when shape or dtype change:
+    first-touching fresh memory every batch costs a page fault per 4 KiB."""
+    buf = getattr(store, key, None)
+    if buf is None or buf.shape != shape or buf.dtype != dtype:
+        buf = np.empty(shape, dtype=dtype)
+        setattr(store, key, buf)
+    return buf
+
+
+class MaxPooling2D(Layer):
+    """Spatial max pooling, channels-last: (H, W, C) -> (OH, OW, C), as in Keras.
+
+    pool_size is an int or (PH, PW). strides defaults to pool_size, and only that is
+    supported: windows side by side, never overlapping. padding "valid" drops rows and
+    columns that do not fill a whole window (OH = H // PH); "same" pads so that every
+    pixel is in a window (OH = ceil(H / PH)), and the padding never wins a max."""
+
+    def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
+        super().__init__(name)
+        self.pool_size = _pair("pool_size", pool_size)
+        strides = self.pool_size if strides is None else _pair("strides", strides)
+        if strides != self.pool_size:
+            raise ValueError(f"strides: only strides equal to pool_size {self.pool_size} "
+                             f"(non-overlapping windows) are supported, got {strides}")
+        self.strides = strides
+        if padding not in ops.PADDINGS:
+            raise ValueError(f"padding: expected one of {ops.PADDINGS}, got {padding!r}")
+        self.padding = padding
+        self._buffers = threading.local()
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"MaxPooling2D: expected input of shape (height, width, "
+                             f"channels), got {input_shape}")
+        h, w, c = input_shape
+        ph, pw = self.pool_size
+        if self.padding == "valid" and (h < ph or w < pw):
+            raise ValueError(f"MaxPooling2D: pool_size {self.pool_size} is larger than the "
+                             f"{h}x{w} input with padding='valid'")
+        return ops.pool_output_shape((1, h, w, c), self.pool_size, self.padding)[1:]
+
+    def forward_linear(self, x, training=False, rng=None):
+        # The output buffer is reused like Conv2D's; it lives until the next forward pass.
+        shape = (len(x),) + self.output_shape
+        out = _reused(self._buffers, "out", shape, self.dtype)
+        argmax = _reused(self._buffers, "argmax", shape, np.int32) if training else None
+        y, argmax = ops.max_pool2d(x, self.pool_size, self.padding, need_argmax=training,
+                                   out=out, out_argmax=argmax)
+        if training:
+            self.argmax, self.x_shape = argmax, x.shape
+        return y
+
+    def backward_linear(self, grad):
+        out = _reused(self._buffers, "grad_x", self.x_shape, self.dtype)
+        return ops.max_pool2d_backward(grad, self.argmax, self.x_shape, self.pool_size,
+                                       self.padding, out=out)
+
+
+class KernelPooling(Layer):
+    """Pooling across kernels rather than across space: (..., F) -> (..., 1).
+
+    The idea comes from the convolution chapter of Grokking Deep Learning. A layer of F
+    kernels leaves F prediction maps, one per kernel, each as large as the image
+    positions it scanned. Instead of handing all F maps to the next layer, combine them
+    into a single map by looking, at every position, at the F kernels' outputs there:
+    add them ("sum"), average them ("mean"), or keep only the strongest ("max", the
+    usual choice). Only that one map goes on. With "max", the gradient flows back only
+    to the kernel that won at each position (the first, on a tie)."""
+
+    def __init__(self, mode="max", name=None):
+        super().__init__(name)
+        if mode not in ops.KERNEL_POOL_MODES:
+            raise ValueError(f"mode: expected one of {list(ops.KERNEL_POOL_MODES)}, "
+                             f"got {mode!r}")
+        self.mode = mode
+
+    def compute_output_shape(self, input_shape):
+        if len(input_shape) < 2:
+            raise ValueError(f"KernelPooling: expected input with positions and kernels, "
+                             f"e.g. (height, width, kernels), got {input_shape}")
+        return tuple(input_shape[:-1]) + (1,)
+
+    def forward_linear(self, x, training=False, rng=None):
+        if training:
+            self.x = x
+        return ops.kernel_pool(x, self.mode)
+
+    def backward_linear(self, grad):
+        return ops.kernel_pool_backward(self.x, grad, self.mode)

@@ -15,7 +15,7 @@ from collections import OrderedDict
 import numpy as np
 
 from cconv._config import get_num_threads
-from cconv._kernels import _conv, _dense, _elementwise, _gemm
+from cconv._kernels import _conv, _dense, _elementwise, _gemm, _optim, _pool
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PADDINGS = ("valid", "same")
@@ -436,3 +436,251 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
         grad_x = np.empty_like(x)
         _dense.dense_backward_input(grad_out, w_t, grad_x, threads)
     return grad_x, np.ascontiguousarray(grad_w_t.T), grad_out.sum(axis=0)
+
+
+# ---- pooling -------------------------------------------------------------------------
+_SMALL = 32768  # elements below which one thread beats waking and joining the others
+
+
+def _threads_for(size):
+    """Threads for a cheap, memory-bound kernel over `size` elements. Results never depend
+    on it: the kernels' work units are fixed."""
+    return 1 if size < _SMALL else get_num_threads()
+
+
+KERNEL_POOL_MODES = {"max": 0, "mean": 1, "sum": 2}  # the kernels' codes
+_INT32_MAX = 2**31 - 1  # max_pool2d's argmax holds flat indices within one image
+
+
+def _pool_size(pool_size):
+    if isinstance(pool_size, (tuple, list)) and len(pool_size) == 2:
+        values = tuple(pool_size)
+    elif isinstance(pool_size, (tuple, list)):
+        raise ValueError(f"pool_size: expected an int or a pair of ints, got {pool_size!r}")
+    else:
+        values = (pool_size, pool_size)
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"pool_size: expected positive ints, got {pool_size!r}")
+        if v < 1:
+            raise ValueError(f"pool_size: expected positive ints, got {pool_size!r}")
+    return int(values[0]), int(values[1])
+
+
+def pool_output_shape(input_shape, pool_size, padding="valid"):
+    """(N, OH, OW, C) of max_pool2d with stride = pool size, as in Keras: 'valid' keeps
+    whole windows only (floor(H / PH)), 'same' covers every pixel (ceil(H / PH))."""
+    n, h, w, c = input_shape
+    ph, pw = pool_size
+    if padding == "same":
+        return (n, -(-h // ph), -(-w // pw), c)
+    return (n, h // ph, w // pw, c)
+
+
+def _pool_pads(input_shape, pool_size, padding):
+    """(pad_top, pad_left): TensorFlow's 'same' puts the smaller half of the padding first;
+    'valid' has none (windows start at the top left, leftover rows and columns at the
+    bottom right are dropped)."""
+    if padding != "same":
+        return 0, 0
+    _, oh, ow, _ = pool_output_shape(input_shape, pool_size, padding)
+    return (oh * pool_size[0] - input_shape[1]) // 2, (ow * pool_size[1] - input_shape[2]) // 2
+
+
+def _check_pool(x_shape, pool_size, padding):
+    ph, pw = _pool_size(pool_size)
+    if padding not in PADDINGS:
+        raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
+    _, h, w, c = x_shape
+    if padding == "valid" and (h < ph or w < pw):
+        raise ValueError(f"pool_size: a {ph}x{pw} window is larger than the {h}x{w} input; "
+                         f"'valid' pooling needs H >= {ph} and W >= {pw} "
+                         f"(or use padding='same')")
+    if h * w * c > _INT32_MAX:
+        raise ValueError(f"x: images of {h}x{w}x{c} have more than 2**31 - 1 elements; "
+                         f"max_pool2d's int32 argmax cannot index them")
+    return (ph, pw), _pool_pads(x_shape, (ph, pw), padding)
+
+
+def max_pool2d(x, pool_size, padding="valid", need_argmax=True, out=None, out_argmax=None):
+    """Max pooling of x (N, H, W, C) over windows of pool_size (int or (PH, PW)) with
+    stride equal to the window. Returns (y, argmax): y (N, OH, OW, C) and argmax, the same
+    shape, int32, holding for each value the flat index (row * W + col) * C + channel of
+    its maximum within its image (TensorFlow's max_pool_with_argmax convention); ties go
+    to the first in row-major order. argmax is None when need_argmax is False.
+
+    out and out_argmax are arrays to write into, so that callers can reuse memory."""
+    x = _float_array("x", x, ndim=4)
+    (ph, pw), (pad_top, pad_left) = _check_pool(x.shape, pool_size, padding)
+    shape = pool_output_shape(x.shape, (ph, pw), padding)
+    out = np.empty(shape, dtype=x.dtype) if out is None else _check_out(out, shape, x.dtype)
+    if not need_argmax:
+        argmax = None
+        arg_view = np.empty((0, 0, 0, 0), dtype=np.int32)
+    elif out_argmax is None:
+        argmax = arg_view = np.empty(shape, dtype=np.int32)
+    else:
+        if not isinstance(out_argmax, np.ndarray):
+            raise TypeError(f"out_argmax: expected a numpy array, got "
+                            f"{type(out_argmax).__name__}")
+        if out_argmax.shape != shape or out_argmax.dtype != np.int32 \
+                or not out_argmax.flags.c_contiguous or not out_argmax.flags.writeable:
+            raise ValueError(f"out_argmax: expected a writeable C-contiguous int32 array of "
+                             f"shape {shape}, got {out_argmax.dtype} {out_argmax.shape}")
+        argmax = arg_view = out_argmax
+    if out.size:
+        _pool.max_pool_forward(x, out, arg_view, ph, pw, pad_top, pad_left,
+                               _threads_for(x.size))
+    return out, argmax
+
+
+def _check_shape_tuple(name, shape, ndim):
+    if not isinstance(shape, (tuple, list)) or len(shape) != ndim or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 0
+            for s in shape):
+        raise ValueError(f"{name}: expected a tuple of {ndim} non-negative ints, got {shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid", out=None):
+    """The gradient of max_pool2d wrt x (of shape x_shape): each pooled gradient goes to
+    the element argmax names, every other element gets 0. argmax must come from
+    max_pool2d with the same pool_size and padding: an index outside its window raises.
+    out is an array to write the result into."""
+    x_shape = _check_shape_tuple("x_shape", x_shape, 4)
+    grad_out = _float_array("grad_out", grad_out, ndim=4)
+    (ph, pw), (pad_top, pad_left) = _check_pool(x_shape, pool_size, padding)
+    expected = pool_output_shape(x_shape, (ph, pw), padding)
+    if grad_out.shape != expected:
+        raise ValueError(f"grad_out: expected shape {expected} (the max_pool2d output for "
+                         f"x of shape {x_shape}), got {grad_out.shape}")
+    if not isinstance(argmax, np.ndarray):
+        raise TypeError(f"argmax: expected a numpy array, got {type(argmax).__name__}")
+    if argmax.shape != expected:
+        raise ValueError(f"argmax: expected shape {expected}, got {argmax.shape}")
+    if argmax.dtype.kind not in "iu":
+        raise TypeError(f"argmax: expected an integer array from max_pool2d, got {argmax.dtype}")
+    if argmax.dtype != np.int32:
+        if argmax.size and (argmax.min() < 0 or argmax.max() > _INT32_MAX):
+            raise ValueError("argmax: indices outside [0, 2**31) cannot come from max_pool2d")
+        argmax = argmax.astype(np.int32)
+    argmax = np.ascontiguousarray(argmax)
+    if out is None:
+        grad_x = np.empty(x_shape, dtype=grad_out.dtype)
+    else:
+        grad_x = _check_out(out, x_shape, grad_out.dtype)
+    if grad_x.size == 0:
+        return grad_x
+    if grad_out.size == 0:  # images but no windows: only with empty channel axes
+        grad_x[:] = 0
+        return grad_x
+    bad = np.empty(expected[0] * expected[1], dtype=np.int32)
+    _pool.max_pool_backward(grad_out, argmax, grad_x, ph, pw, pad_top, pad_left, bad,
+                            _threads_for(grad_x.size))
+    if bad.any():
+        raise ValueError(f"argmax: some indices lie outside their {ph}x{pw} pooling window; "
+                         f"pass the argmax max_pool2d returned for this x_shape, pool_size "
+                         f"and padding")
+    return grad_x
+
+
+def _kernel_pool_mode(mode):
+    if mode not in KERNEL_POOL_MODES:
+        raise ValueError(f"mode: expected one of {list(KERNEL_POOL_MODES)}, got {mode!r}")
+    return KERNEL_POOL_MODES[mode]
+
+
+def _check_kernel_pool_x(x):
+    x = _float_array("x", x)
+    if x.ndim < 2:
+        raise ValueError(f"x: expected an array of shape (N, ..., F) with the kernels on the "
+                         f"last axis, got shape {x.shape}")
+    if x.shape[-1] < 1:
+        raise ValueError(f"x: expected at least one kernel (last axis), got shape {x.shape}")
+    return x
+
+
+def kernel_pool(x, mode="max"):
+    """Pool across kernels: at every position, the max, mean or sum of the F kernels'
+    outputs. x (N, ..., F) -> (N, ..., 1)."""
+    x = _check_kernel_pool_x(x)
+    code = _kernel_pool_mode(mode)
+    out = np.empty(x.shape[:-1] + (1,), dtype=x.dtype)
+    if out.size:
+        _pool.kernel_pool_forward(x.reshape(-1, x.shape[-1]), out.reshape(-1), code,
+                                  _threads_for(x.size))
+    return out
+
+
+def kernel_pool_backward(x, grad_out, mode="max"):
+    """Gradient of kernel_pool wrt x. For "max", only the first maximal kernel at each
+    position receives the gradient."""
+    x = _check_kernel_pool_x(x)
+    code = _kernel_pool_mode(mode)
+    grad_out = _float_array("grad_out", grad_out, dtype=x.dtype)
+    if grad_out.shape != x.shape[:-1] + (1,):
+        raise ValueError(f"grad_out: expected shape {x.shape[:-1] + (1,)} (the kernel_pool "
+                         f"output), got {grad_out.shape}")
+    grad_x = np.empty_like(x)
+    if x.size:
+        _pool.kernel_pool_backward(x.reshape(-1, x.shape[-1]), grad_out.reshape(-1),
+                                   grad_x.reshape(-1, x.shape[-1]), code,
+                                   _threads_for(x.size))
+    return grad_x
+
+
+# ---- optimizers ----------------------------------------------------------------------
+def _state_array(name, a, like=None):
+    """An array the update writes into: it must be used as is, never copied."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name}: expected dtype float32 or float64, got {a.dtype}")
+    if like is not None and (a.shape != like.shape or a.dtype != like.dtype):
+        raise ValueError(f"{name}: expected shape {like.shape} and dtype {like.dtype} to match "
+                         f"param, got {a.shape} and {a.dtype}")
+    if not (a.flags.c_contiguous and a.flags.writeable):
+        raise ValueError(f"{name}: expected a writeable, C-contiguous array (it is updated "
+                         f"in place)")
+    return a
+
+
+def _hyper(name, value, low, high, low_open=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a float, got {type(value).__name__}")
+    value = float(value)
+    ok = (low < value if low_open else low <= value) and value < high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name}: expected a float in {bracket}{low}, {high}), got {value}")
+    return value
+
+
+def adam_update(param, grad, m, v, step, learning_rate=0.001, beta_1=0.9, beta_2=0.999,
+                epsilon=1e-7):
+    """One Adam step as Keras takes it, in place on param, m and v (step t counts from 1):
+        alpha = learning_rate * sqrt(1 - beta_2**t) / (1 - beta_1**t)
+        m += (grad - m) * (1 - beta_1);  v += (grad**2 - v) * (1 - beta_2)
+        param -= alpha * m / (sqrt(v) + epsilon)"""
+    param = _state_array("param", param)
+    m = _state_array("m", m, param)
+    v = _state_array("v", v, param)
+    grad = _float_array("grad", grad, dtype=param.dtype)
+    if grad.shape != param.shape:
+        raise ValueError(f"grad: expected shape {param.shape} to match param, got {grad.shape}")
+    arrays = {"param": param, "m": m, "v": v, "grad": grad}
+    names = list(arrays)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            if np.may_share_memory(arrays[a], arrays[b]):
+                raise ValueError(f"{b}: must not share memory with {a}")
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 1:
+        raise ValueError(f"step: expected an int >= 1 (the update's number), got {step!r}")
+    lr = _hyper("learning_rate", learning_rate, 0.0, np.inf, low_open=True)
+    b1 = _hyper("beta_1", beta_1, 0.0, 1.0)
+    b2 = _hyper("beta_2", beta_2, 0.0, 1.0)
+    eps = _hyper("epsilon", epsilon, 0.0, np.inf, low_open=True)
+    alpha = lr * np.sqrt(1.0 - b2 ** int(step)) / (1.0 - b1 ** int(step))
+    if param.size:
+        _optim.adam_update(param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1),
+                           alpha, 1.0 - b1, 1.0 - b2, eps, _threads_for(param.size))

@@ -110,3 +110,69 @@ def dense(x, w, b=None):
 def dense_backward(x, w, grad_out, need_grad_x=True):
     grad_x = np.einsum("nu,du->nd", grad_out, w) if need_grad_x else None
     return grad_x, np.einsum("nd,nu->du", x, grad_out), grad_out.sum(axis=0)
+
+
+def _pool_geometry(x_shape, pool_size, padding):
+    """Per output row and column, the clipped [start, stop) of its window in the image."""
+    _, h, w, _ = x_shape
+    ph, pw = (pool_size, pool_size) if np.isscalar(pool_size) else pool_size
+    if padding == "same":  # enough windows to cover the image, padded evenly, extra at the end
+        oh, ow = -(-h // ph), -(-w // pw)
+        top, left = (oh * ph - h) // 2, (ow * pw - w) // 2
+    else:  # whole windows only, from the top left
+        oh, ow = h // ph, w // pw
+        top, left = 0, 0
+    rows = [(max(i * ph - top, 0), min(i * ph - top + ph, h)) for i in range(oh)]
+    cols = [(max(j * pw - left, 0), min(j * pw - left + pw, w)) for j in range(ow)]
+    return rows, cols
+
+
+def max_pool2d(x, pool_size, padding="valid", need_argmax=True):
+    """Window by window: the max over the window's pixels for every image and channel, and
+    where it was, as a flat index (row * W + col) * C + channel into the image."""
+    n, h, w, c = x.shape
+    rows, cols = _pool_geometry(x.shape, pool_size, padding)
+    y = np.empty((n, len(rows), len(cols), c), dtype=x.dtype)
+    argmax = np.empty(y.shape, dtype=np.int32)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            window = x[:, r0:r1, c0:c1, :].reshape(n, -1, c)
+            best = window.argmax(axis=1)  # first maximum in row-major order
+            y[:, i, j, :] = np.take_along_axis(window, best[:, None, :], axis=1)[:, 0, :]
+            row, col = r0 + best // (c1 - c0), c0 + best % (c1 - c0)
+            argmax[:, i, j, :] = (row * w + col) * c + np.arange(c)
+    return y, (argmax if need_argmax else None)
+
+
+def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid"):
+    """Each pooled gradient lands on the pixel that won its window; the rest get 0."""
+    n = x_shape[0]
+    grad_x = np.zeros((n, int(np.prod(x_shape[1:]))), dtype=grad_out.dtype)
+    np.put_along_axis(grad_x, argmax.reshape(n, -1).astype(np.intp), grad_out.reshape(n, -1),
+                      axis=1)
+    return grad_x.reshape(x_shape)
+
+
+def kernel_pool(x, mode="max"):
+    """At each position, combine the kernels' outputs (last axis) into one value."""
+    reduce = {"max": np.max, "mean": np.mean, "sum": np.sum}[mode]
+    return reduce(x, axis=-1, keepdims=True).astype(x.dtype)
+
+
+def kernel_pool_backward(x, grad_out, mode="max"):
+    f = x.shape[-1]
+    if mode == "sum":
+        return np.broadcast_to(grad_out, x.shape).astype(x.dtype)
+    if mode == "mean":
+        return np.broadcast_to(grad_out / x.dtype.type(f), x.shape).astype(x.dtype)
+    winner = np.eye(f, dtype=x.dtype)[x.argmax(axis=-1)]  # first maximum only
+    return winner * grad_out
+
+
+def adam_update(param, grad, m, v, step, learning_rate=0.001, beta_1=0.9, beta_2=0.999,
+                epsilon=1e-7):
+    """Keras's Adam, in place: bias corrections folded into the step size alpha."""
+    alpha = learning_rate * np.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step)
+    m += (grad - m) * (1 - beta_1)
+    v += (grad * grad - v) * (1 - beta_2)
+    param -= (alpha * m / (np.sqrt(v) + epsilon)).astype(param.dtype)
