@@ -20,7 +20,6 @@ matmul on the same number of threads; the better of the two counts.
 """
 import argparse
 import os
-import sys
 
 
 def parse_args():
@@ -45,9 +44,7 @@ import numpy as np  # noqa: E402
 
 import cconv  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir,
-                                "examples"))
-from tf_tutorial_cnn import build_model  # noqa: E402
+from cconv.presets import build_tf  # noqa: E402
 
 BATCH, INFER_BATCH = 50, 1000
 MACS = {  # multiply-adds per image, forward
@@ -108,7 +105,7 @@ def gemm_peak(repeats):
 
 def cconv_fns(x_train, y_train, x_infer):
     cconv.utils.set_random_seed(0)
-    model = build_model()
+    model = build_tf()
     model.build()
 
     def train():

@@ -144,10 +144,7 @@ def _write_plots(folder, model, preset, history, x_test, y_test):
 def _train(parser, args):
     preset = presets.get(args.preset)
     cconv.utils.set_random_seed(args.seed)  # before build: it seeds the initial weights
-    try:
-        model = preset.build()
-    except presets.PresetUnavailableError as exc:
-        parser.error(f"--preset {args.preset}: {exc}")
+    model = preset.build()
     _check_outputs(parser, args)
     epochs = args.epochs or preset.epochs
     x_train, y_train, x_test, y_test = _load_mnist(parser, args)
@@ -189,8 +186,6 @@ def _evaluate(parser, args):
         preset = presets.get(name)
         model = preset.build()
         model.load_weights(args.path)
-    except presets.PresetUnavailableError as exc:
-        parser.error(f"PATH: {exc}")
     except (ValueError, TypeError) as exc:
         parser.error(f"PATH: {exc}")
     _, _, x_test, y_test = _load_mnist(parser, args)

@@ -2,7 +2,6 @@
 
 Runs from a temporary folder so that the cconv on the path (installed, or the checkout
 via PYTHONPATH) is the one tested. Training tests need the real MNIST files."""
-import os
 import re
 import shutil
 import subprocess
@@ -12,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cconv import layers, optimizers, oracle
+from cconv import layers, oracle
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grokking_ch10.py"
-HAS_TF_PARTS = hasattr(layers, "MaxPooling2D") and hasattr(optimizers, "Adam")
 
 
 def cconv(*args, cwd, timeout=600):
@@ -76,8 +74,6 @@ def bad_calls(tmp):
         (["evaluate", not_weights], "cannot read"),
         (["evaluate", plain], "does not record a preset"),
     ]
-    if not HAS_TF_PARTS:
-        calls.append((["train", "--preset", "tf"], "needs cconv.layers.MaxPooling2D"))
     return calls
 
 
@@ -183,8 +179,6 @@ def test_train_book_prints_the_books_numbers(tmp_path, mnist_dir):
                         run.stdout), run.stdout
 
 
-@pytest.mark.skipif(not HAS_TF_PARTS, reason="needs cconv.layers.MaxPooling2D and "
-                                               "cconv.optimizers.Adam")
 def test_train_tf_preset(tmp_path, mnist_dir):
     run = cconv("train", "--preset", "tf", "--epochs", "1", "--limit", "100", "--save",
                 "tf.npz", "--data", mnist_dir, cwd=tmp_path)
