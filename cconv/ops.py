@@ -79,14 +79,13 @@ FUSED_ACTIVATIONS = {None: 0, "linear": 0, "tanh": 1, "relu": 2}  # the kernels'
 
 
 def _gray_work_size(out_shape, kernel_shape):
-    """Per-thread scratch of the single-channel conv path: a zero-padded frame of the
-    image and the filters' output planes, both as wide as the frame."""
+    """Per-thread scratch of the single-channel conv path: a zero-padded copy of one image."""
     _, oh, ow, f = out_shape
     kh, kw, c, _ = kernel_shape
     if c != 1:
         return 1
     hp, wp = oh + kh - 1, ow + kw - 1
-    return hp * wp + f * oh * wp
+    return hp * wp
 
 
 def _check_out(out, shape, dtype):

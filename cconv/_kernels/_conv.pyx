@@ -10,7 +10,9 @@ C-contiguous. Bounds checks are off.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
-from cconv._kernels._math cimport activate
+from cconv._kernels._math cimport (activate, vd, vd_add, vd_load, vd_madd, vd_store, vd_zero,
+                                   VD_LANES, vf, vf_add, vf_load, vf_madd, vf_store,
+                                   vf_zero, VF_LANES)
 
 
 cdef enum:
@@ -96,69 +98,169 @@ cdef void forward_image(const floating* x, const floating* w, const floating* b,
         activate(out + oy * OW * F, OW * F, act)
 
 
+cdef enum:
+    PX = 4  # output pixels per register block of the single-channel path
+
+
+# The single-channel micro-kernels: PX neighbouring output pixels of one row times two
+# SIMD vectors of filters, summed in 2 * PX registers. Each kernel tap loads the block's
+# weights once and multiplies them into all PX pixels; the independent sums hide the
+# FMA latency. xr points at the first pixel's window corner, w at the block's first
+# filter. Sums add the taps in (ky, kx) order, then the bias, like gray_pixels.
+cdef inline void gray_block_f32(const float* xr, Py_ssize_t Wp, const float* w,
+                                Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW, const float* b,
+                                float* o) noexcept nogil:
+    cdef vf a00 = vf_zero(), a01 = vf_zero(), a10 = vf_zero(), a11 = vf_zero()
+    cdef vf a20 = vf_zero(), a21 = vf_zero(), a30 = vf_zero(), a31 = vf_zero()
+    cdef vf w0, w1
+    cdef const float* xt
+    cdef const float* wt
+    cdef Py_ssize_t ky, kx
+    for ky in range(KH):
+        xt = xr + ky * Wp
+        wt = w + ky * KW * F
+        for kx in range(KW):
+            w0 = vf_load(wt)
+            w1 = vf_load(wt + VF_LANES)
+            a00 = vf_madd(xt[0], w0, a00)
+            a01 = vf_madd(xt[0], w1, a01)
+            a10 = vf_madd(xt[1], w0, a10)
+            a11 = vf_madd(xt[1], w1, a11)
+            a20 = vf_madd(xt[2], w0, a20)
+            a21 = vf_madd(xt[2], w1, a21)
+            a30 = vf_madd(xt[3], w0, a30)
+            a31 = vf_madd(xt[3], w1, a31)
+            xt += 1
+            wt += F
+    if b != NULL:
+        w0 = vf_load(b)
+        w1 = vf_load(b + VF_LANES)
+        a00, a01, a10, a11 = vf_add(a00, w0), vf_add(a01, w1), vf_add(a10, w0), vf_add(a11, w1)
+        a20, a21, a30, a31 = vf_add(a20, w0), vf_add(a21, w1), vf_add(a30, w0), vf_add(a31, w1)
+    vf_store(o, a00)
+    vf_store(o + VF_LANES, a01)
+    vf_store(o + F, a10)
+    vf_store(o + F + VF_LANES, a11)
+    vf_store(o + 2 * F, a20)
+    vf_store(o + 2 * F + VF_LANES, a21)
+    vf_store(o + 3 * F, a30)
+    vf_store(o + 3 * F + VF_LANES, a31)
+
+
+cdef inline void gray_block_f64(const double* xr, Py_ssize_t Wp, const double* w,
+                                Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW, const double* b,
+                                double* o) noexcept nogil:
+    cdef vd a00 = vd_zero(), a01 = vd_zero(), a10 = vd_zero(), a11 = vd_zero()
+    cdef vd a20 = vd_zero(), a21 = vd_zero(), a30 = vd_zero(), a31 = vd_zero()
+    cdef vd w0, w1
+    cdef const double* xt
+    cdef const double* wt
+    cdef Py_ssize_t ky, kx
+    for ky in range(KH):
+        xt = xr + ky * Wp
+        wt = w + ky * KW * F
+        for kx in range(KW):
+            w0 = vd_load(wt)
+            w1 = vd_load(wt + VD_LANES)
+            a00 = vd_madd(xt[0], w0, a00)
+            a01 = vd_madd(xt[0], w1, a01)
+            a10 = vd_madd(xt[1], w0, a10)
+            a11 = vd_madd(xt[1], w1, a11)
+            a20 = vd_madd(xt[2], w0, a20)
+            a21 = vd_madd(xt[2], w1, a21)
+            a30 = vd_madd(xt[3], w0, a30)
+            a31 = vd_madd(xt[3], w1, a31)
+            xt += 1
+            wt += F
+    if b != NULL:
+        w0 = vd_load(b)
+        w1 = vd_load(b + VD_LANES)
+        a00, a01, a10, a11 = vd_add(a00, w0), vd_add(a01, w1), vd_add(a10, w0), vd_add(a11, w1)
+        a20, a21, a30, a31 = vd_add(a20, w0), vd_add(a21, w1), vd_add(a30, w0), vd_add(a31, w1)
+    vd_store(o, a00)
+    vd_store(o + VD_LANES, a01)
+    vd_store(o + F, a10)
+    vd_store(o + F + VD_LANES, a11)
+    vd_store(o + 2 * F, a20)
+    vd_store(o + 2 * F + VD_LANES, a21)
+    vd_store(o + 3 * F, a30)
+    vd_store(o + 3 * F + VD_LANES, a31)
+
+
+cdef inline void gray_pixels(const floating* xr, Py_ssize_t Wp, const floating* w,
+                             Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW, const floating* b,
+                             floating* o, Py_ssize_t n_px, Py_ssize_t nf) noexcept nogil:
+    """n_px pixels times nf filters one sum at a time: what the blocks leave over."""
+    cdef Py_ssize_t ky, kx, p, j
+    cdef floating s
+    for p in range(n_px):
+        for j in range(nf):
+            s = 0
+            for ky in range(KH):
+                for kx in range(KW):
+                    s = s + xr[p + ky * Wp + kx] * w[(ky * KW + kx) * F + j]
+            if b != NULL:
+                s = s + b[j]
+            o[p * F + j] = s
+
+
 cdef void forward_image_gray(const floating* x, const floating* w, const floating* b,
                              floating* out, floating* work, Py_ssize_t H, Py_ssize_t W,
                              Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t F,
                              Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t pad_top,
                              Py_ssize_t pad_left, int act) noexcept nogil:
-    """One single-channel image, by whole planes: the image is copied into a zero-padded
-    (Hp, Wp) frame, and each filter's plane of outputs, kept Wp wide, gets one long
-    contiguous multiply-add per kernel offset (four per pass); the KW - 1 extra columns of each plane row
-    are dropped when the planes are transposed to channels-last. Each output still adds
-    its terms in (ky, kx) order, like forward_image. work holds Hp * Wp + F * OH * Wp."""
+    """One single-channel image, written channels-last directly, row by row: blocks of
+    PX pixels times fb filters (gray_block_*), the leftover filters one by one, then the
+    activation of the row while it is in cache. When OW is not a multiple of PX, the
+    row's last block overlaps the one before it and writes the same sums again. 'same'
+    padding reads a zero-padded copy of the image in work (Hp * Wp), so no tap needs a
+    bounds test; 'valid' reads x itself."""
     cdef Py_ssize_t Hp = OH + KH - 1, Wp = OW + KW - 1
-    cdef Py_ssize_t L = (OH - 1) * Wp + OW  # the last plane row needs only OW columns
-    cdef floating* frame = work
-    cdef floating* planes = work + Hp * Wp
-    cdef Py_ssize_t i, y, xx, f, t, oy, ox
-    cdef const floating* x0
-    cdef const floating* x1
-    cdef const floating* x2
-    cdef const floating* x3
-    cdef floating* p
-    cdef floating* o
-    cdef floating w0, w1, w2, w3
-    for i in range(Hp * Wp):
-        frame[i] = 0
-    for y in range(H):
-        for xx in range(W):
-            frame[(y + pad_top) * Wp + xx + pad_left] = x[y * W + xx]
-    for f in range(F):
-        p = planes + f * OH * Wp
-        for i in range(L):
-            p[i] = 0
-        # Four kernel offsets per pass over the plane: a quarter of the loads and stores.
-        t = 0
-        while t + 4 <= KH * KW:
-            w0, w1 = w[t * F + f], w[(t + 1) * F + f]
-            w2, w3 = w[(t + 2) * F + f], w[(t + 3) * F + f]
-            x0 = frame + (t // KW) * Wp + t % KW
-            x1 = frame + ((t + 1) // KW) * Wp + (t + 1) % KW
-            x2 = frame + ((t + 2) // KW) * Wp + (t + 2) % KW
-            x3 = frame + ((t + 3) // KW) * Wp + (t + 3) % KW
-            for i in range(L):
-                p[i] = p[i] + w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i]
-            t += 4
-        while t < KH * KW:
-            w0 = w[t * F + f]
-            x0 = frame + (t // KW) * Wp + t % KW
-            for i in range(L):
-                p[i] += w0 * x0[i]
-            t += 1
+    cdef Py_ssize_t fb = 2 * VF_LANES if floating is float else 2 * VD_LANES
+    cdef const floating* frame = x
+    cdef const floating* xr
+    cdef const floating* bf
+    cdef floating* orow
+    cdef Py_ssize_t i, y, xx, oy, ox, f0
+    if pad_top != 0 or pad_left != 0 or Hp != H or Wp != W:
+        for i in range(Hp * Wp):
+            work[i] = 0
+        for y in range(H):
+            for xx in range(W):
+                work[(y + pad_top) * Wp + xx + pad_left] = x[y * W + xx]
+        frame = work
     for oy in range(OH):
-        for ox in range(OW):
-            o = out + (oy * OW + ox) * F
-            for f in range(F):
-                o[f] = planes[f * OH * Wp + oy * Wp + ox] + (b[f] if b != NULL else 0)
-    activate(out, OH * OW * F, act)
+        xr = frame + oy * Wp
+        orow = out + oy * OW * F
+        f0 = 0
+        while f0 + fb <= F:
+            bf = b + f0 if b != NULL else NULL
+            if OW < PX:
+                gray_pixels(xr, Wp, w + f0, F, KH, KW, bf, orow + f0, OW, fb)
+            else:
+                ox = 0
+                while True:
+                    ox = min(ox, OW - PX)
+                    if floating is float:
+                        gray_block_f32(xr + ox, Wp, w + f0, F, KH, KW, bf, orow + ox * F + f0)
+                    else:
+                        gray_block_f64(xr + ox, Wp, w + f0, F, KH, KW, bf, orow + ox * F + f0)
+                    if ox == OW - PX:
+                        break
+                    ox += PX
+            f0 += fb
+        if f0 < F:
+            gray_pixels(xr, Wp, w + f0, F, KH, KW, b + f0 if b != NULL else NULL,
+                        orow + f0, OW, F - f0)
+        activate(orow, OW * F, act)
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] b, floating[:, :, :, ::1] out, floating[:, ::1] work,
                    Py_ssize_t pad_top, Py_ssize_t pad_left, int act, int num_threads):
     """out = act(conv(x, w) + b); b has length F, or 0 for no bias; act is an Activation.
-    work is per-thread scratch for C == 1, (num_threads, Hp * Wp + F * OH * Wp) with
-    Hp = OH + KH - 1 and Wp = OW + KW - 1."""
+    work is per-thread scratch for C == 1, (num_threads, Hp * Wp) with Hp = OH + KH - 1
+    and Wp = OW + KW - 1: room for a zero-padded copy of one image."""
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t KH = w.shape[0], KW = w.shape[1], F = w.shape[3]
     cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
