@@ -24,7 +24,10 @@ cdef inline float tanh_f32(float v) noexcept nogil:
     cdef float q = (((<float>7.7609924182223179e-07 * u + <float>3.2825339540148995e-04) * u
                      + <float>2.5869276098076096e-02) * u + <float>4.6712619591919868e-01) * u \
         + <float>1.0
-    return x * p / q
+    cdef float y = x * p / q
+    # The rounding of p / q can step just past 1 near the clamp; tanh never does.
+    y = y if y < 1 else 1
+    return y if y > -1 else -1
 
 
 cdef inline floating tanh_of(floating v) noexcept nogil:
