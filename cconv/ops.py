@@ -144,7 +144,11 @@ def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
     n_chunks = max(1, -(-x.shape[0] // GRAD_CHUNK))
     partial_w = np.empty((n_chunks,) + w.shape, dtype=x.dtype)
     partial_b = np.empty((n_chunks, w.shape[3]), dtype=x.dtype)
-    if x.shape[0]:
+    if x.shape[0] and x.shape[3] == 1:
+        work = np.empty((threads, _gray_work_size(grad_out.shape, w.shape)), dtype=x.dtype)
+        _conv.conv2d_backward_params_gray(x, grad_out, partial_w, partial_b, work, GRAD_CHUNK,
+                                          pad_top, pad_left, threads)
+    elif x.shape[0]:
         _conv.conv2d_backward_params(x, grad_out, partial_w, partial_b, GRAD_CHUNK,
                                      pad_top, pad_left, threads)
     else:

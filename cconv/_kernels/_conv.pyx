@@ -362,3 +362,153 @@ def conv2d_backward_params(const floating[:, :, :, ::1] x,
                                     xv = x[n, iy, ix, c]
                                     for f in range(F):
                                         pw[((ky * KW + kx) * C + c) * F + f] += xv * g[f]
+
+
+# Weight gradient of the single-channel path. For each group of four kernel taps and two
+# SIMD vectors of filters, eight sums stay in registers over every output pixel of an
+# image: one load of grad_out serves four taps. Each gradient element still adds its
+# terms pixel by pixel in (n, oy, ox) order, as conv2d_backward_params does.
+cdef inline void gw_taps_f32(const float* frame, Py_ssize_t Wp, const float* g,
+                             Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW,
+                             const Py_ssize_t* off, float* pw) noexcept nogil:
+    """pw[t, 0:2 lanes] (t = 0..3, rows F apart) += sum over pixels of
+    frame[pixel + off[t]] * g[pixel, 0:2 lanes]."""
+    cdef vf a0 = vf_load(pw), a1 = vf_load(pw + VF_LANES)
+    cdef vf b0 = vf_load(pw + F), b1 = vf_load(pw + F + VF_LANES)
+    cdef vf c0 = vf_load(pw + 2 * F), c1 = vf_load(pw + 2 * F + VF_LANES)
+    cdef vf d0 = vf_load(pw + 3 * F), d1 = vf_load(pw + 3 * F + VF_LANES)
+    cdef vf g0, g1
+    cdef const float* xr
+    cdef const float* gp
+    cdef Py_ssize_t oy, ox
+    for oy in range(OH):
+        xr = frame + oy * Wp
+        gp = g + oy * OW * F
+        for ox in range(OW):
+            g0, g1 = vf_load(gp), vf_load(gp + VF_LANES)
+            a0, a1 = vf_madd(xr[off[0]], g0, a0), vf_madd(xr[off[0]], g1, a1)
+            b0, b1 = vf_madd(xr[off[1]], g0, b0), vf_madd(xr[off[1]], g1, b1)
+            c0, c1 = vf_madd(xr[off[2]], g0, c0), vf_madd(xr[off[2]], g1, c1)
+            d0, d1 = vf_madd(xr[off[3]], g0, d0), vf_madd(xr[off[3]], g1, d1)
+            xr += 1
+            gp += F
+    vf_store(pw, a0)
+    vf_store(pw + VF_LANES, a1)
+    vf_store(pw + F, b0)
+    vf_store(pw + F + VF_LANES, b1)
+    vf_store(pw + 2 * F, c0)
+    vf_store(pw + 2 * F + VF_LANES, c1)
+    vf_store(pw + 3 * F, d0)
+    vf_store(pw + 3 * F + VF_LANES, d1)
+
+
+cdef inline void gw_taps_f64(const double* frame, Py_ssize_t Wp, const double* g,
+                             Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW,
+                             const Py_ssize_t* off, double* pw) noexcept nogil:
+    cdef vd a0 = vd_load(pw), a1 = vd_load(pw + VD_LANES)
+    cdef vd b0 = vd_load(pw + F), b1 = vd_load(pw + F + VD_LANES)
+    cdef vd c0 = vd_load(pw + 2 * F), c1 = vd_load(pw + 2 * F + VD_LANES)
+    cdef vd d0 = vd_load(pw + 3 * F), d1 = vd_load(pw + 3 * F + VD_LANES)
+    cdef vd g0, g1
+    cdef const double* xr
+    cdef const double* gp
+    cdef Py_ssize_t oy, ox
+    for oy in range(OH):
+        xr = frame + oy * Wp
+        gp = g + oy * OW * F
+        for ox in range(OW):
+            g0, g1 = vd_load(gp), vd_load(gp + VD_LANES)
+            a0, a1 = vd_madd(xr[off[0]], g0, a0), vd_madd(xr[off[0]], g1, a1)
+            b0, b1 = vd_madd(xr[off[1]], g0, b0), vd_madd(xr[off[1]], g1, b1)
+            c0, c1 = vd_madd(xr[off[2]], g0, c0), vd_madd(xr[off[2]], g1, c1)
+            d0, d1 = vd_madd(xr[off[3]], g0, d0), vd_madd(xr[off[3]], g1, d1)
+            xr += 1
+            gp += F
+    vd_store(pw, a0)
+    vd_store(pw + VD_LANES, a1)
+    vd_store(pw + F, b0)
+    vd_store(pw + F + VD_LANES, b1)
+    vd_store(pw + 2 * F, c0)
+    vd_store(pw + 2 * F + VD_LANES, c1)
+    vd_store(pw + 3 * F, d0)
+    vd_store(pw + 3 * F + VD_LANES, d1)
+
+
+cdef inline void gw_plain(const floating* frame, Py_ssize_t Wp, const floating* g,
+                          Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t off,
+                          floating* pw, Py_ssize_t f0, Py_ssize_t f1) noexcept nogil:
+    """pw[f] += sum over pixels of frame[pixel + off] * g[pixel, f] for f in [f0, f1):
+    one tap, what the register blocks leave over, in the same order."""
+    cdef Py_ssize_t oy, ox, f
+    cdef floating xv
+    cdef const floating* gp
+    for oy in range(OH):
+        for ox in range(OW):
+            xv = frame[oy * Wp + ox + off]
+            gp = g + (oy * OW + ox) * F
+            for f in range(f0, f1):
+                pw[f] += xv * gp[f]
+
+
+def conv2d_backward_params_gray(const floating[:, :, :, ::1] x,
+                                const floating[:, :, :, ::1] grad_out,
+                                floating[:, :, :, :, ::1] partial_w,
+                                floating[:, ::1] partial_b, floating[:, ::1] work,
+                                Py_ssize_t chunk, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                                int num_threads):
+    """conv2d_backward_params for single-channel x (C == 1): the same fixed chunks and
+    the same order of additions within each gradient element. 'same' padding reads a
+    zero-padded copy of each image from work (num_threads, Hp * Wp); taps that fall in
+    the padding add x = 0 terms, which change no sum."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t KH = partial_w.shape[1], KW = partial_w.shape[2], F = partial_w.shape[4]
+    cdef Py_ssize_t OH = grad_out.shape[1], OW = grad_out.shape[2]
+    cdef Py_ssize_t Hp = OH + KH - 1, Wp = OW + KW - 1, T = KH * KW
+    cdef Py_ssize_t n_chunks = partial_w.shape[0]
+    cdef Py_ssize_t fb = 2 * VF_LANES if floating is float else 2 * VD_LANES
+    cdef Py_ssize_t f_main = F - F % fb
+    cdef bint padded = pad_top != 0 or pad_left != 0 or Hp != H or Wp != W
+    cdef Py_ssize_t k, n, t, i, j, y, xx, f, f0, p
+    cdef Py_ssize_t off[4]
+    cdef floating* pw
+    cdef floating* pb
+    cdef floating* fr
+    cdef const floating* frame
+    cdef const floating* g
+    with nogil:
+        for k in prange(n_chunks, num_threads=num_threads, schedule="static"):
+            pw = &partial_w[k, 0, 0, 0, 0]
+            pb = &partial_b[k, 0]
+            for i in range(T * F):
+                pw[i] = 0
+            for f in range(F):
+                pb[f] = 0
+            for n in range(k * chunk, min((k + 1) * chunk, N)):
+                frame = &x[n, 0, 0, 0]
+                if padded:
+                    fr = &work[threadid(), 0]
+                    for i in range(Hp * Wp):
+                        fr[i] = 0
+                    for y in range(H):
+                        for xx in range(W):
+                            fr[(y + pad_top) * Wp + xx + pad_left] = x[n, y, xx, 0]
+                    frame = fr
+                g = &grad_out[n, 0, 0, 0]
+                for p in range(OH * OW):
+                    for f in range(F):
+                        pb[f] += g[p * F + f]
+                t = 0
+                while t + 4 <= T:
+                    for i in range(4):
+                        off[i] = ((t + i) // KW) * Wp + (t + i) % KW
+                    for j in range(f_main // fb):
+                        f0 = j * fb
+                        if floating is float:
+                            gw_taps_f32(frame, Wp, g + f0, F, OH, OW, off, pw + t * F + f0)
+                        else:
+                            gw_taps_f64(frame, Wp, g + f0, F, OH, OW, off, pw + t * F + f0)
+                    t += 4
+                for t in range(T):
+                    # Taps past the last group of four, and filters past the last block.
+                    gw_plain(frame, Wp, g, F, OH, OW, (t // KW) * Wp + t % KW, pw + t * F,
+                             0 if t >= T - T % 4 else f_main, F)
