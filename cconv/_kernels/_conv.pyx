@@ -10,9 +10,10 @@ C-contiguous. Bounds checks are off.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
-from cconv._kernels._math cimport (activate, vd, vd_add, vd_load, vd_madd, vd_store, vd_zero,
+from cconv._kernels._math cimport (ACT_LINEAR, ACT_RELU, ACT_TANH, activate, activation_of,
+                                   vd, vd_add, vd_load, vd_madd, vd_store, vd_zero,
                                    VD_LANES, vf, vf_add, vf_load, vf_madd, vf_store,
-                                   vf_zero, VF_LANES)
+                                   vf_tanh, vf_zero, VF_LANES)
 
 
 cdef enum:
@@ -109,13 +110,13 @@ cdef enum:
 # filter. Sums add the taps in (ky, kx) order, then the bias, like gray_pixels.
 cdef inline void gray_block_f32(const float* xr, Py_ssize_t Wp, const float* w,
                                 Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW, const float* b,
-                                float* o) noexcept nogil:
+                                float* o, int act) noexcept nogil:
     cdef vf a00 = vf_zero(), a01 = vf_zero(), a10 = vf_zero(), a11 = vf_zero()
     cdef vf a20 = vf_zero(), a21 = vf_zero(), a30 = vf_zero(), a31 = vf_zero()
     cdef vf w0, w1
     cdef const float* xt
     cdef const float* wt
-    cdef Py_ssize_t ky, kx
+    cdef Py_ssize_t ky, kx, p
     for ky in range(KH):
         xt = xr + ky * Wp
         wt = w + ky * KW * F
@@ -137,6 +138,10 @@ cdef inline void gray_block_f32(const float* xr, Py_ssize_t Wp, const float* w,
         w1 = vf_load(b + VF_LANES)
         a00, a01, a10, a11 = vf_add(a00, w0), vf_add(a01, w1), vf_add(a10, w0), vf_add(a11, w1)
         a20, a21, a30, a31 = vf_add(a20, w0), vf_add(a21, w1), vf_add(a30, w0), vf_add(a31, w1)
+    if act == ACT_TANH:
+        # Eight independent evaluations side by side keep every FP pipe busy.
+        a00, a01, a10, a11 = vf_tanh(a00), vf_tanh(a01), vf_tanh(a10), vf_tanh(a11)
+        a20, a21, a30, a31 = vf_tanh(a20), vf_tanh(a21), vf_tanh(a30), vf_tanh(a31)
     vf_store(o, a00)
     vf_store(o + VF_LANES, a01)
     vf_store(o + F, a10)
@@ -145,6 +150,9 @@ cdef inline void gray_block_f32(const float* xr, Py_ssize_t Wp, const float* w,
     vf_store(o + 2 * F + VF_LANES, a21)
     vf_store(o + 3 * F, a30)
     vf_store(o + 3 * F + VF_LANES, a31)
+    if act == ACT_RELU:
+        for p in range(PX):
+            activate(o + p * F, 2 * VF_LANES, act)
 
 
 cdef inline void gray_block_f64(const double* xr, Py_ssize_t Wp, const double* w,
@@ -155,7 +163,7 @@ cdef inline void gray_block_f64(const double* xr, Py_ssize_t Wp, const double* w
     cdef vd w0, w1
     cdef const double* xt
     cdef const double* wt
-    cdef Py_ssize_t ky, kx
+    cdef Py_ssize_t ky, kx, p
     for ky in range(KH):
         xt = xr + ky * Wp
         wt = w + ky * KW * F
@@ -189,7 +197,8 @@ cdef inline void gray_block_f64(const double* xr, Py_ssize_t Wp, const double* w
 
 cdef inline void gray_pixels(const floating* xr, Py_ssize_t Wp, const floating* w,
                              Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW, const floating* b,
-                             floating* o, Py_ssize_t n_px, Py_ssize_t nf) noexcept nogil:
+                             floating* o, Py_ssize_t n_px, Py_ssize_t nf,
+                             int act) noexcept nogil:
     """n_px pixels times nf filters one sum at a time: what the blocks leave over."""
     cdef Py_ssize_t ky, kx, p, j
     cdef floating s
@@ -201,7 +210,7 @@ cdef inline void gray_pixels(const floating* xr, Py_ssize_t Wp, const floating* 
                     s = s + xr[p + ky * Wp + kx] * w[(ky * KW + kx) * F + j]
             if b != NULL:
                 s = s + b[j]
-            o[p * F + j] = s
+            o[p * F + j] = activation_of(s, act)
 
 
 cdef void forward_image_gray(const floating* x, const floating* w, const floating* b,
@@ -210,13 +219,16 @@ cdef void forward_image_gray(const floating* x, const floating* w, const floatin
                              Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t pad_top,
                              Py_ssize_t pad_left, int act) noexcept nogil:
     """One single-channel image, written channels-last directly, row by row: blocks of
-    PX pixels times fb filters (gray_block_*), the leftover filters one by one, then the
-    activation of the row while it is in cache. When OW is not a multiple of PX, the
-    row's last block overlaps the one before it and writes the same sums again. 'same'
+    PX pixels times fb filters (gray_block_*), the leftover filters one by one, each
+    activated before it is stored. When OW is not a multiple of PX, the row's last block
+    overlaps the one before it and writes the same values again. 'same'
     padding reads a zero-padded copy of the image in work (Hp * Wp), so no tap needs a
     bounds test; 'valid' reads x itself."""
     cdef Py_ssize_t Hp = OH + KH - 1, Wp = OW + KW - 1
     cdef Py_ssize_t fb = 2 * VF_LANES if floating is float else 2 * VD_LANES
+    # float32 is activated in registers; float64 tanh is libmvec's, which wants long
+    # runs, so float64 rows are activated whole, while in cache.
+    cdef int act_in = act if floating is float else ACT_LINEAR
     cdef const floating* frame = x
     cdef const floating* xr
     cdef const floating* bf
@@ -236,13 +248,14 @@ cdef void forward_image_gray(const floating* x, const floating* w, const floatin
         while f0 + fb <= F:
             bf = b + f0 if b != NULL else NULL
             if OW < PX:
-                gray_pixels(xr, Wp, w + f0, F, KH, KW, bf, orow + f0, OW, fb)
+                gray_pixels(xr, Wp, w + f0, F, KH, KW, bf, orow + f0, OW, fb, act_in)
             else:
                 ox = 0
                 while True:
                     ox = min(ox, OW - PX)
                     if floating is float:
-                        gray_block_f32(xr + ox, Wp, w + f0, F, KH, KW, bf, orow + ox * F + f0)
+                        gray_block_f32(xr + ox, Wp, w + f0, F, KH, KW, bf, orow + ox * F + f0,
+                                       act_in)
                     else:
                         gray_block_f64(xr + ox, Wp, w + f0, F, KH, KW, bf, orow + ox * F + f0)
                     if ox == OW - PX:
@@ -251,8 +264,9 @@ cdef void forward_image_gray(const floating* x, const floating* w, const floatin
             f0 += fb
         if f0 < F:
             gray_pixels(xr, Wp, w + f0, F, KH, KW, b + f0 if b != NULL else NULL,
-                        orow + f0, OW, F - f0)
-        activate(orow, OW * F, act)
+                        orow + f0, OW, F - f0, act_in)
+        if act_in != act:
+            activate(orow, OW * F, act)
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -364,15 +378,22 @@ def conv2d_backward_params(const floating[:, :, :, ::1] x,
                                         pw[((ky * KW + kx) * C + c) * F + f] += xv * g[f]
 
 
+cdef inline Py_ssize_t tap_offset(Py_ssize_t t, Py_ssize_t KW, Py_ssize_t Wp) noexcept nogil:
+    """Where kernel tap t (row-major over KH x KW) sits relative to a window's corner in a
+    frame Wp wide."""
+    return (t // KW) * Wp + t % KW
+
+
 # Weight gradient of the single-channel path. For each group of four kernel taps and two
 # SIMD vectors of filters, eight sums stay in registers over every output pixel of an
 # image: one load of grad_out serves four taps. Each gradient element still adds its
 # terms pixel by pixel in (n, oy, ox) order, as conv2d_backward_params does.
 cdef inline void gw_taps_f32(const float* frame, Py_ssize_t Wp, const float* g,
-                             Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW,
-                             const Py_ssize_t* off, float* pw) noexcept nogil:
+                             Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t t0,
+                             Py_ssize_t KW, float* pw) noexcept nogil:
     """pw[t, 0:2 lanes] (t = 0..3, rows F apart) += sum over pixels of
-    frame[pixel + off[t]] * g[pixel, 0:2 lanes]."""
+    frame[pixel + off_t] * g[pixel, 0:2 lanes], where off_t is where kernel tap t0 + t
+    sits in the frame."""
     cdef vf a0 = vf_load(pw), a1 = vf_load(pw + VF_LANES)
     cdef vf b0 = vf_load(pw + F), b1 = vf_load(pw + F + VF_LANES)
     cdef vf c0 = vf_load(pw + 2 * F), c1 = vf_load(pw + 2 * F + VF_LANES)
@@ -381,15 +402,17 @@ cdef inline void gw_taps_f32(const float* frame, Py_ssize_t Wp, const float* g,
     cdef const float* xr
     cdef const float* gp
     cdef Py_ssize_t oy, ox
+    cdef Py_ssize_t o0 = tap_offset(t0, KW, Wp), o1 = tap_offset(t0 + 1, KW, Wp)
+    cdef Py_ssize_t o2 = tap_offset(t0 + 2, KW, Wp), o3 = tap_offset(t0 + 3, KW, Wp)
     for oy in range(OH):
         xr = frame + oy * Wp
         gp = g + oy * OW * F
         for ox in range(OW):
             g0, g1 = vf_load(gp), vf_load(gp + VF_LANES)
-            a0, a1 = vf_madd(xr[off[0]], g0, a0), vf_madd(xr[off[0]], g1, a1)
-            b0, b1 = vf_madd(xr[off[1]], g0, b0), vf_madd(xr[off[1]], g1, b1)
-            c0, c1 = vf_madd(xr[off[2]], g0, c0), vf_madd(xr[off[2]], g1, c1)
-            d0, d1 = vf_madd(xr[off[3]], g0, d0), vf_madd(xr[off[3]], g1, d1)
+            a0, a1 = vf_madd(xr[o0], g0, a0), vf_madd(xr[o0], g1, a1)
+            b0, b1 = vf_madd(xr[o1], g0, b0), vf_madd(xr[o1], g1, b1)
+            c0, c1 = vf_madd(xr[o2], g0, c0), vf_madd(xr[o2], g1, c1)
+            d0, d1 = vf_madd(xr[o3], g0, d0), vf_madd(xr[o3], g1, d1)
             xr += 1
             gp += F
     vf_store(pw, a0)
@@ -403,8 +426,8 @@ cdef inline void gw_taps_f32(const float* frame, Py_ssize_t Wp, const float* g,
 
 
 cdef inline void gw_taps_f64(const double* frame, Py_ssize_t Wp, const double* g,
-                             Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW,
-                             const Py_ssize_t* off, double* pw) noexcept nogil:
+                             Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t t0,
+                             Py_ssize_t KW, double* pw) noexcept nogil:
     cdef vd a0 = vd_load(pw), a1 = vd_load(pw + VD_LANES)
     cdef vd b0 = vd_load(pw + F), b1 = vd_load(pw + F + VD_LANES)
     cdef vd c0 = vd_load(pw + 2 * F), c1 = vd_load(pw + 2 * F + VD_LANES)
@@ -413,15 +436,17 @@ cdef inline void gw_taps_f64(const double* frame, Py_ssize_t Wp, const double* g
     cdef const double* xr
     cdef const double* gp
     cdef Py_ssize_t oy, ox
+    cdef Py_ssize_t o0 = tap_offset(t0, KW, Wp), o1 = tap_offset(t0 + 1, KW, Wp)
+    cdef Py_ssize_t o2 = tap_offset(t0 + 2, KW, Wp), o3 = tap_offset(t0 + 3, KW, Wp)
     for oy in range(OH):
         xr = frame + oy * Wp
         gp = g + oy * OW * F
         for ox in range(OW):
             g0, g1 = vd_load(gp), vd_load(gp + VD_LANES)
-            a0, a1 = vd_madd(xr[off[0]], g0, a0), vd_madd(xr[off[0]], g1, a1)
-            b0, b1 = vd_madd(xr[off[1]], g0, b0), vd_madd(xr[off[1]], g1, b1)
-            c0, c1 = vd_madd(xr[off[2]], g0, c0), vd_madd(xr[off[2]], g1, c1)
-            d0, d1 = vd_madd(xr[off[3]], g0, d0), vd_madd(xr[off[3]], g1, d1)
+            a0, a1 = vd_madd(xr[o0], g0, a0), vd_madd(xr[o0], g1, a1)
+            b0, b1 = vd_madd(xr[o1], g0, b0), vd_madd(xr[o1], g1, b1)
+            c0, c1 = vd_madd(xr[o2], g0, c0), vd_madd(xr[o2], g1, c1)
+            d0, d1 = vd_madd(xr[o3], g0, d0), vd_madd(xr[o3], g1, d1)
             xr += 1
             gp += F
     vd_store(pw, a0)
@@ -469,7 +494,6 @@ def conv2d_backward_params_gray(const floating[:, :, :, ::1] x,
     cdef Py_ssize_t f_main = F - F % fb
     cdef bint padded = pad_top != 0 or pad_left != 0 or Hp != H or Wp != W
     cdef Py_ssize_t k, n, t, i, j, y, xx, f, f0, p
-    cdef Py_ssize_t off[4]
     cdef floating* pw
     cdef floating* pb
     cdef floating* fr
@@ -497,18 +521,16 @@ def conv2d_backward_params_gray(const floating[:, :, :, ::1] x,
                 for p in range(OH * OW):
                     for f in range(F):
                         pb[f] += g[p * F + f]
-                t = 0
-                while t + 4 <= T:
-                    for i in range(4):
-                        off[i] = ((t + i) // KW) * Wp + (t + i) % KW
+                for t in range(T // 4):
                     for j in range(f_main // fb):
                         f0 = j * fb
                         if floating is float:
-                            gw_taps_f32(frame, Wp, g + f0, F, OH, OW, off, pw + t * F + f0)
+                            gw_taps_f32(frame, Wp, g + f0, F, OH, OW, 4 * t, KW,
+                                        pw + 4 * t * F + f0)
                         else:
-                            gw_taps_f64(frame, Wp, g + f0, F, OH, OW, off, pw + t * F + f0)
-                    t += 4
+                            gw_taps_f64(frame, Wp, g + f0, F, OH, OW, 4 * t, KW,
+                                        pw + 4 * t * F + f0)
                 for t in range(T):
                     # Taps past the last group of four, and filters past the last block.
-                    gw_plain(frame, Wp, g, F, OH, OW, (t // KW) * Wp + t % KW, pw + t * F,
+                    gw_plain(frame, Wp, g, F, OH, OW, tap_offset(t, KW, Wp), pw + t * F,
                              0 if t >= T - T % 4 else f_main, F)

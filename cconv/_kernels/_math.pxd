@@ -1,5 +1,5 @@
-# Scalar math shared by the kernel modules. Inline, so that loops calling it vectorise
-# (with -ffast-math, glibc's libmvec supplies SIMD tanh for float64).
+# Math shared by the kernel modules. Inline, so that loops calling it vectorise (float64
+# tanh comes from glibc's SIMD libmvec under -ffast-math; float32 tanh is cconv's own).
 from cython cimport floating
 from libc.math cimport tanh
 
@@ -7,45 +7,6 @@ cdef enum Activation:
     ACT_LINEAR = 0
     ACT_TANH = 1
     ACT_RELU = 2
-
-
-cdef inline float tanh_f32(float v) noexcept nogil:
-    """tanh for float32 as x * P(x^2) / Q(x^2), both of degree 4 in x^2: a minimax fit of
-    relative error made for cconv (3.3e-8 in exact arithmetic, under 4e-7 once evaluated
-    in float32; glibc's SIMD tanhf costs about twice as much). All coefficients are
-    positive, so nothing cancels. Past |x| = 9, tanh(x) is +-1 to float32 precision."""
-    cdef float lim = 9.0
-    cdef float x = v if v < lim else lim
-    x = x if x > -lim else -lim
-    cdef float u = x * x
-    cdef float p = (((<float>1.3319577852503073e-08 * u + <float>2.0579624965682738e-05) * u
-                     + <float>3.4936116883939063e-03) * u + <float>1.3379303324748443e-01) * u \
-        + <float>1.0
-    cdef float q = (((<float>7.7609924182223179e-07 * u + <float>3.2825339540148995e-04) * u
-                     + <float>2.5869276098076096e-02) * u + <float>4.6712619591919868e-01) * u \
-        + <float>1.0
-    cdef float y = x * p / q
-    # The rounding of p / q can step just past 1 near the clamp; tanh never does.
-    y = y if y < 1 else 1
-    return y if y > -1 else -1
-
-
-cdef inline floating tanh_of(floating v) noexcept nogil:
-    if floating is float:
-        return tanh_f32(v)
-    else:
-        return tanh(v)
-
-
-cdef inline void activate(floating* a, Py_ssize_t n, int act) noexcept nogil:
-    """Apply an activation in place to a[0:n]."""
-    cdef Py_ssize_t i
-    if act == ACT_TANH:
-        for i in range(n):
-            a[i] = tanh_of(a[i])
-    elif act == ACT_RELU:
-        for i in range(n):
-            a[i] = a[i] if a[i] > 0 else 0
 
 
 # A few SIMD primitives for register-blocked micro-kernels. Written with compiler
@@ -103,6 +64,69 @@ cdef extern from * nogil:
     #define cconv_vf_add(a, b) ((a) + (b))
     #define cconv_vd_add(a, b) ((a) + (b))
     #endif
+
+    /* tanh for float32 as x * P(x^2) / Q(x^2), both of degree 4 in x^2: a minimax fit of
+       relative error made for cconv (3.3e-8 in exact arithmetic, under 4e-7 once evaluated
+       in float32; about half the cost of glibc's SIMD tanhf). All coefficients are
+       positive, so nothing cancels. Past |x| = 9, tanh(x) is +-1 to float32 precision,
+       and the result is clamped to [-1, 1], which the rounding of P / Q can step past. */
+    #define CCONV_TANH_LIM 9.0f
+    #define CCONV_TANH_P3 1.3319577852503073e-08f
+    #define CCONV_TANH_P2 2.0579624965682738e-05f
+    #define CCONV_TANH_P1 3.4936116883939063e-03f
+    #define CCONV_TANH_P0 1.3379303324748443e-01f
+    #define CCONV_TANH_Q3 7.7609924182223179e-07f
+    #define CCONV_TANH_Q2 3.2825339540148995e-04f
+    #define CCONV_TANH_Q1 2.5869276098076096e-02f
+    #define CCONV_TANH_Q0 4.6712619591919868e-01f
+    static inline float cconv_tanhf(float v) {
+        float x = v < CCONV_TANH_LIM ? v : CCONV_TANH_LIM;
+        x = x > -CCONV_TANH_LIM ? x : -CCONV_TANH_LIM;
+        float u = x * x;
+        float p = (((CCONV_TANH_P3 * u + CCONV_TANH_P2) * u + CCONV_TANH_P1) * u
+                   + CCONV_TANH_P0) * u + 1.0f;
+        float q = (((CCONV_TANH_Q3 * u + CCONV_TANH_Q2) * u + CCONV_TANH_Q1) * u
+                   + CCONV_TANH_Q0) * u + 1.0f;
+        float y = x * p / q;
+        y = y < 1.0f ? y : 1.0f;
+        return y > -1.0f ? y : -1.0f;
+    }
+    /* The same on a vector, applied to registers that are about to be stored. */
+    #if defined(__AVX2__) && defined(__FMA__)
+    static inline cconv_vf cconv_vf_tanh(cconv_vf v) {
+        const __m256 lim = _mm256_set1_ps(CCONV_TANH_LIM), one = _mm256_set1_ps(1.0f);
+        __m256 x = _mm256_max_ps(_mm256_min_ps(v, lim), _mm256_sub_ps(_mm256_setzero_ps(), lim));
+        __m256 u = _mm256_mul_ps(x, x);
+        __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(CCONV_TANH_P3), u, _mm256_set1_ps(CCONV_TANH_P2));
+        __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(CCONV_TANH_Q3), u, _mm256_set1_ps(CCONV_TANH_Q2));
+        p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(CCONV_TANH_P1));
+        q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(CCONV_TANH_Q1));
+        p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(CCONV_TANH_P0));
+        q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(CCONV_TANH_Q0));
+        p = _mm256_fmadd_ps(p, u, one);
+        q = _mm256_fmadd_ps(q, u, one);
+        __m256 y = _mm256_div_ps(_mm256_mul_ps(x, p), q);
+        return _mm256_max_ps(_mm256_min_ps(y, one), _mm256_sub_ps(_mm256_setzero_ps(), one));
+    }
+    #elif defined(__SSE2__)
+    static inline cconv_vf cconv_vf_tanh(cconv_vf v) {
+        const __m128 lim = _mm_set1_ps(CCONV_TANH_LIM), one = _mm_set1_ps(1.0f);
+        __m128 x = _mm_max_ps(_mm_min_ps(v, lim), _mm_sub_ps(_mm_setzero_ps(), lim));
+        __m128 u = _mm_mul_ps(x, x);
+        __m128 p = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(CCONV_TANH_P3), u), _mm_set1_ps(CCONV_TANH_P2));
+        __m128 q = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(CCONV_TANH_Q3), u), _mm_set1_ps(CCONV_TANH_Q2));
+        p = _mm_add_ps(_mm_mul_ps(p, u), _mm_set1_ps(CCONV_TANH_P1));
+        q = _mm_add_ps(_mm_mul_ps(q, u), _mm_set1_ps(CCONV_TANH_Q1));
+        p = _mm_add_ps(_mm_mul_ps(p, u), _mm_set1_ps(CCONV_TANH_P0));
+        q = _mm_add_ps(_mm_mul_ps(q, u), _mm_set1_ps(CCONV_TANH_Q0));
+        p = _mm_add_ps(_mm_mul_ps(p, u), one);
+        q = _mm_add_ps(_mm_mul_ps(q, u), one);
+        __m128 y = _mm_div_ps(_mm_mul_ps(x, p), q);
+        return _mm_max_ps(_mm_min_ps(y, one), _mm_sub_ps(_mm_setzero_ps(), one));
+    }
+    #else
+    #define cconv_vf_tanh(v) cconv_tanhf(v)
+    #endif
     """
     ctypedef struct vf "cconv_vf":
         pass
@@ -120,3 +144,31 @@ cdef extern from * nogil:
     vd vd_madd "cconv_vd_madd"(double x, vd w, vd acc)
     vf vf_add "cconv_vf_add"(vf a, vf b)
     vd vd_add "cconv_vd_add"(vd a, vd b)
+    float tanh_f32 "cconv_tanhf"(float v)
+    vf vf_tanh "cconv_vf_tanh"(vf v)
+
+
+cdef inline floating tanh_of(floating v) noexcept nogil:
+    if floating is float:
+        return tanh_f32(v)
+    else:
+        return tanh(v)
+
+
+cdef inline floating activation_of(floating v, int act) noexcept nogil:
+    if act == ACT_TANH:
+        return tanh_of(v)
+    if act == ACT_RELU:
+        return v if v > 0 else 0
+    return v
+
+
+cdef inline void activate(floating* a, Py_ssize_t n, int act) noexcept nogil:
+    """Apply an activation in place to a[0:n]."""
+    cdef Py_ssize_t i
+    if act == ACT_TANH:
+        for i in range(n):
+            a[i] = tanh_of(a[i])
+    elif act == ACT_RELU:
+        for i in range(n):
+            a[i] = a[i] if a[i] > 0 else 0
