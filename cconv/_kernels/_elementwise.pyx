@@ -9,7 +9,7 @@ from cython.parallel cimport prange
 from libc.math cimport ceil
 from libc.stdint cimport uint8_t, uint64_t
 
-from cconv._kernels._math cimport tanh_of
+from cconv._kernels._math cimport tanh_f32_array, tanh_of
 
 cdef Py_ssize_t BLOCK = 4096
 
@@ -23,8 +23,11 @@ def tanh_forward(const floating[::1] x, floating[::1] out, int num_threads):
     with nogil:
         for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
             end = min(n, (blk + 1) * BLOCK)
-            for i in range(blk * BLOCK, end):
-                out[i] = tanh_of(x[i])
+            if floating is float:
+                tanh_f32_array(&x[blk * BLOCK], &out[blk * BLOCK], end - blk * BLOCK)
+            else:
+                for i in range(blk * BLOCK, end):
+                    out[i] = tanh_of(x[i])
 
 
 def tanh_backward(const floating[::1] y, const floating[::1] grad_out, floating[::1] out,
