@@ -9,7 +9,8 @@ Images are random in [0, 1): speed does not depend on the pixel values.
 
     python benchmarks/bench_ch10.py [--repeats 5] [--threads 2]
 
-Prints the median over --repeats epochs (after one warm-up epoch) and the ratios.
+Prints the median over --repeats epochs (after one warm-up epoch) for each competitor, the
+ratios, and the machine's load average: on a shared machine, compare ratios from one run.
 """
 import argparse
 import os
@@ -121,6 +122,7 @@ def main():
     p.add_argument("--skip-oracle", action="store_true")
     args = p.parse_args()
     cconv.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     rng = np.random.default_rng(0)
     x_train = rng.random((TRAIN_BATCHES * BATCH, 28, 28, 1), dtype=np.float32)
@@ -139,8 +141,7 @@ def main():
         cconv_epoch_fn("float64", x_train.astype(np.float64), y_train,
                        x_test.astype(np.float64), y_test, args.test_batch), args.repeats)
     if not args.skip_oracle:
-        results["oracle (NumPy) float32"] = median_seconds(oracle_epoch_fn(*data),
-                                                           max(1, args.repeats // 2))
+        results["oracle (NumPy) float32"] = median_seconds(oracle_epoch_fn(*data), args.repeats)
     torch_fn, torch_version = torch_epoch_fn(*data, args.threads)
     if torch_fn is not None:
         results[f"PyTorch {torch_version} float32"] = median_seconds(torch_fn, args.repeats)
@@ -150,6 +151,9 @@ def main():
     base = results["cconv float32"]
     for name, seconds in results.items():
         print(f"  {name:<28} {seconds:8.4f} s/epoch   {seconds / base:6.2f}x cconv float32")
+    if hasattr(os, "getloadavg"):
+        # Other processes on the same cores slow every competitor, unevenly: say so.
+        print(f"load average (1 min) at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

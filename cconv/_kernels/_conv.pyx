@@ -281,7 +281,9 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
     cdef const floating* bp = &b[0] if b.shape[0] > 0 else NULL
     cdef Py_ssize_t n
     with nogil:
-        for n in prange(N, num_threads=num_threads, schedule="static"):
+        # Dynamic: an image's output does not depend on the thread that computes it, and
+        # on a busy machine a thread the OS pauses then holds up no one.
+        for n in prange(N, num_threads=num_threads, schedule="dynamic"):
             if C == 1:
                 forward_image_gray(&x[n, 0, 0, 0], &w[0, 0, 0, 0], bp, &out[n, 0, 0, 0],
                                    &work[threadid(), 0], H, W, KH, KW, F, OH, OW,
@@ -500,7 +502,8 @@ def conv2d_backward_params_gray(const floating[:, :, :, ::1] x,
     cdef const floating* frame
     cdef const floating* g
     with nogil:
-        for k in prange(n_chunks, num_threads=num_threads, schedule="static"):
+        # Dynamic, as in conv2d_forward: chunk k's sums do not depend on its thread.
+        for k in prange(n_chunks, num_threads=num_threads, schedule="dynamic"):
             pw = &partial_w[k, 0, 0, 0, 0]
             pb = &partial_b[k, 0]
             for i in range(T * F):

@@ -3,7 +3,8 @@
 Suited to the few-output layers of small classifiers (U of 10 or so), where a BLAS call
 is mostly overhead and its thread pool competes with OpenMP for the same cores. Every
 output element is one dot product over D in a fixed order, so the bits never depend on
-the thread count.
+the thread count. Work units are handed out dynamically: no result depends on which
+thread computes it, and on a busy machine a thread the OS pauses holds up no one.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -64,7 +65,7 @@ def dense_forward(const floating[:, ::1] x, const floating[:, ::1] w_t, const fl
     cdef bint has_bias = b.shape[0] > 0
     cdef Py_ssize_t g, k, n, u
     with nogil:
-        for g in prange(n_pairs, num_threads=num_threads, schedule="static"):
+        for g in prange(n_pairs, num_threads=num_threads, schedule="dynamic"):
             for k in range(u_main // UNITS):
                 dots_2x5(&x[g * ROWS, 0], &w_t[k * UNITS, 0], &out[g * ROWS, k * UNITS], D, U)
             for u in range(u_main, U):
@@ -156,7 +157,7 @@ def dense_backward_input(const floating[:, ::1] grad_out, const floating[:, ::1]
     cdef Py_ssize_t d_main = D - D % lanes
     cdef Py_ssize_t pr, j
     with nogil:
-        for pr in prange(N // 2, num_threads=num_threads, schedule="static"):
+        for pr in prange(N // 2, num_threads=num_threads, schedule="dynamic"):
             for j in range(d_main // lanes):
                 if floating is float:
                     gx_2x4_f32(&grad_out[2 * pr, 0], &w_t[0, 0], &grad_x[2 * pr, 0], D, U,
@@ -238,7 +239,7 @@ def dense_backward_kernel(const floating[:, ::1] x, const floating[:, ::1] grad_
     cdef Py_ssize_t k, n, u, j, d, d0, d1, dv, d_rest
     cdef floating* gw
     with nogil:
-        for k in prange(n_blocks, num_threads=num_threads, schedule="static"):
+        for k in prange(n_blocks, num_threads=num_threads, schedule="dynamic"):
             d0 = k * block
             d1 = min(D, d0 + block)
             dv = d0 + (d1 - d0) // lanes * lanes

@@ -2,7 +2,8 @@
 
 Work is cut into fixed blocks of BLOCK elements. The compiler vectorises the body of a
 block and finishes its tail with scalar code, which can round differently; with fixed
-blocks every element takes the same path whatever the thread count.
+blocks every element takes the same path whatever the thread count. Blocks are handed
+out dynamically, so that on a busy machine a thread the OS pauses holds up no one.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -21,7 +22,7 @@ cdef inline Py_ssize_t n_blocks(Py_ssize_t n) noexcept nogil:
 def tanh_forward(const floating[::1] x, floating[::1] out, int num_threads):
     cdef Py_ssize_t n = x.shape[0], blk, i, end
     with nogil:
-        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
             end = min(n, (blk + 1) * BLOCK)
             if floating is float:
                 tanh_f32_array(&x[blk * BLOCK], &out[blk * BLOCK], end - blk * BLOCK)
@@ -35,7 +36,7 @@ def tanh_backward(const floating[::1] y, const floating[::1] grad_out, floating[
     """out = grad_out * (1 - y**2), where y = tanh(z) from the forward pass."""
     cdef Py_ssize_t n = y.shape[0], blk, i, end
     with nogil:
-        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
             end = min(n, (blk + 1) * BLOCK)
             for i in range(blk * BLOCK, end):
                 out[i] = grad_out[i] * (1 - y[i] * y[i])
@@ -44,7 +45,7 @@ def tanh_backward(const floating[::1] y, const floating[::1] grad_out, floating[
 def relu_forward(const floating[::1] x, floating[::1] out, int num_threads):
     cdef Py_ssize_t n = x.shape[0], blk, i, end
     with nogil:
-        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
             end = min(n, (blk + 1) * BLOCK)
             for i in range(blk * BLOCK, end):
                 out[i] = x[i] if x[i] > 0 else 0
@@ -56,7 +57,7 @@ def relu_backward(const floating[::1] y, const floating[::1] grad_out, floating[
     cdef Py_ssize_t n = y.shape[0], blk, i, end
     cdef floating g
     with nogil:
-        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
             end = min(n, (blk + 1) * BLOCK)
             for i in range(blk * BLOCK, end):
                 g = grad_out[i]  # read unconditionally, as in dropout_apply
@@ -83,7 +84,7 @@ def dropout_mask(uint64_t seed, double rate, uint8_t[::1] mask, int num_threads)
     cdef uint64_t base = mix64(seed)
     cdef uint64_t threshold = <uint64_t>ceil(rate * 9007199254740992.0)
     with nogil:
-        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
             end = min(n, (blk + 1) * BLOCK)
             for i in range(blk * BLOCK, end):
                 mask[i] = (mix64(base + <uint64_t>i * <uint64_t>0x9E3779B97F4A7C15) >> 11) \
@@ -96,7 +97,7 @@ def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, floating scale
     cdef Py_ssize_t n = x.shape[0], blk, i, end
     cdef floating v
     with nogil:
-        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="static"):
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
             end = min(n, (blk + 1) * BLOCK)
             for i in range(blk * BLOCK, end):
                 # Read x unconditionally: a select vectorises, a conditional load does not.
