@@ -9,7 +9,9 @@ Images are random in [0, 1): speed does not depend on the pixel values.
 
     python benchmarks/bench_ch10.py [--repeats 5] [--threads 2]
 
-Prints the median over --repeats epochs (after one warm-up epoch) and the ratios.
+Prints the median over --repeats epochs (after one warm-up epoch) for each competitor, the
+ratios, and the machine's load average. The competitors take turns epoch by epoch, so the
+ratios hold even when other processes come and go on a shared machine.
 """
 import argparse
 import os
@@ -103,14 +105,19 @@ def torch_epoch_fn(x_train, y_train, x_test, y_test, test_batch, threads):
     return epoch, torch.__version__
 
 
-def median_seconds(fn, repeats):
-    fn()  # warm-up: first-touch page faults, BLAS and OpenMP thread start
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def median_seconds(epochs, repeats):
+    """{name: median seconds per epoch}. Each competitor runs one warm-up epoch (first-touch
+    page faults, thread pools), then the competitors take turns, one epoch each, so that a
+    change in the machine's load between phases of the run hits them all alike."""
+    for fn in epochs.values():
         fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times = {name: [] for name in epochs}
+    for _ in range(repeats):
+        for name, fn in epochs.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main():
@@ -121,6 +128,7 @@ def main():
     p.add_argument("--skip-oracle", action="store_true")
     args = p.parse_args()
     cconv.set_num_threads(args.threads)
+    load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     rng = np.random.default_rng(0)
     x_train = rng.random((TRAIN_BATCHES * BATCH, 28, 28, 1), dtype=np.float32)
@@ -133,23 +141,25 @@ def main():
           f"{TEST_IMAGES} test images, test batch {args.test_batch}), median of "
           f"{args.repeats}, {args.threads} threads, "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(unset)')}")
-    results = {}
-    results["cconv float32"] = median_seconds(cconv_epoch_fn("float32", *data), args.repeats)
-    results["cconv float64"] = median_seconds(
-        cconv_epoch_fn("float64", x_train.astype(np.float64), y_train,
-                       x_test.astype(np.float64), y_test, args.test_batch), args.repeats)
+    epochs = {"cconv float32": cconv_epoch_fn("float32", *data),
+              "cconv float64": cconv_epoch_fn("float64", x_train.astype(np.float64), y_train,
+                                              x_test.astype(np.float64), y_test,
+                                              args.test_batch)}
     if not args.skip_oracle:
-        results["oracle (NumPy) float32"] = median_seconds(oracle_epoch_fn(*data),
-                                                           max(1, args.repeats // 2))
+        epochs["oracle (NumPy) float32"] = oracle_epoch_fn(*data)
     torch_fn, torch_version = torch_epoch_fn(*data, args.threads)
     if torch_fn is not None:
-        results[f"PyTorch {torch_version} float32"] = median_seconds(torch_fn, args.repeats)
+        epochs[f"PyTorch {torch_version} float32"] = torch_fn
     else:
         print("(PyTorch not installed: pip install torch==2.13.0 to include it)")
+    results = median_seconds(epochs, args.repeats)
 
     base = results["cconv float32"]
     for name, seconds in results.items():
         print(f"  {name:<28} {seconds:8.4f} s/epoch   {seconds / base:6.2f}x cconv float32")
+    if hasattr(os, "getloadavg"):
+        # Other processes on the same cores slow every competitor, unevenly: say so.
+        print(f"load average (1 min) at start {load_start:.2f}, at end {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -129,14 +129,11 @@ FUSED_ACTIVATIONS = {None: 0, "linear": 0, "tanh": 1, "relu": 2}  # the kernels'
 
 
 def _gray_work_size(out_shape, kernel_shape):
-    """Per-thread scratch of the single-channel conv path: a zero-padded frame of the
-    image and the filters' output planes, both as wide as the frame."""
-    _, oh, ow, f = out_shape
-    kh, kw, c, _ = kernel_shape
-    if c != 1:
-        return 1
+    """Per-thread scratch of the single-channel conv path: a zero-padded copy of one image."""
+    _, oh, ow, _ = out_shape
+    kh, kw, _, _ = kernel_shape
     hp, wp = oh + kh - 1, ow + kw - 1
-    return hp * wp + f * oh * wp
+    return hp * wp
 
 
 def _check_out(out, shape, dtype):
@@ -202,8 +199,9 @@ def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
     partial_w = np.empty((n_chunks,) + w.shape, dtype=x.dtype)
     partial_b = np.empty((n_chunks, w.shape[3]), dtype=x.dtype)
     if x.shape[0]:
-        _conv.conv2d_backward_params(x, grad_out, partial_w, partial_b, GRAD_CHUNK,
-                                     pad_top, pad_left, threads)
+        work = np.empty((threads, _gray_work_size(grad_out.shape, w.shape)), dtype=x.dtype)
+        _conv.conv2d_backward_params_gray(x, grad_out, partial_w, partial_b, work, GRAD_CHUNK,
+                                          pad_top, pad_left, threads)
     else:
         partial_w[:] = 0
         partial_b[:] = 0

@@ -1,8 +1,8 @@
-"""2-D convolution, channels-last: x (N, H, W, C), kernels (KH, KW, C, F), out (N, OH, OW, F).
+"""2-D convolution of single-channel images (C == 1), channels-last: x (N, H, W, 1),
+kernels (KH, KW, 1, F), out (N, OH, OW, F). Images with more channels go through _gemm.
 
 Stride 1. Padding is given as the number of zero rows above and columns left of the
-image (0 for 'valid', (K-1)//2 for 'same'); positions that fall outside the image are
-skipped rather than read, so no padded copy of x is ever made.
+image (0 for 'valid', (K-1)//2 for 'same').
 
 Every array here has been checked by cconv.ops: shapes agree, dtypes match, memory is
 C-contiguous. Bounds checks are off.
@@ -10,7 +10,124 @@ C-contiguous. Bounds checks are off.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 
-from cconv._kernels._math cimport activate
+from cconv._kernels._math cimport (ACT_LINEAR, ACT_RELU, ACT_TANH, activate, activation_of,
+                                   vd, vd_add, vd_load, vd_madd, vd_store, vd_zero,
+                                   VD_LANES, vf, vf_add, vf_load, vf_madd, vf_store,
+                                   vf_tanh, vf_zero, VF_LANES)
+
+
+cdef enum:
+    PX = 4  # output pixels per register block of the single-channel path
+
+
+# The single-channel micro-kernels: PX neighbouring output pixels of one row times two
+# SIMD vectors of filters, summed in 2 * PX registers. Each kernel tap loads the block's
+# weights once and multiplies them into all PX pixels; the independent sums hide the
+# FMA latency. xr points at the first pixel's window corner, w at the block's first
+# filter. Sums add the taps in (ky, kx) order, then the bias, like gray_pixels.
+cdef inline void gray_block_f32(const float* xr, Py_ssize_t Wp, const float* w,
+                                Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW, const float* b,
+                                float* o, int act) noexcept nogil:
+    cdef vf a00 = vf_zero(), a01 = vf_zero(), a10 = vf_zero(), a11 = vf_zero()
+    cdef vf a20 = vf_zero(), a21 = vf_zero(), a30 = vf_zero(), a31 = vf_zero()
+    cdef vf w0, w1
+    cdef const float* xt
+    cdef const float* wt
+    cdef Py_ssize_t ky, kx, p
+    for ky in range(KH):
+        xt = xr + ky * Wp
+        wt = w + ky * KW * F
+        for kx in range(KW):
+            w0 = vf_load(wt)
+            w1 = vf_load(wt + VF_LANES)
+            a00 = vf_madd(xt[0], w0, a00)
+            a01 = vf_madd(xt[0], w1, a01)
+            a10 = vf_madd(xt[1], w0, a10)
+            a11 = vf_madd(xt[1], w1, a11)
+            a20 = vf_madd(xt[2], w0, a20)
+            a21 = vf_madd(xt[2], w1, a21)
+            a30 = vf_madd(xt[3], w0, a30)
+            a31 = vf_madd(xt[3], w1, a31)
+            xt += 1
+            wt += F
+    if b != NULL:
+        w0 = vf_load(b)
+        w1 = vf_load(b + VF_LANES)
+        a00, a01, a10, a11 = vf_add(a00, w0), vf_add(a01, w1), vf_add(a10, w0), vf_add(a11, w1)
+        a20, a21, a30, a31 = vf_add(a20, w0), vf_add(a21, w1), vf_add(a30, w0), vf_add(a31, w1)
+    if act == ACT_TANH:
+        # Eight independent evaluations side by side keep every FP pipe busy.
+        a00, a01, a10, a11 = vf_tanh(a00), vf_tanh(a01), vf_tanh(a10), vf_tanh(a11)
+        a20, a21, a30, a31 = vf_tanh(a20), vf_tanh(a21), vf_tanh(a30), vf_tanh(a31)
+    vf_store(o, a00)
+    vf_store(o + VF_LANES, a01)
+    vf_store(o + F, a10)
+    vf_store(o + F + VF_LANES, a11)
+    vf_store(o + 2 * F, a20)
+    vf_store(o + 2 * F + VF_LANES, a21)
+    vf_store(o + 3 * F, a30)
+    vf_store(o + 3 * F + VF_LANES, a31)
+    if act == ACT_RELU:
+        for p in range(PX):
+            activate(o + p * F, 2 * VF_LANES, act)
+
+
+cdef inline void gray_block_f64(const double* xr, Py_ssize_t Wp, const double* w,
+                                Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW, const double* b,
+                                double* o) noexcept nogil:
+    cdef vd a00 = vd_zero(), a01 = vd_zero(), a10 = vd_zero(), a11 = vd_zero()
+    cdef vd a20 = vd_zero(), a21 = vd_zero(), a30 = vd_zero(), a31 = vd_zero()
+    cdef vd w0, w1
+    cdef const double* xt
+    cdef const double* wt
+    cdef Py_ssize_t ky, kx, p
+    for ky in range(KH):
+        xt = xr + ky * Wp
+        wt = w + ky * KW * F
+        for kx in range(KW):
+            w0 = vd_load(wt)
+            w1 = vd_load(wt + VD_LANES)
+            a00 = vd_madd(xt[0], w0, a00)
+            a01 = vd_madd(xt[0], w1, a01)
+            a10 = vd_madd(xt[1], w0, a10)
+            a11 = vd_madd(xt[1], w1, a11)
+            a20 = vd_madd(xt[2], w0, a20)
+            a21 = vd_madd(xt[2], w1, a21)
+            a30 = vd_madd(xt[3], w0, a30)
+            a31 = vd_madd(xt[3], w1, a31)
+            xt += 1
+            wt += F
+    if b != NULL:
+        w0 = vd_load(b)
+        w1 = vd_load(b + VD_LANES)
+        a00, a01, a10, a11 = vd_add(a00, w0), vd_add(a01, w1), vd_add(a10, w0), vd_add(a11, w1)
+        a20, a21, a30, a31 = vd_add(a20, w0), vd_add(a21, w1), vd_add(a30, w0), vd_add(a31, w1)
+    vd_store(o, a00)
+    vd_store(o + VD_LANES, a01)
+    vd_store(o + F, a10)
+    vd_store(o + F + VD_LANES, a11)
+    vd_store(o + 2 * F, a20)
+    vd_store(o + 2 * F + VD_LANES, a21)
+    vd_store(o + 3 * F, a30)
+    vd_store(o + 3 * F + VD_LANES, a31)
+
+
+cdef inline void gray_pixels(const floating* xr, Py_ssize_t Wp, const floating* w,
+                             Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW, const floating* b,
+                             floating* o, Py_ssize_t n_px, Py_ssize_t nf,
+                             int act) noexcept nogil:
+    """n_px pixels times nf filters one sum at a time: what the blocks leave over."""
+    cdef Py_ssize_t ky, kx, p, j
+    cdef floating s
+    for p in range(n_px):
+        for j in range(nf):
+            s = 0
+            for ky in range(KH):
+                for kx in range(KW):
+                    s = s + xr[p + ky * Wp + kx] * w[(ky * KW + kx) * F + j]
+            if b != NULL:
+                s = s + b[j]
+            o[p * F + j] = activation_of(s, act)
 
 
 cdef void forward_image_gray(const floating* x, const floating* w, const floating* b,
@@ -18,56 +135,55 @@ cdef void forward_image_gray(const floating* x, const floating* w, const floatin
                              Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t F,
                              Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t pad_top,
                              Py_ssize_t pad_left, int act) noexcept nogil:
-    """One single-channel image, by whole planes: the image is copied into a zero-padded
-    (Hp, Wp) frame, and each filter's plane of outputs, kept Wp wide, gets one long
-    contiguous multiply-add per kernel offset (four per pass); the KW - 1 extra columns of each plane row
-    are dropped when the planes are transposed to channels-last. Each output still adds
-    its terms in (ky, kx) order, like forward_image. work holds Hp * Wp + F * OH * Wp."""
+    """One single-channel image, written channels-last directly, row by row: blocks of
+    PX pixels times fb filters (gray_block_*), the leftover filters one by one, each
+    activated before it is stored. When OW is not a multiple of PX, the row's last block
+    overlaps the one before it and writes the same values again. 'same'
+    padding reads a zero-padded copy of the image in work (Hp * Wp), so no tap needs a
+    bounds test; 'valid' reads x itself."""
     cdef Py_ssize_t Hp = OH + KH - 1, Wp = OW + KW - 1
-    cdef Py_ssize_t L = (OH - 1) * Wp + OW  # the last plane row needs only OW columns
-    cdef floating* frame = work
-    cdef floating* planes = work + Hp * Wp
-    cdef Py_ssize_t i, y, xx, f, t, oy, ox
-    cdef const floating* x0
-    cdef const floating* x1
-    cdef const floating* x2
-    cdef const floating* x3
-    cdef floating* p
-    cdef floating* o
-    cdef floating w0, w1, w2, w3
-    for i in range(Hp * Wp):
-        frame[i] = 0
-    for y in range(H):
-        for xx in range(W):
-            frame[(y + pad_top) * Wp + xx + pad_left] = x[y * W + xx]
-    for f in range(F):
-        p = planes + f * OH * Wp
-        for i in range(L):
-            p[i] = 0
-        # Four kernel offsets per pass over the plane: a quarter of the loads and stores.
-        t = 0
-        while t + 4 <= KH * KW:
-            w0, w1 = w[t * F + f], w[(t + 1) * F + f]
-            w2, w3 = w[(t + 2) * F + f], w[(t + 3) * F + f]
-            x0 = frame + (t // KW) * Wp + t % KW
-            x1 = frame + ((t + 1) // KW) * Wp + (t + 1) % KW
-            x2 = frame + ((t + 2) // KW) * Wp + (t + 2) % KW
-            x3 = frame + ((t + 3) // KW) * Wp + (t + 3) % KW
-            for i in range(L):
-                p[i] = p[i] + w0 * x0[i] + w1 * x1[i] + w2 * x2[i] + w3 * x3[i]
-            t += 4
-        while t < KH * KW:
-            w0 = w[t * F + f]
-            x0 = frame + (t // KW) * Wp + t % KW
-            for i in range(L):
-                p[i] += w0 * x0[i]
-            t += 1
+    cdef Py_ssize_t fb = 2 * VF_LANES if floating is float else 2 * VD_LANES
+    # float32 is activated in registers; float64 tanh is libmvec's, which wants long
+    # runs, so float64 rows are activated whole, while in cache.
+    cdef int act_in = act if floating is float else ACT_LINEAR
+    cdef const floating* frame = x
+    cdef const floating* xr
+    cdef const floating* bf
+    cdef floating* orow
+    cdef Py_ssize_t i, y, xx, oy, ox, f0
+    if pad_top != 0 or pad_left != 0 or Hp != H or Wp != W:
+        for i in range(Hp * Wp):
+            work[i] = 0
+        for y in range(H):
+            for xx in range(W):
+                work[(y + pad_top) * Wp + xx + pad_left] = x[y * W + xx]
+        frame = work
     for oy in range(OH):
-        for ox in range(OW):
-            o = out + (oy * OW + ox) * F
-            for f in range(F):
-                o[f] = planes[f * OH * Wp + oy * Wp + ox] + (b[f] if b != NULL else 0)
-    activate(out, OH * OW * F, act)
+        xr = frame + oy * Wp
+        orow = out + oy * OW * F
+        f0 = 0
+        while f0 + fb <= F:
+            bf = b + f0 if b != NULL else NULL
+            if OW < PX:
+                gray_pixels(xr, Wp, w + f0, F, KH, KW, bf, orow + f0, OW, fb, act_in)
+            else:
+                ox = 0
+                while True:
+                    ox = min(ox, OW - PX)
+                    if floating is float:
+                        gray_block_f32(xr + ox, Wp, w + f0, F, KH, KW, bf, orow + ox * F + f0,
+                                       act_in)
+                    else:
+                        gray_block_f64(xr + ox, Wp, w + f0, F, KH, KW, bf, orow + ox * F + f0)
+                    if ox == OW - PX:
+                        break
+                    ox += PX
+            f0 += fb
+        if f0 < F:
+            gray_pixels(xr, Wp, w + f0, F, KH, KW, b + f0 if b != NULL else NULL,
+                        orow + f0, OW, F - f0, act_in)
+        if act_in != act:
+            activate(orow, OW * F, act)
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
@@ -75,15 +191,17 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                    Py_ssize_t pad_top, Py_ssize_t pad_left, int act, int num_threads):
     """out = act(conv(x, w) + b) for single-channel x (C == 1; more channels go through
     _gemm); b has length F, or 0 for no bias; act is an Activation. work is per-thread
-    scratch, (num_threads, Hp * Wp + F * OH * Wp) with
-    Hp = OH + KH - 1 and Wp = OW + KW - 1."""
-    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    scratch, (num_threads, Hp * Wp) with Hp = OH + KH - 1 and Wp = OW + KW - 1: room for
+    a zero-padded copy of one image."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t KH = w.shape[0], KW = w.shape[1], F = w.shape[3]
     cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
     cdef const floating* bp = &b[0] if b.shape[0] > 0 else NULL
     cdef Py_ssize_t n
     with nogil:
-        for n in prange(N, num_threads=num_threads, schedule="static"):
+        # Dynamic: an image's output does not depend on the thread that computes it, and
+        # on a busy machine a thread the OS pauses then holds up no one.
+        for n in prange(N, num_threads=num_threads, schedule="dynamic"):
             forward_image_gray(&x[n, 0, 0, 0], &w[0, 0, 0, 0], bp, &out[n, 0, 0, 0],
                                &work[threadid(), 0], H, W, KH, KW, F, OH, OW,
                                pad_top, pad_left, act)
@@ -128,49 +246,162 @@ def conv2d_backward_input(const floating[:, :, :, ::1] grad_out,
                                     gx[c] += gv * wrow[c]
 
 
-def conv2d_backward_params(const floating[:, :, :, ::1] x,
-                           const floating[:, :, :, ::1] grad_out,
-                           floating[:, :, :, :, ::1] partial_w, floating[:, ::1] partial_b,
-                           Py_ssize_t chunk, Py_ssize_t pad_top, Py_ssize_t pad_left,
-                           int num_threads):
-    """Per-chunk sums of the kernel and bias gradients.
+cdef inline Py_ssize_t tap_offset(Py_ssize_t t, Py_ssize_t KW, Py_ssize_t Wp) noexcept nogil:
+    """Where kernel tap t (row-major over KH x KW) sits relative to a window's corner in a
+    frame Wp wide."""
+    return (t // KW) * Wp + t % KW
 
-    The batch is cut into fixed chunks of `chunk` images, whatever the thread count; chunk
-    k sums into partial_w[k] (KH, KW, C, F) and partial_b[k] (F,). The caller adds the
-    chunks in order, so the result has the same bits on 1 thread or 64.
-    """
-    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+
+# Weight gradient of the single-channel path. For each group of four kernel taps and two
+# SIMD vectors of filters, eight sums stay in registers over every output pixel of an
+# image: one load of grad_out serves four taps. Each gradient element still adds its
+# terms pixel by pixel in (n, oy, ox) order, as conv2d_backward_params does.
+cdef inline void gw_taps_f32(const float* frame, Py_ssize_t Wp, const float* g,
+                             Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t t0,
+                             Py_ssize_t KW, float* pw) noexcept nogil:
+    """pw[t, 0:2 lanes] (t = 0..3, rows F apart) += sum over pixels of
+    frame[pixel + off_t] * g[pixel, 0:2 lanes], where off_t is where kernel tap t0 + t
+    sits in the frame."""
+    cdef vf a0 = vf_load(pw), a1 = vf_load(pw + VF_LANES)
+    cdef vf b0 = vf_load(pw + F), b1 = vf_load(pw + F + VF_LANES)
+    cdef vf c0 = vf_load(pw + 2 * F), c1 = vf_load(pw + 2 * F + VF_LANES)
+    cdef vf d0 = vf_load(pw + 3 * F), d1 = vf_load(pw + 3 * F + VF_LANES)
+    cdef vf g0, g1
+    cdef const float* xr
+    cdef const float* gp
+    cdef Py_ssize_t oy, ox
+    cdef Py_ssize_t o0 = tap_offset(t0, KW, Wp), o1 = tap_offset(t0 + 1, KW, Wp)
+    cdef Py_ssize_t o2 = tap_offset(t0 + 2, KW, Wp), o3 = tap_offset(t0 + 3, KW, Wp)
+    for oy in range(OH):
+        xr = frame + oy * Wp
+        gp = g + oy * OW * F
+        for ox in range(OW):
+            g0, g1 = vf_load(gp), vf_load(gp + VF_LANES)
+            a0, a1 = vf_madd(xr[o0], g0, a0), vf_madd(xr[o0], g1, a1)
+            b0, b1 = vf_madd(xr[o1], g0, b0), vf_madd(xr[o1], g1, b1)
+            c0, c1 = vf_madd(xr[o2], g0, c0), vf_madd(xr[o2], g1, c1)
+            d0, d1 = vf_madd(xr[o3], g0, d0), vf_madd(xr[o3], g1, d1)
+            xr += 1
+            gp += F
+    vf_store(pw, a0)
+    vf_store(pw + VF_LANES, a1)
+    vf_store(pw + F, b0)
+    vf_store(pw + F + VF_LANES, b1)
+    vf_store(pw + 2 * F, c0)
+    vf_store(pw + 2 * F + VF_LANES, c1)
+    vf_store(pw + 3 * F, d0)
+    vf_store(pw + 3 * F + VF_LANES, d1)
+
+
+cdef inline void gw_taps_f64(const double* frame, Py_ssize_t Wp, const double* g,
+                             Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t t0,
+                             Py_ssize_t KW, double* pw) noexcept nogil:
+    cdef vd a0 = vd_load(pw), a1 = vd_load(pw + VD_LANES)
+    cdef vd b0 = vd_load(pw + F), b1 = vd_load(pw + F + VD_LANES)
+    cdef vd c0 = vd_load(pw + 2 * F), c1 = vd_load(pw + 2 * F + VD_LANES)
+    cdef vd d0 = vd_load(pw + 3 * F), d1 = vd_load(pw + 3 * F + VD_LANES)
+    cdef vd g0, g1
+    cdef const double* xr
+    cdef const double* gp
+    cdef Py_ssize_t oy, ox
+    cdef Py_ssize_t o0 = tap_offset(t0, KW, Wp), o1 = tap_offset(t0 + 1, KW, Wp)
+    cdef Py_ssize_t o2 = tap_offset(t0 + 2, KW, Wp), o3 = tap_offset(t0 + 3, KW, Wp)
+    for oy in range(OH):
+        xr = frame + oy * Wp
+        gp = g + oy * OW * F
+        for ox in range(OW):
+            g0, g1 = vd_load(gp), vd_load(gp + VD_LANES)
+            a0, a1 = vd_madd(xr[o0], g0, a0), vd_madd(xr[o0], g1, a1)
+            b0, b1 = vd_madd(xr[o1], g0, b0), vd_madd(xr[o1], g1, b1)
+            c0, c1 = vd_madd(xr[o2], g0, c0), vd_madd(xr[o2], g1, c1)
+            d0, d1 = vd_madd(xr[o3], g0, d0), vd_madd(xr[o3], g1, d1)
+            xr += 1
+            gp += F
+    vd_store(pw, a0)
+    vd_store(pw + VD_LANES, a1)
+    vd_store(pw + F, b0)
+    vd_store(pw + F + VD_LANES, b1)
+    vd_store(pw + 2 * F, c0)
+    vd_store(pw + 2 * F + VD_LANES, c1)
+    vd_store(pw + 3 * F, d0)
+    vd_store(pw + 3 * F + VD_LANES, d1)
+
+
+cdef inline void gw_plain(const floating* frame, Py_ssize_t Wp, const floating* g,
+                          Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t off,
+                          floating* pw, Py_ssize_t f0, Py_ssize_t f1) noexcept nogil:
+    """pw[f] += sum over pixels of frame[pixel + off] * g[pixel, f] for f in [f0, f1):
+    one tap, what the register blocks leave over, in the same order."""
+    cdef Py_ssize_t oy, ox, f
+    cdef floating xv
+    cdef const floating* gp
+    for oy in range(OH):
+        for ox in range(OW):
+            xv = frame[oy * Wp + ox + off]
+            gp = g + (oy * OW + ox) * F
+            for f in range(f0, f1):
+                pw[f] += xv * gp[f]
+
+
+def conv2d_backward_params_gray(const floating[:, :, :, ::1] x,
+                                const floating[:, :, :, ::1] grad_out,
+                                floating[:, :, :, :, ::1] partial_w,
+                                floating[:, ::1] partial_b, floating[:, ::1] work,
+                                Py_ssize_t chunk, Py_ssize_t pad_top, Py_ssize_t pad_left,
+                                int num_threads):
+    """Per-chunk sums of the kernel and bias gradients. The batch is cut into fixed
+    chunks of `chunk` images, whatever the thread count; chunk k sums into partial_w[k]
+    (KH, KW, 1, F) and partial_b[k] (F,), and the caller adds the chunks in order, so the
+    result has the same bits on any number of threads. 'same' padding reads a
+    zero-padded copy of each image from work (num_threads, Hp * Wp); taps that fall in
+    the padding add x = 0 terms, which change no sum."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2]
     cdef Py_ssize_t KH = partial_w.shape[1], KW = partial_w.shape[2], F = partial_w.shape[4]
     cdef Py_ssize_t OH = grad_out.shape[1], OW = grad_out.shape[2]
+    cdef Py_ssize_t Hp = OH + KH - 1, Wp = OW + KW - 1, T = KH * KW
     cdef Py_ssize_t n_chunks = partial_w.shape[0]
-    cdef Py_ssize_t k, n, oy, ox, ky, kx, c, f, iy, ix, i
-    cdef floating xv
+    cdef Py_ssize_t fb = 2 * VF_LANES if floating is float else 2 * VD_LANES
+    cdef Py_ssize_t f_main = F - F % fb
+    cdef bint padded = pad_top != 0 or pad_left != 0 or Hp != H or Wp != W
+    cdef Py_ssize_t k, n, t, i, j, y, xx, f, f0, p
     cdef floating* pw
     cdef floating* pb
+    cdef floating* fr
+    cdef const floating* frame
     cdef const floating* g
     with nogil:
-        for k in prange(n_chunks, num_threads=num_threads, schedule="static"):
+        # Dynamic, as in conv2d_forward: chunk k's sums do not depend on its thread.
+        for k in prange(n_chunks, num_threads=num_threads, schedule="dynamic"):
             pw = &partial_w[k, 0, 0, 0, 0]
             pb = &partial_b[k, 0]
-            for i in range(KH * KW * C * F):
+            for i in range(T * F):
                 pw[i] = 0
             for f in range(F):
                 pb[f] = 0
             for n in range(k * chunk, min((k + 1) * chunk, N)):
-                for oy in range(OH):
-                    for ox in range(OW):
-                        g = &grad_out[n, oy, ox, 0]
-                        for f in range(F):
-                            pb[f] += g[f]
-                        for ky in range(KH):
-                            iy = oy + ky - pad_top
-                            if iy < 0 or iy >= H:
-                                continue
-                            for kx in range(KW):
-                                ix = ox + kx - pad_left
-                                if ix < 0 or ix >= W:
-                                    continue
-                                for c in range(C):
-                                    xv = x[n, iy, ix, c]
-                                    for f in range(F):
-                                        pw[((ky * KW + kx) * C + c) * F + f] += xv * g[f]
+                frame = &x[n, 0, 0, 0]
+                if padded:
+                    fr = &work[threadid(), 0]
+                    for i in range(Hp * Wp):
+                        fr[i] = 0
+                    for y in range(H):
+                        for xx in range(W):
+                            fr[(y + pad_top) * Wp + xx + pad_left] = x[n, y, xx, 0]
+                    frame = fr
+                g = &grad_out[n, 0, 0, 0]
+                for p in range(OH * OW):
+                    for f in range(F):
+                        pb[f] += g[p * F + f]
+                for t in range(T // 4):
+                    for j in range(f_main // fb):
+                        f0 = j * fb
+                        if floating is float:
+                            gw_taps_f32(frame, Wp, g + f0, F, OH, OW, 4 * t, KW,
+                                        pw + 4 * t * F + f0)
+                        else:
+                            gw_taps_f64(frame, Wp, g + f0, F, OH, OW, 4 * t, KW,
+                                        pw + 4 * t * F + f0)
+                for t in range(T):
+                    # Taps past the last group of four, and filters past the last block.
+                    gw_plain(frame, Wp, g, F, OH, OW, tap_offset(t, KW, Wp), pw + t * F,
+                             0 if t >= T - T % 4 else f_main, F)
