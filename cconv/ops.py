@@ -8,7 +8,9 @@ plain NumPy.
 Layout is channels-last, as in Keras: images (N, H, W, C), conv kernels (KH, KW, C, F).
 Supported dtypes are float32 and float64; all float arguments of a call share one dtype.
 """
+import math
 import numbers
+import os
 
 import numpy as np
 
@@ -23,12 +25,41 @@ GRAD_CHUNK = 8
 DENSE_BLOCK = 512  # features per thread work unit in the dense weight gradient
 
 
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no guard
+        return None
+
+
+# No array larger than the machine's memory is ever attempted: a huge shape fails at once
+# with a ValueError instead of a MemoryError or hours of swapping.
+MAX_BYTES = _physical_memory()
+
+
+def check_size(name, shape, dtype):
+    """Raise ValueError when an array of `shape` and `dtype` could not fit in memory."""
+    nbytes = math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize
+    if MAX_BYTES is not None and nbytes > MAX_BYTES:
+        raise ValueError(f"{name}: an array of shape {tuple(shape)} and dtype "
+                         f"{np.dtype(dtype)} would need {nbytes / 2**30:,.1f} GiB, more than "
+                         f"this machine's {MAX_BYTES / 2**30:,.1f} GiB of memory")
+
+
+def _empty(name, shape, dtype):
+    check_size(name, shape, dtype)
+    return np.empty(shape, dtype=dtype)
+
+
 def _float_array(name, a, ndim=None, dtype=None):
     """`a` as a C-contiguous float32/float64 ndarray, or a clear TypeError/ValueError."""
     if not isinstance(a, np.ndarray):
         if not isinstance(a, (list, tuple, numbers.Number)):
             raise TypeError(f"{name}: expected a numpy array, got {type(a).__name__}")
-        a = np.asarray(a)
+        try:
+            a = np.asarray(a)
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"{name}: expected a rectangular array, got {exc}") from None
         if a.dtype.kind in "iub":
             a = a.astype(np.float64 if dtype is None else dtype)
     if a.dtype not in FLOAT_DTYPES:
@@ -38,12 +69,15 @@ def _float_array(name, a, ndim=None, dtype=None):
                         f"arguments, got {a.dtype}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-d array, got shape {a.shape}")
+    if a.flags.c_contiguous:
+        return a  # (np.ascontiguousarray would turn a 0-d array into shape (1,))
+    check_size(name, a.shape, a.dtype)  # a copy follows, and a broadcast view may be huge
     return np.ascontiguousarray(a)
 
 
 def _padding(padding, kernel_hw):
     """(pad_top, pad_left) for stride 1. 'same' pads like Keras: any odd pixel at the end."""
-    if padding not in PADDINGS:
+    if not isinstance(padding, str) or padding not in PADDINGS:
         raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
     if padding == "valid":
         return 0, 0
@@ -109,7 +143,8 @@ def conv2d(x, w, b=None, padding="valid", activation=None, out=None):
     to write the result into, so that a caller can reuse memory across batches (fresh
     memory costs a page fault per 4 KiB on first touch)."""
     x, w, (pad_top, pad_left) = _check_conv(x, w, padding)
-    if activation not in FUSED_ACTIVATIONS:
+    if not (activation is None or isinstance(activation, str)) \
+            or activation not in FUSED_ACTIVATIONS:
         raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
                          f"got {activation!r}")
     if b is None:
@@ -121,12 +156,13 @@ def conv2d(x, w, b=None, padding="valid", activation=None, out=None):
                              f"filters, got {b.shape}")
     shape = conv_output_shape(x.shape, w.shape, padding)
     if out is None:
-        out = np.empty(shape, dtype=x.dtype)
+        out = _empty("conv2d output", shape, x.dtype)
     else:
         out = _check_out(out, shape, x.dtype)
     if out.size:
         threads = get_num_threads()
-        work = np.empty((threads, _gray_work_size(out.shape, w.shape)), dtype=x.dtype)
+        work = _empty("conv2d scratch", (threads, _gray_work_size(out.shape, w.shape)),
+                      x.dtype)
         _conv.conv2d_forward(x, w, b, out, work, pad_top, pad_left,
                              FUSED_ACTIVATIONS[activation], threads)
     return out
@@ -143,7 +179,7 @@ def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
                          f"got {grad_out.shape}")
     threads = get_num_threads()
     n_chunks = max(1, -(-x.shape[0] // GRAD_CHUNK))
-    partial_w = np.empty((n_chunks,) + w.shape, dtype=x.dtype)
+    partial_w = _empty("conv2d_backward partial sums", (n_chunks,) + w.shape, x.dtype)
     partial_b = np.empty((n_chunks, w.shape[3]), dtype=x.dtype)
     if x.shape[0]:
         _conv.conv2d_backward_params(x, grad_out, partial_w, partial_b, GRAD_CHUNK,
@@ -239,7 +275,13 @@ def dropout_mask(shape, rate, seed):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
     if not 0 <= seed < 2**64:
         raise ValueError(f"seed: expected an int in [0, 2**64), got {seed}")
-    mask = np.empty(shape, dtype=np.uint8)
+    dims = (shape,) if isinstance(shape, numbers.Integral) else shape
+    if not isinstance(dims, (tuple, list)) or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims):
+        raise TypeError(f"shape: expected a tuple of non-negative ints, got {shape!r}")
+    if any(d < 0 for d in dims):
+        raise ValueError(f"shape: expected a tuple of non-negative ints, got {shape!r}")
+    mask = _empty("dropout_mask", tuple(int(d) for d in dims), np.uint8)
     _elementwise.dropout_mask(int(seed), rate, mask.reshape(-1), get_num_threads())
     return mask
 
@@ -294,8 +336,9 @@ def dense(x, w, b=None):
         b = _float_array("b", b, ndim=1, dtype=x.dtype)
         if b.shape != (w.shape[1],):
             raise ValueError(f"b: expected shape ({w.shape[1]},), got {b.shape}")
-    out = np.empty((x.shape[0], w.shape[1]), dtype=x.dtype)
-    _dense.dense_forward(x, w_t, b, out, get_num_threads())
+    out = _empty("dense output", (x.shape[0], w.shape[1]), x.dtype)
+    if out.size:  # an empty (2**40, 0) output must not cost 2**40 empty iterations
+        _dense.dense_forward(x, w_t, b, out, get_num_threads())
     return out
 
 
@@ -306,11 +349,14 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
     if grad_out.shape != (x.shape[0], w.shape[1]):
         raise ValueError(f"grad_out: expected shape {(x.shape[0], w.shape[1])} for x "
                          f"{x.shape} and w {w.shape}, got {grad_out.shape}")
+    check_size("grad_b", (w.shape[1],), x.dtype)
     threads = get_num_threads()
-    grad_w_t = np.empty_like(w_t)
-    _dense.dense_backward_kernel(x, grad_out, grad_w_t, DENSE_BLOCK, threads)
+    grad_w_t = np.zeros_like(w_t) if x.shape[0] == 0 else np.empty_like(w_t)
+    if x.shape[0] and grad_w_t.size:  # empty work must not loop over huge dimensions
+        _dense.dense_backward_kernel(x, grad_out, grad_w_t, DENSE_BLOCK, threads)
     grad_x = None
     if need_grad_x:
         grad_x = np.empty_like(x)
-        _dense.dense_backward_input(grad_out, w_t, grad_x, threads)
+        if grad_x.size:
+            _dense.dense_backward_input(grad_out, w_t, grad_x, threads)
     return grad_x, np.ascontiguousarray(grad_w_t.T), grad_out.sum(axis=0)
