@@ -17,6 +17,7 @@ CCONV_FUZZ_PROFILE=long runs 1,200 fresh examples per test (12,000 in all):
 """
 import gzip
 import io
+import math
 import os
 import struct
 import tempfile
@@ -123,8 +124,11 @@ def arrays(draw, shape, dtype, mutate=True, special=True):
         shape = draw(shapes(shape))
         if draw(st.integers(0, 7)) == 0:
             dtype = draw(st.sampled_from(OTHER_DTYPES))
-    if any(d >= HUGE for d in shape):  # a zero-stride view: huge, yet costs nothing
-        return np.broadcast_to(np.ones(1, dtype=dtype), shape)
+    if max(shape, default=0) > 10**6:  # a zero-stride view: huge, yet costs nothing
+        try:
+            return np.broadcast_to(np.ones(1, dtype=dtype), shape)
+        except ValueError:  # numpy cannot even describe it ("iterator is too large")
+            shape = tuple(min(d, 2) for d in shape)
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     values = rng.uniform(-3, 3, shape)
     if special and values.size and draw(st.integers(0, 9)) == 0:
