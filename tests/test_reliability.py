@@ -348,3 +348,13 @@ def test_kernels_call_the_openmp_runtime():
             binary = f.read()
         calls_omp = b"GOMP_parallel" in binary or b"__kmpc_fork_call" in binary
         assert calls_omp == _config.openmp_enabled(), module.__file__
+
+
+@pytest.mark.parametrize("n, error", [(0, ValueError), (-1, ValueError), (10**12, ValueError),
+                                      (2**63, ValueError), (2.0, TypeError), (True, TypeError),
+                                      ("2", TypeError)])
+def test_thread_counts_the_runtime_cannot_make_are_refused(n, error):
+    before = cconv.get_num_threads()
+    with pytest.raises(error, match="set_num_threads"):
+        cconv.set_num_threads(n)
+    assert cconv.get_num_threads() == before
