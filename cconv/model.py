@@ -179,8 +179,11 @@ class Sequential:
                     raise ValueError(f"load_weights: {path} holds arrays {found}, but this "
                                      f"model expects {expected}")
                 arrays = [data[k] for k in expected]
-        # MemoryError: a corrupt .npy header declaring a huge shape
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError) as exc:
+        # MemoryError: a corrupt .npy header declaring a huge shape; RuntimeError (and its
+        # NotImplementedError): a flipped bit marking a member encrypted or compressed
+        # by an unknown method
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError,
+                RuntimeError) as exc:
             raise ValueError(f"load_weights: cannot read {path} as an .npz file: {exc}") from exc
         except ValueError as exc:
             if str(exc).startswith("load_weights:"):

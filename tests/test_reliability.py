@@ -105,6 +105,11 @@ def test_truncated_and_bit_flipped_weight_files(tmp_path):
     cases = {"truncated": blob[:len(blob) // 2], "empty": b"", "not a zip": b"hello" * 50,
              "flipped data bit": bytearray(blob)}
     cases["flipped data bit"][info.header_offset + 120] ^= 0x04  # inside the array bytes
+    central = blob.find(b"PK\x01\x02")  # the first central-directory entry
+    cases["encrypted flag"] = bytearray(blob)
+    cases["encrypted flag"][central + 8] |= 0x01
+    cases["unknown compression"] = bytearray(blob)
+    cases["unknown compression"][central + 10] = 99
     for name, data in cases.items():
         path.write_bytes(bytes(data))
         with pytest.raises(ValueError, match="w.npz"):

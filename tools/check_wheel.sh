@@ -26,8 +26,8 @@ wheel=$(ls "$work"/raw/cconv-*.whl)
 echo "built: $(basename "$wheel")"
 
 # 2. Repair: copy libgomp into the wheel and retag it manylinux.
-"$work/build-venv/bin/auditwheel" show "$wheel"
-"$work/build-venv/bin/auditwheel" repair "$wheel" -w "$out/wheelhouse"
+PATH=$work/build-venv/bin:$PATH auditwheel show "$wheel"
+PATH=$work/build-venv/bin:$PATH auditwheel repair "$wheel" -w "$out/wheelhouse"
 fixed=$(ls -t "$out"/wheelhouse/cconv-*manylinux*.whl | head -1)
 echo "repaired: $(basename "$fixed")"
 python3 -c "import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); \
