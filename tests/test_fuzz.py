@@ -104,9 +104,9 @@ def lay_out(a, layout):
 
 @st.composite
 def shapes(draw, shape):
-    """`shape`, or now and then a wrong rank, a zero, negative-free odd or huge dimension."""
+    """`shape`, or now and then a wrong rank, or a zero, other or huge dimension."""
     shape = list(shape)
-    how = draw(st.sampled_from(["same"] * 6 + ["drop", "add", "zero", "other", "huge"]))
+    how = draw(st.sampled_from(["same"] * 14 + ["drop", "add", "zero", "other", "huge"]))
     if how == "drop" and shape:
         del shape[draw(st.integers(0, len(shape) - 1))]
     elif how == "add":
@@ -173,7 +173,7 @@ def conv_args(draw):
     n, h, w, c = (draw(st.integers(0, 3)), draw(st.integers(1, 7)), draw(st.integers(1, 7)),
                   draw(st.integers(1, 3)))
     kh, kw, f = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 18))
-    padding = draw(st.sampled_from(["valid", "same", "same", "full", None, 3, ["same"]]))
+    padding = draw(st.sampled_from(["valid", "same"] * 4 + ["full", None, 3, ["same"]]))
     x = draw(arrays((n, h, w, c), dtype))
     k = draw(arrays((kh, kw, c, f), dtype, special=False))
     b = draw(st.none() | arrays((f,), dtype, special=False))
@@ -181,7 +181,8 @@ def conv_args(draw):
 
 
 @fuzz(100)
-@given(conv_args(), st.sampled_from([None, "tanh", "relu", "linear", "softmax", 1, ["tanh"]]))
+@given(conv_args(), st.sampled_from([None, "tanh", "relu", "linear"] * 2 + ["softmax", 1,
+                                                                          ["tanh"]]))
 def test_conv2d(args, activation):
     dtype, x, k, b, padding = args
     ok, got = outcome(lambda: ops.conv2d(x, k, b, padding, activation))

@@ -10,7 +10,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d "${TMPDIR:-/tmp}/cconv-wheel-XXXXXX")
-trap 'rm -rf "$work"' EXIT
+rm_bin=$(command -v rm)  # PATH is cut down below
+trap '"$rm_bin" -rf "$work"' EXIT
 out=$repo/dist
 mkdir -p "$out/wheelhouse"
 
@@ -36,6 +37,8 @@ libs = [n for n in names if 'libgomp' in n]; print('vendored:', libs); assert li
 # 3. A fresh venv, and a PATH holding only that venv and the basic tools: no gcc, no cc.
 python3 -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q "$fixed" hypothesis pytest
+cp -r "$repo/tests" "$work/tests"
+data=${CCONV_DATA_DIR:-$(cd "$repo/.." && pwd)/shared/data/mnist}
 bin=$work/bin
 mkdir -p "$bin"
 for tool in env sh bash ls cat; do ln -s "$(command -v $tool)" "$bin/$tool"; done
@@ -46,9 +49,7 @@ done
 echo "no compiler on PATH: $PATH"
 
 # 4. The tests, from outside the checkout so the installed wheel is what gets imported.
-cp -r "$repo/tests" "$work/tests"
 cd "$work"
 python -c "import cconv, sys; print(cconv.__file__); cconv.show_config(); \
 from cconv._kernels import _config; sys.exit(0 if _config.openmp_enabled() else 1)"
-CCONV_DATA_DIR=${CCONV_DATA_DIR:-$(cd "$repo/.." && pwd)/shared/data/mnist} CCONV_OFFLINE=1 \
-    nice -n 10 python -m pytest -q -p no:cacheprovider tests
+CCONV_DATA_DIR=$data CCONV_OFFLINE=1 python -m pytest -q -p no:cacheprovider tests
