@@ -337,7 +337,9 @@ def dense(x, w, b=None):
         if b.shape != (w.shape[1],):
             raise ValueError(f"b: expected shape ({w.shape[1]},), got {b.shape}")
     out = _empty("dense output", (x.shape[0], w.shape[1]), x.dtype)
-    if out.size:  # an empty (2**40, 0) output must not cost 2**40 empty iterations
+    if x.shape[1] == 0:  # no features: the kernel would address x[n, 0], which is not there
+        out[...] = b if b.size else 0
+    elif out.size:  # an empty (2**40, 0) output must not cost 2**40 empty iterations
         _dense.dense_forward(x, w_t, b, out, get_num_threads())
     return out
 

@@ -37,7 +37,7 @@ libs = [n for n in names if 'libgomp' in n]; print('vendored:', libs); assert li
 # 3. A fresh venv, and a PATH holding only that venv and the basic tools: no gcc, no cc.
 python3 -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q "$fixed" hypothesis pytest
-cp -r "$repo/tests" "$work/tests"
+cp -r "$repo/tests" "$repo/examples" "$work/"  # some tests run the examples
 data=${CCONV_DATA_DIR:-$(cd "$repo/.." && pwd)/shared/data/mnist}
 bin=$work/bin
 mkdir -p "$bin"
