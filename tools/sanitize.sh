@@ -30,8 +30,13 @@ export CCONV_FAIL_NO_OPENMP=1
 case "$mode" in
 asan)
     CCONV_SANITIZE=address,undefined CCONV_PORTABLE=1 \
-        nice -n 10 python setup.py build_ext --inplace -q 2>&1 | grep -v '^copying' || true
-    ls cconv/_kernels/*.so >/dev/null
+        nice -n 10 python setup.py build_ext --inplace -q >build.log 2>&1 \
+        || { cat build.log; exit 1; }
+    for so in cconv/_kernels/*.so; do  # the instrumented build is the one being tested
+        grep -q __asan_report "$so" && grep -q __ubsan_handle "$so" \
+            || { echo "$so is not instrumented" >&2; exit 1; }
+    done
+    echo "built with -fsanitize=address,undefined: $(ls cconv/_kernels/*.so | xargs -n1 basename | tr '\n' ' ')"
     # python itself is not instrumented, so the ASan runtime must be loaded first.
     # Leak checking is off: the interpreter keeps allocations alive until exit by design.
     cc=${CC:-gcc}
@@ -42,9 +47,9 @@ asan)
         tests/test_oracle_agreement.py tests/test_gradcheck.py tests/test_fuzz.py "$@"
     ;;
 boundscheck)
-    CCONV_BOUNDSCHECK=1 nice -n 10 python setup.py build_ext --inplace -q 2>&1 \
-        | grep -v '^copying' || true
-    ls cconv/_kernels/*.so >/dev/null
+    CCONV_BOUNDSCHECK=1 nice -n 10 python setup.py build_ext --inplace -q >build.log 2>&1 \
+        || { cat build.log; exit 1; }
+    echo "built with Cython boundscheck, wraparound and initializedcheck on"
     nice -n 10 python -m pytest -q -p no:cacheprovider tests "$@"
     ;;
 *)
