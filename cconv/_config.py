@@ -8,6 +8,7 @@ import numpy as np
 from cconv._kernels import _config
 
 _num_threads = None
+MAX_THREADS = 1024
 
 
 def _visible_cores():
@@ -20,7 +21,7 @@ def _visible_cores():
 def _default_threads():
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
-        return int(env)
+        return min(int(env), MAX_THREADS)
     return _visible_cores()
 
 
@@ -29,8 +30,8 @@ def set_num_threads(n):
     global _num_threads
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if not 1 <= n <= MAX_THREADS:  # libgomp aborts the process when it cannot make them
+        raise ValueError(f"set_num_threads: n must be in [1, {MAX_THREADS}], got {n}")
     _num_threads = int(n)
 
 

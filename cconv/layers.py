@@ -107,6 +107,7 @@ def _truncated_normal(rng, shape, stddev):
 
 
 def _init(spec, shape, fans, dtype, rng, what):
+    ops.check_size(what, shape, np.float64)  # the initializers draw in float64
     if callable(spec):
         arr = np.asarray(spec(shape, dtype, rng))
     else:
@@ -270,6 +271,7 @@ class Conv2D(Layer):
         shape = (len(x),) + self.output_shape
         buf = getattr(self._buffers, "out", None)
         if buf is None or buf.shape != shape or buf.dtype != self.dtype:
+            ops.check_size(f"{self.name} output", shape, self.dtype)
             buf = self._buffers.out = np.empty(shape, dtype=self.dtype)
         return buf
 

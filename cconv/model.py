@@ -8,12 +8,13 @@ import numbers
 import os
 import sys
 import zipfile
+import zlib
 
 import numpy as np
 
 from cconv import callbacks as callbacks_module
 from cconv import layers as layers_module
-from cconv import losses, optimizers, utils
+from cconv import losses, ops, optimizers, utils
 from cconv._io import atomic_write
 
 METRICS = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy")
@@ -143,11 +144,17 @@ class Sequential:
         weights = list(weights)
         if len(weights) != len(keys):
             raise ValueError(f"set_weights: expected {len(keys)} arrays, got {len(weights)}")
+        before = [dict(layer.params) for layer in self.layers]
         start = 0
-        for layer in self.layers:
-            n = len(layer.get_weights())
-            layer.set_weights(weights[start:start + n])
-            start += n
+        try:
+            for layer in self.layers:
+                n = len(layer.get_weights())
+                layer.set_weights(weights[start:start + n])
+                start += n
+        except BaseException:  # all or nothing: no layer keeps its new weights
+            for layer, params in zip(self.layers, before):
+                layer.params = params
+            raise
 
     def save_weights(self, path, metadata=None):
         """Save to an .npz file (no pickles). The file is written under a temporary name
@@ -179,7 +186,11 @@ class Sequential:
                     raise ValueError(f"load_weights: {path} holds arrays {found}, but this "
                                      f"model expects {expected}")
                 arrays = [data[k] for k in expected]
-        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        # MemoryError: a corrupt .npy header declaring a huge shape; RuntimeError (and its
+        # NotImplementedError): a flipped bit marking a member encrypted or compressed
+        # by an unknown method
+        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError,
+                RuntimeError) as exc:
             raise ValueError(f"load_weights: cannot read {path} as an .npz file: {exc}") from exc
         except ValueError as exc:
             if str(exc).startswith("load_weights:"):
@@ -192,7 +203,10 @@ class Sequential:
             if arr.shape != layer.params[k].shape:
                 raise ValueError(f"load_weights: {path}: {key} has shape {arr.shape}, "
                                  f"expected {layer.params[k].shape}")
-        self.set_weights(arrays)
+        try:
+            self.set_weights(arrays)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"load_weights: {path}: {exc}") from None
 
     # ---- compile ---------------------------------------------------------------------
     def compile(self, optimizer="sgd", loss="categorical_crossentropy", metrics=None):
@@ -231,11 +245,16 @@ class Sequential:
                 hint = "; add a channel axis with x[..., None]"
             raise ValueError(f"{name}: expected samples of shape {self.input_shape}, got "
                              f"{x.shape[1:]} (x.shape = {x.shape}){hint}")
+        ops.check_size(name, x.shape, self.dtype)
         if x.dtype.kind == "f":
             for start in range(0, len(x), _FINITE_CHECK_ROWS):
-                if not np.isfinite(x[start:start + _FINITE_CHECK_ROWS]).all():
-                    raise ValueError(f"{name}: contains NaN or inf (first in rows "
-                                     f"{start}..{start + _FINITE_CHECK_ROWS - 1})")
+                # checked after the cast: 1e300 is finite in float64, inf in float32
+                with np.errstate(over="ignore"):
+                    rows = x[start:start + _FINITE_CHECK_ROWS].astype(self.dtype, copy=False)
+                if not np.isfinite(rows).all():
+                    raise ValueError(f"{name}: contains NaN or inf, or values too large for "
+                                     f"{self.dtype} (first in rows {start}.."
+                                     f"{start + _FINITE_CHECK_ROWS - 1})")
         return x
 
     def _num_classes(self):
@@ -253,9 +272,10 @@ class Sequential:
             raise TypeError(f"{name}: expected a numpy array, got {type(y).__name__}")
         if y.dtype.kind not in "biuf":
             raise TypeError(f"{name}: expected numeric labels, got dtype {y.dtype}")
-        if len(y) != n:
-            raise ValueError(f"{name}: expected {n} labels to match x, got {len(y)} "
-                             f"(len(x) = {n}, len(y) = {len(y)})")
+        if y.ndim == 0 or len(y) != n:
+            got = len(y) if y.ndim else "a scalar"
+            raise ValueError(f"{name}: expected {n} labels to match x, got {got} "
+                             f"(len(x) = {n}, y.shape = {y.shape})")
         k = self._num_classes()
         if self.loss.sparse:
             if y.ndim == 2 and y.shape[1] == 1:
@@ -277,6 +297,7 @@ class Sequential:
                                  f"of shape (N, {k}), got shape {y.shape}{hint}")
             if not np.isfinite(y).all():
                 raise ValueError(f"{name}: contains NaN or inf")
+        ops.check_size(name, (n, k), self.dtype)
         return self.loss.one_hot(y, k, self.dtype)
 
     def _check_batch_size(self, batch_size, default=32):
@@ -445,6 +466,7 @@ class Sequential:
         """The model's output (probabilities after a softmax), computed batch by batch."""
         x = self._check_x(x)
         batch_size = self._check_batch_size(batch_size)
+        ops.check_size("predict output", (len(x),) + self.output_shape, self.dtype)
         out = np.empty((len(x),) + self.output_shape, dtype=self.dtype)
         for start in range(0, len(x), batch_size):
             out[start:start + batch_size] = self._forward(x[start:start + batch_size], False)

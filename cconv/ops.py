@@ -8,7 +8,9 @@ plain NumPy.
 Layout is channels-last, as in Keras: images (N, H, W, C), conv kernels (KH, KW, C, F).
 Supported dtypes are float32 and float64; all float arguments of a call share one dtype.
 """
+import math
 import numbers
+import os
 import threading
 from collections import OrderedDict
 
@@ -73,12 +75,41 @@ def _conv_gemm(src, w, b, out, kh, kw, top, left, act, threads):
                        threads)
 
 
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows): no guard
+        return None
+
+
+# No array larger than the machine's memory is ever attempted: a huge shape fails at once
+# with a ValueError instead of a MemoryError or hours of swapping.
+MAX_BYTES = _physical_memory()
+
+
+def check_size(name, shape, dtype):
+    """Raise ValueError when an array of `shape` and `dtype` could not fit in memory."""
+    nbytes = math.prod(int(s) for s in shape) * np.dtype(dtype).itemsize
+    if MAX_BYTES is not None and nbytes > MAX_BYTES:
+        raise ValueError(f"{name}: an array of shape {tuple(shape)} and dtype "
+                         f"{np.dtype(dtype)} would need {nbytes / 2**30:,.1f} GiB, more than "
+                         f"this machine's {MAX_BYTES / 2**30:,.1f} GiB of memory")
+
+
+def _empty(name, shape, dtype):
+    check_size(name, shape, dtype)
+    return np.empty(shape, dtype=dtype)
+
+
 def _float_array(name, a, ndim=None, dtype=None):
     """`a` as a C-contiguous float32/float64 ndarray, or a clear TypeError/ValueError."""
     if not isinstance(a, np.ndarray):
         if not isinstance(a, (list, tuple, numbers.Number)):
             raise TypeError(f"{name}: expected a numpy array, got {type(a).__name__}")
-        a = np.asarray(a)
+        try:
+            a = np.asarray(a)
+        except ValueError as exc:  # ragged nested lists
+            raise ValueError(f"{name}: expected a rectangular array, got {exc}") from None
         if a.dtype.kind in "iub":
             a = a.astype(np.float64 if dtype is None else dtype)
     if a.dtype not in FLOAT_DTYPES:
@@ -88,12 +119,15 @@ def _float_array(name, a, ndim=None, dtype=None):
                         f"arguments, got {a.dtype}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-d array, got shape {a.shape}")
+    if a.flags.c_contiguous:
+        return a  # (np.ascontiguousarray would turn a 0-d array into shape (1,))
+    check_size(name, a.shape, a.dtype)  # a copy follows, and a broadcast view may be huge
     return np.ascontiguousarray(a)
 
 
 def _padding(padding, kernel_hw):
     """(pad_top, pad_left) for stride 1. 'same' pads like Keras: any odd pixel at the end."""
-    if padding not in PADDINGS:
+    if not isinstance(padding, str) or padding not in PADDINGS:
         raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
     if padding == "valid":
         return 0, 0
@@ -156,7 +190,8 @@ def conv2d(x, w, b=None, padding="valid", activation=None, out=None):
     to write the result into, so that a caller can reuse memory across batches (fresh
     memory costs a page fault per 4 KiB on first touch)."""
     x, w, (pad_top, pad_left) = _check_conv(x, w, padding)
-    if activation not in FUSED_ACTIVATIONS:
+    if not (activation is None or isinstance(activation, str)) \
+            or activation not in FUSED_ACTIVATIONS:
         raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
                          f"got {activation!r}")
     if b is None:
@@ -168,7 +203,7 @@ def conv2d(x, w, b=None, padding="valid", activation=None, out=None):
                              f"filters, got {b.shape}")
     shape = conv_output_shape(x.shape, w.shape, padding)
     if out is None:
-        out = np.empty(shape, dtype=x.dtype)
+        out = _empty("conv2d output", shape, x.dtype)
     else:
         out = _check_out(out, shape, x.dtype)
     if out.size:
@@ -177,7 +212,8 @@ def conv2d(x, w, b=None, padding="valid", activation=None, out=None):
             _conv_gemm(x, w, b, out, w.shape[0], w.shape[1], pad_top, pad_left,
                        FUSED_ACTIVATIONS[activation], threads)
         else:
-            work = np.empty((threads, _gray_work_size(out.shape, w.shape)), dtype=x.dtype)
+            work = _empty("conv2d scratch", (threads, _gray_work_size(out.shape, w.shape)),
+                          x.dtype)
             _conv.conv2d_forward(x, w, b, out, work, pad_top, pad_left,
                                  FUSED_ACTIVATIONS[activation], threads)
     return out
@@ -196,7 +232,7 @@ def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
     if x.shape[3] > 1:
         return _conv_backward_gemm(x, w, grad_out, pad_top, pad_left, need_grad_x, threads)
     n_chunks = max(1, -(-x.shape[0] // GRAD_CHUNK))
-    partial_w = np.empty((n_chunks,) + w.shape, dtype=x.dtype)
+    partial_w = _empty("conv2d_backward partial sums", (n_chunks,) + w.shape, x.dtype)
     partial_b = np.empty((n_chunks, w.shape[3]), dtype=x.dtype)
     if x.shape[0]:
         work = np.empty((threads, _gray_work_size(grad_out.shape, w.shape)), dtype=x.dtype)
@@ -321,7 +357,13 @@ def dropout_mask(shape, rate, seed):
         raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
     if not 0 <= seed < 2**64:
         raise ValueError(f"seed: expected an int in [0, 2**64), got {seed}")
-    mask = np.empty(shape, dtype=np.uint8)
+    dims = (shape,) if isinstance(shape, numbers.Integral) else shape
+    if not isinstance(dims, (tuple, list)) or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims):
+        raise TypeError(f"shape: expected a tuple of non-negative ints, got {shape!r}")
+    if any(d < 0 for d in dims):
+        raise ValueError(f"shape: expected a tuple of non-negative ints, got {shape!r}")
+    mask = _empty("dropout_mask", tuple(int(d) for d in dims), np.uint8)
     _elementwise.dropout_mask(int(seed), rate, mask.reshape(-1), get_num_threads())
     return mask
 
@@ -393,12 +435,14 @@ def dense(x, w, b=None):
         b = _float_array("b", b, ndim=1, dtype=x.dtype)
         if b.shape != (w.shape[1],):
             raise ValueError(f"b: expected shape ({w.shape[1]},), got {b.shape}")
-    out = np.empty((x.shape[0], w.shape[1]), dtype=x.dtype)
+    out = _empty("dense output", (x.shape[0], w.shape[1]), x.dtype)
     if _dense_by_gemm(x, w):
         n, d = x.shape
         u = w.shape[1]
         _gemm_call(n, u, d, x, d, 1, w, u, out, u, 1, b)
-    else:
+    elif x.shape[1] == 0:  # no features: the kernel would address x[n, 0], which is not there
+        out[...] = b if b.size else 0
+    elif out.size:  # an empty (2**40, 0) output must not cost 2**40 empty iterations
         _dense.dense_forward(x, _transposed(w), b, out, get_num_threads())
     return out
 
@@ -410,6 +454,7 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
     if grad_out.shape != (x.shape[0], w.shape[1]):
         raise ValueError(f"grad_out: expected shape {(x.shape[0], w.shape[1])} for x "
                          f"{x.shape} and w {w.shape}, got {grad_out.shape}")
+    check_size("grad_b", (w.shape[1],), x.dtype)
     if _dense_by_gemm(x, w):
         n, d = x.shape
         u = w.shape[1]
@@ -427,12 +472,14 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
         return grad_x, grad_w, grad_out.sum(axis=0)
     w_t = _transposed(w)
     threads = get_num_threads()
-    grad_w_t = np.empty_like(w_t)
-    _dense.dense_backward_kernel(x, grad_out, grad_w_t, DENSE_BLOCK, threads)
+    grad_w_t = np.zeros_like(w_t) if x.shape[0] == 0 else np.empty_like(w_t)
+    if x.shape[0] and grad_w_t.size:  # empty work must not loop over huge dimensions
+        _dense.dense_backward_kernel(x, grad_out, grad_w_t, DENSE_BLOCK, threads)
     grad_x = None
     if need_grad_x:
         grad_x = np.empty_like(x)
-        _dense.dense_backward_input(grad_out, w_t, grad_x, threads)
+        if grad_x.size:
+            _dense.dense_backward_input(grad_out, w_t, grad_x, threads)
     return grad_x, np.ascontiguousarray(grad_w_t.T), grad_out.sum(axis=0)
 
 
@@ -564,7 +611,7 @@ def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid", o
         argmax = argmax.astype(np.int32)
     argmax = np.ascontiguousarray(argmax)
     if out is None:
-        grad_x = np.empty(x_shape, dtype=grad_out.dtype)
+        grad_x = _empty("grad_x", x_shape, grad_out.dtype)
     else:
         grad_x = _check_out(out, x_shape, grad_out.dtype)
     if grad_x.size == 0:

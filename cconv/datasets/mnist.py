@@ -176,8 +176,9 @@ def _read_npz_array(zf, key, path):
     buf = io.BytesIO(data)
     try:
         arr = np.lib.format.read_array(buf, allow_pickle=False)
-    except ValueError as exc:
-        # object arrays end here: reading them would need pickle, which is never used
+    # object arrays end here: reading them would need pickle, which is never used;
+    # MemoryError: a corrupt header declaring a shape far larger than the data
+    except (ValueError, MemoryError) as exc:
         raise DatasetError(f"{path}: array {key!r}: expected a plain uint8 .npy array, found "
                            f"one that is malformed or needs pickle ({exc})") from exc
     if buf.tell() != len(data):

