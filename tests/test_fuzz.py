@@ -559,7 +559,7 @@ def test_adam_update(dtype, shape, step, lr, b1, b2, eps, alias, data):
     assert 0 < float(lr) < np.inf and 0 <= float(b1) < 1 and 0 <= float(b2) < 1
     assert int(step) >= 1 and 0 < float(eps) < np.inf
     p0, m0, v0 = before[0], before[2], before[3]
-    gf = as_float(g, p.dtype)
+    gf = as_float(before[1], p.dtype)  # g may be a view of p, updated since
     wp, wm, wv = p0.copy(), m0.copy(), v0.copy()
     with np.errstate(all="ignore"):
         oracle.adam_update(wp, gf, wm, wv, int(step), float(lr), float(b1), float(b2),
