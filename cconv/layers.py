@@ -401,7 +401,7 @@ class MaxPooling2D(Layer):
             raise ValueError(f"strides: only strides equal to pool_size {self.pool_size} "
                              f"(non-overlapping windows) are supported, got {strides}")
         self.strides = strides
-        if padding not in ops.PADDINGS:
+        if not isinstance(padding, str) or padding not in ops.PADDINGS:
             raise ValueError(f"padding: expected one of {ops.PADDINGS}, got {padding!r}")
         self.padding = padding
         self._buffers = threading.local()
@@ -447,7 +447,7 @@ class KernelPooling(Layer):
 
     def __init__(self, mode="max", name=None):
         super().__init__(name)
-        if mode not in ops.KERNEL_POOL_MODES:
+        if not isinstance(mode, str) or mode not in ops.KERNEL_POOL_MODES:
             raise ValueError(f"mode: expected one of {list(ops.KERNEL_POOL_MODES)}, "
                              f"got {mode!r}")
         self.mode = mode

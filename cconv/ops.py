@@ -507,16 +507,19 @@ def _pool_size(pool_size):
     for v in values:
         if isinstance(v, bool) or not isinstance(v, numbers.Integral):
             raise TypeError(f"pool_size: expected positive ints, got {pool_size!r}")
-        if v < 1:
-            raise ValueError(f"pool_size: expected positive ints, got {pool_size!r}")
+        if not 1 <= v <= _INT32_MAX:  # the kernels take C ints
+            raise ValueError(f"pool_size: expected positive ints below 2**31, got "
+                             f"{pool_size!r}")
     return int(values[0]), int(values[1])
 
 
 def pool_output_shape(input_shape, pool_size, padding="valid"):
     """(N, OH, OW, C) of max_pool2d with stride = pool size, as in Keras: 'valid' keeps
     whole windows only (floor(H / PH)), 'same' covers every pixel (ceil(H / PH))."""
-    n, h, w, c = input_shape
-    ph, pw = pool_size
+    n, h, w, c = _check_shape_tuple("input_shape", input_shape, 4)
+    ph, pw = _pool_size(pool_size)  # unchecked, a zero size would divide by zero
+    if not isinstance(padding, str) or padding not in PADDINGS:
+        raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
     if padding == "same":
         return (n, -(-h // ph), -(-w // pw), c)
     return (n, h // ph, w // pw, c)
@@ -534,7 +537,7 @@ def _pool_pads(input_shape, pool_size, padding):
 
 def _check_pool(x_shape, pool_size, padding):
     ph, pw = _pool_size(pool_size)
-    if padding not in PADDINGS:
+    if not isinstance(padding, str) or padding not in PADDINGS:
         raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
     _, h, w, c = x_shape
     if padding == "valid" and (h < ph or w < pw):
@@ -630,7 +633,7 @@ def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid", o
 
 
 def _kernel_pool_mode(mode):
-    if mode not in KERNEL_POOL_MODES:
+    if not isinstance(mode, str) or mode not in KERNEL_POOL_MODES:
         raise ValueError(f"mode: expected one of {list(KERNEL_POOL_MODES)}, got {mode!r}")
     return KERNEL_POOL_MODES[mode]
 

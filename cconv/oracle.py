@@ -136,7 +136,7 @@ def max_pool2d(x, pool_size, padding="valid", need_argmax=True):
     argmax = np.empty(y.shape, dtype=np.int32)
     for i, (r0, r1) in enumerate(rows):
         for j, (c0, c1) in enumerate(cols):
-            window = x[:, r0:r1, c0:c1, :].reshape(n, -1, c)
+            window = x[:, r0:r1, c0:c1, :].reshape(n, (r1 - r0) * (c1 - c0), c)
             best = window.argmax(axis=1)  # first maximum in row-major order
             y[:, i, j, :] = np.take_along_axis(window, best[:, None, :], axis=1)[:, 0, :]
             row, col = r0 + best // (c1 - c0), c0 + best % (c1 - c0)
@@ -148,8 +148,9 @@ def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid"):
     """Each pooled gradient lands on the pixel that won its window; the rest get 0."""
     n = x_shape[0]
     grad_x = np.zeros((n, int(np.prod(x_shape[1:]))), dtype=grad_out.dtype)
-    np.put_along_axis(grad_x, argmax.reshape(n, -1).astype(np.intp), grad_out.reshape(n, -1),
-                      axis=1)
+    per_image = int(np.prod(grad_out.shape[1:]))  # (not -1: N may be 0)
+    np.put_along_axis(grad_x, argmax.reshape(n, per_image).astype(np.intp),
+                      grad_out.reshape(n, per_image), axis=1)
     return grad_x.reshape(x_shape)
 
 

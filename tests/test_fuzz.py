@@ -10,7 +10,7 @@ ints, str, datetime...), a non-contiguous, read-only, Fortran-ordered or broadca
 or become lists, out-of-range labels and mismatched lengths.
 
 CI runs the bounded "ci" profile (fixed examples, about half a minute on 2 cores).
-CCONV_FUZZ_PROFILE=long runs 1,200 fresh examples per test (12,000 in all):
+CCONV_FUZZ_PROFILE=long runs 1,200 fresh examples per test (20,400 in all):
 
     CCONV_FUZZ_PROFILE=long nice -n 10 python -m pytest tests/test_fuzz.py -q \\
         -p no:cacheprovider --hypothesis-show-statistics
@@ -31,10 +31,11 @@ from hypothesis import strategies as st  # noqa: E402
 import cconv  # noqa: E402
 from cconv import ops, oracle  # noqa: E402
 from cconv.datasets import mnist  # noqa: E402
-from cconv.layers import Activation, Conv2D, Dense, Dropout, Flatten, Input  # noqa: E402
+from cconv.layers import (Activation, Conv2D, Dense, Dropout, Flatten, Input,  # noqa: E402
+                          KernelPooling, MaxPooling2D)
 
 PROFILE = os.environ.get("CCONV_FUZZ_PROFILE", "ci")
-LONG_EXAMPLES = 1200  # per test; 10 tests
+LONG_EXAMPLES = 1200  # per test; 17 tests
 _common = dict(deadline=None, database=None, print_blob=True,
                suppress_health_check=list(HealthCheck))
 settings.register_profile("cconv-ci", derandomize=True, **_common)  # the same cases every run
@@ -324,6 +325,255 @@ def test_dense(dtype, n, d, u, need_grad_x, data):
         assert_matches(gb, want[2], scale[2], dt)
 
 
+POOL_SIZES = st.sampled_from([1, 2, 3, (2, 3), (3, 1), [2, 2]] * 3 + [
+    0, -1, (0, 2), (2, -1), 2.0, "2", None, True, (2,), (2, 2, 2), np.int64(2), (HUGE, 1)])
+POOL_PADDINGS = st.sampled_from(["valid", "same"] * 4 + ["full", None, 1, ["same"]])
+
+
+@st.composite
+def pool_args(draw):
+    dtype = draw(FLOAT)
+    n, h, w, c = (draw(st.integers(0, 3)), draw(st.integers(1, 7)), draw(st.integers(1, 7)),
+                  draw(st.integers(1, 3)))
+    return dtype, draw(arrays((n, h, w, c), dtype)), draw(POOL_SIZES), draw(POOL_PADDINGS)
+
+
+def nan_windows(xf, pool_size, padding):
+    """Which pooled outputs see a NaN: there the compiled max (built with -ffast-math) and
+    NumPy's may pick different elements."""
+    return oracle.max_pool2d(np.isnan(xf).astype(np.float64), pool_size, padding)[0] > 0
+
+
+@fuzz(100)
+@given(pool_args(), st.sampled_from([True, False]))
+def test_max_pool2d(args, need_argmax):
+    dtype, x, pool_size, padding = args
+    ok, got = outcome(lambda: ops.max_pool2d(x, pool_size, padding, need_argmax))
+    if not ok:
+        return
+    assert valid_float(x) and padding in ("valid", "same")
+    y, argmax = got
+    xf = as_float(x, y.dtype)
+    want_y, want_arg = oracle.max_pool2d(xf, pool_size, padding)
+    clean = ~nan_windows(xf, pool_size, padding)
+    assert_matches(y, np.where(clean, want_y, np.nan), np.zeros(y.shape), y.dtype)
+    if need_argmax:
+        assert argmax.dtype == np.int32 and argmax.shape == y.shape
+        assert np.array_equal(argmax[clean], want_arg[clean])
+    else:
+        assert argmax is None
+
+
+@pytest.mark.parametrize("call, error, match", [  # found by the tests above
+    (lambda: ops.pool_output_shape((1, 4, 4, 1), 0), ValueError, "pool_size"),  # was / 0
+    (lambda: ops.pool_output_shape((1, 4, 4, 1), (2, 0)), ValueError, "pool_size"),
+    (lambda: ops.pool_output_shape((1, -4, 4, 1), 2), ValueError, "input_shape"),
+    (lambda: ops.pool_output_shape((1, 4, 4, 1), 2, "full"), ValueError, "padding"),
+    (lambda: ops.max_pool2d(np.ones((1, 4, 4, 1)), (HUGE, 1), "same"),  # was OverflowError
+     ValueError, "pool_size"),
+    (lambda: cconv.Sequential([Input((4, 4, 1)), MaxPooling2D((HUGE, 1), padding="same")]),
+     ValueError, "pool_size"),
+    (lambda: ops.kernel_pool(np.ones((2, 3)), ["max"]), ValueError, "mode"),
+    (lambda: KernelPooling(["max"]), ValueError, "mode"),  # was "unhashable type"
+])
+def test_pooling_regressions(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+def in_window(argmax, x_shape, pool_size, padding):
+    """Whether each index names an element of its own pooling window and channel."""
+    _, _, w, c = x_shape
+    rows, cols = oracle._pool_geometry(x_shape, pool_size, padding)
+    r0, r1 = (np.array([r[i] for r in rows]).reshape(1, -1, 1, 1) for i in (0, 1))
+    c0, c1 = (np.array([q[i] for q in cols]).reshape(1, 1, -1, 1) for i in (0, 1))
+    a = argmax.astype(np.int64)
+    pixel, channel = a // c, a % c
+    row, col = pixel // w, pixel % w
+    return ((a >= 0) & (channel == np.arange(c)) & (r0 <= row) & (row < r1) & (c0 <= col)
+            & (col < c1))
+
+
+@st.composite
+def corrupt_argmax(draw, argmax):
+    """argmax as max_pool2d gave it, or with an index moved, of another dtype or shape."""
+    how = draw(st.sampled_from(["same"] * 10 + ["nudge", "negative", "huge", "swap", "dtype",
+                                               "shape", "list", "strided", "readonly",
+                                               "fortran"]))
+    a = argmax.copy()
+    if how in ("nudge", "negative", "huge") and a.size:
+        i = draw(st.integers(0, a.size - 1))
+        a.flat[i] = {"nudge": a.flat[i] + draw(st.sampled_from([-1, 1, 7, -7])),
+                     "negative": -draw(st.integers(1, 2**31)), "huge": 2**31 - 1}[how]
+    elif how == "swap" and a.size > 1:  # another element's index, maybe still in window
+        i, j = draw(st.integers(0, a.size - 1)), draw(st.integers(0, a.size - 1))
+        a.flat[i] = a.flat[j]
+    elif how == "dtype":
+        dtype = draw(st.sampled_from([np.int64, np.uint8, np.int16, np.uint64, np.float32,
+                                      np.bool_, object]))
+        with np.errstate(all="ignore"):
+            a = a.astype(dtype)
+    elif how == "shape":  # small indices in any shape, dtype and layout
+        a = draw(arrays(a.shape, np.int32, special=False))
+    elif how in ("list", "strided", "readonly", "fortran"):
+        a = lay_out(a, how)
+    return a
+
+
+@fuzz(100)
+@given(st.sampled_from([True, False]), st.data())
+def test_max_pool2d_backward(valid_shape, data):
+    dtype = data.draw(FLOAT)
+    n, h, w, c = (data.draw(st.integers(0, 3)), data.draw(st.integers(1, 7)),
+                  data.draw(st.integers(1, 7)), data.draw(st.integers(1, 3)))
+    x_shape = (n, h, w, c) if valid_shape else data.draw(
+        shapes((n, h, w, c)) | st.sampled_from([(1, 2.0, 2, 1), (1, -2, 2, 1), "x", None]))
+    pool_size, padding = data.draw(POOL_SIZES), data.draw(POOL_PADDINGS)
+    try:
+        ref_shape = ops.pool_output_shape(x_shape, pool_size, padding)
+        x = np.random.default_rng(0).uniform(-1, 1, x_shape)  # distinct values: no ties
+        argmax = oracle.max_pool2d(x, pool_size, padding)[1]
+    except (ValueError, TypeError, MemoryError):  # the call must refuse these arguments
+        ref_shape, argmax = (1, 2, 2, 1), np.zeros((1, 2, 2, 1), dtype=np.int32)
+    g = data.draw(arrays(tuple(max(d, 0) for d in ref_shape), dtype))
+    a = data.draw(corrupt_argmax(argmax))
+    # out is a view into a guarded buffer: a write out of bounds would change the guards
+    guard = 64
+    out, buf = None, None
+    if isinstance(x_shape, tuple) and len(x_shape) == 4 and \
+            all(isinstance(d, int) and 0 <= d < 100 for d in x_shape):
+        size = int(np.prod(x_shape))
+        buf = np.full(size + 2 * guard, -7.0, dtype=np.asarray(g).dtype if valid_float(g)
+                      else dtype)
+        out = buf[guard:guard + size].reshape(x_shape)
+    ok, got = outcome(lambda: ops.max_pool2d_backward(g, a, x_shape, pool_size, padding,
+                                                      out=out))
+    if buf is not None:
+        assert np.all(buf[:guard] == -7) and np.all(buf[-guard:] == -7)
+    if not ok:
+        return
+    assert valid_float(g) and isinstance(a, np.ndarray) and a.dtype.kind in "iu"
+    assert np.all(in_window(a, x_shape, pool_size, padding))  # else it must have raised
+    gf = as_float(g, got.dtype)
+    want = oracle.max_pool2d_backward(gf, a, x_shape, pool_size, padding)
+    assert_matches(got, want, np.zeros(got.shape), got.dtype)
+    if out is not None:
+        assert got is out
+
+
+@fuzz(100)
+@given(st.one_of(st.lists(st.integers(0, 9), min_size=4, max_size=4).map(tuple),
+                 st.lists(st.integers(0, 9), min_size=4, max_size=4).map(tuple),
+                 st.lists(st.integers(-2, 9), min_size=3, max_size=5).map(tuple),
+                 st.just((1, HUGE, HUGE, 1)), st.just((1, 4.0, 4, 1)), st.just("abcd"),
+                 st.just(None), st.just((True, 2, 2, 1)), st.just([2, 4, 6, 1])),
+       POOL_SIZES, POOL_PADDINGS)
+def test_pool_output_shape(input_shape, pool_size, padding):
+    ok, got = outcome(lambda: ops.pool_output_shape(input_shape, pool_size, padding))
+    if ok:
+        assert all(isinstance(d, int) and d >= 0 for d in input_shape)
+        assert padding in ("valid", "same")
+        rows, cols = oracle._pool_geometry(
+            (1, min(input_shape[1], 50), min(input_shape[2], 50), 1), pool_size, padding)
+        n, h, w, c = input_shape
+        if h <= 50 and w <= 50:
+            assert got == (n, len(rows), len(cols), c)
+        else:
+            assert got[0] == n and got[3] == c
+
+
+@fuzz(100)
+@given(FLOAT, st.lists(st.integers(0, 5), min_size=0, max_size=4),
+       st.sampled_from(["max", "mean", "sum"] * 3 + ["min", None, 0, ["max"], "MAX"]),
+       st.data())
+def test_kernel_pool(dtype, shape, mode, data):
+    x = data.draw(arrays(tuple(shape), dtype))
+    ok, got = outcome(lambda: ops.kernel_pool(x, mode))
+    if ok:
+        assert valid_float(x) and mode in ("max", "mean", "sum")
+        xf = as_float(x, got.dtype)
+        with np.errstate(all="ignore"):
+            want = oracle.kernel_pool(xf, mode)
+        nan = np.isnan(xf).any(axis=-1, keepdims=True)
+        assert_matches(got, np.where(nan, np.nan, want),
+                       np.abs(xf).sum(axis=-1, keepdims=True), got.dtype)
+    g = data.draw(arrays(tuple(shape[:-1]) + (1,) if shape else (), dtype))
+    ok, got = outcome(lambda: ops.kernel_pool_backward(x, g, mode))
+    if ok:
+        assert valid_float(x) and valid_float(g) and mode in ("max", "mean", "sum")
+        xf, gf = as_float(x, got.dtype), as_float(g, got.dtype)
+        with np.errstate(all="ignore"):
+            want = oracle.kernel_pool_backward(xf, gf, mode)
+        if mode == "max":  # with a NaN among the kernels, which one wins is unspecified
+            want = np.where(np.isnan(xf).any(axis=-1, keepdims=True), np.nan, want)
+        assert_matches(got, want, np.abs(gf) * np.ones(got.shape), got.dtype)
+
+
+def is_small(a):
+    return isinstance(a, np.ndarray) and a.size < 10**6
+
+
+HYPER = st.sampled_from([0.001, 0.1, 0.9, 0.999, 0.0, 1e-7, np.float32(0.5)] * 6 + [
+    1.0, -0.1, 2.0, 1e-300, 1e300, np.nan, np.inf, "0.9", None, True])
+STEPS = st.sampled_from([1, 2, 10, 10**6, 2**70, np.int64(3)] * 2 + [0, -1, 1.0, "1", None,
+                                                                   True])
+
+
+def adam_scale(p, g, m, v, alpha, b1, b2, eps):
+    """The size of the terms behind one Adam step, for assert_matches: rounding in v's
+    update is amplified by 1 / sqrt(v) in the step."""
+    with np.errstate(all="ignore"):
+        m2 = np.abs(m) + np.abs(g)
+        v1 = v + (g * g - v) * (1 - b2)
+        v2 = np.abs(v) + g * g
+        step = abs(alpha) * m2 / (np.sqrt(np.abs(v1)) + eps) * (1 + v2 / (np.abs(v1) + eps * eps))
+        return np.abs(p) + step, m2, v2
+
+
+@fuzz(100)
+@given(FLOAT, st.lists(st.integers(0, 6), max_size=3), STEPS, HYPER, HYPER, HYPER, HYPER,
+       st.sampled_from(["none"] * 12 + ["m=param", "grad=v", "view"]), st.data())
+def test_adam_update(dtype, shape, step, lr, b1, b2, eps, alias, data):
+    shape = tuple(shape)
+    # four arrays hostile at once would leave too few calls that succeed
+    hostile = data.draw(st.booleans())
+    p = data.draw(arrays(shape, dtype, mutate=hostile))
+    g = data.draw(arrays(shape, dtype, mutate=hostile))
+    m = data.draw(arrays(shape, dtype, mutate=hostile, special=False))
+    v = data.draw(arrays(shape, dtype, mutate=hostile, special=False))
+    if isinstance(v, np.ndarray) and v.dtype in ops.FLOAT_DTYPES and v.flags.writeable:
+        np.abs(v, out=v)  # a second moment is never negative
+    if alias == "m=param":
+        m = p
+    elif alias == "grad=v":
+        g = v
+    elif alias == "view" and isinstance(p, np.ndarray) and p.ndim:
+        g = p[::-1]
+    before = [a.copy() if is_small(a) else a for a in (p, g, m, v)]
+    ok, _ = outcome(lambda: ops.adam_update(p, g, m, v, step, lr, b1, b2, eps))
+    if not ok:  # a refused update writes nothing
+        for a, b in zip((p, g, m, v), before):
+            if is_small(a):
+                assert a.tobytes() == b.tobytes()
+        return
+    assert 0 < float(lr) < np.inf and 0 <= float(b1) < 1 and 0 <= float(b2) < 1
+    assert int(step) >= 1 and 0 < float(eps) < np.inf
+    p0, m0, v0 = before[0], before[2], before[3]
+    gf = as_float(before[1], p.dtype)  # g may be a view of p, updated since
+    wp, wm, wv = p0.copy(), m0.copy(), v0.copy()
+    with np.errstate(all="ignore"):
+        oracle.adam_update(wp, gf, wm, wv, int(step), float(lr), float(b1), float(b2),
+                           float(eps))
+        alpha = float(lr) * np.sqrt(1 - float(b2) ** int(step)) / (1 - float(b1) ** int(step))
+    sp, sm, sv = adam_scale(p0.astype(np.float64), gf.astype(np.float64),
+                            m0.astype(np.float64), v0.astype(np.float64), alpha, float(b1),
+                            float(b2), float(eps))
+    assert_matches(m, wm, sm, p.dtype)
+    assert_matches(v, wv, sv, p.dtype)
+    if np.all(np.isfinite(sp)):
+        assert_matches(p, wp, sp, p.dtype)
+
+
 # --- layers and models ------------------------------------------------------------------
 
 ODD = st.sampled_from([0, -1, 1, 2, 3, 10**12, 2**63, 1.5, np.nan, np.inf, True, None, "3",
@@ -373,6 +623,10 @@ def reference_predict(model, x):
             out = oracle.dense(out, p["kernel"], p.get("bias"))
         elif isinstance(layer, Flatten):
             out = out.reshape(len(out), -1)
+        elif isinstance(layer, MaxPooling2D):
+            out = oracle.max_pool2d(out, layer.pool_size, layer.padding)[0]
+        elif isinstance(layer, KernelPooling):
+            out = oracle.kernel_pool(out, layer.mode)
         act = layer.activation.name if layer.activation is not None else "linear"
         if act == "tanh":
             out = np.tanh(out)
@@ -451,6 +705,80 @@ def test_fit_evaluate_predict(dtype, padding, loss, n, batch_size, epochs, data)
         assert result[0] == pytest.approx(want_loss, rel=1e-4, abs=1e-5)
         # a near tie may flip one argmax in float32
         assert abs(result[1] - want_acc) <= (1 / len(xf) if dtype == "float32" else 0)
+
+
+@fuzz(60)
+@given(st.sampled_from(["maxpool", "kernelpool", "adam"]), POOL_SIZES, POOL_SIZES,
+       POOL_PADDINGS, st.sampled_from(["max", "mean", "sum", "min", None, ["max"], 0]),
+       HYPER, HYPER, HYPER, HYPER)
+def test_pooling_layers_and_adam_construction(kind, pool_size, strides, padding, mode,
+                                              lr, b1, b2, eps):
+    make = {
+        "maxpool": lambda: MaxPooling2D(pool_size, strides=strides, padding=padding),
+        "kernelpool": lambda: KernelPooling(mode),
+        "adam": lambda: cconv.optimizers.Adam(lr, b1, b2, eps),
+    }[kind]
+    ok, made = outcome(make)
+    if not ok:
+        return
+    if kind == "adam":  # two steps on one array agree with the oracle's Adam
+        assert 0 < lr < np.inf and 0 <= b1 < 1 and 0 <= b2 < 1 and 0 < eps < np.inf
+        rng = np.random.default_rng(0)
+        p, want = rng.uniform(-1, 1, 6), None
+        want, m, v = p.copy(), np.zeros(6), np.zeros(6)
+        for t in (1, 2):
+            g = rng.uniform(-1, 1, 6)
+            made.update([p], [g])
+            with np.errstate(all="ignore"):
+                oracle.adam_update(want, g, m, v, t, float(lr), float(b1), float(b2),
+                                   float(eps))
+        np.testing.assert_allclose(p, want, rtol=1e-9, atol=1e-12)
+        return
+    model_layers = [Input((5, 4, 3)), made, Flatten(), Dense(3, activation="softmax")]
+    ok, model = outcome(lambda: cconv.Sequential(model_layers))
+    if not ok:
+        return
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 5, 4, 3))
+    ok, probs = outcome(lambda: model.predict(x))
+    assert ok, probs  # a model that built must run on valid data
+    np.testing.assert_allclose(probs, reference_predict(model, x), rtol=1e-4, atol=1e-5)
+
+
+def pool_model(dtype, pool_size, padding, mode, optimizer):
+    cconv.utils.set_random_seed(0)
+    model = cconv.Sequential([Input((6, 5, 2)), Conv2D(3, 3, activation="tanh",
+                                                       padding="same"),
+                              MaxPooling2D(pool_size, padding=padding), KernelPooling(mode),
+                              Flatten(), Dense(4, activation="softmax")], dtype=dtype)
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy")
+    return model
+
+
+@fuzz(30)
+@given(st.sampled_from(["float32", "float64"]), st.sampled_from([1, 2, (2, 3), (3, 1)]),
+       st.sampled_from(["valid", "same"]), st.sampled_from(["max", "mean", "sum"]),
+       st.sampled_from([1e-3, 0.1, 10.0]), st.integers(1, 9), BATCH,
+       st.sampled_from([1, 2, 0, None]), st.data())
+def test_pool_model_fit_predict(dtype, pool_size, padding, mode, lr, n, batch_size, epochs,
+                                data):
+    model = pool_model(dtype, pool_size, padding, mode, cconv.optimizers.Adam(lr))
+    x = data.draw(arrays((n, 6, 5, 2), np.float64))
+    y = data.draw(labels(n, "sparse_categorical_crossentropy"))
+    before = model.get_weights()
+    ok, history = outcome(lambda: model.fit(x, y, batch_size=batch_size, epochs=epochs,
+                                            verbose=0, seed=1))
+    if ok:
+        assert len(history.history["loss"]) == epochs
+        assert all(np.isfinite(w).all() for w in model.get_weights())
+        assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    else:  # a refused fit leaves the weights alone
+        assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    ok, probs = outcome(lambda: model.predict(x, batch_size=batch_size))
+    if ok:
+        xf = np.asarray(x, dtype=np.float64)
+        assert probs.dtype == np.dtype(dtype) and probs.shape == (len(xf), 4)
+        np.testing.assert_allclose(probs, reference_predict(model, xf), rtol=1e-4, atol=1e-5)
+
 
 
 # --- files ------------------------------------------------------------------------------
