@@ -29,7 +29,7 @@ export CCONV_FAIL_NO_OPENMP=1
 
 case "$mode" in
 asan)
-    CCONV_SANITIZE=address,undefined CCONV_PORTABLE=1 \
+    CCONV_SANITIZE=address,undefined \
         nice -n 10 python setup.py build_ext --inplace -q >build.log 2>&1 \
         || { cat build.log; exit 1; }
     for so in cconv/_kernels/*.so; do  # the instrumented build is the one being tested
@@ -44,7 +44,8 @@ asan)
     export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=1
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
     nice -n 10 python -m pytest -q -p no:cacheprovider \
-        tests/test_oracle_agreement.py tests/test_gradcheck.py tests/test_fuzz.py "$@"
+        tests/test_oracle_agreement.py tests/test_gradcheck.py tests/test_fast_paths.py \
+        tests/test_gemm_paths.py tests/test_pool_adam.py tests/test_fuzz.py "$@"
     ;;
 boundscheck)
     CCONV_BOUNDSCHECK=1 nice -n 10 python setup.py build_ext --inplace -q >build.log 2>&1 \
