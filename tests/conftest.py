@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+import cconv
+
 
 @pytest.fixture(scope="session")
 def mnist_dir():
@@ -14,3 +16,11 @@ def mnist_dir():
             pytest.fail(f"CCONV_REQUIRE_MNIST=1 but CCONV_DATA_DIR={path!r} is not a folder")
         pytest.skip("real MNIST not available: set CCONV_DATA_DIR to a folder of the IDX files")
     return path
+
+
+@pytest.fixture
+def threads():
+    """Lets a test change the thread count; restores it afterwards."""
+    before = cconv.get_num_threads()
+    yield
+    cconv.set_num_threads(before)

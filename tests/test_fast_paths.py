@@ -26,13 +26,6 @@ def rng():
     return np.random.default_rng(7)
 
 
-@pytest.fixture
-def threads():
-    before = cconv.get_num_threads()
-    yield
-    cconv.set_num_threads(before)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case", GRAY_CASES)
 @pytest.mark.parametrize("padding", ["valid", "same"])

@@ -7,6 +7,7 @@ import pytest
 
 import cconv
 from cconv import ops, oracle
+from test_gradcheck import numerical_grad
 
 TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
 DTYPES = [np.float32, np.float64]
@@ -81,19 +82,6 @@ def test_dense_wide(rng, dtype, n, d, u):
     assert ops.dense_backward(x, w, g, need_grad_x=False)[0] is None
 
 
-def numerical_grad(f, a, h=1e-6):
-    grad = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + h
-        plus = f()
-        a[i] = old - h
-        minus = f()
-        a[i] = old
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
-
-
 @pytest.mark.parametrize("padding", ["valid", "same"])
 def test_conv_multichannel_finite_differences(rng, padding):
     x, k, b, r = inputs(rng, np.float64, (2, 5, 6, 3, 3, 2, 17), padding)
@@ -110,13 +98,6 @@ def test_dense_wide_finite_differences(rng):
     grad_x, grad_w, grad_b = ops.dense_backward(x, w, r)
     for got, arr in ((grad_x, x), (grad_w, w), (grad_b, b)):
         np.testing.assert_allclose(got, numerical_grad(loss, arr), rtol=1e-6, atol=1e-7)
-
-
-@pytest.fixture
-def threads():
-    before = cconv.get_num_threads()
-    yield
-    cconv.set_num_threads(before)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

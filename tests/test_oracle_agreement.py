@@ -128,13 +128,6 @@ def test_bad_input_is_named(call, match):
         call()
 
 
-@pytest.fixture
-def threads():
-    before = cconv.get_num_threads()
-    yield
-    cconv.set_num_threads(before)
-
-
 def test_same_bits_on_one_and_two_threads(rng, threads):
     x = rng.standard_normal((37, 20, 20, 3)).astype(np.float32)
     k = rng.standard_normal((5, 5, 3, 20)).astype(np.float32)

@@ -6,6 +6,7 @@ import pytest
 
 import cconv
 from cconv import ops, oracle
+from test_gradcheck import numerical_grad, rel_error
 from cconv.layers import (Conv2D, Dense, Dropout, Flatten, Input, KernelPooling,
                           MaxPooling2D)
 
@@ -27,13 +28,6 @@ POOL_CASES = [  # (N, H, W, C), pool_size
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
-
-
-@pytest.fixture
-def threads():
-    before = cconv.get_num_threads()
-    yield
-    cconv.set_num_threads(before)
 
 
 # ---- max pooling -----------------------------------------------------------------------
@@ -140,28 +134,6 @@ def test_kernel_pool_is_the_chapters_picture():
 
 
 # ---- finite differences ----------------------------------------------------------------
-H = 1e-6
-
-
-def numerical_grad(f, a):
-    grad = np.zeros_like(a)
-    it = np.nditer(a, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = a[i]
-        a[i] = old + H
-        plus = f()
-        a[i] = old - H
-        minus = f()
-        a[i] = old
-        grad[i] = (plus - minus) / (2 * H)
-    return grad
-
-
-def rel_error(a, b):
-    return np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)))
-
-
 def distinct(rng, shape):
     """Values at least 1e-3 apart, so no max changes hands within a step of H."""
     return (rng.permutation(int(np.prod(shape))) * 1e-3 - 0.5).reshape(shape)
