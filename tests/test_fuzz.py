@@ -653,6 +653,25 @@ LABEL_DTYPES = [np.int64, np.uint8, np.int8, np.float32, np.float64, np.bool_, n
 BATCH = st.sampled_from([1, 3, 32, 10**12, None, 0, -2, 2.5, "8", True, np.int32(2)])
 
 
+def fit_and_predict(model, x, y, batch_size, epochs, dtype):
+    """fit either trains (finite weights that moved) or refuses and leaves the weights
+    alone; predict either refuses or matches the NumPy reference."""
+    before = model.get_weights()
+    ok, history = outcome(lambda: model.fit(x, y, batch_size=batch_size, epochs=epochs,
+                                            verbose=0, seed=1))
+    if ok:
+        assert len(history.history["loss"]) == epochs
+        assert all(np.isfinite(w).all() for w in model.get_weights())
+        assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    else:  # a refused fit leaves the weights alone
+        assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    ok, probs = outcome(lambda: model.predict(x, batch_size=batch_size))
+    if ok:
+        xf = np.asarray(x, dtype=np.float64)
+        assert probs.dtype == np.dtype(dtype) and probs.shape == (len(xf), 4)
+        np.testing.assert_allclose(probs, reference_predict(model, xf), rtol=1e-4, atol=1e-5)
+
+
 @st.composite
 def labels(draw, n, loss):
     n = draw(st.sampled_from([n] * 6 + [max(n - 1, 0), n + 1, 0]))
@@ -678,21 +697,7 @@ def test_fit_evaluate_predict(dtype, padding, loss, n, batch_size, epochs, data)
     model = small_model(dtype, padding, loss)
     x = data.draw(arrays((n, 6, 5, 2), np.float64))
     y = data.draw(labels(n, loss))
-    before = model.get_weights()
-    ok, history = outcome(lambda: model.fit(x, y, batch_size=batch_size, epochs=epochs,
-                                            verbose=0, seed=1))
-    if ok:
-        assert len(history.history["loss"]) == epochs
-        assert all(np.isfinite(w).all() for w in model.get_weights())
-        assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
-    else:  # a refused fit leaves the weights alone
-        assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
-
-    ok, probs = outcome(lambda: model.predict(x, batch_size=batch_size))
-    if ok:
-        xf = np.asarray(x, dtype=np.float64)
-        assert probs.dtype == np.dtype(dtype) and probs.shape == (len(xf), 4)
-        np.testing.assert_allclose(probs, reference_predict(model, xf), rtol=1e-4, atol=1e-5)
+    fit_and_predict(model, x, y, batch_size, epochs, dtype)
 
     ok, result = outcome(lambda: model.evaluate(x, y, batch_size=batch_size))
     if ok:
@@ -764,20 +769,7 @@ def test_pool_model_fit_predict(dtype, pool_size, padding, mode, lr, n, batch_si
     model = pool_model(dtype, pool_size, padding, mode, cconv.optimizers.Adam(lr))
     x = data.draw(arrays((n, 6, 5, 2), np.float64))
     y = data.draw(labels(n, "sparse_categorical_crossentropy"))
-    before = model.get_weights()
-    ok, history = outcome(lambda: model.fit(x, y, batch_size=batch_size, epochs=epochs,
-                                            verbose=0, seed=1))
-    if ok:
-        assert len(history.history["loss"]) == epochs
-        assert all(np.isfinite(w).all() for w in model.get_weights())
-        assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
-    else:  # a refused fit leaves the weights alone
-        assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
-    ok, probs = outcome(lambda: model.predict(x, batch_size=batch_size))
-    if ok:
-        xf = np.asarray(x, dtype=np.float64)
-        assert probs.dtype == np.dtype(dtype) and probs.shape == (len(xf), 4)
-        np.testing.assert_allclose(probs, reference_predict(model, xf), rtol=1e-4, atol=1e-5)
+    fit_and_predict(model, x, y, batch_size, epochs, dtype)
 
 
 
