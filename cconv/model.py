@@ -14,7 +14,7 @@ import numpy as np
 
 from cconv import callbacks as callbacks_module
 from cconv import layers as layers_module
-from cconv import losses, ops, optimizers, utils
+from cconv import fusion, losses, ops, optimizers, utils
 from cconv._io import atomic_write
 
 METRICS = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy")
@@ -51,6 +51,7 @@ class Sequential:
         self.compiled = False
         self.stop_training = False
         self.history = None
+        self._plans = {}
         for layer in layers or []:
             self.add(layer)
         if self.input_shape is not None and self.layers:
@@ -98,6 +99,7 @@ class Sequential:
             layer.build(shape, self.dtype, rng)
             layer.need_input_grad = i > 0
             shape = layer.output_shape
+        self._plans = {training: fusion.plan(self.layers, training) for training in (False, True)}
         self.built = True
 
     @property
@@ -313,12 +315,11 @@ class Sequential:
     def _forward(self, xb, training, rng=None, logits=False):
         """Output of the model; with logits=True the last layer stops before its softmax."""
         out = np.asarray(xb, dtype=self.dtype)
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            if logits and i == last:
-                return layer.forward_linear(out, training, rng)
-            out = layer.forward(out, training, rng)
-        return out
+        steps = self._plans[bool(training)]
+        for step in steps[:-1]:
+            out = step.forward(out, training, rng)
+        last = steps[-1]
+        return (last.forward_linear if logits else last.forward)(out, training, rng)
 
     def _loss_and_grad(self, onehot, xb, training, rng):
         """Per-sample losses, d(mean loss)/d(output or logits), and an array whose argmax
@@ -333,12 +334,12 @@ class Sequential:
 
     def _train_step(self, xb, onehot, rng):
         losses_, grad, out = self._loss_and_grad(onehot, xb, True, rng)
-        layers = self.layers
+        steps = self._plans[True]
         if self._fused_softmax():
-            grad = layers[-1].backward_linear(grad)
-            layers = layers[:-1]
-        for layer in reversed(layers):
-            grad = layer.backward(grad)
+            grad = steps[-1].backward_linear(grad)
+            steps = steps[:-1]
+        for step in reversed(steps):
+            grad = step.backward(grad)
         params, grads = [], []
         for layer, k in self._weight_keys():
             params.append(layer.params[k])

@@ -1,0 +1,56 @@
+"""Runs of layers that one op computes faster than layer by layer.
+
+Sequential asks `plan(layers, training)` for the steps of a pass: each step is a layer
+or a fused run standing in for several consecutive layers. A fused run computes what
+its layers would (the tests hold both against the oracle), keeps the weights in its
+layers and, in training, fills their grads in backward. Each rule in RULES looks at the
+layers from position i and returns a fused run, or None when it does not apply.
+"""
+
+
+class Fused:
+    """A run of consecutive layers computed as one step, with the step interface of a
+    layer: forward / forward_linear / backward / backward_linear. "linear" stops before
+    the activation of the run's last layer, as for a layer."""
+
+    def __init__(self, layers):
+        self.layers = tuple(layers)
+        self.activation = self.layers[-1].activation
+
+    @property
+    def need_input_grad(self):
+        return self.layers[0].need_input_grad
+
+    def forward(self, x, training=False, rng=None):
+        z = self.forward_linear(x, training, rng)
+        return z if self.activation is None else self.activation.forward(z, training)
+
+    def backward(self, grad):
+        if self.activation is not None:
+            grad = self.activation.backward(grad)
+        return self.backward_linear(grad)
+
+    def forward_linear(self, x, training=False, rng=None):
+        raise NotImplementedError
+
+    def backward_linear(self, grad):
+        raise NotImplementedError
+
+
+RULES = []
+
+
+def plan(layers, training):
+    """The steps of a forward pass over `layers` (built), fused where a rule applies."""
+    steps, i = [], 0
+    while i < len(layers):
+        for rule in RULES:
+            fused = rule(layers, i, training)
+            if fused is not None:
+                steps.append(fused)
+                i += len(fused.layers)
+                break
+        else:
+            steps.append(layers[i])
+            i += 1
+    return steps
