@@ -347,16 +347,20 @@ def _check_mask(mask, shape):
     return np.ascontiguousarray(mask)
 
 
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
+    if not 0 <= seed < 2**64:
+        raise ValueError(f"seed: expected an int in [0, 2**64), got {seed}")
+
+
 def dropout_mask(shape, rate, seed):
     """The keep-mask (uint8, 1 = keep) that dropout(x, rate, seed) uses for x of `shape`.
 
     Element i (in C order) is kept when a hash of (seed, i) is >= rate: the same mask for
     any thread count, and cconv.oracle.dropout_mask rebuilds it in NumPy."""
     rate = _check_rate(rate)
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-    if not 0 <= seed < 2**64:
-        raise ValueError(f"seed: expected an int in [0, 2**64), got {seed}")
+    _check_seed(seed)
     dims = (shape,) if isinstance(shape, numbers.Integral) else shape
     if not isinstance(dims, (tuple, list)) or not all(
             isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims):
@@ -364,7 +368,9 @@ def dropout_mask(shape, rate, seed):
     if any(d < 0 for d in dims):
         raise ValueError(f"shape: expected a tuple of non-negative ints, got {shape!r}")
     mask = _empty("dropout_mask", tuple(int(d) for d in dims), np.uint8)
-    _elementwise.dropout_mask(int(seed), rate, mask.reshape(-1), get_num_threads())
+    nothing = np.empty(0, dtype=np.float32)
+    _elementwise.dropout(int(seed), rate, mask.reshape(-1), nothing, np.float32(1), nothing,
+                         get_num_threads())
     return mask
 
 
@@ -374,16 +380,19 @@ def dropout(x, rate, seed=None, mask=None):
     is given as `mask` (0/1, the shape of x) to replay a known draw."""
     x = _float_array("x", x)
     rate = _check_rate(rate)
+    out = np.empty_like(x)
+    scale = x.dtype.type(1.0 / (1.0 - rate))
     if mask is None:
         if seed is None:
             raise ValueError("dropout: give either seed or mask, got neither")
-        mask = dropout_mask(x.shape, rate, seed)
+        _check_seed(seed)
+        mask = np.empty(x.shape, dtype=np.uint8)
+        _elementwise.dropout(int(seed), rate, mask.reshape(-1), x.reshape(-1), scale,
+                             out.reshape(-1), get_num_threads())
     else:
         mask = _check_mask(mask, x.shape)
-    out = np.empty_like(x)
-    scale = x.dtype.type(1.0 / (1.0 - rate))
-    _elementwise.dropout_apply(x.reshape(-1), mask.reshape(-1), scale, out.reshape(-1),
-                               get_num_threads())
+        _elementwise.dropout_apply(x.reshape(-1), mask.reshape(-1), scale, out.reshape(-1),
+                                   get_num_threads())
     return out, mask
 
 

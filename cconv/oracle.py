@@ -79,14 +79,26 @@ def _mix64(z):
     return z ^ (z >> np.uint64(31))
 
 
+def _mix32(z):
+    """The kernels' 32-bit finaliser on uint32 arrays (arithmetic wraps modulo 2**32)."""
+    z = (z ^ (z >> np.uint32(16))) * np.uint32(0x7FEB352D)
+    z = (z ^ (z >> np.uint32(15))) * np.uint32(0x846CA68B)
+    return z ^ (z >> np.uint32(16))
+
+
 def dropout_mask(shape, rate, seed):
-    """Element i (C order) is kept when the hash of (seed, i), read as a number in [0, 1)
-    with 53 bits, is at least `rate`."""
+    """Element i (C order) is kept when a 32-bit hash of (seed, i), read as a number in
+    [0, 1), is at least `rate`. The hash: a 64-bit key from the seed and i's high 32
+    bits, whose halves k0, k1 scramble i's low 32 bits."""
     with np.errstate(over="ignore"):
         base = _mix64(np.array([seed], dtype=np.uint64))[0]
         counters = np.arange(int(np.prod(shape)), dtype=np.uint64)
-        draws = _mix64(base + counters * np.uint64(0x9E3779B97F4A7C15))
-    uniform = (draws >> np.uint64(11)).astype(np.float64) * 2.0**-53
+        keys = _mix64(base + (counters >> np.uint64(32)) * np.uint64(0xD1B54A32D192ED03))
+        k0 = (keys & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        k1 = (keys >> np.uint64(32)).astype(np.uint32)
+        low = (counters & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+        draws = _mix32(low * np.uint32(0x9E3779B9) + k0) ^ k1
+    uniform = draws.astype(np.float64) * 2.0**-32
     return (uniform >= rate).astype(np.uint8).reshape(shape)
 
 

@@ -82,6 +82,21 @@ def test_dropout(rng, dtype, rate):
                                oracle.dropout(x, rate, mask=given)[0], **TOL[dtype])
 
 
+def test_dropout_masks_look_independent():
+    """Neighbouring elements, neighbouring seeds and blocks of the kernel's work split
+    must not share draws: correlations stay within a few standard errors of 0."""
+    n = 1 << 20
+    a = ops.dropout_mask((n,), 0.5, 7).astype(np.float64)
+    b = ops.dropout_mask((n,), 0.5, 8).astype(np.float64)
+    limit = 5 / np.sqrt(n)
+    for lag in (1, 2, 8, 4096):
+        assert abs(np.corrcoef(a[:-lag], a[lag:])[0, 1]) < limit, lag
+    assert abs(np.corrcoef(a, b)[0, 1]) < limit
+    for rate in (0.1, 0.9):
+        kept = ops.dropout_mask((n,), rate, 3).mean()
+        assert abs(kept - (1 - rate)) < 5 * np.sqrt(rate * (1 - rate) / n)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,d,u", [(1, 5, 1), (3, 1001, 10), (37, 10816, 10), (8, 64, 33)])
 def test_dense(rng, dtype, n, d, u):

@@ -8,7 +8,8 @@ out dynamically, so that on a busy machine a thread the OS pauses holds up no on
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport ceil
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.string cimport memset
 
 from cconv._kernels._math cimport tanh_f32_array, tanh_of
 
@@ -71,35 +72,70 @@ cdef inline uint64_t mix64(uint64_t z) noexcept nogil:
     return z ^ (z >> 31)
 
 
-def dropout_mask(uint64_t seed, double rate, uint8_t[::1] mask, int num_threads):
-    """mask[i] = 1 to keep element i, 0 to drop it, with P(drop) = rate.
+cdef inline uint32_t mix32(uint32_t z) noexcept nogil:
+    # A 32-bit bijective finaliser (xor-shift-multiply): its multiplies are 32-bit, which
+    # AVX2 does eight at a time, where mix64's 64-bit multiplies have no vector form.
+    z = (z ^ (z >> 16)) * <uint32_t>0x7FEB352D
+    z = (z ^ (z >> 15)) * <uint32_t>0x846CA68B
+    return z ^ (z >> 16)
+
+
+cdef void draw_block(uint8_t* mask, uint32_t n, uint32_t lo, uint32_t k0, uint32_t k1,
+                     uint32_t thr32) noexcept nogil:
+    """mask[j] = keep-bit of the element whose low 32 bits are lo + j: a plain loop with
+    a 32-bit counter, which gcc vectorises eight lanes wide."""
+    cdef uint32_t j
+    for j in range(n):
+        mask[j] = (mix32((lo + <uint32_t>j) * <uint32_t>0x9E3779B9 + k0) ^ k1) >= thr32
+
+
+cdef inline void apply_block(const floating* x, const uint8_t* mask, floating scale,
+                             floating* out, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating v
+    for i in range(n):
+        # Read x unconditionally: a select vectorises, a conditional load does not.
+        v = x[i] * scale
+        out[i] = v if mask[i] else 0
+
+
+def dropout(uint64_t seed, double rate, uint8_t[::1] mask, const floating[::1] x,
+            floating scale, floating[::1] out, int num_threads):
+    """mask[i] = 1 to keep element i, 0 to drop it, with P(drop) = rate; then, unless x is
+    empty, out = x * scale where kept, else 0, each block while its mask is in cache.
 
     Counter-based: element i's draw depends only on (seed, i), so masks are the same for
-    any thread count and cconv.oracle.dropout_mask can rebuild them in NumPy. The draw
-    is a 53-bit integer k, kept when k / 2**53 >= rate, that is when k >= ceil(rate * 2**53)
-    (exact: both sides are integers below 2**53); integer compares vectorise, and the
-    conversion to double does not.
+    any thread count and cconv.oracle.dropout_mask can rebuild them in NumPy. A 64-bit
+    key, mix64 of the seed and of i's high 32 bits, is split in two halves k0 and k1; the
+    draw is the 32-bit d = mix32(lo * 0x9E3779B9 + k0) ^ k1, lo being i's low 32 bits.
+    Element i is kept when d / 2**32 >= rate, that is when d >= ceil(rate * 2**32).
     """
-    cdef Py_ssize_t n = mask.shape[0], blk, i, end
+    cdef Py_ssize_t n = mask.shape[0], blk, start, length
+    cdef bint apply = x.shape[0] > 0
     cdef uint64_t base = mix64(seed)
-    cdef uint64_t threshold = <uint64_t>ceil(rate * 9007199254740992.0)
+    cdef uint64_t threshold = <uint64_t>ceil(rate * 4294967296.0)
+    cdef uint64_t key
     with nogil:
         for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
-            end = min(n, (blk + 1) * BLOCK)
-            for i in range(blk * BLOCK, end):
-                mask[i] = (mix64(base + <uint64_t>i * <uint64_t>0x9E3779B97F4A7C15) >> 11) \
-                    >= threshold
+            start = blk * BLOCK
+            length = min(n, start + BLOCK) - start
+            if threshold > <uint64_t>0xFFFFFFFF:  # rate so near 1 that no draw reaches it
+                memset(&mask[start], 0, length)
+            else:
+                # BLOCK divides 2**32: i's high half is the same across a block.
+                key = mix64(base + (<uint64_t>start >> 32) * <uint64_t>0xD1B54A32D192ED03)
+                draw_block(&mask[start], <uint32_t>length, <uint32_t>start, <uint32_t>key,
+                           <uint32_t>(key >> 32), <uint32_t>threshold)
+            if apply:
+                apply_block(&x[start], &mask[start], scale, &out[start], length)
 
 
 def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, floating scale,
                   floating[::1] out, int num_threads):
-    """out = x * scale where mask is 1, else 0. Serves the forward and the backward pass."""
-    cdef Py_ssize_t n = x.shape[0], blk, i, end
-    cdef floating v
+    """out = x * scale where mask is 1, else 0: dropout with a given mask, and its
+    backward pass."""
+    cdef Py_ssize_t n = x.shape[0], blk, start
     with nogil:
         for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
-            end = min(n, (blk + 1) * BLOCK)
-            for i in range(blk * BLOCK, end):
-                # Read x unconditionally: a select vectorises, a conditional load does not.
-                v = x[i] * scale
-                out[i] = v if mask[i] else 0
+            start = blk * BLOCK
+            apply_block(&x[start], &mask[start], scale, &out[start], min(n, start + BLOCK) - start)
