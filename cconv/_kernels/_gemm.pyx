@@ -36,13 +36,25 @@ cdef extern from *:
     #endif
     """
     const bint CCONV_VECTOR_TYPES
+
+# A hint to fetch the cache line at p into L2 (no-op for other compilers). Written as asm:
+# gcc 12 drops __builtin_prefetch from the inlined loop.
+cdef extern from *:
+    """
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    #define cconv_prefetch(p) __asm__ volatile("prefetcht1 %0" : : "m"(*(const char*)(p)))
+    #else
+    #define cconv_prefetch(p) ((void)(p))
+    #endif
+    """
+    void prefetch "cconv_prefetch"(const void* p) noexcept nogil
     ctypedef float vfloat "cconv_vfloat"
     ctypedef double vdouble "cconv_vdouble"
 
 
 cdef enum:
     MR = 6         # rows per tile
-    KC = 512       # depth of a dense block: a packed B panel (KC x NR) stays in L1
+    KC = 256       # depth of a dense block: a packed B panel (KC x NR) and A tile stay in L1
     MC = 96        # rows of A per pass over a packed B block: their KC slice stays in L2
     NC_PANELS = 16  # NR-wide column panels per dense task
 
@@ -259,8 +271,7 @@ cdef inline void fill_tile(floating* t, const floating* bias, Py_ssize_t nv) noe
 
 cdef inline void pack_panel(const floating* B, Py_ssize_t ldb, Py_ssize_t K, Py_ssize_t nv,
                             floating* dst) noexcept nogil:
-    """dst (K, NR) = B[0:K, 0:nv], zero-padded. Read in place, rows of a wide B lie a
-    multiple of 4 KiB apart and fight over the same few cache sets."""
+    """dst (K, NR) = B[0:K, 0:nv], zero-padded."""
     cdef Py_ssize_t nr = panel_width(B)
     cdef Py_ssize_t k, j
     for k in range(K):
@@ -268,57 +279,306 @@ cdef inline void pack_panel(const floating* B, Py_ssize_t ldb, Py_ssize_t K, Py_
             dst[k * nr + j] = B[k * ldb + j] if j < nv else 0
 
 
-cdef void gemm_task(Py_ssize_t N, Py_ssize_t K,
+cdef inline void pack_b(const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs, Py_ssize_t K,
+                        Py_ssize_t width, floating* dst) noexcept nogil:
+    """dst (panels, KC, NR) = B[0:K, 0:width] as NR-wide panels, zero-padded. A row-major
+    B is read a row at a time across all panels: one sequential run per row, where a
+    panel at a time would take one cache line from each row, rows a multiple of 4 KiB
+    apart, which defeats the prefetchers. Any other B is read a column at a time."""
+    cdef Py_ssize_t nr = panel_width(B)
+    cdef Py_ssize_t full = width // nr
+    cdef Py_ssize_t k, j, jb
+    cdef const floating* src
+    cdef floating* d
+    if b_cs == 1:
+        for k in range(K):
+            src = B + k * b_rs
+            for jb in range(full):
+                d = dst + jb * KC * nr + k * nr
+                for j in range(nr):
+                    d[j] = src[jb * nr + j]
+            if full * nr < width:
+                d = dst + full * KC * nr + k * nr
+                for j in range(nr):
+                    d[j] = src[full * nr + j] if full * nr + j < width else 0
+        return
+    for jb in range((width + nr - 1) // nr):
+        d = dst + jb * KC * nr
+        for j in range(nr):
+            src = B + (jb * nr + j) * b_cs
+            if jb * nr + j < width:
+                for k in range(K):
+                    d[k * nr + j] = src[k * b_rs]
+            else:
+                for k in range(K):
+                    d[k * nr + j] = 0
+
+
+cdef inline void prefetch_b(const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs,
+                            Py_ssize_t K, Py_ssize_t width, Py_ssize_t part,
+                            Py_ssize_t parts) noexcept nogil:
+    """Prefetches part `part` of `parts` of the cache lines of B[0:K, 0:width]: rows of a
+    row-major B, columns of another."""
+    cdef Py_ssize_t step = 64 // sizeof(floating)
+    cdef Py_ssize_t i, e
+    if b_cs == 1:
+        for i in range(K * part // parts, K * (part + 1) // parts):
+            for e in range((width + step - 1) // step):
+                prefetch(B + i * b_rs + e * step)
+    elif b_rs == 1:
+        for i in range(width * part // parts, width * (part + 1) // parts):
+            for e in range((K + step - 1) // step):
+                prefetch(B + i * b_cs + e * step)
+
+
+cdef inline void pack_a(const floating* A, Py_ssize_t a_rs, Py_ssize_t a_cs, Py_ssize_t rows,
+                        Py_ssize_t K, floating* dst) noexcept nogil:
+    """dst (tiles, K, MR) = A[0:rows, 0:K] with the MR rows of a tile interleaved (zeros
+    past the last row), so that the micro-kernel reads one contiguous run per tile
+    instead of MR strided rows, which alias in the cache when a row is 4 KiB long."""
+    cdef Py_ssize_t ib, k, r, mr
+    cdef const floating* a
+    cdef floating* d
+    for ib in range((rows + MR - 1) // MR):
+        a = A + ib * MR * a_rs
+        d = dst + ib * K * MR
+        mr = min(MR, rows - ib * MR)
+        if mr == MR:
+            for k in range(K):
+                for r in range(MR):
+                    d[k * MR + r] = a[r * a_rs + k * a_cs]
+        else:
+            for k in range(K):
+                for r in range(MR):
+                    d[k * MR + r] = a[r * a_rs + k * a_cs] if r < mr else 0
+
+
+cdef inline void direct_f32(const float* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
+                           const float* b, float* c, Py_ssize_t c_rs,
+                           const float* init) noexcept nogil:
+    """C's full MR x NR tile at c (row-major, rows c_rs apart) += A's rows (a + r * ars,
+    k steps acs apart) . B's packed panel; with init, C's tile = init per row + the
+    product instead. The tile goes straight between C and registers."""
+    cdef vfloat c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, b0, b1
+    cdef float v
+    cdef Py_ssize_t k
+    if init != NULL:
+        c00 = (<const vfloat*>init)[0]
+        c01 = (<const vfloat*>(init + 8))[0]
+        c10 = c00
+        c11 = c01
+        c20 = c00
+        c21 = c01
+        c30 = c00
+        c31 = c01
+        c40 = c00
+        c41 = c01
+        c50 = c00
+        c51 = c01
+    else:
+        c00 = (<const vfloat*>c)[0]
+        c01 = (<const vfloat*>(c + 8))[0]
+        c10 = (<const vfloat*>(c + c_rs))[0]
+        c11 = (<const vfloat*>(c + c_rs + 8))[0]
+        c20 = (<const vfloat*>(c + 2 * c_rs))[0]
+        c21 = (<const vfloat*>(c + 2 * c_rs + 8))[0]
+        c30 = (<const vfloat*>(c + 3 * c_rs))[0]
+        c31 = (<const vfloat*>(c + 3 * c_rs + 8))[0]
+        c40 = (<const vfloat*>(c + 4 * c_rs))[0]
+        c41 = (<const vfloat*>(c + 4 * c_rs + 8))[0]
+        c50 = (<const vfloat*>(c + 5 * c_rs))[0]
+        c51 = (<const vfloat*>(c + 5 * c_rs + 8))[0]
+    for k in range(K):
+        b0 = (<const vfloat*>b)[0]
+        b1 = (<const vfloat*>(b + 8))[0]
+        v = a[0]
+        c00 = c00 + v * b0
+        c01 = c01 + v * b1
+        v = a[ars]
+        c10 = c10 + v * b0
+        c11 = c11 + v * b1
+        v = a[2 * ars]
+        c20 = c20 + v * b0
+        c21 = c21 + v * b1
+        v = a[3 * ars]
+        c30 = c30 + v * b0
+        c31 = c31 + v * b1
+        v = a[4 * ars]
+        c40 = c40 + v * b0
+        c41 = c41 + v * b1
+        v = a[5 * ars]
+        c50 = c50 + v * b0
+        c51 = c51 + v * b1
+        a += acs
+        b += 2 * 8
+    (<vfloat*>c)[0] = c00
+    (<vfloat*>(c + 8))[0] = c01
+    (<vfloat*>(c + c_rs))[0] = c10
+    (<vfloat*>(c + c_rs + 8))[0] = c11
+    (<vfloat*>(c + 2 * c_rs))[0] = c20
+    (<vfloat*>(c + 2 * c_rs + 8))[0] = c21
+    (<vfloat*>(c + 3 * c_rs))[0] = c30
+    (<vfloat*>(c + 3 * c_rs + 8))[0] = c31
+    (<vfloat*>(c + 4 * c_rs))[0] = c40
+    (<vfloat*>(c + 4 * c_rs + 8))[0] = c41
+    (<vfloat*>(c + 5 * c_rs))[0] = c50
+    (<vfloat*>(c + 5 * c_rs + 8))[0] = c51
+
+
+cdef inline void direct_f64(const double* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
+                           const double* b, double* c, Py_ssize_t c_rs,
+                           const double* init) noexcept nogil:
+    """C's full MR x NR tile at c (row-major, rows c_rs apart) += A's rows (a + r * ars,
+    k steps acs apart) . B's packed panel; with init, C's tile = init per row + the
+    product instead. The tile goes straight between C and registers."""
+    cdef vdouble c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, b0, b1
+    cdef double v
+    cdef Py_ssize_t k
+    if init != NULL:
+        c00 = (<const vdouble*>init)[0]
+        c01 = (<const vdouble*>(init + 4))[0]
+        c10 = c00
+        c11 = c01
+        c20 = c00
+        c21 = c01
+        c30 = c00
+        c31 = c01
+        c40 = c00
+        c41 = c01
+        c50 = c00
+        c51 = c01
+    else:
+        c00 = (<const vdouble*>c)[0]
+        c01 = (<const vdouble*>(c + 4))[0]
+        c10 = (<const vdouble*>(c + c_rs))[0]
+        c11 = (<const vdouble*>(c + c_rs + 4))[0]
+        c20 = (<const vdouble*>(c + 2 * c_rs))[0]
+        c21 = (<const vdouble*>(c + 2 * c_rs + 4))[0]
+        c30 = (<const vdouble*>(c + 3 * c_rs))[0]
+        c31 = (<const vdouble*>(c + 3 * c_rs + 4))[0]
+        c40 = (<const vdouble*>(c + 4 * c_rs))[0]
+        c41 = (<const vdouble*>(c + 4 * c_rs + 4))[0]
+        c50 = (<const vdouble*>(c + 5 * c_rs))[0]
+        c51 = (<const vdouble*>(c + 5 * c_rs + 4))[0]
+    for k in range(K):
+        b0 = (<const vdouble*>b)[0]
+        b1 = (<const vdouble*>(b + 4))[0]
+        v = a[0]
+        c00 = c00 + v * b0
+        c01 = c01 + v * b1
+        v = a[ars]
+        c10 = c10 + v * b0
+        c11 = c11 + v * b1
+        v = a[2 * ars]
+        c20 = c20 + v * b0
+        c21 = c21 + v * b1
+        v = a[3 * ars]
+        c30 = c30 + v * b0
+        c31 = c31 + v * b1
+        v = a[4 * ars]
+        c40 = c40 + v * b0
+        c41 = c41 + v * b1
+        v = a[5 * ars]
+        c50 = c50 + v * b0
+        c51 = c51 + v * b1
+        a += acs
+        b += 2 * 4
+    (<vdouble*>c)[0] = c00
+    (<vdouble*>(c + 4))[0] = c01
+    (<vdouble*>(c + c_rs))[0] = c10
+    (<vdouble*>(c + c_rs + 4))[0] = c11
+    (<vdouble*>(c + 2 * c_rs))[0] = c20
+    (<vdouble*>(c + 2 * c_rs + 4))[0] = c21
+    (<vdouble*>(c + 3 * c_rs))[0] = c30
+    (<vdouble*>(c + 3 * c_rs + 4))[0] = c31
+    (<vdouble*>(c + 4 * c_rs))[0] = c40
+    (<vdouble*>(c + 4 * c_rs + 4))[0] = c41
+    (<vdouble*>(c + 5 * c_rs))[0] = c50
+    (<vdouble*>(c + 5 * c_rs + 4))[0] = c51
+
+
+cdef void gemm_task(Py_ssize_t K,
                     const floating* A, Py_ssize_t a_rs, Py_ssize_t a_cs,
-                    const floating* B, Py_ssize_t ldb,
+                    const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs,
                     floating* C, Py_ssize_t c_rs, Py_ssize_t c_cs, const floating* bias,
                     Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, Py_ssize_t j1,
-                    floating* bpack) noexcept nogil:
+                    floating* bpack, floating* apack) noexcept nogil:
     """C[i0:i1, j0:j1] = A @ B (+ bias per column), j1 - j0 <= NC_PANELS * NR.
 
-    A is strided (row a_rs, column a_cs) and read in place; B (row stride ldb) is packed
-    a KC-deep block at a time into bpack, (NC_PANELS, KC, NR), which then serves every
-    row of the task. Rows go MC at a time, so that their slice of A stays in L2 while
-    each packed panel of B (KC x NR) is reused from L1."""
+    B is packed a KC-deep block at a time into bpack, (NC_PANELS, KC, NR), which then
+    serves every row of the task; rows go MC at a time, their KC slice of A packed into
+    apack (MC / MR tiles of KC x MR) to stay in L2 while each packed panel of B (KC x NR)
+    is reused from L1."""
     cdef floating t[6 * 16]
     cdef Py_ssize_t nr = panel_width(A)
     cdef Py_ssize_t panels = (j1 - j0 + nr - 1) // nr
-    cdef Py_ssize_t kb, k0, kl, jb, jj, nv, rb, ib, ii, i_end, mr
-    cdef const floating* a
+    cdef Py_ssize_t kb, k0, kl, jb, jj, nv, rb, r0, ib, ii, i_end, mr, tiles, ars, acs
+    cdef const floating* ap
+    cdef const floating* init
+    cdef floating* c
+    # Without a bias, tiles start from a row of zeros.
+    cdef floating zeros[16]
+    for jj in range(16):
+        zeros[jj] = 0
     for kb in range((K + KC - 1) // KC):
         k0 = kb * KC
         kl = min(KC, K - k0)
-        for jb in range(panels):
-            jj = j0 + jb * nr
-            pack_panel(B + k0 * ldb + jj, ldb, kl, min(nr, N - jj), bpack + jb * KC * nr)
+        pack_b(B + k0 * b_rs + j0 * b_cs, b_rs, b_cs, kl, j1 - j0, bpack)
         for rb in range((i1 - i0 + MC - 1) // MC):
-            i_end = min(i1, i0 + (rb + 1) * MC)
+            r0 = i0 + rb * MC
+            i_end = min(i1, r0 + MC)
+            if a_rs != 1:
+                pack_a(A + r0 * a_rs + k0 * a_cs, a_rs, a_cs, i_end - r0, kl, apack)
+            tiles = (i_end - r0 + MR - 1) // MR
             for jb in range(panels):
                 jj = j0 + jb * nr
-                nv = min(nr, N - jj)
-                for ib in range((i_end - i0 - rb * MC + MR - 1) // MR):
-                    ii = i0 + rb * MC + ib * MR
+                nv = min(nr, j1 - jj)
+                for ib in range(tiles):
+                    if rb == 0 and k0 + kl < K:
+                        # The next block of B arrives while this one is multiplied.
+                        prefetch_b(B + (k0 + kl) * b_rs + j0 * b_cs, b_rs, b_cs,
+                                   min(KC, K - k0 - kl), j1 - j0, jb * tiles + ib,
+                                   panels * tiles)
+                    ii = r0 + ib * MR
                     mr = min(MR, i_end - ii)
-                    if k0 == 0:
-                        fill_tile(t, bias + jj if bias != NULL else NULL, nv)
+                    if a_rs != 1:
+                        ap = apack + ib * kl * MR
+                        ars = 1
+                        acs = MR
                     else:
-                        load_tile(t, C + ii * c_rs + jj * c_cs, c_rs, c_cs, mr, nv)
+                        # A tile's rows lie side by side in one cache line per k: read in
+                        # place.
+                        ap = A + ii * a_rs + k0 * a_cs
+                        ars = a_rs
+                        acs = a_cs
+                    init = NULL
+                    if k0 == 0:
+                        init = bias + jj if bias != NULL else zeros
+                    c = C + ii * c_rs + jj * c_cs
+                    if CCONV_VECTOR_TYPES and mr == MR and nv == nr and c_cs == 1:
+                        if floating is float:
+                            direct_f32(ap, ars, acs, kl, bpack + jb * KC * nr, c, c_rs, init)
+                        else:
+                            direct_f64(ap, ars, acs, kl, bpack + jb * KC * nr, c, c_rs, init)
+                        continue
+                    if init != NULL:
+                        fill_tile(t, init, nv)
+                    else:
+                        load_tile(t, c, c_rs, c_cs, mr, nv)
                     # Rows past the matrix repeat its last row; they are never stored.
-                    a = A + ii * a_rs + k0 * a_cs
-                    tile_kernel(t, a, a + min(1, mr - 1) * a_rs, a + min(2, mr - 1) * a_rs,
-                                a + min(3, mr - 1) * a_rs, a + min(4, mr - 1) * a_rs,
-                                a + min(5, mr - 1) * a_rs, 1, kl, 0, a_cs,
+                    tile_kernel(t, ap, ap + min(1, mr - 1) * ars, ap + min(2, mr - 1) * ars,
+                                ap + min(3, mr - 1) * ars, ap + min(4, mr - 1) * ars,
+                                ap + min(5, mr - 1) * ars, 1, kl, 0, acs,
                                 bpack + jb * KC * nr, nr)
-                    store_tile(t, C + ii * c_rs + jj * c_cs, c_rs, c_cs, mr, nv)
-
+                    store_tile(t, c, c_rs, c_cs, mr, nv)
 
 def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
          const floating[::1] a, Py_ssize_t a_rs, Py_ssize_t a_cs,
-         const floating[::1] b, Py_ssize_t ldb,
+         const floating[::1] b, Py_ssize_t b_rs, Py_ssize_t b_cs,
          floating[::1] c, Py_ssize_t c_rs, Py_ssize_t c_cs, const floating[::1] bias,
          floating[:, ::1] work, int num_threads):
-    """c (M x N, strides c_rs, c_cs) = a (M x K, strides a_rs, a_cs) @ b (K x N, row
-    stride ldb) + bias (N, or empty). work is (num_threads, pack_size()).
+    """c (M x N, strides c_rs, c_cs) = a (M x K, strides a_rs, a_cs) @ b (K x N, strides
+    b_rs, b_cs) + bias (N, or empty). work is (num_threads, pack_size()).
 
     Tasks are column blocks of NC_PANELS panels, each cut into row groups when there
     are too few blocks to keep every thread busy; every element's sum is the same
@@ -329,7 +589,7 @@ def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                                         (M + MC - 1) // MC))
     cdef Py_ssize_t rows = (M + groups - 1) // groups
     cdef const floating* bias_p = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef Py_ssize_t task, g, cb
+    cdef Py_ssize_t task, g, cb, tid
     with nogil:
         # Dynamic: on a shared machine a preempted thread leaves its work to the others.
         # No element's sum depends on which thread computes it.
@@ -337,14 +597,16 @@ def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                            schedule="dynamic"):
             cb = task // groups
             g = task % groups
-            gemm_task(N, K, &a[0], a_rs, a_cs, &b[0], ldb, &c[0], c_rs, c_cs, bias_p,
+            tid = threadid()
+            gemm_task(K, &a[0], a_rs, a_cs, &b[0], b_rs, b_cs, &c[0], c_rs, c_cs, bias_p,
                       g * rows, min(M, (g + 1) * rows), cb * nr * NC_PANELS,
-                      min(N, (cb + 1) * nr * NC_PANELS), &work[threadid(), 0])
+                      min(N, (cb + 1) * nr * NC_PANELS), &work[tid, 0],
+                      &work[tid, KC * NC_PANELS * 16])
 
 
 def pack_size():
-    """Elements of one thread's packing buffer for gemm."""
-    return KC * NC_PANELS * 16
+    """Elements of one thread's packing buffer for gemm: B's block, then A's."""
+    return KC * NC_PANELS * 16 + MC * KC
 
 
 # ---------------------------------------------------------------- convolutions
