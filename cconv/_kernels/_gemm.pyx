@@ -36,20 +36,47 @@ cdef extern from *:
     #endif
     """
     const bint CCONV_VECTOR_TYPES
-
-# A hint to fetch the cache line at p into L2 (no-op for other compilers). Written as asm:
-# gcc 12 drops __builtin_prefetch from the inlined loop.
-cdef extern from *:
-    """
-    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    #define cconv_prefetch(p) __asm__ volatile("prefetcht1 %0" : : "m"(*(const char*)(p)))
-    #else
-    #define cconv_prefetch(p) ((void)(p))
-    #endif
-    """
-    void prefetch "cconv_prefetch"(const void* p) noexcept nogil
     ctypedef float vfloat "cconv_vfloat"
     ctypedef double vdouble "cconv_vdouble"
+
+# An 8 x 8 float transpose in AVX registers, d[k * ds + j] = s[j * ss + k], for packing the
+# columns of a transposed B; other builds pack them an element at a time.
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #if defined(__AVX__) && !defined(CCONV_NO_VECTOR_TYPES)
+    #include <immintrin.h>
+    #define CCONV_AVX 1
+    static inline void cconv_transpose8(const float* s, ptrdiff_t ss, float* d, ptrdiff_t ds) {
+        __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ss);
+        __m256 r2 = _mm256_loadu_ps(s + 2 * ss), r3 = _mm256_loadu_ps(s + 3 * ss);
+        __m256 r4 = _mm256_loadu_ps(s + 4 * ss), r5 = _mm256_loadu_ps(s + 5 * ss);
+        __m256 r6 = _mm256_loadu_ps(s + 6 * ss), r7 = _mm256_loadu_ps(s + 7 * ss);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(d + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(d + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(d + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(d + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(d + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(d + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(d + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    #else
+    #define CCONV_AVX 0
+    static inline void cconv_transpose8(const float* s, ptrdiff_t ss, float* d, ptrdiff_t ds) {}
+    #endif
+    """
+    const bint CCONV_AVX
+    void transpose8 "cconv_transpose8"(const float* s, Py_ssize_t ss, float* d,
+                                       Py_ssize_t ds) noexcept nogil
 
 
 cdef enum:
@@ -57,6 +84,9 @@ cdef enum:
     KC = 256       # depth of a dense block: a packed B panel (KC x NR) and A tile stay in L1
     MC = 96        # rows of A per pass over a packed B block: their KC slice stays in L2
     NC_PANELS = 16  # NR-wide column panels per dense task
+    KC_ROWS = 64   # depth of a dense block of a row-major B ...
+    NC_WIDE = 64   # ... and its width in panels: whole rows of a 1024-wide B
+    BPACK = 66560  # elements of the packed B block: max(KC + 1, KC_ROWS + 1) * panels * 16
 
 
 cdef inline Py_ssize_t panel_width(const floating* p) noexcept nogil:
@@ -280,55 +310,48 @@ cdef inline void pack_panel(const floating* B, Py_ssize_t ldb, Py_ssize_t K, Py_
 
 
 cdef inline void pack_b(const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs, Py_ssize_t K,
-                        Py_ssize_t width, floating* dst) noexcept nogil:
-    """dst (panels, KC, NR) = B[0:K, 0:width] as NR-wide panels, zero-padded. A row-major
+                        Py_ssize_t width, floating* dst, Py_ssize_t ps) noexcept nogil:
+    """dst = B[0:K, 0:width] as NR-wide panels (K, NR) ps apart, zero-padded. A row-major
     B is read a row at a time across all panels: one sequential run per row, where a
     panel at a time would take one cache line from each row, rows a multiple of 4 KiB
     apart, which defeats the prefetchers. Any other B is read a column at a time."""
     cdef Py_ssize_t nr = panel_width(B)
     cdef Py_ssize_t full = width // nr
-    cdef Py_ssize_t k, j, jb
+    cdef Py_ssize_t k, j, jb, k8
     cdef const floating* src
     cdef floating* d
     if b_cs == 1:
         for k in range(K):
             src = B + k * b_rs
             for jb in range(full):
-                d = dst + jb * KC * nr + k * nr
+                d = dst + jb * ps + k * nr
                 for j in range(nr):
                     d[j] = src[jb * nr + j]
             if full * nr < width:
-                d = dst + full * KC * nr + k * nr
+                d = dst + full * ps + k * nr
                 for j in range(nr):
                     d[j] = src[full * nr + j] if full * nr + j < width else 0
         return
+    k8 = 0
+    if floating is float:
+        if CCONV_AVX and b_rs == 1:
+            # Full panels, eight k at a time: two 8 x 8 transposes per eight rows.
+            k8 = K - K % 8
+            for jb in range(full):
+                for k in range(0, k8, 8):
+                    transpose8(B + jb * nr * b_cs + k, b_cs, dst + jb * ps + k * nr, nr)
+                    transpose8(B + (jb * nr + 8) * b_cs + k, b_cs, dst + jb * ps + k * nr + 8,
+                               nr)
     for jb in range((width + nr - 1) // nr):
-        d = dst + jb * KC * nr
+        d = dst + jb * ps
         for j in range(nr):
             src = B + (jb * nr + j) * b_cs
             if jb * nr + j < width:
-                for k in range(K):
+                for k in range(k8 if jb < full else 0, K):
                     d[k * nr + j] = src[k * b_rs]
             else:
                 for k in range(K):
                     d[k * nr + j] = 0
-
-
-cdef inline void prefetch_b(const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs,
-                            Py_ssize_t K, Py_ssize_t width, Py_ssize_t part,
-                            Py_ssize_t parts) noexcept nogil:
-    """Prefetches part `part` of `parts` of the cache lines of B[0:K, 0:width]: rows of a
-    row-major B, columns of another."""
-    cdef Py_ssize_t step = 64 // sizeof(floating)
-    cdef Py_ssize_t i, e
-    if b_cs == 1:
-        for i in range(K * part // parts, K * (part + 1) // parts):
-            for e in range((width + step - 1) // step):
-                prefetch(B + i * b_rs + e * step)
-    elif b_rs == 1:
-        for i in range(width * part // parts, width * (part + 1) // parts):
-            for e in range((K + step - 1) // step):
-                prefetch(B + i * b_cs + e * step)
 
 
 cdef inline void pack_a(const floating* A, Py_ssize_t a_rs, Py_ssize_t a_cs, Py_ssize_t rows,
@@ -354,10 +377,10 @@ cdef inline void pack_a(const floating* A, Py_ssize_t a_rs, Py_ssize_t a_cs, Py_
 
 
 cdef inline void direct_f32(const float* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
-                           const float* b, float* c, Py_ssize_t c_rs,
+                           const float* b, Py_ssize_t ldb, float* c, Py_ssize_t c_rs,
                            const float* init) noexcept nogil:
     """C's full MR x NR tile at c (row-major, rows c_rs apart) += A's rows (a + r * ars,
-    k steps acs apart) . B's packed panel; with init, C's tile = init per row + the
+    k steps acs apart) . B's rows (ldb apart); with init, C's tile = init per row + the
     product instead. The tile goes straight between C and registers."""
     cdef vfloat c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, b0, b1
     cdef float v
@@ -410,7 +433,7 @@ cdef inline void direct_f32(const float* a, Py_ssize_t ars, Py_ssize_t acs, Py_s
         c50 = c50 + v * b0
         c51 = c51 + v * b1
         a += acs
-        b += 2 * 8
+        b += ldb
     (<vfloat*>c)[0] = c00
     (<vfloat*>(c + 8))[0] = c01
     (<vfloat*>(c + c_rs))[0] = c10
@@ -426,10 +449,10 @@ cdef inline void direct_f32(const float* a, Py_ssize_t ars, Py_ssize_t acs, Py_s
 
 
 cdef inline void direct_f64(const double* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
-                           const double* b, double* c, Py_ssize_t c_rs,
+                           const double* b, Py_ssize_t ldb, double* c, Py_ssize_t c_rs,
                            const double* init) noexcept nogil:
     """C's full MR x NR tile at c (row-major, rows c_rs apart) += A's rows (a + r * ars,
-    k steps acs apart) . B's packed panel; with init, C's tile = init per row + the
+    k steps acs apart) . B's rows (ldb apart); with init, C's tile = init per row + the
     product instead. The tile goes straight between C and registers."""
     cdef vdouble c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, b0, b1
     cdef double v
@@ -482,7 +505,7 @@ cdef inline void direct_f64(const double* a, Py_ssize_t ars, Py_ssize_t acs, Py_
         c50 = c50 + v * b0
         c51 = c51 + v * b1
         a += acs
-        b += 2 * 4
+        b += ldb
     (<vdouble*>c)[0] = c00
     (<vdouble*>(c + 4))[0] = c01
     (<vdouble*>(c + c_rs))[0] = c10
@@ -502,16 +525,22 @@ cdef void gemm_task(Py_ssize_t K,
                     const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs,
                     floating* C, Py_ssize_t c_rs, Py_ssize_t c_cs, const floating* bias,
                     Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, Py_ssize_t j1,
-                    floating* bpack, floating* apack) noexcept nogil:
-    """C[i0:i1, j0:j1] = A @ B (+ bias per column), j1 - j0 <= NC_PANELS * NR.
+                    Py_ssize_t kc, floating* bpack, floating* apack) noexcept nogil:
+    """C[i0:i1, j0:j1] = A @ B (+ bias per column).
 
-    B is packed a KC-deep block at a time into bpack, (NC_PANELS, KC, NR), which then
-    serves every row of the task; rows go MC at a time, their KC slice of A packed into
-    apack (MC / MR tiles of KC x MR) to stay in L2 while each packed panel of B (KC x NR)
-    is reused from L1."""
+    B is packed kc deep at a time into bpack as NR-wide panels (kc, NR), one row of
+    padding apart so that the rows of consecutive panels fall in different cache sets;
+    they then serve every row of the task. Rows go MC at a time, their kc-deep slice of A
+    packed into apack (tiles of kc x MR) unless A's tile rows are adjacent already."""
     cdef floating t[6 * 16]
     cdef Py_ssize_t nr = panel_width(A)
     cdef Py_ssize_t panels = (j1 - j0 + nr - 1) // nr
+    cdef Py_ssize_t ps = (kc + 1) * nr
+    # A few rows of A reuse each element of a row-major B too little to repay packing it:
+    # the kernel reads B's rows in place (from L2; the rows of a panel alias in L1).
+    cdef bint inplace = b_cs == 1 and i1 - i0 <= MC and (j1 - j0) % nr == 0
+    cdef Py_ssize_t ldb
+    cdef const floating* bp
     cdef Py_ssize_t kb, k0, kl, jb, jj, nv, rb, r0, ib, ii, i_end, mr, tiles, ars, acs
     cdef const floating* ap
     cdef const floating* init
@@ -520,10 +549,11 @@ cdef void gemm_task(Py_ssize_t K,
     cdef floating zeros[16]
     for jj in range(16):
         zeros[jj] = 0
-    for kb in range((K + KC - 1) // KC):
-        k0 = kb * KC
-        kl = min(KC, K - k0)
-        pack_b(B + k0 * b_rs + j0 * b_cs, b_rs, b_cs, kl, j1 - j0, bpack)
+    for kb in range((K + kc - 1) // kc):
+        k0 = kb * kc
+        kl = min(kc, K - k0)
+        if not inplace:
+            pack_b(B + k0 * b_rs + j0 * b_cs, b_rs, b_cs, kl, j1 - j0, bpack, ps)
         for rb in range((i1 - i0 + MC - 1) // MC):
             r0 = i0 + rb * MC
             i_end = min(i1, r0 + MC)
@@ -534,11 +564,6 @@ cdef void gemm_task(Py_ssize_t K,
                 jj = j0 + jb * nr
                 nv = min(nr, j1 - jj)
                 for ib in range(tiles):
-                    if rb == 0 and k0 + kl < K:
-                        # The next block of B arrives while this one is multiplied.
-                        prefetch_b(B + (k0 + kl) * b_rs + j0 * b_cs, b_rs, b_cs,
-                                   min(KC, K - k0 - kl), j1 - j0, jb * tiles + ib,
-                                   panels * tiles)
                     ii = r0 + ib * MR
                     mr = min(MR, i_end - ii)
                     if a_rs != 1:
@@ -555,11 +580,17 @@ cdef void gemm_task(Py_ssize_t K,
                     if k0 == 0:
                         init = bias + jj if bias != NULL else zeros
                     c = C + ii * c_rs + jj * c_cs
+                    if inplace:
+                        bp = B + k0 * b_rs + jj
+                        ldb = b_rs
+                    else:
+                        bp = bpack + jb * ps
+                        ldb = nr
                     if CCONV_VECTOR_TYPES and mr == MR and nv == nr and c_cs == 1:
                         if floating is float:
-                            direct_f32(ap, ars, acs, kl, bpack + jb * KC * nr, c, c_rs, init)
+                            direct_f32(ap, ars, acs, kl, bp, ldb, c, c_rs, init)
                         else:
-                            direct_f64(ap, ars, acs, kl, bpack + jb * KC * nr, c, c_rs, init)
+                            direct_f64(ap, ars, acs, kl, bp, ldb, c, c_rs, init)
                         continue
                     if init != NULL:
                         fill_tile(t, init, nv)
@@ -568,9 +599,9 @@ cdef void gemm_task(Py_ssize_t K,
                     # Rows past the matrix repeat its last row; they are never stored.
                     tile_kernel(t, ap, ap + min(1, mr - 1) * ars, ap + min(2, mr - 1) * ars,
                                 ap + min(3, mr - 1) * ars, ap + min(4, mr - 1) * ars,
-                                ap + min(5, mr - 1) * ars, 1, kl, 0, acs,
-                                bpack + jb * KC * nr, nr)
+                                ap + min(5, mr - 1) * ars, 1, kl, 0, acs, bp, ldb)
                     store_tile(t, c, c_rs, c_cs, mr, nv)
+
 
 def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
          const floating[::1] a, Py_ssize_t a_rs, Py_ssize_t a_cs,
@@ -580,11 +611,19 @@ def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     """c (M x N, strides c_rs, c_cs) = a (M x K, strides a_rs, a_cs) @ b (K x N, strides
     b_rs, b_cs) + bias (N, or empty). work is (num_threads, pack_size()).
 
-    Tasks are column blocks of NC_PANELS panels, each cut into row groups when there
-    are too few blocks to keep every thread busy; every element's sum is the same
-    whatever the cut."""
+    Tasks are column blocks, each cut into row groups when there are too few blocks to
+    keep every thread busy; every element's sum is the same whatever the cut. A row-major
+    B is taken in blocks of whole rows (up to NC_WIDE panels, KC_ROWS deep: each block
+    one sequential read, which the prefetchers keep up with); any other B in deeper,
+    narrower blocks (NC_PANELS panels, KC deep: longer runs along its columns)."""
     cdef Py_ssize_t nr = panel_width(&a[0])
-    cdef Py_ssize_t col_blocks = (N + nr * NC_PANELS - 1) // (nr * NC_PANELS)
+    cdef Py_ssize_t kc = KC_ROWS if b_cs == 1 else KC
+    cdef Py_ssize_t width = nr * NC_PANELS
+    if b_cs == 1:
+        # As wide as NC_WIDE allows, but a block per thread for a short A.
+        width = nr * min(NC_WIDE, max(NC_PANELS, ((N + nr - 1) // nr + num_threads - 1)
+                                      // num_threads))
+    cdef Py_ssize_t col_blocks = (N + width - 1) // width
     cdef Py_ssize_t groups = max(1, min((2 * num_threads + col_blocks - 1) // col_blocks,
                                         (M + MC - 1) // MC))
     cdef Py_ssize_t rows = (M + groups - 1) // groups
@@ -599,14 +638,13 @@ def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
             g = task % groups
             tid = threadid()
             gemm_task(K, &a[0], a_rs, a_cs, &b[0], b_rs, b_cs, &c[0], c_rs, c_cs, bias_p,
-                      g * rows, min(M, (g + 1) * rows), cb * nr * NC_PANELS,
-                      min(N, (cb + 1) * nr * NC_PANELS), &work[tid, 0],
-                      &work[tid, KC * NC_PANELS * 16])
+                      g * rows, min(M, (g + 1) * rows), cb * width, min(N, (cb + 1) * width),
+                      kc, &work[tid, 0], &work[tid, BPACK])
 
 
 def pack_size():
     """Elements of one thread's packing buffer for gemm: B's block, then A's."""
-    return KC * NC_PANELS * 16 + MC * KC
+    return BPACK + MC * KC
 
 
 # ---------------------------------------------------------------- convolutions
