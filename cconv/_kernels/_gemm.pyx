@@ -520,6 +520,104 @@ cdef inline void direct_f64(const double* a, Py_ssize_t ars, Py_ssize_t acs, Py_
     (<vdouble*>(c + 5 * c_rs + 4))[0] = c51
 
 
+cdef inline void direct3_f32(const float* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
+                            const float* b, Py_ssize_t ldb, float* c, Py_ssize_t c_rs,
+                            const float* init, Py_ssize_t mr) noexcept nogil:
+    """direct_f32 for the last mr <= 3 rows of A: a third of the registers and half the
+    work of a full tile, where a 6-row tile would spend most of its FMAs on rows past
+    the matrix (2 of the batch's 50 rows). Rows past mr repeat row mr - 1, never stored."""
+    cdef const float* a1 = a + min(1, mr - 1) * ars
+    cdef const float* a2 = a + min(2, mr - 1) * ars
+    cdef vfloat c00, c01, c10, c11, c20, c21, b0, b1
+    cdef float v
+    cdef Py_ssize_t k, o
+    if init != NULL:
+        c00 = (<const vfloat*>init)[0]
+        c01 = (<const vfloat*>(init + 8))[0]
+        c10 = c00
+        c11 = c01
+        c20 = c00
+        c21 = c01
+    else:
+        c00 = (<const vfloat*>c)[0]
+        c01 = (<const vfloat*>(c + 8))[0]
+        c10 = (<const vfloat*>(c + min(1, mr - 1) * c_rs))[0]
+        c11 = (<const vfloat*>(c + min(1, mr - 1) * c_rs + 8))[0]
+        c20 = (<const vfloat*>(c + min(2, mr - 1) * c_rs))[0]
+        c21 = (<const vfloat*>(c + min(2, mr - 1) * c_rs + 8))[0]
+    for k in range(K):
+        o = k * acs
+        b0 = (<const vfloat*>b)[0]
+        b1 = (<const vfloat*>(b + 8))[0]
+        v = a[o]
+        c00 = c00 + v * b0
+        c01 = c01 + v * b1
+        v = a1[o]
+        c10 = c10 + v * b0
+        c11 = c11 + v * b1
+        v = a2[o]
+        c20 = c20 + v * b0
+        c21 = c21 + v * b1
+        b += ldb
+    (<vfloat*>c)[0] = c00
+    (<vfloat*>(c + 8))[0] = c01
+    if mr > 1:
+        (<vfloat*>(c + c_rs))[0] = c10
+        (<vfloat*>(c + c_rs + 8))[0] = c11
+    if mr > 2:
+        (<vfloat*>(c + 2 * c_rs))[0] = c20
+        (<vfloat*>(c + 2 * c_rs + 8))[0] = c21
+
+
+cdef inline void direct3_f64(const double* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
+                            const double* b, Py_ssize_t ldb, double* c, Py_ssize_t c_rs,
+                            const double* init, Py_ssize_t mr) noexcept nogil:
+    """direct_f64 for the last mr <= 3 rows of A: a third of the registers and half the
+    work of a full tile, where a 6-row tile would spend most of its FMAs on rows past
+    the matrix (2 of the batch's 50 rows). Rows past mr repeat row mr - 1, never stored."""
+    cdef const double* a1 = a + min(1, mr - 1) * ars
+    cdef const double* a2 = a + min(2, mr - 1) * ars
+    cdef vdouble c00, c01, c10, c11, c20, c21, b0, b1
+    cdef double v
+    cdef Py_ssize_t k, o
+    if init != NULL:
+        c00 = (<const vdouble*>init)[0]
+        c01 = (<const vdouble*>(init + 4))[0]
+        c10 = c00
+        c11 = c01
+        c20 = c00
+        c21 = c01
+    else:
+        c00 = (<const vdouble*>c)[0]
+        c01 = (<const vdouble*>(c + 4))[0]
+        c10 = (<const vdouble*>(c + min(1, mr - 1) * c_rs))[0]
+        c11 = (<const vdouble*>(c + min(1, mr - 1) * c_rs + 4))[0]
+        c20 = (<const vdouble*>(c + min(2, mr - 1) * c_rs))[0]
+        c21 = (<const vdouble*>(c + min(2, mr - 1) * c_rs + 4))[0]
+    for k in range(K):
+        o = k * acs
+        b0 = (<const vdouble*>b)[0]
+        b1 = (<const vdouble*>(b + 4))[0]
+        v = a[o]
+        c00 = c00 + v * b0
+        c01 = c01 + v * b1
+        v = a1[o]
+        c10 = c10 + v * b0
+        c11 = c11 + v * b1
+        v = a2[o]
+        c20 = c20 + v * b0
+        c21 = c21 + v * b1
+        b += ldb
+    (<vdouble*>c)[0] = c00
+    (<vdouble*>(c + 4))[0] = c01
+    if mr > 1:
+        (<vdouble*>(c + c_rs))[0] = c10
+        (<vdouble*>(c + c_rs + 4))[0] = c11
+    if mr > 2:
+        (<vdouble*>(c + 2 * c_rs))[0] = c20
+        (<vdouble*>(c + 2 * c_rs + 4))[0] = c21
+
+
 cdef void gemm_task(Py_ssize_t K,
                     const floating* A, Py_ssize_t a_rs, Py_ssize_t a_cs,
                     const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs,
@@ -591,6 +689,12 @@ cdef void gemm_task(Py_ssize_t K,
                             direct_f32(ap, ars, acs, kl, bp, ldb, c, c_rs, init)
                         else:
                             direct_f64(ap, ars, acs, kl, bp, ldb, c, c_rs, init)
+                        continue
+                    if CCONV_VECTOR_TYPES and mr <= 3 and nv == nr and c_cs == 1:
+                        if floating is float:
+                            direct3_f32(ap, ars, acs, kl, bp, ldb, c, c_rs, init, mr)
+                        else:
+                            direct3_f64(ap, ars, acs, kl, bp, ldb, c, c_rs, init, mr)
                         continue
                     if init != NULL:
                         fill_tile(t, init, nv)
