@@ -108,7 +108,7 @@ def test_same_bits_on_1_2_3_threads(rng, dtype, threads):
     flat = rng.standard_normal((13, 400)).astype(dtype)
     w = rng.standard_normal((400, 40)).astype(dtype)
     gd = rng.standard_normal((13, 40)).astype(dtype)
-    # 150 rows: one task packs w2 on 1 thread; on 2 and 3, row groups of 75 read it in place.
+    # 150 rows: cut into row groups on 2 and 3 threads.
     tall = rng.standard_normal((150, 300)).astype(dtype)
     w2 = rng.standard_normal((300, 1100)).astype(dtype)
     g2 = rng.standard_normal((150, 1100)).astype(dtype)

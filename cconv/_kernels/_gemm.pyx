@@ -81,12 +81,12 @@ cdef extern from *:
 
 cdef enum:
     MR = 6         # rows per tile
-    KC = 256       # depth of a dense block: a packed B panel (KC x NR) and A tile stay in L1
+    KC = 512       # depth of a dense block: a packed B panel (KC x NR) stays in L1
     MC = 96        # rows of A per pass over a packed B block: their KC slice stays in L2
     NC_PANELS = 16  # NR-wide column panels per dense task
     KC_ROWS = 64   # depth of a dense block of a row-major B ...
     NC_WIDE = 64   # ... and its width in panels: whole rows of a 1024-wide B
-    BPACK = 66560  # elements of the packed B block: max(KC + 1, KC_ROWS + 1) * panels * 16
+    BPACK = 131328  # elements of the packed B block: max(KC + 1, KC_ROWS + 1) * panels * 16
 
 
 cdef inline Py_ssize_t panel_width(const floating* p) noexcept nogil:
@@ -623,7 +623,8 @@ cdef void gemm_task(Py_ssize_t K,
                     const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs,
                     floating* C, Py_ssize_t c_rs, Py_ssize_t c_cs, const floating* bias,
                     Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, Py_ssize_t j1,
-                    Py_ssize_t kc, floating* bpack, floating* apack) noexcept nogil:
+                    Py_ssize_t kc, bint short, floating* bpack,
+                    floating* apack) noexcept nogil:
     """C[i0:i1, j0:j1] = A @ B (+ bias per column).
 
     B is packed kc deep at a time into bpack as NR-wide panels (kc, NR), one row of
@@ -634,9 +635,12 @@ cdef void gemm_task(Py_ssize_t K,
     cdef Py_ssize_t nr = panel_width(A)
     cdef Py_ssize_t panels = (j1 - j0 + nr - 1) // nr
     cdef Py_ssize_t ps = (kc + 1) * nr
-    # A few rows of A reuse each element of a row-major B too little to repay packing it:
-    # the kernel reads B's rows in place (from L2; the rows of a panel alias in L1).
-    cdef bint inplace = b_cs == 1 and i1 - i0 <= MC and (j1 - j0) % nr == 0
+    # A short A reuses each element of a row-major B too little to repay packing it: the
+    # kernel reads B's rows in place (from L2; the rows of a panel alias in L1).
+    cdef bint inplace = short and b_cs == 1 and (j1 - j0) % nr == 0
+    # A short A's MR rows, often 4 KiB apart, are packed; a tall one would be packed once
+    # per column block, at a cost that reading it in place does not have.
+    cdef bint packa = short and a_rs != 1
     cdef Py_ssize_t ldb
     cdef const floating* bp
     cdef Py_ssize_t kb, k0, kl, jb, jj, nv, rb, r0, ib, ii, i_end, mr, tiles, ars, acs
@@ -655,7 +659,7 @@ cdef void gemm_task(Py_ssize_t K,
         for rb in range((i1 - i0 + MC - 1) // MC):
             r0 = i0 + rb * MC
             i_end = min(i1, r0 + MC)
-            if a_rs != 1:
+            if packa:
                 pack_a(A + r0 * a_rs + k0 * a_cs, a_rs, a_cs, i_end - r0, kl, apack)
             tiles = (i_end - r0 + MR - 1) // MR
             for jb in range(panels):
@@ -664,13 +668,11 @@ cdef void gemm_task(Py_ssize_t K,
                 for ib in range(tiles):
                     ii = r0 + ib * MR
                     mr = min(MR, i_end - ii)
-                    if a_rs != 1:
+                    if packa:
                         ap = apack + ib * kl * MR
                         ars = 1
                         acs = MR
                     else:
-                        # A tile's rows lie side by side in one cache line per k: read in
-                        # place.
                         ap = A + ii * a_rs + k0 * a_cs
                         ars = a_rs
                         acs = a_cs
@@ -721,10 +723,11 @@ def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     one sequential read, which the prefetchers keep up with); any other B in deeper,
     narrower blocks (NC_PANELS panels, KC deep: longer runs along its columns)."""
     cdef Py_ssize_t nr = panel_width(&a[0])
-    cdef Py_ssize_t kc = KC_ROWS if b_cs == 1 else KC
+    cdef bint short = M <= MC
+    cdef Py_ssize_t kc = KC_ROWS if short and b_cs == 1 else KC
     cdef Py_ssize_t width = nr * NC_PANELS
-    if b_cs == 1:
-        # As wide as NC_WIDE allows, but a block per thread for a short A.
+    if short and b_cs == 1:
+        # As wide as NC_WIDE allows, but a block per thread.
         width = nr * min(NC_WIDE, max(NC_PANELS, ((N + nr - 1) // nr + num_threads - 1)
                                       // num_threads))
     cdef Py_ssize_t col_blocks = (N + width - 1) // width
@@ -743,7 +746,7 @@ def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
             tid = threadid()
             gemm_task(K, &a[0], a_rs, a_cs, &b[0], b_rs, b_cs, &c[0], c_rs, c_cs, bias_p,
                       g * rows, min(M, (g + 1) * rows), cb * width, min(N, (cb + 1) * width),
-                      kc, &work[tid, 0], &work[tid, BPACK])
+                      kc, short, &work[tid, 0], &work[tid, BPACK])
 
 
 def pack_size():
