@@ -84,9 +84,9 @@ cdef enum:
     KC = 512       # depth of a dense block: a packed B panel (KC x NR) stays in L1
     MC = 96        # rows of A per pass over a packed B block: their KC slice stays in L2
     NC_PANELS = 16  # NR-wide column panels per dense task
-    KC_ROWS = 64   # depth of a dense block of a row-major B ...
-    NC_WIDE = 64   # ... and its width in panels: whole rows of a 1024-wide B
-    BPACK = 131328  # elements of the packed B block: max(KC + 1, KC_ROWS + 1) * panels * 16
+    KC_ROWS = 64   # depth of a block when a short A reads a row-major B in place ...
+    NC_WIDE = 64   # ... and its most panels: whole rows of a 1024-wide B
+    BPACK = 131328  # packed B: max((KC + 1) * NC_PANELS, (KC_ROWS + 1) * NC_WIDE) * 16
 
 
 cdef inline Py_ssize_t panel_width(const floating* p) noexcept nogil:
@@ -718,10 +718,11 @@ def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
     b_rs, b_cs) + bias (N, or empty). work is (num_threads, pack_size()).
 
     Tasks are column blocks, each cut into row groups when there are too few blocks to
-    keep every thread busy; every element's sum is the same whatever the cut. A row-major
-    B is taken in blocks of whole rows (up to NC_WIDE panels, KC_ROWS deep: each block
-    one sequential read, which the prefetchers keep up with); any other B in deeper,
-    narrower blocks (NC_PANELS panels, KC deep: longer runs along its columns)."""
+    keep every thread busy; every element's sum is the same whatever the cut, and
+    whichever path below computes it. Blocks are NC_PANELS panels wide and KC deep,
+    except for a short A (at most MC rows, a training batch) and a row-major B: then
+    each thread takes one block of whole rows (up to NC_WIDE panels) that the kernel
+    reads in place KC_ROWS deep at a time."""
     cdef Py_ssize_t nr = panel_width(&a[0])
     cdef bint short = M <= MC
     cdef Py_ssize_t kc = KC_ROWS if short and b_cs == 1 else KC
