@@ -464,8 +464,9 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
         _gemm_call(d, u, n, x, 1, d, grad_out, u, grad_w, u, 1, none)
         grad_x = None
         if need_grad_x:
-            # grad_x = grad_out @ w.T, w packed straight from its rows: the batch is the
-            # short side, as in the forward pass, and no tile is wasted on it.
+            # grad_x = grad_out @ w.T, w.T packed straight from w's rows: the batch is
+            # the short side, as in the forward pass (as the columns of grad_x.T it
+            # would fill four 16-wide panels with 50).
             grad_x = np.empty_like(x)
             _gemm_call(n, d, u, grad_out, u, 1, w, 1, grad_x, d, 1, none, b_cs=u)
         return grad_x, grad_w, grad_out.sum(axis=0)
