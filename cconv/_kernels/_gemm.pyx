@@ -39,45 +39,6 @@ cdef extern from *:
     ctypedef float vfloat "cconv_vfloat"
     ctypedef double vdouble "cconv_vdouble"
 
-# An 8 x 8 float transpose in AVX registers, d[k * ds + j] = s[j * ss + k], for packing the
-# columns of a transposed B; other builds pack them an element at a time.
-cdef extern from *:
-    """
-    #include <stddef.h>
-    #if defined(__AVX__) && !defined(CCONV_NO_VECTOR_TYPES)
-    #include <immintrin.h>
-    #define CCONV_AVX 1
-    static inline void cconv_transpose8(const float* s, ptrdiff_t ss, float* d, ptrdiff_t ds) {
-        __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ss);
-        __m256 r2 = _mm256_loadu_ps(s + 2 * ss), r3 = _mm256_loadu_ps(s + 3 * ss);
-        __m256 r4 = _mm256_loadu_ps(s + 4 * ss), r5 = _mm256_loadu_ps(s + 5 * ss);
-        __m256 r6 = _mm256_loadu_ps(s + 6 * ss), r7 = _mm256_loadu_ps(s + 7 * ss);
-        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
-        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
-        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
-        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
-        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
-        _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
-        _mm256_storeu_ps(d + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
-        _mm256_storeu_ps(d + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
-        _mm256_storeu_ps(d + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
-        _mm256_storeu_ps(d + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
-        _mm256_storeu_ps(d + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
-        _mm256_storeu_ps(d + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
-        _mm256_storeu_ps(d + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
-    }
-    #else
-    #define CCONV_AVX 0
-    static inline void cconv_transpose8(const float* s, ptrdiff_t ss, float* d, ptrdiff_t ds) {}
-    #endif
-    """
-    const bint CCONV_AVX
-    void transpose8 "cconv_transpose8"(const float* s, Py_ssize_t ss, float* d,
-                                       Py_ssize_t ds) noexcept nogil
-
 
 cdef enum:
     MR = 6         # rows per tile
@@ -301,12 +262,53 @@ cdef inline void fill_tile(floating* t, const floating* bias, Py_ssize_t nv) noe
 
 cdef inline void pack_panel(const floating* B, Py_ssize_t ldb, Py_ssize_t K, Py_ssize_t nv,
                             floating* dst) noexcept nogil:
-    """dst (K, NR) = B[0:K, 0:nv], zero-padded."""
+    """dst (K, NR) = B[0:K, 0:nv], zero-padded. Read in place, rows of a wide B lie a
+    multiple of 4 KiB apart and fight over the same few cache sets."""
     cdef Py_ssize_t nr = panel_width(B)
     cdef Py_ssize_t k, j
     for k in range(K):
         for j in range(nr):
             dst[k * nr + j] = B[k * ldb + j] if j < nv else 0
+
+
+# An 8 x 8 float transpose in AVX registers, d[k * ds + j] = s[j * ss + k], for packing the
+# columns of a transposed B; other builds pack them an element at a time.
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #if defined(__AVX__) && !defined(CCONV_NO_VECTOR_TYPES)
+    #include <immintrin.h>
+    #define CCONV_AVX 1
+    static inline void cconv_transpose8(const float* s, ptrdiff_t ss, float* d, ptrdiff_t ds) {
+        __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ss);
+        __m256 r2 = _mm256_loadu_ps(s + 2 * ss), r3 = _mm256_loadu_ps(s + 3 * ss);
+        __m256 r4 = _mm256_loadu_ps(s + 4 * ss), r5 = _mm256_loadu_ps(s + 5 * ss);
+        __m256 r6 = _mm256_loadu_ps(s + 6 * ss), r7 = _mm256_loadu_ps(s + 7 * ss);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(d + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(d + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(d + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(d + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(d + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(d + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(d + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    #else
+    #define CCONV_AVX 0
+    static inline void cconv_transpose8(const float* s, ptrdiff_t ss, float* d, ptrdiff_t ds) {}
+    #endif
+    """
+    const bint CCONV_AVX
+    void transpose8 "cconv_transpose8"(const float* s, Py_ssize_t ss, float* d,
+                                       Py_ssize_t ds) noexcept nogil
 
 
 cdef inline void pack_b(const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs, Py_ssize_t K,
