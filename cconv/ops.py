@@ -426,12 +426,12 @@ def _dense_by_gemm(x, w):
     return w.shape[1] >= DENSE_GEMM_MIN_UNITS and x.size > 0 and w.size > 0
 
 
-def _gemm_call(m, n, k, a, a_rs, a_cs, b, ldb, c, c_rs, c_cs, bias):
+def _gemm_call(m, n, k, a, a_rs, a_cs, b, ldb, c, c_rs, c_cs, bias, b_cs=1):
     """c = a @ b (+ bias) through _gemm.gemm, with flat views and this thread's packing
-    buffer."""
+    buffer. b's rows are ldb apart and its columns b_cs."""
     threads = get_num_threads()
     work = _workspace("gemm_pack", (threads, _gemm.pack_size()), a.dtype)
-    _gemm.gemm(m, n, k, a.reshape(-1), a_rs, a_cs, b.reshape(-1), ldb, c.reshape(-1),
+    _gemm.gemm(m, n, k, a.reshape(-1), a_rs, a_cs, b.reshape(-1), ldb, b_cs, c.reshape(-1),
                c_rs, c_cs, bias, work, threads)
 
 
@@ -473,11 +473,11 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
         _gemm_call(d, u, n, x, 1, d, grad_out, u, grad_w, u, 1, none)
         grad_x = None
         if need_grad_x:
-            # grad_x.T = w @ grad_out.T: w's rows are read in place, and the narrow
-            # grad_out.T is what gets packed.
+            # grad_x = grad_out @ w.T, w.T packed straight from w's rows: the batch is
+            # the short side, as in the forward pass (as the columns of grad_x.T it
+            # would fill four 16-wide panels with 50).
             grad_x = np.empty_like(x)
-            grad_out_t = np.ascontiguousarray(grad_out.T)
-            _gemm_call(d, n, u, w, u, 1, grad_out_t, n, grad_x, 1, d, none)
+            _gemm_call(n, d, u, grad_out, u, 1, w, 1, grad_x, d, 1, none, b_cs=u)
         return grad_x, grad_w, grad_out.sum(axis=0)
     w_t = _transposed(w)
     threads = get_num_threads()

@@ -26,6 +26,8 @@ DENSE_CASES = [  # (N, D, U)
     (3, 1, 17),
     (50, 700, 130),   # depth past a 256-deep block
     (200, 300, 300),  # rows past a 96-row block, columns past a 256-wide block
+    (7, 300, 1100),   # a short batch reads w in place past a 64-deep block; columns past
+                      # a 1024-wide block (512 for float64), the last block packed
 ]
 
 
@@ -106,12 +108,17 @@ def test_same_bits_on_1_2_3_threads(rng, dtype, threads):
     flat = rng.standard_normal((13, 400)).astype(dtype)
     w = rng.standard_normal((400, 40)).astype(dtype)
     gd = rng.standard_normal((13, 40)).astype(dtype)
+    # 150 rows: cut into row groups on 2 and 3 threads.
+    tall = rng.standard_normal((150, 300)).astype(dtype)
+    w2 = rng.standard_normal((300, 1100)).astype(dtype)
+    g2 = rng.standard_normal((150, 1100)).astype(dtype)
     results = []
     for n in (1, 2, 3):
         cconv.set_num_threads(n)
         results.append([ops.conv2d(x, k, b, "same", "relu"),
                         *ops.conv2d_backward(x, k, g, "same"),
-                        ops.dense(flat, w), *ops.dense_backward(flat, w, gd)])
+                        ops.dense(flat, w), *ops.dense_backward(flat, w, gd),
+                        ops.dense(tall, w2), *ops.dense_backward(tall, w2, g2)])
     for other in results[1:]:
         for a, c in zip(results[0], other):
             assert np.array_equal(a, c)

@@ -45,6 +45,9 @@ cdef enum:
     KC = 512       # depth of a dense block: a packed B panel (KC x NR) stays in L1
     MC = 96        # rows of A per pass over a packed B block: their KC slice stays in L2
     NC_PANELS = 16  # NR-wide column panels per dense task
+    KC_ROWS = 64   # depth of a block when a short A reads a row-major B in place ...
+    NC_WIDE = 64   # ... and its most panels: whole rows of a 1024-wide B
+    BPACK = 131328  # packed B: max((KC + 1) * NC_PANELS, (KC_ROWS + 1) * NC_WIDE) * 16
 
 
 cdef inline Py_ssize_t panel_width(const floating* p) noexcept nogil:
@@ -268,68 +271,474 @@ cdef inline void pack_panel(const floating* B, Py_ssize_t ldb, Py_ssize_t K, Py_
             dst[k * nr + j] = B[k * ldb + j] if j < nv else 0
 
 
-cdef void gemm_task(Py_ssize_t N, Py_ssize_t K,
+# An 8 x 8 float transpose in AVX registers, d[k * ds + j] = s[j * ss + k], for packing the
+# columns of a transposed B; other builds pack them an element at a time.
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #if defined(__AVX__) && !defined(CCONV_NO_VECTOR_TYPES)
+    #include <immintrin.h>
+    #define CCONV_AVX 1
+    static inline void cconv_transpose8(const float* s, ptrdiff_t ss, float* d, ptrdiff_t ds) {
+        __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + ss);
+        __m256 r2 = _mm256_loadu_ps(s + 2 * ss), r3 = _mm256_loadu_ps(s + 3 * ss);
+        __m256 r4 = _mm256_loadu_ps(s + 4 * ss), r5 = _mm256_loadu_ps(s + 5 * ss);
+        __m256 r6 = _mm256_loadu_ps(s + 6 * ss), r7 = _mm256_loadu_ps(s + 7 * ss);
+        __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+        __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+        __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+        __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+        _mm256_storeu_ps(d + ds, _mm256_permute2f128_ps(u1, u5, 0x20));
+        _mm256_storeu_ps(d + 2 * ds, _mm256_permute2f128_ps(u2, u6, 0x20));
+        _mm256_storeu_ps(d + 3 * ds, _mm256_permute2f128_ps(u3, u7, 0x20));
+        _mm256_storeu_ps(d + 4 * ds, _mm256_permute2f128_ps(u0, u4, 0x31));
+        _mm256_storeu_ps(d + 5 * ds, _mm256_permute2f128_ps(u1, u5, 0x31));
+        _mm256_storeu_ps(d + 6 * ds, _mm256_permute2f128_ps(u2, u6, 0x31));
+        _mm256_storeu_ps(d + 7 * ds, _mm256_permute2f128_ps(u3, u7, 0x31));
+    }
+    #else
+    #define CCONV_AVX 0
+    static inline void cconv_transpose8(const float* s, ptrdiff_t ss, float* d, ptrdiff_t ds) {}
+    #endif
+    """
+    const bint CCONV_AVX
+    void transpose8 "cconv_transpose8"(const float* s, Py_ssize_t ss, float* d,
+                                       Py_ssize_t ds) noexcept nogil
+
+
+cdef inline void pack_b(const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs, Py_ssize_t K,
+                        Py_ssize_t width, floating* dst, Py_ssize_t ps) noexcept nogil:
+    """dst = B[0:K, 0:width] as NR-wide panels (K, NR) ps apart, zero-padded. A row-major
+    B is read a row at a time across all panels: one sequential run per row, where a
+    panel at a time would take one cache line from each row, rows a multiple of 4 KiB
+    apart, which defeats the prefetchers. Any other B is read a column at a time."""
+    cdef Py_ssize_t nr = panel_width(B)
+    cdef Py_ssize_t full = width // nr
+    cdef Py_ssize_t k, j, jb, k8
+    cdef const floating* src
+    cdef floating* d
+    if b_cs == 1:
+        for k in range(K):
+            src = B + k * b_rs
+            for jb in range(full):
+                d = dst + jb * ps + k * nr
+                for j in range(nr):
+                    d[j] = src[jb * nr + j]
+            if full * nr < width:
+                d = dst + full * ps + k * nr
+                for j in range(nr):
+                    d[j] = src[full * nr + j] if full * nr + j < width else 0
+        return
+    k8 = 0
+    if floating is float:
+        if CCONV_AVX and b_rs == 1:
+            # Full panels, eight k at a time: two 8 x 8 transposes per eight rows.
+            k8 = K - K % 8
+            for jb in range(full):
+                for k in range(0, k8, 8):
+                    transpose8(B + jb * nr * b_cs + k, b_cs, dst + jb * ps + k * nr, nr)
+                    transpose8(B + (jb * nr + 8) * b_cs + k, b_cs, dst + jb * ps + k * nr + 8,
+                               nr)
+    for jb in range((width + nr - 1) // nr):
+        d = dst + jb * ps
+        for j in range(nr):
+            src = B + (jb * nr + j) * b_cs
+            if jb * nr + j < width:
+                for k in range(k8 if jb < full else 0, K):
+                    d[k * nr + j] = src[k * b_rs]
+            else:
+                for k in range(K):
+                    d[k * nr + j] = 0
+
+
+cdef inline void pack_a(const floating* A, Py_ssize_t a_rs, Py_ssize_t a_cs, Py_ssize_t rows,
+                        Py_ssize_t K, floating* dst) noexcept nogil:
+    """dst (tiles, K, MR) = A[0:rows, 0:K] with the MR rows of a tile interleaved (zeros
+    past the last row), so that the micro-kernel reads one contiguous run per tile
+    instead of MR strided rows, which alias in the cache when a row is 4 KiB long."""
+    cdef Py_ssize_t ib, k, r, mr
+    cdef const floating* a
+    cdef floating* d
+    for ib in range((rows + MR - 1) // MR):
+        a = A + ib * MR * a_rs
+        d = dst + ib * K * MR
+        mr = min(MR, rows - ib * MR)
+        if mr == MR:
+            for k in range(K):
+                for r in range(MR):
+                    d[k * MR + r] = a[r * a_rs + k * a_cs]
+        else:
+            for k in range(K):
+                for r in range(MR):
+                    d[k * MR + r] = a[r * a_rs + k * a_cs] if r < mr else 0
+
+
+cdef inline void direct_f32(const float* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
+                           const float* b, Py_ssize_t ldb, float* c, Py_ssize_t c_rs,
+                           const float* init) noexcept nogil:
+    """C's full MR x NR tile at c (row-major, rows c_rs apart) += A's rows (a + r * ars,
+    k steps acs apart) . B's rows (ldb apart); with init, C's tile = init per row + the
+    product instead. The tile goes straight between C and registers."""
+    cdef vfloat c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, b0, b1
+    cdef float v
+    cdef Py_ssize_t k
+    if init != NULL:
+        c00 = (<const vfloat*>init)[0]
+        c01 = (<const vfloat*>(init + 8))[0]
+        c10 = c00
+        c11 = c01
+        c20 = c00
+        c21 = c01
+        c30 = c00
+        c31 = c01
+        c40 = c00
+        c41 = c01
+        c50 = c00
+        c51 = c01
+    else:
+        c00 = (<const vfloat*>c)[0]
+        c01 = (<const vfloat*>(c + 8))[0]
+        c10 = (<const vfloat*>(c + c_rs))[0]
+        c11 = (<const vfloat*>(c + c_rs + 8))[0]
+        c20 = (<const vfloat*>(c + 2 * c_rs))[0]
+        c21 = (<const vfloat*>(c + 2 * c_rs + 8))[0]
+        c30 = (<const vfloat*>(c + 3 * c_rs))[0]
+        c31 = (<const vfloat*>(c + 3 * c_rs + 8))[0]
+        c40 = (<const vfloat*>(c + 4 * c_rs))[0]
+        c41 = (<const vfloat*>(c + 4 * c_rs + 8))[0]
+        c50 = (<const vfloat*>(c + 5 * c_rs))[0]
+        c51 = (<const vfloat*>(c + 5 * c_rs + 8))[0]
+    for k in range(K):
+        b0 = (<const vfloat*>b)[0]
+        b1 = (<const vfloat*>(b + 8))[0]
+        v = a[0]
+        c00 = c00 + v * b0
+        c01 = c01 + v * b1
+        v = a[ars]
+        c10 = c10 + v * b0
+        c11 = c11 + v * b1
+        v = a[2 * ars]
+        c20 = c20 + v * b0
+        c21 = c21 + v * b1
+        v = a[3 * ars]
+        c30 = c30 + v * b0
+        c31 = c31 + v * b1
+        v = a[4 * ars]
+        c40 = c40 + v * b0
+        c41 = c41 + v * b1
+        v = a[5 * ars]
+        c50 = c50 + v * b0
+        c51 = c51 + v * b1
+        a += acs
+        b += ldb
+    (<vfloat*>c)[0] = c00
+    (<vfloat*>(c + 8))[0] = c01
+    (<vfloat*>(c + c_rs))[0] = c10
+    (<vfloat*>(c + c_rs + 8))[0] = c11
+    (<vfloat*>(c + 2 * c_rs))[0] = c20
+    (<vfloat*>(c + 2 * c_rs + 8))[0] = c21
+    (<vfloat*>(c + 3 * c_rs))[0] = c30
+    (<vfloat*>(c + 3 * c_rs + 8))[0] = c31
+    (<vfloat*>(c + 4 * c_rs))[0] = c40
+    (<vfloat*>(c + 4 * c_rs + 8))[0] = c41
+    (<vfloat*>(c + 5 * c_rs))[0] = c50
+    (<vfloat*>(c + 5 * c_rs + 8))[0] = c51
+
+
+cdef inline void direct_f64(const double* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
+                           const double* b, Py_ssize_t ldb, double* c, Py_ssize_t c_rs,
+                           const double* init) noexcept nogil:
+    """C's full MR x NR tile at c (row-major, rows c_rs apart) += A's rows (a + r * ars,
+    k steps acs apart) . B's rows (ldb apart); with init, C's tile = init per row + the
+    product instead. The tile goes straight between C and registers."""
+    cdef vdouble c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, b0, b1
+    cdef double v
+    cdef Py_ssize_t k
+    if init != NULL:
+        c00 = (<const vdouble*>init)[0]
+        c01 = (<const vdouble*>(init + 4))[0]
+        c10 = c00
+        c11 = c01
+        c20 = c00
+        c21 = c01
+        c30 = c00
+        c31 = c01
+        c40 = c00
+        c41 = c01
+        c50 = c00
+        c51 = c01
+    else:
+        c00 = (<const vdouble*>c)[0]
+        c01 = (<const vdouble*>(c + 4))[0]
+        c10 = (<const vdouble*>(c + c_rs))[0]
+        c11 = (<const vdouble*>(c + c_rs + 4))[0]
+        c20 = (<const vdouble*>(c + 2 * c_rs))[0]
+        c21 = (<const vdouble*>(c + 2 * c_rs + 4))[0]
+        c30 = (<const vdouble*>(c + 3 * c_rs))[0]
+        c31 = (<const vdouble*>(c + 3 * c_rs + 4))[0]
+        c40 = (<const vdouble*>(c + 4 * c_rs))[0]
+        c41 = (<const vdouble*>(c + 4 * c_rs + 4))[0]
+        c50 = (<const vdouble*>(c + 5 * c_rs))[0]
+        c51 = (<const vdouble*>(c + 5 * c_rs + 4))[0]
+    for k in range(K):
+        b0 = (<const vdouble*>b)[0]
+        b1 = (<const vdouble*>(b + 4))[0]
+        v = a[0]
+        c00 = c00 + v * b0
+        c01 = c01 + v * b1
+        v = a[ars]
+        c10 = c10 + v * b0
+        c11 = c11 + v * b1
+        v = a[2 * ars]
+        c20 = c20 + v * b0
+        c21 = c21 + v * b1
+        v = a[3 * ars]
+        c30 = c30 + v * b0
+        c31 = c31 + v * b1
+        v = a[4 * ars]
+        c40 = c40 + v * b0
+        c41 = c41 + v * b1
+        v = a[5 * ars]
+        c50 = c50 + v * b0
+        c51 = c51 + v * b1
+        a += acs
+        b += ldb
+    (<vdouble*>c)[0] = c00
+    (<vdouble*>(c + 4))[0] = c01
+    (<vdouble*>(c + c_rs))[0] = c10
+    (<vdouble*>(c + c_rs + 4))[0] = c11
+    (<vdouble*>(c + 2 * c_rs))[0] = c20
+    (<vdouble*>(c + 2 * c_rs + 4))[0] = c21
+    (<vdouble*>(c + 3 * c_rs))[0] = c30
+    (<vdouble*>(c + 3 * c_rs + 4))[0] = c31
+    (<vdouble*>(c + 4 * c_rs))[0] = c40
+    (<vdouble*>(c + 4 * c_rs + 4))[0] = c41
+    (<vdouble*>(c + 5 * c_rs))[0] = c50
+    (<vdouble*>(c + 5 * c_rs + 4))[0] = c51
+
+
+cdef inline void direct3_f32(const float* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
+                            const float* b, Py_ssize_t ldb, float* c, Py_ssize_t c_rs,
+                            const float* init, Py_ssize_t mr) noexcept nogil:
+    """direct_f32 for the last mr <= 3 rows of A: a third of the registers and half the
+    work of a full tile, where a 6-row tile would spend most of its FMAs on rows past
+    the matrix (2 of the batch's 50 rows). Rows past mr repeat row mr - 1, never stored."""
+    cdef const float* a1 = a + min(1, mr - 1) * ars
+    cdef const float* a2 = a + min(2, mr - 1) * ars
+    cdef vfloat c00, c01, c10, c11, c20, c21, b0, b1
+    cdef float v
+    cdef Py_ssize_t k, o
+    if init != NULL:
+        c00 = (<const vfloat*>init)[0]
+        c01 = (<const vfloat*>(init + 8))[0]
+        c10 = c00
+        c11 = c01
+        c20 = c00
+        c21 = c01
+    else:
+        c00 = (<const vfloat*>c)[0]
+        c01 = (<const vfloat*>(c + 8))[0]
+        c10 = (<const vfloat*>(c + min(1, mr - 1) * c_rs))[0]
+        c11 = (<const vfloat*>(c + min(1, mr - 1) * c_rs + 8))[0]
+        c20 = (<const vfloat*>(c + min(2, mr - 1) * c_rs))[0]
+        c21 = (<const vfloat*>(c + min(2, mr - 1) * c_rs + 8))[0]
+    for k in range(K):
+        o = k * acs
+        b0 = (<const vfloat*>b)[0]
+        b1 = (<const vfloat*>(b + 8))[0]
+        v = a[o]
+        c00 = c00 + v * b0
+        c01 = c01 + v * b1
+        v = a1[o]
+        c10 = c10 + v * b0
+        c11 = c11 + v * b1
+        v = a2[o]
+        c20 = c20 + v * b0
+        c21 = c21 + v * b1
+        b += ldb
+    (<vfloat*>c)[0] = c00
+    (<vfloat*>(c + 8))[0] = c01
+    if mr > 1:
+        (<vfloat*>(c + c_rs))[0] = c10
+        (<vfloat*>(c + c_rs + 8))[0] = c11
+    if mr > 2:
+        (<vfloat*>(c + 2 * c_rs))[0] = c20
+        (<vfloat*>(c + 2 * c_rs + 8))[0] = c21
+
+
+cdef inline void direct3_f64(const double* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
+                            const double* b, Py_ssize_t ldb, double* c, Py_ssize_t c_rs,
+                            const double* init, Py_ssize_t mr) noexcept nogil:
+    """direct_f64 for the last mr <= 3 rows of A: a third of the registers and half the
+    work of a full tile, where a 6-row tile would spend most of its FMAs on rows past
+    the matrix (2 of the batch's 50 rows). Rows past mr repeat row mr - 1, never stored."""
+    cdef const double* a1 = a + min(1, mr - 1) * ars
+    cdef const double* a2 = a + min(2, mr - 1) * ars
+    cdef vdouble c00, c01, c10, c11, c20, c21, b0, b1
+    cdef double v
+    cdef Py_ssize_t k, o
+    if init != NULL:
+        c00 = (<const vdouble*>init)[0]
+        c01 = (<const vdouble*>(init + 4))[0]
+        c10 = c00
+        c11 = c01
+        c20 = c00
+        c21 = c01
+    else:
+        c00 = (<const vdouble*>c)[0]
+        c01 = (<const vdouble*>(c + 4))[0]
+        c10 = (<const vdouble*>(c + min(1, mr - 1) * c_rs))[0]
+        c11 = (<const vdouble*>(c + min(1, mr - 1) * c_rs + 4))[0]
+        c20 = (<const vdouble*>(c + min(2, mr - 1) * c_rs))[0]
+        c21 = (<const vdouble*>(c + min(2, mr - 1) * c_rs + 4))[0]
+    for k in range(K):
+        o = k * acs
+        b0 = (<const vdouble*>b)[0]
+        b1 = (<const vdouble*>(b + 4))[0]
+        v = a[o]
+        c00 = c00 + v * b0
+        c01 = c01 + v * b1
+        v = a1[o]
+        c10 = c10 + v * b0
+        c11 = c11 + v * b1
+        v = a2[o]
+        c20 = c20 + v * b0
+        c21 = c21 + v * b1
+        b += ldb
+    (<vdouble*>c)[0] = c00
+    (<vdouble*>(c + 4))[0] = c01
+    if mr > 1:
+        (<vdouble*>(c + c_rs))[0] = c10
+        (<vdouble*>(c + c_rs + 4))[0] = c11
+    if mr > 2:
+        (<vdouble*>(c + 2 * c_rs))[0] = c20
+        (<vdouble*>(c + 2 * c_rs + 4))[0] = c21
+
+
+cdef void gemm_task(Py_ssize_t K,
                     const floating* A, Py_ssize_t a_rs, Py_ssize_t a_cs,
-                    const floating* B, Py_ssize_t ldb,
+                    const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs,
                     floating* C, Py_ssize_t c_rs, Py_ssize_t c_cs, const floating* bias,
                     Py_ssize_t i0, Py_ssize_t i1, Py_ssize_t j0, Py_ssize_t j1,
-                    floating* bpack) noexcept nogil:
-    """C[i0:i1, j0:j1] = A @ B (+ bias per column), j1 - j0 <= NC_PANELS * NR.
+                    Py_ssize_t kc, bint short, floating* bpack,
+                    floating* apack) noexcept nogil:
+    """C[i0:i1, j0:j1] = A @ B (+ bias per column).
 
-    A is strided (row a_rs, column a_cs) and read in place; B (row stride ldb) is packed
-    a KC-deep block at a time into bpack, (NC_PANELS, KC, NR), which then serves every
-    row of the task. Rows go MC at a time, so that their slice of A stays in L2 while
-    each packed panel of B (KC x NR) is reused from L1."""
+    B is packed kc deep at a time into bpack as NR-wide panels (kc, NR), one row of
+    padding apart so that the rows of consecutive panels fall in different cache sets;
+    they then serve every row of the task. Rows go MC at a time, their kc-deep slice of A
+    packed into apack (tiles of kc x MR) unless A's tile rows are adjacent already."""
     cdef floating t[6 * 16]
     cdef Py_ssize_t nr = panel_width(A)
     cdef Py_ssize_t panels = (j1 - j0 + nr - 1) // nr
-    cdef Py_ssize_t kb, k0, kl, jb, jj, nv, rb, ib, ii, i_end, mr
-    cdef const floating* a
-    for kb in range((K + KC - 1) // KC):
-        k0 = kb * KC
-        kl = min(KC, K - k0)
-        for jb in range(panels):
-            jj = j0 + jb * nr
-            pack_panel(B + k0 * ldb + jj, ldb, kl, min(nr, N - jj), bpack + jb * KC * nr)
+    cdef Py_ssize_t ps = (kc + 1) * nr
+    # A short A reuses each element of a row-major B too little to repay packing it: the
+    # kernel reads B's rows in place (from L2; the rows of a panel alias in L1).
+    cdef bint inplace = short and b_cs == 1 and (j1 - j0) % nr == 0
+    # A short A's MR rows, often 4 KiB apart, are packed; a tall one would be packed once
+    # per column block, at a cost that reading it in place does not have.
+    cdef bint packa = short and a_rs != 1
+    cdef Py_ssize_t ldb
+    cdef const floating* bp
+    cdef Py_ssize_t kb, k0, kl, jb, jj, nv, rb, r0, ib, ii, i_end, mr, tiles, ars, acs
+    cdef const floating* ap
+    cdef const floating* init
+    cdef floating* c
+    # Without a bias, tiles start from a row of zeros.
+    cdef floating zeros[16]
+    for jj in range(16):
+        zeros[jj] = 0
+    for kb in range((K + kc - 1) // kc):
+        k0 = kb * kc
+        kl = min(kc, K - k0)
+        if not inplace:
+            pack_b(B + k0 * b_rs + j0 * b_cs, b_rs, b_cs, kl, j1 - j0, bpack, ps)
         for rb in range((i1 - i0 + MC - 1) // MC):
-            i_end = min(i1, i0 + (rb + 1) * MC)
+            r0 = i0 + rb * MC
+            i_end = min(i1, r0 + MC)
+            if packa:
+                pack_a(A + r0 * a_rs + k0 * a_cs, a_rs, a_cs, i_end - r0, kl, apack)
+            tiles = (i_end - r0 + MR - 1) // MR
             for jb in range(panels):
                 jj = j0 + jb * nr
-                nv = min(nr, N - jj)
-                for ib in range((i_end - i0 - rb * MC + MR - 1) // MR):
-                    ii = i0 + rb * MC + ib * MR
+                nv = min(nr, j1 - jj)
+                for ib in range(tiles):
+                    ii = r0 + ib * MR
                     mr = min(MR, i_end - ii)
-                    if k0 == 0:
-                        fill_tile(t, bias + jj if bias != NULL else NULL, nv)
+                    if packa:
+                        ap = apack + ib * kl * MR
+                        ars = 1
+                        acs = MR
                     else:
-                        load_tile(t, C + ii * c_rs + jj * c_cs, c_rs, c_cs, mr, nv)
+                        ap = A + ii * a_rs + k0 * a_cs
+                        ars = a_rs
+                        acs = a_cs
+                    init = NULL
+                    if k0 == 0:
+                        init = bias + jj if bias != NULL else zeros
+                    c = C + ii * c_rs + jj * c_cs
+                    if inplace:
+                        bp = B + k0 * b_rs + jj
+                        ldb = b_rs
+                    else:
+                        bp = bpack + jb * ps
+                        ldb = nr
+                    if CCONV_VECTOR_TYPES and mr == MR and nv == nr and c_cs == 1:
+                        if floating is float:
+                            direct_f32(ap, ars, acs, kl, bp, ldb, c, c_rs, init)
+                        else:
+                            direct_f64(ap, ars, acs, kl, bp, ldb, c, c_rs, init)
+                        continue
+                    if CCONV_VECTOR_TYPES and mr <= 3 and nv == nr and c_cs == 1:
+                        if floating is float:
+                            direct3_f32(ap, ars, acs, kl, bp, ldb, c, c_rs, init, mr)
+                        else:
+                            direct3_f64(ap, ars, acs, kl, bp, ldb, c, c_rs, init, mr)
+                        continue
+                    if init != NULL:
+                        fill_tile(t, init, nv)
+                    else:
+                        load_tile(t, c, c_rs, c_cs, mr, nv)
                     # Rows past the matrix repeat its last row; they are never stored.
-                    a = A + ii * a_rs + k0 * a_cs
-                    tile_kernel(t, a, a + min(1, mr - 1) * a_rs, a + min(2, mr - 1) * a_rs,
-                                a + min(3, mr - 1) * a_rs, a + min(4, mr - 1) * a_rs,
-                                a + min(5, mr - 1) * a_rs, 1, kl, 0, a_cs,
-                                bpack + jb * KC * nr, nr)
-                    store_tile(t, C + ii * c_rs + jj * c_cs, c_rs, c_cs, mr, nv)
+                    tile_kernel(t, ap, ap + min(1, mr - 1) * ars, ap + min(2, mr - 1) * ars,
+                                ap + min(3, mr - 1) * ars, ap + min(4, mr - 1) * ars,
+                                ap + min(5, mr - 1) * ars, 1, kl, 0, acs, bp, ldb)
+                    store_tile(t, c, c_rs, c_cs, mr, nv)
 
 
 def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
          const floating[::1] a, Py_ssize_t a_rs, Py_ssize_t a_cs,
-         const floating[::1] b, Py_ssize_t ldb,
+         const floating[::1] b, Py_ssize_t b_rs, Py_ssize_t b_cs,
          floating[::1] c, Py_ssize_t c_rs, Py_ssize_t c_cs, const floating[::1] bias,
          floating[:, ::1] work, int num_threads):
-    """c (M x N, strides c_rs, c_cs) = a (M x K, strides a_rs, a_cs) @ b (K x N, row
-    stride ldb) + bias (N, or empty). work is (num_threads, pack_size()).
+    """c (M x N, strides c_rs, c_cs) = a (M x K, strides a_rs, a_cs) @ b (K x N, strides
+    b_rs, b_cs) + bias (N, or empty). work is (num_threads, pack_size()).
 
-    Tasks are column blocks of NC_PANELS panels, each cut into row groups when there
-    are too few blocks to keep every thread busy; every element's sum is the same
-    whatever the cut."""
+    Tasks are column blocks, each cut into row groups when there are too few blocks to
+    keep every thread busy; every element's sum is the same whatever the cut, and
+    whichever path below computes it. Blocks are NC_PANELS panels wide and KC deep,
+    except for a short A (at most MC rows, a training batch) and a row-major B: then
+    each thread takes one block of whole rows (up to NC_WIDE panels) that the kernel
+    reads in place KC_ROWS deep at a time."""
     cdef Py_ssize_t nr = panel_width(&a[0])
-    cdef Py_ssize_t col_blocks = (N + nr * NC_PANELS - 1) // (nr * NC_PANELS)
+    cdef bint short = M <= MC
+    cdef Py_ssize_t kc = KC_ROWS if short and b_cs == 1 else KC
+    cdef Py_ssize_t width = nr * NC_PANELS
+    if short and b_cs == 1:
+        # As wide as NC_WIDE allows, but a block per thread.
+        width = nr * min(NC_WIDE, max(NC_PANELS, ((N + nr - 1) // nr + num_threads - 1)
+                                      // num_threads))
+    cdef Py_ssize_t col_blocks = (N + width - 1) // width
     cdef Py_ssize_t groups = max(1, min((2 * num_threads + col_blocks - 1) // col_blocks,
                                         (M + MC - 1) // MC))
     cdef Py_ssize_t rows = (M + groups - 1) // groups
     cdef const floating* bias_p = &bias[0] if bias.shape[0] > 0 else NULL
-    cdef Py_ssize_t task, g, cb
+    cdef Py_ssize_t task, g, cb, tid
     with nogil:
         # Dynamic: on a shared machine a preempted thread leaves its work to the others.
         # No element's sum depends on which thread computes it.
@@ -337,14 +746,15 @@ def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                            schedule="dynamic"):
             cb = task // groups
             g = task % groups
-            gemm_task(N, K, &a[0], a_rs, a_cs, &b[0], ldb, &c[0], c_rs, c_cs, bias_p,
-                      g * rows, min(M, (g + 1) * rows), cb * nr * NC_PANELS,
-                      min(N, (cb + 1) * nr * NC_PANELS), &work[threadid(), 0])
+            tid = threadid()
+            gemm_task(K, &a[0], a_rs, a_cs, &b[0], b_rs, b_cs, &c[0], c_rs, c_cs, bias_p,
+                      g * rows, min(M, (g + 1) * rows), cb * width, min(N, (cb + 1) * width),
+                      kc, short, &work[tid, 0], &work[tid, BPACK])
 
 
 def pack_size():
-    """Elements of one thread's packing buffer for gemm."""
-    return KC * NC_PANELS * 16
+    """Elements of one thread's packing buffer for gemm: B's block, then A's."""
+    return BPACK + MC * KC
 
 
 # ---------------------------------------------------------------- convolutions
