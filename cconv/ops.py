@@ -483,6 +483,77 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
     return grad_x, np.ascontiguousarray(grad_w_t.T), grad_out.sum(axis=0)
 
 
+# ---- fused conv2d -> flatten -> dense ------------------------------------------------
+FUSED_UNITS = 5  # dense units per pass of the conv2d_dense kernel (its UCHUNK)
+
+
+def _check_activation(activation):
+    if not (activation is None or isinstance(activation, str)) \
+            or activation not in FUSED_ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
+                         f"got {activation!r}")
+
+
+def _bias(name, b, n, dtype, what):
+    """b checked as (n,), or an empty array for no bias."""
+    if b is None:
+        return np.empty(0, dtype=dtype)
+    b = _float_array(name, b, ndim=1, dtype=dtype)
+    if b.shape[0] != n:
+        raise ValueError(f"{name}: expected shape ({n},) to match {what}, got {b.shape}")
+    return b
+
+
+def _packed_dense(dense_w, oh, row, units):
+    """dense_w (OH * row, U) as the conv2d_dense kernel streams it: (UP, OH, L), unit by
+    unit, each output row's weights padded to L (a multiple of the SIMD width) and the
+    units to UP (a multiple of FUSED_UNITS), with zeros."""
+    lanes = _panel_width(dense_w.dtype) // 2
+    length = -(-row // lanes) * lanes
+    padded_units = -(-units // FUSED_UNITS) * FUSED_UNITS
+    wp = _workspace("conv2d_dense weights", (padded_units, oh, length), dense_w.dtype)
+    wp[:units, :, :row] = dense_w.T.reshape(units, oh, row)
+    wp[:units, :, row:] = 0
+    wp[units:] = 0
+    return wp
+
+
+def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
+    """dense(flatten(act(conv2d(x, w, b, padding))), dense_w, dense_b): (N, U) logits of a
+    conv layer followed by a dense one, for x (N, H, W, C), kernels w (KH, KW, C, F) and
+    dense_w (OH * OW * F, U); b and dense_b may be None. For single-channel images (C == 1) the conv output is never
+    stored: each image's rows are computed into cache and added to its logits at once,
+    which is what makes inference on such a network fast. Other images go layer by layer.
+    activation is the conv's: None, "linear", "tanh" or "relu"."""
+    x, w, (pad_top, pad_left) = _check_conv(x, w, padding)
+    _check_activation(activation)
+    b = _bias("b", b, w.shape[3], x.dtype, f"w's {w.shape[3]} filters")
+    dense_w = _float_array("dense_w", dense_w, ndim=2, dtype=x.dtype)
+    n, oh, ow, f = conv_output_shape(x.shape, w.shape, padding)
+    if dense_w.shape[0] != oh * ow * f:
+        raise ValueError(f"dense_w: expected {oh * ow * f} rows, one per value of the conv "
+                         f"output ({oh}, {ow}, {f}), got shape {dense_w.shape}")
+    units = dense_w.shape[1]
+    dense_b = _bias("dense_b", dense_b, units, x.dtype, f"dense_w's {units} units")
+    if x.shape[3] > 1:
+        h = conv2d(x, w, b if b.size else None, padding, activation)
+        return dense(h.reshape(n, -1), dense_w, dense_b if dense_b.size else None)
+    out = _empty("conv2d_dense output", (n, units), x.dtype)
+    if oh * ow == 0 or units == 0:  # no conv output: the logits are the dense bias
+        out[...] = dense_b if dense_b.size else 0
+    elif n:
+        threads = get_num_threads()
+        wp = _packed_dense(dense_w, oh, ow * f, units)
+        frame = (oh + w.shape[0] - 1) * (ow + w.shape[1] - 1)
+        lanes = _panel_width(x.dtype) // 2
+        per_image = frame + wp.shape[2] + wp.shape[0] * lanes
+        work = _workspace("conv2d_dense scratch",
+                          (threads, _conv.fused_group() * per_image), x.dtype)
+        _conv.conv2d_dense_forward(x, w, b, wp, dense_b, out, work, ow, pad_top, pad_left,
+                                   FUSED_ACTIVATIONS[activation], threads)
+    return out
+
+
 # ---- pooling -------------------------------------------------------------------------
 _SMALL = 32768  # elements below which one thread beats waking and joining the others
 
