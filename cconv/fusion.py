@@ -84,3 +84,46 @@ def conv_dense_rule(layers, i, training):
 
 
 RULES.append(conv_dense_rule)
+
+
+class ConvDropoutDense(Fused):
+    """Conv2D -> [Dropout] -> Flatten -> Dense in training. Forward runs the layers one
+    by one; backward goes back through the dense layer, the dropout and the conv's
+    activation in one op (ops.dense_backward_gated), which reads the dropout mask and the
+    activation's output once instead of making two more passes over memory."""
+
+    def forward_linear(self, x, training=False, rng=None):
+        for layer in self.layers[:-1]:
+            x = layer.forward(x, training, rng)
+        return self.layers[-1].forward_linear(x, training, rng)
+
+    def backward_linear(self, grad):
+        conv, dense = self.layers[0], self.layers[-1]
+        dropout = self.layers[1] if len(self.layers) == 4 else None
+        _, dense.grads["kernel"], grad_b = ops.dense_backward(dense.x, dense.params["kernel"],
+                                                              grad, need_grad_x=False)
+        if dense.use_bias:
+            dense.grads["bias"] = grad_b
+        y = conv.activation.y
+        n = len(y)
+        mask = None if dropout is None or dropout.mask is None else dropout.mask.reshape(n, -1)
+        grad_z = ops.dense_backward_gated(grad, dense.params["kernel"], y.reshape(n, -1), mask,
+                                          dropout.rate if dropout is not None else 0.0,
+                                          conv.activation.name)
+        return conv.backward_linear(grad_z.reshape(y.shape))
+
+
+def conv_dropout_dense_rule(layers, i, training):
+    conv = layers[i]
+    if not training or type(conv) is not Conv2D \
+            or conv.activation.name not in ops.FUSED_ACTIVATIONS:
+        return None
+    j = i + 1
+    if j < len(layers) and type(layers[j]) is Dropout:
+        j += 1
+    if j + 1 < len(layers) and type(layers[j]) is Flatten and type(layers[j + 1]) is Dense:
+        return ConvDropoutDense(layers[i:j + 2])
+    return None
+
+
+RULES.append(conv_dropout_dense_rule)
