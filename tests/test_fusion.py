@@ -213,3 +213,106 @@ def test_rule_applies_only_where_it_should():
     assert isinstance(steps[0], fusion.ConvDense) and steps[1] is model.layers[3]
     model = cconv.Sequential([Input((8, 8, 1)), Conv2D(4, 3), Dropout(0.2)])
     assert fused_steps(model, False) == []
+
+
+# ---- training: back through Dense, Dropout and the conv's activation in one op --------
+GATED_CASES = [(1, 37, 1), (4, 64, 10), (5, 100, 17), (2, 31, 5), (7, 10816 // 16, 10)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,d,units", GATED_CASES)
+def test_dense_backward_gated_matches_oracle(rng, dtype, n, d, units):
+    g = rng.standard_normal((n, units)).astype(dtype)
+    w = rng.standard_normal((d, units)).astype(dtype)
+    z = rng.standard_normal((n, d)).astype(dtype)
+    mask = (rng.uniform(0, 1, (n, d)) >= 0.3).astype(np.uint8)
+    for activation, y in [(None, z), ("linear", z), ("tanh", np.tanh(z).astype(dtype)),
+                          ("relu", np.maximum(z, 0))]:
+        for m, rate in [(mask, 0.3), (None, 0.0), (mask.astype(bool), 0.6)]:
+            got = ops.dense_backward_gated(g, w, y, m, rate, activation)
+            want = oracle.dense_backward_gated(g.astype(np.float64), w.astype(np.float64),
+                                               y.astype(np.float64), m, rate, activation)
+            assert got.shape == (n, d) and got.dtype == dtype
+            assert_close(got, want, dtype, units)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_backward_gated_thread_count_invariant(rng, threads, dtype):
+    g = rng.standard_normal((23, 10)).astype(dtype)
+    w = rng.standard_normal((333, 10)).astype(dtype)
+    y = np.tanh(rng.standard_normal((23, 333))).astype(dtype)
+    mask = (rng.uniform(0, 1, y.shape) >= 0.5).astype(np.uint8)
+    results = []
+    for t in (1, 2, 3):
+        cconv.set_num_threads(t)
+        results.append(ops.dense_backward_gated(g, w, y, mask, 0.5, "tanh"))
+    np.testing.assert_array_equal(results[0], results[1])
+    np.testing.assert_array_equal(results[0], results[2])
+
+
+def test_dense_backward_gated_bad_input(rng):
+    g = rng.standard_normal((3, 4)).astype(np.float32)
+    w = rng.standard_normal((6, 4)).astype(np.float32)
+    y = rng.standard_normal((3, 6)).astype(np.float32)
+    mask = np.ones((3, 6), np.uint8)
+    bad = [
+        (dict(grad_out=g[:2]), ValueError, "grad_out: expected shape"),
+        (dict(w=w[:5]), ValueError, "grad_out: expected shape"),
+        (dict(w=w.astype(np.float64)), TypeError, "w: expected dtype float32"),
+        (dict(y=y[None]), ValueError, "y: expected a 2-d array"),
+        (dict(mask=mask[:2]), ValueError, "mask: expected shape"),
+        (dict(mask=mask * 2), ValueError, "mask: expected only 0s and 1s"),
+        (dict(rate=1.0), ValueError, "rate: expected a float in"),
+        (dict(activation="softmax"), ValueError, "activation: expected one of"),
+    ]
+    for change, error, message in bad:
+        args = dict(grad_out=g, w=w, y=y, mask=mask, rate=0.5, activation="tanh")
+        args.update(change)
+        with pytest.raises(error, match=message):
+            ops.dense_backward_gated(**args)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("padding,activation,dropouts,channels", [("valid", "tanh", 1, 1),
+                                                                  ("same", "relu", 0, 1),
+                                                                  ("valid", None, 1, 2)])
+def test_training_step_grads_match_oracle(rng, dtype, padding, activation, dropouts,
+                                          channels):
+    """One forward and backward through the training plan, against the oracle's grads
+    for the same dropout mask."""
+    model = ch10_model(dtype, padding, activation, dropouts, channels)
+    steps = fusion.plan(model.layers, True)
+    assert isinstance(steps[0], fusion.ConvDropoutDense) and len(steps) == 1
+    x = rng.uniform(0, 1, (5, 28, 28, channels)).astype(dtype)
+    g = rng.standard_normal((5, 10)).astype(dtype)
+    z = steps[0].forward_linear(x, True, np.random.default_rng(1))
+    steps[0].backward_linear(g)
+    conv, dense = model.layers[0], model.layers[-1]
+    f64 = {k: v.astype(np.float64) for k, v in conv.params.items()}
+    d64 = {k: v.astype(np.float64) for k, v in dense.params.items()}
+    pre = oracle.conv2d(x.astype(np.float64), f64["kernel"], f64["bias"], padding)
+    h = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0)}.get(activation, lambda a: a)(pre)
+    mask = model.layers[1].mask if dropouts else None
+    rate = model.layers[1].rate if dropouts else 0.0
+    dropped = h if mask is None else oracle.dropout(h, rate, mask=mask)[0]
+    flat = dropped.reshape(5, -1)
+    assert_close(z, oracle.dense(flat, d64["kernel"], d64["bias"]), dtype, flat.shape[1])
+    _, grad_dw, grad_db = oracle.dense_backward(flat, d64["kernel"], g.astype(np.float64))
+    grad_z = oracle.dense_backward_gated(g.astype(np.float64), d64["kernel"], h.reshape(5, -1),
+                                         None if mask is None else mask.reshape(5, -1), rate,
+                                         activation)
+    _, grad_k, grad_b = oracle.conv2d_backward(x.astype(np.float64), f64["kernel"],
+                                               grad_z.reshape(h.shape), padding)
+    assert_close(dense.grads["kernel"], grad_dw, dtype, 5)
+    assert_close(dense.grads["bias"], grad_db, dtype, 5)
+    assert_close(conv.grads["kernel"], grad_k, dtype, grad_z.size)
+    assert_close(conv.grads["bias"], grad_b, dtype, grad_z.size)
+
+
+def test_training_rule_applies_only_where_it_should():
+    model = ch10_model("float32", dropouts=2)
+    assert not any(isinstance(s, fusion.ConvDropoutDense) for s in fusion.plan(model.layers, True))
+    model = ch10_model("float32", activation="softmax")
+    assert not any(isinstance(s, fusion.ConvDropoutDense) for s in fusion.plan(model.layers, True))
+    assert not any(isinstance(s, fusion.ConvDropoutDense)
+                   for s in fusion.plan(ch10_model("float32").layers, False))
