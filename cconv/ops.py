@@ -483,6 +483,27 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
     return grad_x, np.ascontiguousarray(grad_w_t.T), grad_out.sum(axis=0)
 
 
+# ---- fused runs of layers (see cconv.fusion) -----------------------------------------
+FUSED_UNITS = 5  # dense units per pass of the conv2d_dense kernel (its UCHUNK)
+
+
+def _check_activation(activation):
+    if not (activation is None or isinstance(activation, str)) \
+            or activation not in FUSED_ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
+                         f"got {activation!r}")
+
+
+def _bias(name, b, n, dtype, what):
+    """b checked as (n,), or an empty array for no bias."""
+    if b is None:
+        return np.empty(0, dtype=dtype)
+    b = _float_array(name, b, ndim=1, dtype=dtype)
+    if b.shape[0] != n:
+        raise ValueError(f"{name}: expected shape ({n},) to match {what}, got {b.shape}")
+    return b
+
+
 def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None):
     """The gradient wrt z of dense(dropout(act(z))) given grad_out, the gradient wrt the
     dense output: dense_backward's grad_x, then dropout_backward (when mask is given, with
@@ -524,27 +545,6 @@ def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None):
     return grad_x
 
 
-# ---- fused conv2d -> flatten -> dense ------------------------------------------------
-FUSED_UNITS = 5  # dense units per pass of the conv2d_dense kernel (its UCHUNK)
-
-
-def _check_activation(activation):
-    if not (activation is None or isinstance(activation, str)) \
-            or activation not in FUSED_ACTIVATIONS:
-        raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
-                         f"got {activation!r}")
-
-
-def _bias(name, b, n, dtype, what):
-    """b checked as (n,), or an empty array for no bias."""
-    if b is None:
-        return np.empty(0, dtype=dtype)
-    b = _float_array(name, b, ndim=1, dtype=dtype)
-    if b.shape[0] != n:
-        raise ValueError(f"{name}: expected shape ({n},) to match {what}, got {b.shape}")
-    return b
-
-
 def _packed_dense(dense_w, oh, row, units):
     """dense_w (OH * row, U) as the conv2d_dense kernel streams it: (UP, OH, L), unit by
     unit, each output row's weights padded to L (a multiple of the SIMD width) and the
@@ -562,9 +562,10 @@ def _packed_dense(dense_w, oh, row, units):
 def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
     """dense(flatten(act(conv2d(x, w, b, padding))), dense_w, dense_b): (N, U) logits of a
     conv layer followed by a dense one, for x (N, H, W, C), kernels w (KH, KW, C, F) and
-    dense_w (OH * OW * F, U); b and dense_b may be None. For single-channel images (C == 1) the conv output is never
-    stored: each image's rows are computed into cache and added to its logits at once,
-    which is what makes inference on such a network fast. Other images go layer by layer.
+    dense_w (OH * OW * F, U); b and dense_b may be None. For single-channel images
+    (C == 1) the conv output is never stored: each image's rows are computed into cache
+    and added to its logits at once, which saves writing the (N, OH, OW, F) output to
+    memory and reading it back. Other images go layer by layer.
     activation is the conv's: None, "linear", "tanh" or "relu"."""
     x, w, (pad_top, pad_left) = _check_conv(x, w, padding)
     _check_activation(activation)

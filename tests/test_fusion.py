@@ -154,8 +154,10 @@ def test_conv2d_dense_bad_input(rng):
 # ---- the fusion rule ------------------------------------------------------------------
 def ch10_model(dtype, padding="valid", activation="tanh", dropouts=1, channels=1):
     cconv.utils.set_random_seed(3)
-    layers = ([Input((28, 28, channels)), Conv2D(16, 3, activation=activation, padding=padding)]
-              + [Dropout(0.5) for _ in range(dropouts)] + [Flatten(), Dense(10, activation="softmax")])
+    layers = ([Input((28, 28, channels)),
+               Conv2D(16, 3, activation=activation, padding=padding)]
+              + [Dropout(0.5) for _ in range(dropouts)]
+              + [Flatten(), Dense(10, activation="softmax")])
     model = cconv.Sequential(layers, dtype=dtype)
     model.compile(optimizer=cconv.optimizers.SGD(0.05), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
