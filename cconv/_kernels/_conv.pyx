@@ -421,6 +421,43 @@ cdef enum:
     UCHUNK = 5   # dense units per pass over two strips: 2 * UCHUNK sums in registers
 
 
+cdef inline void gray_pair_f32(const float* xr, Py_ssize_t Wp, const float* w,
+                               Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW, const float* b,
+                               float* o, int act) noexcept nogil:
+    """gray_block_f32 for two pixels: a row's last two, where a block of PX would redo
+    pixels already done. Each sum has the same terms in the same order, so the same bits."""
+    cdef vf a00 = vf_zero(), a01 = vf_zero(), a10 = vf_zero(), a11 = vf_zero()
+    cdef vf w0, w1
+    cdef const float* xt
+    cdef const float* wt
+    cdef Py_ssize_t ky, kx, p
+    for ky in range(KH):
+        xt = xr + ky * Wp
+        wt = w + ky * KW * F
+        for kx in range(KW):
+            w0 = vf_load(wt)
+            w1 = vf_load(wt + VF_LANES)
+            a00 = vf_madd(xt[0], w0, a00)
+            a01 = vf_madd(xt[0], w1, a01)
+            a10 = vf_madd(xt[1], w0, a10)
+            a11 = vf_madd(xt[1], w1, a11)
+            xt += 1
+            wt += F
+    if b != NULL:
+        w0 = vf_load(b)
+        w1 = vf_load(b + VF_LANES)
+        a00, a01, a10, a11 = vf_add(a00, w0), vf_add(a01, w1), vf_add(a10, w0), vf_add(a11, w1)
+    if act == ACT_TANH:
+        a00, a01, a10, a11 = vf_tanh(a00), vf_tanh(a01), vf_tanh(a10), vf_tanh(a11)
+    vf_store(o, a00)
+    vf_store(o + VF_LANES, a01)
+    vf_store(o + F, a10)
+    vf_store(o + F + VF_LANES, a11)
+    if act == ACT_RELU:
+        for p in range(2):
+            activate(o + p * F, 2 * VF_LANES, act)
+
+
 cdef void gray_row(const floating* xr, Py_ssize_t Wp, const floating* w, const floating* b,
                    floating* orow, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t F,
                    Py_ssize_t OW, int act) noexcept nogil:
@@ -429,11 +466,20 @@ cdef void gray_row(const floating* xr, Py_ssize_t Wp, const floating* w, const f
     cdef Py_ssize_t fb = 2 * VF_LANES if floating is float else 2 * VD_LANES
     cdef int act_in = act if floating is float else ACT_LINEAR
     cdef const floating* bf
-    cdef Py_ssize_t ox, f0 = 0
+    cdef Py_ssize_t ox, k, f0 = 0
+    cdef bint pair_tail = floating is float and OW % PX == 2
     while f0 + fb <= F:
         bf = b + f0 if b != NULL else NULL
         if OW < PX:
             gray_pixels(xr, Wp, w + f0, F, KH, KW, bf, orow + f0, OW, fb, act_in)
+        elif pair_tail:
+            # Whole blocks, then the last two pixels on their own (float32 only).
+            if floating is float:
+                for k in range(OW // PX):
+                    gray_block_f32(xr + k * PX, Wp, w + f0, F, KH, KW, bf,
+                                   orow + k * PX * F + f0, act_in)
+                gray_pair_f32(xr + OW - 2, Wp, w + f0, F, KH, KW, bf,
+                              orow + (OW - 2) * F + f0, act_in)
         else:
             ox = 0
             while True:
