@@ -492,6 +492,119 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
     return grad_x, np.ascontiguousarray(grad_w_t.T), grad_out.sum(axis=0)
 
 
+# ---- fused runs of layers (see cconv.fusion) -----------------------------------------
+FUSED_UNITS = 5  # dense units per pass of the conv2d_dense kernel (its UCHUNK)
+
+
+def _check_activation(activation):
+    if not (activation is None or isinstance(activation, str)) \
+            or activation not in FUSED_ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
+                         f"got {activation!r}")
+
+
+def _bias(name, b, n, dtype, what):
+    """b checked as (n,), or an empty array for no bias."""
+    if b is None:
+        return np.empty(0, dtype=dtype)
+    b = _float_array(name, b, ndim=1, dtype=dtype)
+    if b.shape[0] != n:
+        raise ValueError(f"{name}: expected shape ({n},) to match {what}, got {b.shape}")
+    return b
+
+
+def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None):
+    """The gradient wrt z of dense(dropout(act(z))) given grad_out, the gradient wrt the
+    dense output: dense_backward's grad_x, then dropout_backward (when mask is given, with
+    `rate`), then the activation's backward given its output y (N, D). In training this
+    replaces three passes over (N, D) arrays with one."""
+    grad_out = _float_array("grad_out", grad_out, ndim=2)
+    w = _float_array("w", w, ndim=2, dtype=grad_out.dtype)
+    y = _float_array("y", y, ndim=2, dtype=grad_out.dtype)
+    n, d = y.shape
+    if w.shape[1] != grad_out.shape[1] or grad_out.shape[0] != n or w.shape[0] != d:
+        raise ValueError(f"grad_out: expected shape ({n}, U) for y of shape {y.shape} and w "
+                         f"of shape (D={d}, U), got grad_out {grad_out.shape} and w {w.shape}")
+    rate = _check_rate(rate)
+    _check_activation(activation)
+    act = FUSED_ACTIVATIONS[activation]
+    if mask is None:
+        mask = np.empty((0, 0), dtype=np.uint8)
+    else:
+        mask = _check_mask(mask, y.shape)
+    if w.shape[1] >= DENSE_GEMM_MIN_UNITS and y.size:  # GEMM, then the gates one by one
+        grad_x = np.empty_like(y)
+        # grad_x.T = w @ grad_out.T, as in dense_backward.
+        _gemm_call(d, n, w.shape[1], w, w.shape[1], 1, np.ascontiguousarray(grad_out.T), n,
+                   grad_x, 1, d, np.empty(0, dtype=y.dtype))
+        if mask.size:
+            grad_x = dropout_backward(grad_x, mask, rate)
+        if act == FUSED_ACTIVATIONS["tanh"]:
+            grad_x = tanh_backward(y, grad_x)
+        elif act == FUSED_ACTIVATIONS["relu"]:
+            grad_x = relu_backward(y, grad_x)
+        return grad_x
+    grad_x = _empty("dense_backward_gated output", y.shape, y.dtype)
+    if d == 0 or w.shape[1] == 0:
+        grad_x[...] = 0
+    elif n:
+        scale = y.dtype.type(1.0 / (1.0 - rate))
+        _dense.dense_backward_input_gated(grad_out, _transposed(w), mask, scale, y, act,
+                                          grad_x, get_num_threads())
+    return grad_x
+
+
+def _packed_dense(dense_w, oh, row, units):
+    """dense_w (OH * row, U) as the conv2d_dense kernel streams it: (UP, OH, L), unit by
+    unit, each output row's weights padded to L (a multiple of the SIMD width) and the
+    units to UP (a multiple of FUSED_UNITS), with zeros."""
+    lanes = _panel_width(dense_w.dtype) // 2
+    length = -(-row // lanes) * lanes
+    padded_units = -(-units // FUSED_UNITS) * FUSED_UNITS
+    wp = _workspace("conv2d_dense weights", (padded_units, oh, length), dense_w.dtype)
+    wp[:units, :, :row] = dense_w.T.reshape(units, oh, row)
+    wp[:units, :, row:] = 0
+    wp[units:] = 0
+    return wp
+
+
+def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
+    """dense(flatten(act(conv2d(x, w, b, padding))), dense_w, dense_b): (N, U) logits of a
+    conv layer followed by a dense one, for x (N, H, W, C), kernels w (KH, KW, C, F) and
+    dense_w (OH * OW * F, U); b and dense_b may be None. For single-channel images
+    (C == 1) the conv output is never stored: each image's rows are computed into cache
+    and added to its logits at once, which saves writing the (N, OH, OW, F) output to
+    memory and reading it back. Other images go layer by layer.
+    activation is the conv's: None, "linear", "tanh" or "relu"."""
+    x, w, (pad_top, pad_left) = _check_conv(x, w, padding)
+    _check_activation(activation)
+    b = _bias("b", b, w.shape[3], x.dtype, f"w's {w.shape[3]} filters")
+    dense_w = _float_array("dense_w", dense_w, ndim=2, dtype=x.dtype)
+    n, oh, ow, f = conv_output_shape(x.shape, w.shape, padding)
+    if dense_w.shape[0] != oh * ow * f:
+        raise ValueError(f"dense_w: expected {oh * ow * f} rows, one per value of the conv "
+                         f"output ({oh}, {ow}, {f}), got shape {dense_w.shape}")
+    units = dense_w.shape[1]
+    dense_b = _bias("dense_b", dense_b, units, x.dtype, f"dense_w's {units} units")
+    if x.shape[3] > 1:
+        h = conv2d(x, w, b if b.size else None, padding, activation)
+        return dense(h.reshape(n, -1), dense_w, dense_b if dense_b.size else None)
+    out = _empty("conv2d_dense output", (n, units), x.dtype)
+    if oh * ow == 0 or units == 0:  # no conv output: the logits are the dense bias
+        out[...] = dense_b if dense_b.size else 0
+    elif n:
+        threads = get_num_threads()
+        wp = _packed_dense(dense_w, oh, ow * f, units)
+        frame = (oh + w.shape[0] - 1) * (ow + w.shape[1] - 1)
+        lanes = _panel_width(x.dtype) // 2
+        per_image = frame + wp.shape[2] + wp.shape[0] * lanes
+        work = _workspace("conv2d_dense scratch",
+                          (threads, _conv.fused_group() * per_image), x.dtype)
+        _conv.conv2d_dense_forward(x, w, b, wp, dense_b, out, work, ow, pad_top, pad_left,
+                                   FUSED_ACTIVATIONS[activation], threads)
+    return out
+
+
 # ---- pooling -------------------------------------------------------------------------
 _SMALL = 32768  # elements below which one thread beats waking and joining the others
 

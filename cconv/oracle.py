@@ -124,6 +124,28 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
     return grad_x, np.einsum("nd,nu->du", x, grad_out), grad_out.sum(axis=0)
 
 
+def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None):
+    """Back through the dense layer, the dropout, then the activation, one by one."""
+    grad = dense_backward(y, w, grad_out)[0]
+    if mask is not None:
+        grad = dropout_backward(grad, mask, rate)
+    if activation == "tanh":
+        grad = tanh_backward(y, grad)
+    elif activation == "relu":
+        grad = relu_backward(y, grad)
+    return grad
+
+
+def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
+    """The conv layer, its activation, flatten, then the dense layer, one after another."""
+    h = conv2d(x, w, b, padding)
+    if activation == "tanh":
+        h = tanh(h)
+    elif activation == "relu":
+        h = relu(h)
+    return dense(h.reshape(len(h), -1), dense_w, dense_b)
+
+
 def _pool_geometry(x_shape, pool_size, padding):
     """Per output row and column, the clipped [start, stop) of its window in the image."""
     _, h, w, _ = x_shape

@@ -14,6 +14,7 @@ from cconv._kernels._math cimport (ACT_LINEAR, ACT_RELU, ACT_TANH, activate, act
                                    vd, vd_add, vd_load, vd_madd, vd_store, vd_zero,
                                    VD_LANES, vf, vf_add, vf_load, vf_madd, vf_store,
                                    vf_tanh, vf_zero, VF_LANES)
+from cconv._kernels._math cimport vd_fma, vf_fma
 
 
 cdef enum:
@@ -405,3 +406,266 @@ def conv2d_backward_params_gray(const floating[:, :, :, ::1] x,
                     # Taps past the last group of four, and filters past the last block.
                     gw_plain(frame, Wp, g, F, OH, OW, tap_offset(t, KW, Wp), pw + t * F,
                              0 if t >= T - T % 4 else f_main, F)
+
+
+# ---- conv2d -> flatten -> dense at inference, without the conv output in memory --------
+# Images go in groups. Each output row of an image's activated conv output is computed
+# into a small per-thread strip, which stays in L1, and its dot products with the dense
+# weights are added to the image's logits at once: the (N, OH, OW, F) output never
+# reaches memory. A row's dense weights (units x strip) are read once per group, from
+# L1 for all but the first pair of images, so the weights, which fill most of L2,
+# cost little memory traffic per image.
+
+cdef enum:
+    GROUP = 8    # images per work unit
+    UCHUNK = 5   # dense units per pass over two strips: 2 * UCHUNK sums in registers
+
+
+cdef inline void gray_pair_f32(const float* xr, Py_ssize_t Wp, const float* w,
+                               Py_ssize_t F, Py_ssize_t KH, Py_ssize_t KW, const float* b,
+                               float* o, int act) noexcept nogil:
+    """gray_block_f32 for two pixels: a row's last two, where a block of PX would redo
+    pixels already done. Each sum has the same terms in the same order, so the same bits."""
+    cdef vf a00 = vf_zero(), a01 = vf_zero(), a10 = vf_zero(), a11 = vf_zero()
+    cdef vf w0, w1
+    cdef const float* xt
+    cdef const float* wt
+    cdef Py_ssize_t ky, kx, p
+    for ky in range(KH):
+        xt = xr + ky * Wp
+        wt = w + ky * KW * F
+        for kx in range(KW):
+            w0 = vf_load(wt)
+            w1 = vf_load(wt + VF_LANES)
+            a00 = vf_madd(xt[0], w0, a00)
+            a01 = vf_madd(xt[0], w1, a01)
+            a10 = vf_madd(xt[1], w0, a10)
+            a11 = vf_madd(xt[1], w1, a11)
+            xt += 1
+            wt += F
+    if b != NULL:
+        w0 = vf_load(b)
+        w1 = vf_load(b + VF_LANES)
+        a00, a01, a10, a11 = vf_add(a00, w0), vf_add(a01, w1), vf_add(a10, w0), vf_add(a11, w1)
+    if act == ACT_TANH:
+        a00, a01, a10, a11 = vf_tanh(a00), vf_tanh(a01), vf_tanh(a10), vf_tanh(a11)
+    vf_store(o, a00)
+    vf_store(o + VF_LANES, a01)
+    vf_store(o + F, a10)
+    vf_store(o + F + VF_LANES, a11)
+    if act == ACT_RELU:
+        for p in range(2):
+            activate(o + p * F, 2 * VF_LANES, act)
+
+
+cdef void gray_row(const floating* xr, Py_ssize_t Wp, const floating* w, const floating* b,
+                   floating* orow, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t F,
+                   Py_ssize_t OW, int act) noexcept nogil:
+    """One activated output row (OW, F) of a single-channel image, with the blocks and
+    leftovers of forward_image_gray, so its values have the same bits as conv2d_forward's."""
+    cdef Py_ssize_t fb = 2 * VF_LANES if floating is float else 2 * VD_LANES
+    cdef int act_in = act if floating is float else ACT_LINEAR
+    cdef const floating* bf
+    cdef Py_ssize_t ox, k, f0 = 0
+    cdef bint pair_tail = floating is float and OW % PX == 2
+    while f0 + fb <= F:
+        bf = b + f0 if b != NULL else NULL
+        if OW < PX:
+            gray_pixels(xr, Wp, w + f0, F, KH, KW, bf, orow + f0, OW, fb, act_in)
+        elif pair_tail:
+            # Whole blocks, then the last two pixels on their own (float32 only).
+            if floating is float:
+                for k in range(OW // PX):
+                    gray_block_f32(xr + k * PX, Wp, w + f0, F, KH, KW, bf,
+                                   orow + k * PX * F + f0, act_in)
+                gray_pair_f32(xr + OW - 2, Wp, w + f0, F, KH, KW, bf,
+                              orow + (OW - 2) * F + f0, act_in)
+        else:
+            ox = 0
+            while True:
+                ox = min(ox, OW - PX)
+                if floating is float:
+                    gray_block_f32(xr + ox, Wp, w + f0, F, KH, KW, bf, orow + ox * F + f0,
+                                   act_in)
+                else:
+                    gray_block_f64(xr + ox, Wp, w + f0, F, KH, KW, bf, orow + ox * F + f0)
+                if ox == OW - PX:
+                    break
+                ox += PX
+        f0 += fb
+    if f0 < F:
+        gray_pixels(xr, Wp, w + f0, F, KH, KW, b + f0 if b != NULL else NULL, orow + f0, OW,
+                    F - f0, act_in)
+    if act_in != act:
+        activate(orow, OW * F, act)
+
+
+# acc[k * lanes:...] += s[0:L] * wp[k * ws:... + L], lane by lane, for UCHUNK units k and
+# the two strips s0 -> acc0, s1 -> acc1. L is a multiple of the lanes. s1 and acc1 may be
+# s0 and acc0: both sets of sums then get the same values.
+cdef inline void strip_dots_f32(const float* s0, const float* s1, const float* wp,
+                                Py_ssize_t ws, Py_ssize_t L, float* acc0,
+                                float* acc1) noexcept nogil:
+    cdef vf a0 = vf_load(acc0), a1 = vf_load(acc0 + VF_LANES)
+    cdef vf a2 = vf_load(acc0 + 2 * VF_LANES), a3 = vf_load(acc0 + 3 * VF_LANES)
+    cdef vf a4 = vf_load(acc0 + 4 * VF_LANES)
+    cdef vf c0 = vf_load(acc1), c1 = vf_load(acc1 + VF_LANES)
+    cdef vf c2 = vf_load(acc1 + 2 * VF_LANES), c3 = vf_load(acc1 + 3 * VF_LANES)
+    cdef vf c4 = vf_load(acc1 + 4 * VF_LANES)
+    cdef vf x0, x1, wv
+    cdef Py_ssize_t j = 0
+    while j < L:
+        x0, x1 = vf_load(s0 + j), vf_load(s1 + j)
+        wv = vf_load(wp + j)
+        a0, c0 = vf_fma(x0, wv, a0), vf_fma(x1, wv, c0)
+        wv = vf_load(wp + ws + j)
+        a1, c1 = vf_fma(x0, wv, a1), vf_fma(x1, wv, c1)
+        wv = vf_load(wp + 2 * ws + j)
+        a2, c2 = vf_fma(x0, wv, a2), vf_fma(x1, wv, c2)
+        wv = vf_load(wp + 3 * ws + j)
+        a3, c3 = vf_fma(x0, wv, a3), vf_fma(x1, wv, c3)
+        wv = vf_load(wp + 4 * ws + j)
+        a4, c4 = vf_fma(x0, wv, a4), vf_fma(x1, wv, c4)
+        j += VF_LANES
+    vf_store(acc0, a0)
+    vf_store(acc0 + VF_LANES, a1)
+    vf_store(acc0 + 2 * VF_LANES, a2)
+    vf_store(acc0 + 3 * VF_LANES, a3)
+    vf_store(acc0 + 4 * VF_LANES, a4)
+    vf_store(acc1, c0)
+    vf_store(acc1 + VF_LANES, c1)
+    vf_store(acc1 + 2 * VF_LANES, c2)
+    vf_store(acc1 + 3 * VF_LANES, c3)
+    vf_store(acc1 + 4 * VF_LANES, c4)
+
+
+cdef inline void strip_dots_f64(const double* s0, const double* s1, const double* wp,
+                                Py_ssize_t ws, Py_ssize_t L, double* acc0,
+                                double* acc1) noexcept nogil:
+    cdef vd a0 = vd_load(acc0), a1 = vd_load(acc0 + VD_LANES)
+    cdef vd a2 = vd_load(acc0 + 2 * VD_LANES), a3 = vd_load(acc0 + 3 * VD_LANES)
+    cdef vd a4 = vd_load(acc0 + 4 * VD_LANES)
+    cdef vd c0 = vd_load(acc1), c1 = vd_load(acc1 + VD_LANES)
+    cdef vd c2 = vd_load(acc1 + 2 * VD_LANES), c3 = vd_load(acc1 + 3 * VD_LANES)
+    cdef vd c4 = vd_load(acc1 + 4 * VD_LANES)
+    cdef vd x0, x1, wv
+    cdef Py_ssize_t j = 0
+    while j < L:
+        x0, x1 = vd_load(s0 + j), vd_load(s1 + j)
+        wv = vd_load(wp + j)
+        a0, c0 = vd_fma(x0, wv, a0), vd_fma(x1, wv, c0)
+        wv = vd_load(wp + ws + j)
+        a1, c1 = vd_fma(x0, wv, a1), vd_fma(x1, wv, c1)
+        wv = vd_load(wp + 2 * ws + j)
+        a2, c2 = vd_fma(x0, wv, a2), vd_fma(x1, wv, c2)
+        wv = vd_load(wp + 3 * ws + j)
+        a3, c3 = vd_fma(x0, wv, a3), vd_fma(x1, wv, c3)
+        wv = vd_load(wp + 4 * ws + j)
+        a4, c4 = vd_fma(x0, wv, a4), vd_fma(x1, wv, c4)
+        j += VD_LANES
+    vd_store(acc0, a0)
+    vd_store(acc0 + VD_LANES, a1)
+    vd_store(acc0 + 2 * VD_LANES, a2)
+    vd_store(acc0 + 3 * VD_LANES, a3)
+    vd_store(acc0 + 4 * VD_LANES, a4)
+    vd_store(acc1, c0)
+    vd_store(acc1 + VD_LANES, c1)
+    vd_store(acc1 + 2 * VD_LANES, c2)
+    vd_store(acc1 + 3 * VD_LANES, c3)
+    vd_store(acc1 + 4 * VD_LANES, c4)
+
+
+cdef void conv_dense_group(const floating* x, Py_ssize_t count, const floating* w,
+                           const floating* b, const floating* wp, const floating* db,
+                           floating* out, floating* work, Py_ssize_t H, Py_ssize_t W,
+                           Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t F, Py_ssize_t OH,
+                           Py_ssize_t OW, Py_ssize_t L, Py_ssize_t U, Py_ssize_t UP,
+                           Py_ssize_t pad_top, Py_ssize_t pad_left, int act) noexcept nogil:
+    """The logits out (count, U) of the count (1..GROUP) images from x. work holds, in
+    order: GROUP frames (Hp * Wp), GROUP strips (L) and GROUP sets of UP * lanes sums."""
+    cdef Py_ssize_t lanes = VF_LANES if floating is float else VD_LANES
+    cdef Py_ssize_t Hp = OH + KH - 1, Wp = OW + KW - 1
+    cdef bint padded = pad_top != 0 or pad_left != 0 or Hp != H or Wp != W
+    cdef floating* strips = work + GROUP * Hp * Wp
+    cdef floating* acc = strips + GROUP * L
+    cdef floating* fr
+    cdef const floating* frame
+    cdef Py_ssize_t i, i1, p, y, xx, oy, u, k
+    cdef floating t
+    # 'same' padding reads zero-padded copies of the images, so no tap needs a bounds test.
+    if padded:
+        for i in range(count * Hp * Wp):
+            work[i] = 0
+        for i in range(count):
+            fr = work + i * Hp * Wp
+            for y in range(H):
+                for xx in range(W):
+                    fr[(y + pad_top) * Wp + xx + pad_left] = x[(i * H + y) * W + xx]
+    # Strip lanes past a row's OW * F values meet zero weights, but must not be NaN.
+    for i in range(count):
+        for k in range(OW * F, L):
+            strips[i * L + k] = 0
+    for i in range(count * UP * lanes):
+        acc[i] = 0
+    for oy in range(OH):
+        for i in range(count):
+            if padded:
+                frame = work + i * Hp * Wp
+            else:
+                frame = x + i * H * W
+            gray_row(frame + oy * Wp, Wp, w, b, strips + i * L, KH, KW, F, OW, act)
+        for k in range(UP // UCHUNK):
+            u = k * UCHUNK
+            for p in range((count + 1) // 2):
+                i1 = min(2 * p + 1, count - 1)
+                if floating is float:
+                    strip_dots_f32(strips + 2 * p * L, strips + i1 * L,
+                                   wp + (u * OH + oy) * L, OH * L, L,
+                                   acc + (2 * p * UP + u) * lanes, acc + (i1 * UP + u) * lanes)
+                else:
+                    strip_dots_f64(strips + 2 * p * L, strips + i1 * L,
+                                   wp + (u * OH + oy) * L, OH * L, L,
+                                   acc + (2 * p * UP + u) * lanes, acc + (i1 * UP + u) * lanes)
+    for i in range(count):
+        for u in range(U):
+            t = acc[(i * UP + u) * lanes]
+            for k in range(1, lanes):
+                t = t + acc[(i * UP + u) * lanes + k]
+            if db != NULL:
+                t = t + db[u]
+            out[i * U + u] = t
+
+
+def conv2d_dense_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                         const floating[::1] b, const floating[:, :, ::1] dense_wp,
+                         const floating[::1] dense_b, floating[:, ::1] out,
+                         floating[:, ::1] work, Py_ssize_t OW, Py_ssize_t pad_top,
+                         Py_ssize_t pad_left, int act, int num_threads):
+    """out = flatten(act(conv(x, w) + b)) @ dense_w + dense_b for single-channel x.
+
+    dense_wp is dense_w packed as (UP, OH, L): unit u's weights for output row oy are
+    dense_wp[u, oy, :OW * F], zero past them and for units u >= U; UP is a multiple of
+    UCHUNK and L of the SIMD lanes. b and dense_b have length F and U, or 0 for none.
+    work is per-thread scratch, (num_threads, GROUP * (Hp * Wp + L + UP * lanes)).
+    Every logit adds its terms in an order fixed by the shapes alone: the same bits on
+    any number of threads, and whatever the image's neighbours in the batch."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t KH = w.shape[0], KW = w.shape[1], F = w.shape[3]
+    cdef Py_ssize_t UP = dense_wp.shape[0], OH = dense_wp.shape[1], L = dense_wp.shape[2]
+    cdef Py_ssize_t U = out.shape[1]
+    cdef const floating* bp = &b[0] if b.shape[0] > 0 else NULL
+    cdef const floating* dbp = &dense_b[0] if dense_b.shape[0] > 0 else NULL
+    cdef Py_ssize_t g, n0
+    with nogil:
+        # Dynamic, as in conv2d_forward: a group's logits do not depend on its thread.
+        for g in prange((N + GROUP - 1) // GROUP, num_threads=num_threads,
+                        schedule="dynamic"):
+            n0 = g * GROUP
+            conv_dense_group(&x[n0, 0, 0, 0], min(GROUP, N - n0), &w[0, 0, 0, 0], bp,
+                             &dense_wp[0, 0, 0], dbp, &out[n0, 0], &work[threadid(), 0],
+                             H, W, KH, KW, F, OH, OW, L, U, UP, pad_top, pad_left, act)
+
+
+def fused_group():
+    """Images per work unit of conv2d_dense_forward (for sizing its scratch)."""
+    return GROUP

@@ -32,6 +32,8 @@ cdef extern from * nogil:
     #define cconv_vd_madd(x, w, acc) _mm256_fmadd_pd(_mm256_set1_pd(x), (w), (acc))
     #define cconv_vf_add(a, b) _mm256_add_ps((a), (b))
     #define cconv_vd_add(a, b) _mm256_add_pd((a), (b))
+    #define cconv_vf_fma(a, b, acc) _mm256_fmadd_ps((a), (b), (acc))
+    #define cconv_vd_fma(a, b, acc) _mm256_fmadd_pd((a), (b), (acc))
     #elif defined(__SSE2__)
     #include <emmintrin.h>
     typedef __m128 cconv_vf;
@@ -48,6 +50,8 @@ cdef extern from * nogil:
     #define cconv_vd_madd(x, w, acc) _mm_add_pd(_mm_mul_pd(_mm_set1_pd(x), (w)), (acc))
     #define cconv_vf_add(a, b) _mm_add_ps((a), (b))
     #define cconv_vd_add(a, b) _mm_add_pd((a), (b))
+    #define cconv_vf_fma(a, b, acc) _mm_add_ps(_mm_mul_ps((a), (b)), (acc))
+    #define cconv_vd_fma(a, b, acc) _mm_add_pd(_mm_mul_pd((a), (b)), (acc))
     #else
     typedef float cconv_vf;
     typedef double cconv_vd;
@@ -63,6 +67,8 @@ cdef extern from * nogil:
     #define cconv_vd_madd(x, w, acc) ((acc) + (x) * (w))
     #define cconv_vf_add(a, b) ((a) + (b))
     #define cconv_vd_add(a, b) ((a) + (b))
+    #define cconv_vf_fma(a, b, acc) ((acc) + (a) * (b))
+    #define cconv_vd_fma(a, b, acc) ((acc) + (a) * (b))
     #endif
 
     /* tanh for float32 as x * P(x^2) / Q(x^2), both of degree 4 in x^2, with x clamped
@@ -161,6 +167,8 @@ cdef extern from * nogil:
     vd vd_madd "cconv_vd_madd"(double x, vd w, vd acc)
     vf vf_add "cconv_vf_add"(vf a, vf b)
     vd vd_add "cconv_vd_add"(vd a, vd b)
+    vf vf_fma "cconv_vf_fma"(vf a, vf b, vf acc)
+    vd vd_fma "cconv_vd_fma"(vd a, vd b, vd acc)
     float tanh_f32 "cconv_tanhf"(float v)
     vf vf_tanh "cconv_vf_tanh"(vf v)
 
