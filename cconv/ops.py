@@ -456,6 +456,17 @@ def dense(x, w, b=None):
     return out
 
 
+def _dense_grad_x_by_gemm(grad_out, w):
+    """grad_out @ w.T, w.T packed straight from w's rows: the batch is the short side, as
+    in the forward pass (as the columns of grad_x.T it would fill four 16-wide panels
+    with 50)."""
+    n, (d, u) = grad_out.shape[0], w.shape
+    grad_x = np.empty((n, d), dtype=w.dtype)
+    _gemm_call(n, d, u, grad_out, u, 1, w, 1, grad_x, d, 1, np.empty(0, dtype=w.dtype),
+               b_cs=u)
+    return grad_x
+
+
 def dense_backward(x, w, grad_out, need_grad_x=True):
     """Gradients of dense: (grad_x or None, grad_w, grad_b)."""
     x, w = _check_dense(x, w)
@@ -471,13 +482,7 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
         grad_w = np.empty_like(w)
         # grad_w = x.T @ grad_out: each element sums the batch in order.
         _gemm_call(d, u, n, x, 1, d, grad_out, u, grad_w, u, 1, none)
-        grad_x = None
-        if need_grad_x:
-            # grad_x = grad_out @ w.T, w.T packed straight from w's rows: the batch is
-            # the short side, as in the forward pass (as the columns of grad_x.T it
-            # would fill four 16-wide panels with 50).
-            grad_x = np.empty_like(x)
-            _gemm_call(n, d, u, grad_out, u, 1, w, 1, grad_x, d, 1, none, b_cs=u)
+        grad_x = _dense_grad_x_by_gemm(grad_out, w) if need_grad_x else None
         return grad_x, grad_w, grad_out.sum(axis=0)
     w_t = _transposed(w)
     threads = get_num_threads()
@@ -533,10 +538,7 @@ def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None):
     else:
         mask = _check_mask(mask, y.shape)
     if w.shape[1] >= DENSE_GEMM_MIN_UNITS and y.size:  # GEMM, then the gates one by one
-        grad_x = np.empty_like(y)
-        # grad_x.T = w @ grad_out.T, as in dense_backward.
-        _gemm_call(d, n, w.shape[1], w, w.shape[1], 1, np.ascontiguousarray(grad_out.T), n,
-                   grad_x, 1, d, np.empty(0, dtype=y.dtype))
+        grad_x = _dense_grad_x_by_gemm(grad_out, w)
         if mask.size:
             grad_x = dropout_backward(grad_x, mask, rate)
         if act == FUSED_ACTIVATIONS["tanh"]:
