@@ -6,8 +6,12 @@ its layers would (the tests hold both against the oracle), keeps the weights in 
 layers and, in training, fills their grads in backward. Each rule in RULES looks at the
 layers from position i and returns a fused run, or None when it does not apply.
 """
+import threading
+
+import numpy as np
+
 from cconv import ops
-from cconv.layers import Conv2D, Dense, Dropout, Flatten
+from cconv.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, _reused
 
 
 class Fused:
@@ -127,3 +131,60 @@ def conv_dropout_dense_rule(layers, i, training):
 
 
 RULES.append(conv_dropout_dense_rule)
+
+
+class ConvPool(Fused):
+    """Conv2D (linear, tanh or relu) then MaxPooling2D, by ops.conv2d_maxpool: the
+    convolution's full-size output is never stored, in training or inference."""
+
+    def __init__(self, conv, pool):
+        super().__init__((conv, pool))
+        self._buffers = threading.local()
+
+    def forward_linear(self, x, training=False, rng=None):
+        conv, pool = self.layers
+        shape = (len(x),) + pool.output_shape
+        out = _reused(self._buffers, "out", shape, conv.dtype)
+        argmax = _reused(self._buffers, "argmax", shape, np.int32) if training else None
+        y, argmax = ops.conv2d_maxpool(
+            x, conv.params["kernel"], conv.params.get("bias"), conv.padding,
+            conv.activation.name, pool.pool_size, pool.padding, need_argmax=training,
+            out=out, out_argmax=argmax)
+        if training:
+            conv.x, self.y, self.argmax = x, y, argmax
+        return y
+
+    def backward_linear(self, grad):
+        # Unfused, the pooling's gradient is grad at each window's argmax and 0 elsewhere,
+        # and the activation's backward multiplies it elementwise by act'(h), h the conv
+        # output. Zeros stay zeros, and at an argmax h is the pooled value y, so applying
+        # the activation's backward to (y, grad) first and then scattering gives the same
+        # numbers, from the same operations on the same operands. Ties change nothing:
+        # argmax names one pixel per window either way (the first, as max_pool2d picks
+        # it on the activated values). Nor do relu's zeros: a window of non-positive
+        # values pools to y = 0, whose relu gradient is 0, exactly as at the pixel the
+        # unfused pooling would have routed grad to.
+        conv, pool = self.layers
+        if conv.activation.name == "relu":
+            grad = ops.relu_backward(self.y, grad)
+        elif conv.activation.name == "tanh":
+            grad = ops.tanh_backward(self.y, grad)
+        conv_shape = (len(grad),) + conv.output_shape
+        grad_z = ops.max_pool2d_backward(
+            grad, self.argmax, conv_shape, pool.pool_size, pool.padding,
+            out=_reused(self._buffers, "grad_z", conv_shape, conv.dtype))
+        return conv.backward_linear(grad_z)
+
+
+def conv_pool_rule(layers, i, training):
+    """A Conv2D whose activation the kernels apply, followed by a MaxPooling2D."""
+    if i + 1 >= len(layers):
+        return None
+    conv, pool = layers[i], layers[i + 1]
+    if isinstance(conv, Conv2D) and isinstance(pool, MaxPooling2D) \
+            and conv.activation.name in ops.FUSED_ACTIVATIONS:
+        return ConvPool(conv, pool)
+    return None
+
+
+RULES.append(conv_pool_rule)

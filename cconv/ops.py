@@ -756,6 +756,96 @@ def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid", o
     return grad_x
 
 
+# ---- convolution + max pooling --------------------------------------------------------
+# Pooled rows whose convolution output one thread keeps at a time: about this many bytes,
+# so that the band stays in cache between the convolution writing it and the pooling.
+CONV_POOL_BAND_BYTES = 24 * 1024
+
+
+def _check_activation(activation):
+    if not (activation is None or isinstance(activation, str)) \
+            or activation not in FUSED_ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
+                         f"got {activation!r}")
+    return FUSED_ACTIVATIONS[activation]
+
+
+def _check_conv_bias(b, w, dtype):
+    if b is None:
+        return np.empty(0, dtype=dtype)
+    b = _float_array("b", b, ndim=1, dtype=dtype)
+    if b.shape[0] != w.shape[3]:
+        raise ValueError(f"b: expected shape ({w.shape[3]},) to match w's {w.shape[3]} "
+                         f"filters, got {b.shape}")
+    return b
+
+
+def _check_out_argmax(out_argmax, shape):
+    if not isinstance(out_argmax, np.ndarray):
+        raise TypeError(f"out_argmax: expected a numpy array, got {type(out_argmax).__name__}")
+    if out_argmax.shape != shape or out_argmax.dtype != np.int32 \
+            or not out_argmax.flags.c_contiguous or not out_argmax.flags.writeable:
+        raise ValueError(f"out_argmax: expected a writeable C-contiguous int32 array of "
+                         f"shape {shape}, got {out_argmax.dtype} {out_argmax.shape}")
+    return out_argmax
+
+
+def conv2d_maxpool(x, w, b=None, padding="valid", activation=None, pool_size=2,
+                   pool_padding="valid", need_argmax=False, out=None, out_argmax=None):
+    """max_pool2d(act(conv2d(x, w, b, padding)), pool_size, pool_padding) in one pass:
+    each thread computes a few rows of the convolution at a time and pools them while
+    they are in cache, so the full-size convolution output is never stored. Returns
+    (pooled, argmax): pooled (N, POH, POW, F) and argmax, int32 of the same shape, in
+    max_pool2d's encoding over the convolution's output (N, OH, OW, F), so that
+    max_pool2d_backward takes it; None unless need_argmax.
+
+    The convolution's values are conv2d's, bit for bit, and the pooling is max_pool2d's
+    (ties to the first in row-major order, after the activation). out and out_argmax are
+    arrays to write into, as for max_pool2d."""
+    x, w, (pad_top, pad_left) = _check_conv(x, w, padding)
+    act = _check_activation(activation)
+    b = _check_conv_bias(b, w, x.dtype)
+    conv_shape = conv_output_shape(x.shape, w.shape, padding)
+    ph, pw = _pool_size(pool_size)
+    if not isinstance(pool_padding, str) or pool_padding not in PADDINGS:
+        raise ValueError(f"pool_padding: expected one of {PADDINGS}, got {pool_padding!r}")
+    _, oh, ow, f = conv_shape
+    if pool_padding == "valid" and (oh < ph or ow < pw):
+        raise ValueError(f"pool_size: a {ph}x{pw} window is larger than the {oh}x{ow} "
+                         f"convolution output; 'valid' pooling needs it to fit (or use "
+                         f"pool_padding='same')")
+    if oh * ow * f > _INT32_MAX:
+        raise ValueError(f"x: a convolution output of {oh}x{ow}x{f} per image has more than "
+                         f"2**31 - 1 elements; the int32 argmax cannot index it")
+    pool_top, pool_left = _pool_pads(conv_shape, (ph, pw), pool_padding)
+    shape = pool_output_shape(conv_shape, (ph, pw), pool_padding)
+    out = _empty("conv2d_maxpool output", shape, x.dtype) if out is None \
+        else _check_out(out, shape, x.dtype)
+    if not need_argmax:
+        argmax = None
+        arg_view = np.empty((0, 0, 0, 0), dtype=np.int32)
+    elif out_argmax is None:
+        argmax = arg_view = _empty("conv2d_maxpool argmax", shape, np.int32)
+    else:
+        argmax = arg_view = _check_out_argmax(out_argmax, shape)
+    if out.size == 0:
+        return out, argmax
+    threads = get_num_threads()
+    kh, kw, c, _ = w.shape
+    row_bytes = ph * ow * f * x.dtype.itemsize  # the convolution rows of one pooled row
+    band_rows = max(1, min(shape[1], CONV_POOL_BAND_BYTES // row_bytes))
+    frame = (oh + kh - 1) * (ow + kw - 1) * c
+    work = _workspace("conv_pool", (threads, frame + band_rows * ph * ow * f), x.dtype)
+    args = (out, arg_view, work)
+    if c > 1:
+        _gemm.conv_pool_forward(x, _conv_panels(w), b, *args, kh, kw, pad_top, pad_left, oh,
+                                ow, act, ph, pw, pool_top, pool_left, band_rows, threads)
+    else:
+        _conv.conv2d_pool_forward(x, w, b, *args, pad_top, pad_left, oh, ow, act, ph, pw,
+                                  pool_top, pool_left, band_rows, threads)
+    return out, argmax
+
+
 def _kernel_pool_mode(mode):
     if not isinstance(mode, str) or mode not in KERNEL_POOL_MODES:
         raise ValueError(f"mode: expected one of {list(KERNEL_POOL_MODES)}, got {mode!r}")

@@ -211,3 +211,15 @@ def adam_update(param, grad, m, v, step, learning_rate=0.001, beta_1=0.9, beta_2
     m += (grad - m) * (1 - beta_1)
     v += (grad * grad - v) * (1 - beta_2)
     param -= (alpha * m / (np.sqrt(v) + epsilon)).astype(param.dtype)
+
+
+def conv2d_maxpool(x, w, b=None, padding="valid", activation=None, pool_size=2,
+                   pool_padding="valid", need_argmax=False):
+    """The three steps one after the other: convolve, activate, pool."""
+    h = conv2d(x, w, b, padding)
+    if activation == "tanh":
+        h = tanh(h)
+    elif activation == "relu":
+        h = relu(h)
+    y, argmax = max_pool2d(h, pool_size, pool_padding)
+    return y, (argmax if need_argmax else None)

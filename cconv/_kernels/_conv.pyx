@@ -9,7 +9,9 @@ C-contiguous. Bounds checks are off.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.stdint cimport int32_t
 
+from cconv._kernels._convpool cimport band_of, pool_rows
 from cconv._kernels._math cimport (ACT_LINEAR, ACT_RELU, ACT_TANH, activate, activation_of,
                                    vd, vd_add, vd_load, vd_madd, vd_store, vd_zero,
                                    VD_LANES, vf, vf_add, vf_load, vf_madd, vf_store,
@@ -206,6 +208,66 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
             forward_image_gray(&x[n, 0, 0, 0], &w[0, 0, 0, 0], bp, &out[n, 0, 0, 0],
                                &work[threadid(), 0], H, W, KH, KW, F, OH, OW,
                                pad_top, pad_left, act)
+
+
+cdef void conv_pool_image_gray(const floating* x, const floating* w, const floating* b,
+                               floating* out, int32_t* argmax, floating* work,
+                               Py_ssize_t H, Py_ssize_t W, Py_ssize_t KH, Py_ssize_t KW,
+                               Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t pad_top,
+                               Py_ssize_t pad_left, int act, Py_ssize_t POH, Py_ssize_t POW,
+                               Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t pool_top,
+                               Py_ssize_t pool_left, Py_ssize_t band_rows) noexcept nogil:
+    """conv2d_pool_forward for one image; work holds the frame and then the band."""
+    cdef Py_ssize_t Hp = OH + KH - 1, Wp = OW + KW - 1
+    cdef floating* band = work + Hp * Wp
+    cdef const floating* frame = x
+    cdef Py_ssize_t i, y, xx, bi, oy0, oy1, r0, r1
+    if pad_top != 0 or pad_left != 0 or Hp != H or Wp != W:
+        for i in range(Hp * Wp):
+            work[i] = 0
+        for y in range(H):
+            for xx in range(W):
+                work[(y + pad_top) * Wp + xx + pad_left] = x[y * W + xx]
+        frame = work
+    for bi in range((POH + band_rows - 1) // band_rows):
+        oy0, oy1, r0, r1 = band_of(bi, band_rows, POH, OH, ph, pool_top)
+        # The band's rows seen as an already framed image r0 rows down: no copy.
+        forward_image_gray(frame + r0 * Wp, w, b, band, work, r1 - r0 + KH - 1, Wp, KH, KW,
+                           F, r1 - r0, OW, 0, 0, act)
+        pool_rows(band, r0, OH, OW, F, oy0, oy1, POW, ph, pw, pool_top, pool_left, out,
+                  argmax)
+
+
+def conv2d_pool_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                        const floating[::1] b, floating[:, :, :, ::1] out,
+                        int32_t[:, :, :, ::1] argmax, floating[:, ::1] work,
+                        Py_ssize_t pad_top, Py_ssize_t pad_left, Py_ssize_t OH, Py_ssize_t OW,
+                        int act, Py_ssize_t ph, Py_ssize_t pw, Py_ssize_t pool_top,
+                        Py_ssize_t pool_left, Py_ssize_t band_rows, int num_threads):
+    """out = max_pool(act(conv(x, w) + b)) for single-channel x, the convolution's
+    output never leaving the cache: forward_image_gray computes band_rows pooled rows'
+    worth of it at a time into a per-thread band, which _convpool.pool_rows pools into
+    out. Each value is forward_image_gray's, so the result has the bits of
+    conv2d_forward followed by max pooling.
+
+    OH x OW is the convolution's output size; out (N, POH, POW, F); argmax the same
+    shape, or empty to skip it; (ph, pw) the window and (pool_top, pool_left) the
+    pooling's padding. work[thread] holds a zero-padded copy of the image
+    ((OH + KH - 1) * (OW + KW - 1)) and then the band (band_rows * ph * OW * F)."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2]
+    cdef Py_ssize_t KH = w.shape[0], KW = w.shape[1], F = w.shape[3]
+    cdef Py_ssize_t POH = out.shape[1], POW = out.shape[2]
+    cdef const floating* bp = &b[0] if b.shape[0] > 0 else NULL
+    cdef bint track = argmax.shape[0] > 0
+    cdef Py_ssize_t n
+    with nogil:
+        # Dynamic, as in conv2d_forward: images are independent.
+        for n in prange(N, num_threads=num_threads, schedule="dynamic"):
+            conv_pool_image_gray(&x[n, 0, 0, 0], &w[0, 0, 0, 0], bp, &out[n, 0, 0, 0],
+                                 &argmax[n, 0, 0, 0] if track else NULL,
+                                 &work[threadid(), 0], H, W, KH, KW, F, OH, OW, pad_top,
+                                 pad_left, act, POH, POW, ph, pw, pool_top, pool_left,
+                                 band_rows)
 
 
 def conv2d_backward_input(const floating[:, :, :, ::1] grad_out,

@@ -16,8 +16,10 @@ Every array here has been checked by cconv.ops; bounds checks are off.
 """
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.stdint cimport int32_t
 from libc.string cimport memcpy, memset
 
+from cconv._kernels._convpool cimport band_of, pool_rows
 from cconv._kernels._math cimport activate
 
 # 32-byte vectors (GCC and clang): arithmetic between them, and with a scalar, compiles
@@ -896,3 +898,47 @@ def conv_backward_kernel(const floating[:, :, :, ::1] x,
                                &work[worker, 0], &work[worker, frame_size], N, H, W, C,
                                KH, KW, F, OH, OW, top, left, worker * tasks // workers,
                                (worker + 1) * tasks // workers)
+
+
+def conv_pool_forward(const floating[:, :, :, ::1] src, const floating[:, :, ::1] wpack,
+                      const floating[::1] bias, floating[:, :, :, ::1] out,
+                      int32_t[:, :, :, ::1] argmax, floating[:, ::1] work,
+                      Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t top, Py_ssize_t left,
+                      Py_ssize_t OH, Py_ssize_t OW, int act, Py_ssize_t ph, Py_ssize_t pw,
+                      Py_ssize_t pool_top, Py_ssize_t pool_left, Py_ssize_t band_rows,
+                      int num_threads):
+    """out = max_pool(act(conv(src, w) + bias)) without the convolution's output ever
+    leaving the cache: the pooling windows of band_rows pooled rows at a time are
+    computed by conv_image into a per-thread band and pooled from there (see
+    _convpool.pool_rows). Each pixel's sum is conv_forward's, in the same order, so the
+    result has the bits of conv_forward followed by max pooling.
+
+    Arguments as for conv_forward, with OH x OW the convolution's output size; out
+    (N, POH, POW, F); argmax the same shape, or empty to skip it; (ph, pw) the window,
+    (pool_top, pool_left) the pooling's padding. work[thread] holds the frame
+    ((OH + KH - 1) * (OW + KW - 1) * C) and then the band (band_rows * ph * OW * F)."""
+    cdef Py_ssize_t N = src.shape[0], SH = src.shape[1], SW = src.shape[2]
+    cdef Py_ssize_t C = src.shape[3]
+    cdef Py_ssize_t POH = out.shape[1], POW = out.shape[2], F = out.shape[3]
+    cdef Py_ssize_t Hp = OH + KH - 1, Wp = OW + KW - 1
+    cdef Py_ssize_t bands = (POH + band_rows - 1) // band_rows
+    cdef const floating* bias_p = &bias[0] if bias.shape[0] > 0 else NULL
+    cdef bint track = argmax.shape[0] > 0
+    cdef floating* frame
+    cdef floating* band
+    cdef int32_t* arg_n
+    cdef Py_ssize_t n, bi, oy0, oy1, r0, r1
+    with nogil:
+        # Dynamic, as in conv_forward: images are independent.
+        for n in prange(N, num_threads=num_threads, schedule="dynamic"):
+            frame = &work[threadid(), 0]
+            band = frame + Hp * Wp * C
+            arg_n = &argmax[n, 0, 0, 0] if track else NULL
+            fill_frame(&src[n, 0, 0, 0], frame, SH, SW, C, Hp, Wp, top, left)
+            for bi in range(bands):
+                oy0, oy1, r0, r1 = band_of(bi, band_rows, POH, OH, ph, pool_top)
+                # The band's rows are an image of their own whose frame starts r0 rows down.
+                conv_image(frame + r0 * Wp * C, &wpack[0, 0, 0], bias_p, band, C, KH, KW, F,
+                           r1 - r0, OW, act)
+                pool_rows(band, r0, OH, OW, F, oy0, oy1, POW, ph, pw, pool_top, pool_left,
+                          &out[n, 0, 0, 0], arg_n)
