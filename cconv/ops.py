@@ -17,7 +17,7 @@ from collections import OrderedDict
 import numpy as np
 
 from cconv._config import get_num_threads
-from cconv._kernels import _conv, _dense, _elementwise, _gemm, _optim, _pool
+from cconv._kernels import _conv, _dense, _elementwise, _gemm, _optim, _pool, _winograd
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PADDINGS = ("valid", "same")
@@ -67,8 +67,50 @@ def _conv_panels(w):
     return np.ascontiguousarray(padded.reshape(-1, panels, nr).transpose(1, 0, 2))
 
 
+# Winograd F(2x2, 5x5) (see _winograd.pyx): the kernels' transform G w G^T. G is
+# applied once per call in float64, so its fractions cost the float32 path nothing.
+WINOGRAD_G = np.array([[1 / 2, 0, 0, 0, 0],
+                       [1 / 6, 1 / 6, 1 / 6, 1 / 6, 1 / 6],
+                       [1 / 6, -1 / 6, 1 / 6, -1 / 6, 1 / 6],
+                       [1 / 30, 2 / 30, 4 / 30, 8 / 30, 16 / 30],
+                       [16 / 30, -8 / 30, 4 / 30, -2 / 30, 1 / 30],
+                       [0, 0, 0, 0, 1 / 2]])
+# 5x5 convolutions with at least this many input channels take the Winograd path: with
+# fewer, transforming every input patch costs more than the products it saves.
+WINOGRAD_MIN_CHANNELS = 8
+WINOGRAD_BLOCK = 48  # tiles per work unit: V and M of one unit stay in L2
+
+
+def _winograd_panels(w):
+    """G w G^T for kernels (5, 5, C, F) as zero-padded NR-wide panels (36, ceil(F / NR),
+    C, NR), as _winograd.conv5_forward reads them."""
+    _, _, c, f = w.shape
+    nr = _panel_width(w.dtype)
+    panels = -(-f // nr)
+    gw = np.tensordot(WINOGRAD_G, w.astype(np.float64), axes=(1, 0))  # (6, 5, C, F)
+    u = np.tensordot(WINOGRAD_G, gw, axes=(1, 1)).transpose(1, 0, 2, 3)  # (6, 6, C, F)
+    padded = np.zeros((36, c, panels * nr))
+    padded[:, :, :f] = u.reshape(36, c, f)
+    return np.ascontiguousarray(padded.reshape(36, c, panels, nr).transpose(0, 2, 1, 3),
+                                dtype=w.dtype)
+
+
+def _conv_winograd(src, w, b, out, top, left, act, threads):
+    """out = act(conv(src, w) + b) for 5x5 kernels by Winograd F(2x2, 5x5)."""
+    c, f = w.shape[2], w.shape[3]
+    if b.shape[0] == 0:
+        b = np.zeros(f, dtype=src.dtype)
+    work = _workspace("conv_winograd", (threads, _winograd.work_size(
+        c, f, WINOGRAD_BLOCK, src.dtype.itemsize)), src.dtype)
+    _winograd.conv5_forward(src, _winograd_panels(w), b, out, work, top, left, act,
+                            WINOGRAD_BLOCK, threads)
+
+
 def _conv_gemm(src, w, b, out, kh, kw, top, left, act, threads):
     """out = act(conv(src, w) + b) by the GEMM kernels, src framed at (top, left)."""
+    if kh == 5 and kw == 5 and src.shape[3] >= WINOGRAD_MIN_CHANNELS:
+        _conv_winograd(src, w, b, out, top, left, act, threads)
+        return
     frame = (out.shape[1] + kh - 1) * (out.shape[2] + kw - 1) * src.shape[3]
     frames = _workspace("conv_frames", (threads, frame), src.dtype)
     _gemm.conv_forward(src, _conv_panels(w), b, out, frames, kh, kw, top, left, act,

@@ -1,0 +1,431 @@
+"""Stride-1 5x5 convolutions by Winograd's minimal filtering F(2x2, 5x5).
+
+Each 2x2 block of output pixels (a "tile") is computed from the 6x6 input patch under
+it as  Y = A^T [ sum_c (G g_cf G^T) . (B^T d_c B) ] A,  36 products per channel pair
+where the direct method needs 100. The interpolation points are 0, 1, -1, 2, -1/2 and
+infinity: of the sets of five small finite points tried, this one gave the smallest
+float32 error (about 2.5x below 0, +-1, +-2). The matrices, with B^T scaled to integers
+and A^T's column for -1/2 doubled (G, applied once to the kernels in float64 by
+cconv.ops, absorbs both scales), so that the float transforms have integer coefficients:
+
+    B^T = [ 2  3 -4 -3  2  0 ]     A^T = [ 1  1  1  1  2  0 ]
+          [ 0  2  5  1 -2  0 ]           [ 0  1 -1  2 -1  1 ]
+          [ 0  2  1 -5  2  0 ]
+          [ 0 -1 -2  1  2  0 ]
+          [ 0 -2  1  2 -1  0 ]
+          [ 0  2  3 -4 -3  2 ]
+
+The tiles of all images are numbered in order and cut into blocks of `block` tiles; a
+block is one thread's work unit: its patches are transformed into V (block, 36, C), the
+36 products are matrix products V_e (block x C) @ U_e (C x F) into M (block, 36, Fp) by
+a register-blocked 6 x NR micro-kernel, and M is transformed back, bias and activation
+added, into the output. Every output pixel depends only on its own patch, summed in a
+fixed order, so the bits never depend on the thread count or the block size.
+
+Every array here has been checked by cconv.ops; bounds checks are off.
+"""
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.string cimport memcpy, memset
+
+from cconv._kernels._math cimport activate
+
+# 32-byte vectors, as in _gemm: arithmetic on them compiles to AVX2 FMAs.
+cdef extern from *:
+    """
+    #if defined(__GNUC__) && !defined(CCONV_NO_VECTOR_TYPES)
+    #define CCONV_WG_VECTOR_TYPES 1
+    typedef float cconv_wg_vfloat __attribute__((vector_size(32), aligned(4)));
+    typedef double cconv_wg_vdouble __attribute__((vector_size(32), aligned(8)));
+    #else
+    #define CCONV_WG_VECTOR_TYPES 0
+    typedef float cconv_wg_vfloat;
+    typedef double cconv_wg_vdouble;
+    #endif
+    static inline cconv_wg_vfloat cconv_wg_zero_f(void) { cconv_wg_vfloat z = {0}; return z; }
+    static inline cconv_wg_vdouble cconv_wg_zero_d(void) { cconv_wg_vdouble z = {0}; return z; }
+    """
+    const bint CCONV_WG_VECTOR_TYPES
+    ctypedef float vfloat "cconv_wg_vfloat"
+    ctypedef double vdouble "cconv_wg_vdouble"
+    vfloat zero_f "cconv_wg_zero_f"() noexcept nogil
+    vdouble zero_d "cconv_wg_zero_d"() noexcept nogil
+
+
+cdef enum:
+    MR = 6      # rows (tiles) per micro-kernel call
+    ALPHA = 6   # input patch side
+    ELEMS = 36  # products per tile and channel pair
+
+
+cdef inline Py_ssize_t panel_width(const floating* p) noexcept nogil:
+    """NR: two 32-byte vectors."""
+    if floating is float:
+        return 16
+    else:
+        return 8
+
+
+cdef inline void tile_portable(const floating* a0, const floating* a1, const floating* a2,
+                               const floating* a3, const floating* a4, const floating* a5,
+                               Py_ssize_t K, const floating* b, floating* c,
+                               Py_ssize_t c_rs) noexcept nogil:
+    """c[r][0:NR] = a_r[0:K] @ b (K x NR), for compilers without vector types."""
+    cdef Py_ssize_t nr = panel_width(b)
+    cdef const floating* a[6]
+    cdef Py_ssize_t r, j, k
+    cdef floating s
+    a[0] = a0
+    a[1] = a1
+    a[2] = a2
+    a[3] = a3
+    a[4] = a4
+    a[5] = a5
+    for r in range(MR):
+        for j in range(nr):
+            s = 0
+            for k in range(K):
+                s = s + a[r][k] * b[k * nr + j]
+            c[r * c_rs + j] = s
+
+
+cdef inline void tile_f32(const float* a0, const float* a1, const float* a2,
+                          const float* a3, const float* a4, const float* a5,
+                          Py_ssize_t K, const float* b, float* c,
+                          Py_ssize_t c_rs) noexcept nogil:
+    """c[r][0:16] = a_r[0:K] @ b (K x 16), the 6 x 16 tile in twelve registers."""
+    cdef vfloat z = zero_f()
+    cdef vfloat c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z
+    cdef vfloat c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z
+    cdef vfloat b0, b1
+    cdef float v
+    cdef Py_ssize_t k
+    for k in range(K):
+        b0 = (<const vfloat*>b)[0]
+        b1 = (<const vfloat*>(b + 8))[0]
+        v = a0[k]
+        c00 = c00 + v * b0
+        c01 = c01 + v * b1
+        v = a1[k]
+        c10 = c10 + v * b0
+        c11 = c11 + v * b1
+        v = a2[k]
+        c20 = c20 + v * b0
+        c21 = c21 + v * b1
+        v = a3[k]
+        c30 = c30 + v * b0
+        c31 = c31 + v * b1
+        v = a4[k]
+        c40 = c40 + v * b0
+        c41 = c41 + v * b1
+        v = a5[k]
+        c50 = c50 + v * b0
+        c51 = c51 + v * b1
+        b += 16
+    (<vfloat*>c)[0] = c00
+    (<vfloat*>(c + 8))[0] = c01
+    (<vfloat*>(c + c_rs))[0] = c10
+    (<vfloat*>(c + c_rs + 8))[0] = c11
+    (<vfloat*>(c + 2 * c_rs))[0] = c20
+    (<vfloat*>(c + 2 * c_rs + 8))[0] = c21
+    (<vfloat*>(c + 3 * c_rs))[0] = c30
+    (<vfloat*>(c + 3 * c_rs + 8))[0] = c31
+    (<vfloat*>(c + 4 * c_rs))[0] = c40
+    (<vfloat*>(c + 4 * c_rs + 8))[0] = c41
+    (<vfloat*>(c + 5 * c_rs))[0] = c50
+    (<vfloat*>(c + 5 * c_rs + 8))[0] = c51
+
+
+cdef inline void tile_f64(const double* a0, const double* a1, const double* a2,
+                          const double* a3, const double* a4, const double* a5,
+                          Py_ssize_t K, const double* b, double* c,
+                          Py_ssize_t c_rs) noexcept nogil:
+    """c[r][0:8] = a_r[0:K] @ b (K x 8), the 6 x 8 tile in twelve registers."""
+    cdef vdouble z = zero_d()
+    cdef vdouble c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z
+    cdef vdouble c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z
+    cdef vdouble b0, b1
+    cdef double v
+    cdef Py_ssize_t k
+    for k in range(K):
+        b0 = (<const vdouble*>b)[0]
+        b1 = (<const vdouble*>(b + 4))[0]
+        v = a0[k]
+        c00 = c00 + v * b0
+        c01 = c01 + v * b1
+        v = a1[k]
+        c10 = c10 + v * b0
+        c11 = c11 + v * b1
+        v = a2[k]
+        c20 = c20 + v * b0
+        c21 = c21 + v * b1
+        v = a3[k]
+        c30 = c30 + v * b0
+        c31 = c31 + v * b1
+        v = a4[k]
+        c40 = c40 + v * b0
+        c41 = c41 + v * b1
+        v = a5[k]
+        c50 = c50 + v * b0
+        c51 = c51 + v * b1
+        b += 8
+    (<vdouble*>c)[0] = c00
+    (<vdouble*>(c + 4))[0] = c01
+    (<vdouble*>(c + c_rs))[0] = c10
+    (<vdouble*>(c + c_rs + 4))[0] = c11
+    (<vdouble*>(c + 2 * c_rs))[0] = c20
+    (<vdouble*>(c + 2 * c_rs + 4))[0] = c21
+    (<vdouble*>(c + 3 * c_rs))[0] = c30
+    (<vdouble*>(c + 3 * c_rs + 4))[0] = c31
+    (<vdouble*>(c + 4 * c_rs))[0] = c40
+    (<vdouble*>(c + 4 * c_rs + 4))[0] = c41
+    (<vdouble*>(c + 5 * c_rs))[0] = c50
+    (<vdouble*>(c + 5 * c_rs + 4))[0] = c51
+
+
+cdef inline void tile_kernel(const floating* a0, const floating* a1, const floating* a2,
+                             const floating* a3, const floating* a4, const floating* a5,
+                             Py_ssize_t K, const floating* b, floating* c,
+                             Py_ssize_t c_rs) noexcept nogil:
+    """Six rows of c (c_rs apart, NR wide) = six rows of A (K long) @ a K x NR panel."""
+    if not CCONV_WG_VECTOR_TYPES:
+        tile_portable(a0, a1, a2, a3, a4, a5, K, b, c, c_rs)
+    elif floating is float:
+        tile_f32(a0, a1, a2, a3, a4, a5, K, b, c, c_rs)
+    else:
+        tile_f64(a0, a1, a2, a3, a4, a5, K, b, c, c_rs)
+
+
+ctypedef fused vec:  # a vector of either float type
+    vfloat
+    vdouble
+
+
+cdef inline Py_ssize_t lanes(const floating* p) noexcept nogil:
+    """Values per vector (1 without vector types)."""
+    if floating is float:
+        return sizeof(vfloat) // sizeof(float)
+    else:
+        return sizeof(vdouble) // sizeof(double)
+
+
+cdef inline void input6(const vec* d, Py_ssize_t ds, vec* v, Py_ssize_t vs) noexcept nogil:
+    """v[i] = sum_k B^T[i][k] d[k] for six vectors d[k], ds bytes apart, into v[i], vs
+    bytes apart."""
+    cdef const char* p = <const char*>d
+    cdef char* q = <char*>v
+    cdef vec x0 = (<const vec*>p)[0]
+    cdef vec x1 = (<const vec*>(p + ds))[0]
+    cdef vec x2 = (<const vec*>(p + 2 * ds))[0]
+    cdef vec x3 = (<const vec*>(p + 3 * ds))[0]
+    cdef vec x4 = (<const vec*>(p + 4 * ds))[0]
+    cdef vec x5 = (<const vec*>(p + 5 * ds))[0]
+    (<vec*>q)[0] = 2 * (x0 + x4) + 3 * (x1 - x3) - 4 * x2
+    (<vec*>(q + vs))[0] = 2 * (x1 - x4) + 5 * x2 + x3
+    (<vec*>(q + 2 * vs))[0] = 2 * (x1 + x4) + x2 - 5 * x3
+    (<vec*>(q + 3 * vs))[0] = 2 * (x4 - x2) + x3 - x1
+    (<vec*>(q + 4 * vs))[0] = 2 * (x3 - x1) + x2 - x4
+    (<vec*>(q + 5 * vs))[0] = 2 * (x1 + x5) + 3 * (x2 - x4) - 4 * x3
+
+
+cdef inline void input_rows(const floating* d, Py_ssize_t ds, floating* v, Py_ssize_t vs,
+                            Py_ssize_t C) noexcept nogil:
+    """input6 over C channels: d[k] = d + k * ds, v[i] = v + i * vs (elements), whole
+    vectors, then the last channels through a zero-padded vector."""
+    cdef Py_ssize_t L = lanes(d)
+    cdef floating pad_in[6 * 8]
+    cdef floating pad_out[6 * 8]
+    cdef Py_ssize_t c = 0, k, rest
+    while c + L <= C:
+        if floating is float:
+            input6(<const vfloat*>(d + c), ds * sizeof(float), <vfloat*>(v + c),
+                   vs * sizeof(float))
+        else:
+            input6(<const vdouble*>(d + c), ds * sizeof(double), <vdouble*>(v + c),
+                   vs * sizeof(double))
+        c += L
+    rest = C - c
+    if rest == 0:
+        return
+    for k in range(ALPHA):
+        memset(pad_in + k * L, 0, L * sizeof(floating))
+        memcpy(pad_in + k * L, d + k * ds + c, rest * sizeof(floating))
+    if floating is float:
+        input6(<const vfloat*>pad_in, L * sizeof(float), <vfloat*>pad_out, L * sizeof(float))
+    else:
+        input6(<const vdouble*>pad_in, L * sizeof(double), <vdouble*>pad_out,
+               L * sizeof(double))
+    for k in range(ALPHA):
+        memcpy(v + k * vs + c, pad_out + k * L, rest * sizeof(floating))
+
+
+cdef void input_tile(const floating* d, Py_ssize_t rs, Py_ssize_t cs, floating* tmp,
+                     floating* v, Py_ssize_t C) noexcept nogil:
+    """v (36, C) = B^T d B for the 6x6 patch d (rows rs apart, pixels cs apart)."""
+    cdef Py_ssize_t j
+    for j in range(ALPHA):  # columns of the patch: tmp[i][j] = (B^T d)[i][j]
+        input_rows(d + j * cs, rs, tmp + j * C, ALPHA * C, C)
+    for j in range(ALPHA):  # rows of tmp: v[j][i] = (tmp B)[j][i]
+        input_rows(tmp + j * ALPHA * C, C, v + j * ALPHA * C, C, C)
+
+
+cdef inline void output6(const vec* m, Py_ssize_t ms, const vec* bias, vec* y00, vec* y01,
+                         vec* y10, vec* y11) noexcept nogil:
+    """y_ij = (A^T m A)[i][j] + bias for one vector of filters of the 36 elements of m,
+    ms bytes apart."""
+    cdef const char* p = <const char*>m
+    cdef vec s[6]
+    cdef vec t[6]
+    cdef vec x0, x1, x2, x3, x4, x5
+    cdef Py_ssize_t b
+    for b in range(ALPHA):  # column b of A^T m: s[b] in row 0, t[b] in row 1
+        x0 = (<const vec*>(p + b * ms))[0]
+        x1 = (<const vec*>(p + (6 + b) * ms))[0]
+        x2 = (<const vec*>(p + (12 + b) * ms))[0]
+        x3 = (<const vec*>(p + (18 + b) * ms))[0]
+        x4 = (<const vec*>(p + (24 + b) * ms))[0]
+        x5 = (<const vec*>(p + (30 + b) * ms))[0]
+        s[b] = x0 + x1 + x2 + x3 + 2 * x4
+        t[b] = x1 - x2 + 2 * x3 - x4 + x5
+    y00[0] = bias[0] + s[0] + s[1] + s[2] + s[3] + 2 * s[4]
+    y01[0] = bias[0] + s[1] - s[2] + 2 * s[3] - s[4] + s[5]
+    y10[0] = bias[0] + t[0] + t[1] + t[2] + t[3] + 2 * t[4]
+    y11[0] = bias[0] + t[1] - t[2] + 2 * t[3] - t[4] + t[5]
+
+
+cdef void output_tile(const floating* m, Py_ssize_t Fp, const floating* bias,
+                      floating* y00, floating* y01, floating* y10, floating* y11,
+                      Py_ssize_t F) noexcept nogil:
+    """y_ij[0:F] = (A^T m A)[i][j] + bias for m (36, Fp): whole vectors, then the last
+    filters through padded vectors (m has Fp >= F columns, a whole number of vectors)."""
+    cdef Py_ssize_t L = lanes(m)
+    cdef floating pad_bias[8]
+    cdef floating pad_y[4 * 8]
+    cdef Py_ssize_t ms = Fp * sizeof(floating)
+    cdef Py_ssize_t f = 0, rest
+    while f + L <= F:
+        if floating is float:
+            output6(<const vfloat*>(m + f), ms, <const vfloat*>(bias + f),
+                    <vfloat*>(y00 + f), <vfloat*>(y01 + f), <vfloat*>(y10 + f),
+                    <vfloat*>(y11 + f))
+        else:
+            output6(<const vdouble*>(m + f), ms, <const vdouble*>(bias + f),
+                    <vdouble*>(y00 + f), <vdouble*>(y01 + f), <vdouble*>(y10 + f),
+                    <vdouble*>(y11 + f))
+        f += L
+    rest = F - f
+    if rest == 0:
+        return
+    memset(pad_bias, 0, L * sizeof(floating))
+    memcpy(pad_bias, bias + f, rest * sizeof(floating))
+    if floating is float:
+        output6(<const vfloat*>(m + f), ms, <const vfloat*>pad_bias, <vfloat*>pad_y,
+                <vfloat*>(pad_y + L), <vfloat*>(pad_y + 2 * L), <vfloat*>(pad_y + 3 * L))
+    else:
+        output6(<const vdouble*>(m + f), ms, <const vdouble*>pad_bias, <vdouble*>pad_y,
+                <vdouble*>(pad_y + L), <vdouble*>(pad_y + 2 * L), <vdouble*>(pad_y + 3 * L))
+    memcpy(y00 + f, pad_y, rest * sizeof(floating))
+    memcpy(y01 + f, pad_y + L, rest * sizeof(floating))
+    memcpy(y10 + f, pad_y + 2 * L, rest * sizeof(floating))
+    memcpy(y11 + f, pad_y + 3 * L, rest * sizeof(floating))
+
+
+cdef void conv_block(const floating* src, const floating* upack, const floating* bias,
+                     floating* out, floating* work, Py_ssize_t SH, Py_ssize_t SW,
+                     Py_ssize_t C, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t F,
+                     Py_ssize_t top, Py_ssize_t left, int act, Py_ssize_t g0,
+                     Py_ssize_t nt, Py_ssize_t block) noexcept nogil:
+    """Tiles g0 .. g0 + nt (numbered over all images, row-major within one) of out.
+    work holds V (block, 36, C), M (block, 36, Fp), a patch and its half transform
+    (36 C each) and an F-long sink for the pixels of edge tiles past the image."""
+    cdef Py_ssize_t nr = panel_width(src)
+    cdef Py_ssize_t panels = (F + nr - 1) // nr
+    cdef Py_ssize_t Fp = panels * nr
+    cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
+    cdef floating* V = work
+    cdef floating* M = V + block * ELEMS * C
+    cdef floating* patch = M + block * ELEMS * Fp
+    cdef floating* tmp = patch + ELEMS * C
+    cdef floating* sink = tmp + ELEMS * C
+    cdef Py_ssize_t t, g, n, ty, tx, y0, x0, i, j, y, x, e, jb, ib, r
+    cdef const floating* a[6]
+    cdef floating* yp[4]
+    cdef const floating* img
+    for t in range(nt):
+        g = g0 + t
+        n = g // (TH * TW)
+        ty = (g // TW) % TH
+        tx = g % TW
+        y0 = 2 * ty - top
+        x0 = 2 * tx - left
+        img = src + n * SH * SW * C
+        if y0 >= 0 and x0 >= 0 and y0 + ALPHA <= SH and x0 + ALPHA <= SW:
+            input_tile(img + (y0 * SW + x0) * C, SW * C, C, tmp, V + t * ELEMS * C, C)
+        else:
+            for i in range(ALPHA):
+                y = y0 + i
+                for j in range(ALPHA):
+                    x = x0 + j
+                    if 0 <= y < SH and 0 <= x < SW:
+                        memcpy(patch + (i * ALPHA + j) * C, img + (y * SW + x) * C,
+                               C * sizeof(floating))
+                    else:
+                        memset(patch + (i * ALPHA + j) * C, 0, C * sizeof(floating))
+            input_tile(patch, ALPHA * C, C, tmp, V + t * ELEMS * C, C)
+    for e in range(ELEMS):
+        for jb in range(panels):
+            for ib in range((nt + MR - 1) // MR):
+                # Rows past the block repeat its last tile; M has room for them.
+                for r in range(MR):
+                    a[r] = V + (min(ib * MR + r, nt - 1) * ELEMS + e) * C
+                tile_kernel(a[0], a[1], a[2], a[3], a[4], a[5], C,
+                            upack + (e * panels + jb) * C * nr,
+                            M + (ib * MR * ELEMS + e) * Fp + jb * nr, ELEMS * Fp)
+    for t in range(nt):
+        g = g0 + t
+        n = g // (TH * TW)
+        ty = (g // TW) % TH
+        tx = g % TW
+        for i in range(2):
+            for j in range(2):
+                y = 2 * ty + i
+                x = 2 * tx + j
+                yp[2 * i + j] = (out + ((n * OH + y) * OW + x) * F
+                                 if y < OH and x < OW else sink)
+        output_tile(M + t * ELEMS * Fp, Fp, bias, yp[0], yp[1], yp[2], yp[3], F)
+        if act != 0:
+            for i in range(4):
+                if yp[i] != sink:
+                    activate(yp[i], F, act)
+
+
+def work_size(Py_ssize_t C, Py_ssize_t F, Py_ssize_t block, int itemsize):
+    """Elements of one thread's workspace for conv5_forward."""
+    cdef Py_ssize_t nr = 16 if itemsize == 4 else 8
+    cdef Py_ssize_t Fp = (F + nr - 1) // nr * nr
+    return block * ELEMS * (C + Fp) + 2 * ELEMS * C + F
+
+
+def conv5_forward(const floating[:, :, :, ::1] src, const floating[:, :, :, ::1] upack,
+                  const floating[::1] bias, floating[:, :, :, ::1] out,
+                  floating[:, ::1] work, Py_ssize_t top, Py_ssize_t left, int act,
+                  Py_ssize_t block, int num_threads):
+    """out (N, OH, OW, F) = act(conv(src, w) + bias) for 5x5 kernels w, stride 1.
+
+    src (N, SH, SW, C) is read as if framed with `top` zero rows above and `left` zero
+    columns to its left (and zeros past its far edges); upack is G w G^T as zero-padded
+    NR-wide panels, (36, ceil(F / NR), C, NR); bias is (F,); work is (num_threads,
+    work_size(C, F, block)); block, the tiles per work unit, a multiple of 6. Also
+    serves the input gradient (src = grad_out, w the flipped, transposed kernels)."""
+    cdef Py_ssize_t N = src.shape[0], SH = src.shape[1], SW = src.shape[2]
+    cdef Py_ssize_t C = src.shape[3]
+    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2], F = out.shape[3]
+    cdef Py_ssize_t tiles = N * ((OH + 1) // 2) * ((OW + 1) // 2)
+    cdef Py_ssize_t blocks = (tiles + block - 1) // block
+    cdef Py_ssize_t k
+    with nogil:
+        # Dynamic: tiles are independent, so any assignment to threads gives the same bits.
+        for k in prange(blocks, num_threads=num_threads, schedule="dynamic"):
+            conv_block(&src[0, 0, 0, 0], &upack[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
+                       &work[threadid(), 0], SH, SW, C, OH, OW, F, top, left, act,
+                       k * block, min(block, tiles - k * block), block)
