@@ -347,7 +347,7 @@ cdef void conv_block(const floating* src, const floating* upack, const floating*
     cdef floating* patch = M + block * ELEMS * Fp
     cdef floating* tmp = patch + ELEMS * C
     cdef floating* sink = tmp + ELEMS * C
-    cdef Py_ssize_t t, g, n, ty, tx, y0, x0, i, j, y, x, e, jb, ib, r
+    cdef Py_ssize_t t, g, n, ty, tx, y0, x0, xs, xe, i, j, y, x, e, jb, ib, r
     cdef const floating* a[6]
     cdef floating* yp[4]
     cdef const floating* img
@@ -362,15 +362,15 @@ cdef void conv_block(const floating* src, const floating* upack, const floating*
         if y0 >= 0 and x0 >= 0 and y0 + ALPHA <= SH and x0 + ALPHA <= SW:
             input_tile(img + (y0 * SW + x0) * C, SW * C, C, tmp, V + t * ELEMS * C, C)
         else:
+            # An edge tile: the patch, zeros past the image, copied a row at a time.
+            xs = max(x0, 0)
+            xe = min(x0 + ALPHA, SW)
+            memset(patch, 0, ELEMS * C * sizeof(floating))
             for i in range(ALPHA):
                 y = y0 + i
-                for j in range(ALPHA):
-                    x = x0 + j
-                    if 0 <= y < SH and 0 <= x < SW:
-                        memcpy(patch + (i * ALPHA + j) * C, img + (y * SW + x) * C,
-                               C * sizeof(floating))
-                    else:
-                        memset(patch + (i * ALPHA + j) * C, 0, C * sizeof(floating))
+                if 0 <= y < SH and xs < xe:
+                    memcpy(patch + (i * ALPHA + xs - x0) * C, img + (y * SW + xs) * C,
+                           (xe - xs) * C * sizeof(floating))
             input_tile(patch, ALPHA * C, C, tmp, V + t * ELEMS * C, C)
     for e in range(ELEMS):
         for jb in range(panels):
