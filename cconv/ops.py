@@ -82,6 +82,7 @@ WINOGRAD_G = np.array([[1 / 2, 0, 0, 0, 0],
 WINOGRAD_MIN_CHANNELS = 8
 WINOGRAD_MIN_FILTERS = 16
 WINOGRAD_BLOCK = 48  # tiles per work unit: V and M of one unit stay in L2
+WINOGRAD_GRAD_GROUP = 8  # images transformed at a time for the kernel gradient
 
 
 def _winograd_panels(w):
@@ -109,10 +110,34 @@ def _conv_winograd(src, w, b, out, top, left, act, threads):
                             WINOGRAD_BLOCK, threads)
 
 
+def _winograd_kernel_grad(x, grad_out, top, left, threads):
+    """grad_w (5, 5, C, F) of a 5x5 convolution by Winograd F(5x5, 2x2): the kernel sums
+    (A h A^T) . (B^T d B) over all tiles in float64, and G^T .. G maps them back."""
+    c, f = x.shape[3], grad_out.shape[3]
+    nr = _panel_width(x.dtype)
+    cp = -(-c // nr) * nr
+    tiles = -(-grad_out.shape[1] // 2) * -(-grad_out.shape[2] // 2)
+    group = min(WINOGRAD_GRAD_GROUP, x.shape[0])
+    acc = np.zeros((36, f, cp))
+    _winograd.conv5_backward_kernel(
+        x, grad_out, acc, _workspace("winograd_v", (group * tiles * 36 * cp,), x.dtype),
+        _workspace("winograd_h", (group * tiles * 36 * f,), x.dtype),
+        _workspace("winograd_grad", (threads, _winograd.grad_work_size(c, f)), x.dtype),
+        top, left, group, threads)
+    m = acc[:, :, :c].reshape(6, 6, f, c)
+    gw = np.tensordot(WINOGRAD_G, m, axes=(0, 0))  # (5, 6, F, C): G^T over the rows
+    gw = np.tensordot(gw, WINOGRAD_G, axes=(1, 0))  # (5, F, C, 5): ... and the columns
+    return gw.transpose(0, 3, 2, 1).astype(x.dtype)
+
+
+def _winograd_wins(kh, kw, c, f):
+    """Whether a convolution with C input channels and F filters takes Winograd."""
+    return (kh, kw) == (5, 5) and c >= WINOGRAD_MIN_CHANNELS and f >= WINOGRAD_MIN_FILTERS
+
+
 def _conv_gemm(src, w, b, out, kh, kw, top, left, act, threads):
     """out = act(conv(src, w) + b) by the GEMM kernels, src framed at (top, left)."""
-    if (kh, kw) == (5, 5) and src.shape[3] >= WINOGRAD_MIN_CHANNELS \
-            and w.shape[3] >= WINOGRAD_MIN_FILTERS:
+    if _winograd_wins(kh, kw, src.shape[3], w.shape[3]):
         _conv_winograd(src, w, b, out, top, left, act, threads)
         return
     frame = (out.shape[1] + kh - 1) * (out.shape[2] + kw - 1) * src.shape[3]
@@ -312,6 +337,8 @@ def _conv_backward_gemm(x, w, grad_out, pad_top, pad_left, need_grad_x, threads)
     grad_b = grad_out.reshape(-1, f).sum(axis=0, dtype=np.float64).astype(x.dtype)
     if n == 0:
         grad_w[:] = 0
+    elif _winograd_wins(kh, kw, c, f):
+        grad_w[:] = _winograd_kernel_grad(x, grad_out, pad_top, pad_left, threads)
     else:
         per_worker = ((oh + kh - 1) * (ow + kw - 1) * c
                       + -(-f // _panel_width(x.dtype)) * _panel_width(x.dtype) * oh * ow)

@@ -68,9 +68,9 @@ cdef inline Py_ssize_t panel_width(const floating* p) noexcept nogil:
 
 cdef inline void tile_portable(const floating* a0, const floating* a1, const floating* a2,
                                const floating* a3, const floating* a4, const floating* a5,
-                               Py_ssize_t K, const floating* b, floating* c,
-                               Py_ssize_t c_rs) noexcept nogil:
-    """c[r][0:NR] = a_r[0:K] @ b (K x NR), for compilers without vector types."""
+                               Py_ssize_t K, Py_ssize_t a_step, const floating* b,
+                               Py_ssize_t ldb, floating* c, Py_ssize_t c_rs) noexcept nogil:
+    """tile_kernel in plain loops, for compilers without vector types."""
     cdef Py_ssize_t nr = panel_width(b)
     cdef const floating* a[6]
     cdef Py_ssize_t r, j, k
@@ -85,15 +85,15 @@ cdef inline void tile_portable(const floating* a0, const floating* a1, const flo
         for j in range(nr):
             s = 0
             for k in range(K):
-                s = s + a[r][k] * b[k * nr + j]
+                s = s + a[r][k * a_step] * b[k * ldb + j]
             c[r * c_rs + j] = s
 
 
 cdef inline void tile_f32(const float* a0, const float* a1, const float* a2,
                           const float* a3, const float* a4, const float* a5,
-                          Py_ssize_t K, const float* b, float* c,
-                          Py_ssize_t c_rs) noexcept nogil:
-    """c[r][0:16] = a_r[0:K] @ b (K x 16), the 6 x 16 tile in twelve registers."""
+                          Py_ssize_t K, Py_ssize_t a_step, const float* b, Py_ssize_t ldb,
+                          float* c, Py_ssize_t c_rs) noexcept nogil:
+    """tile_kernel for float32, the 6 x 16 tile in twelve registers."""
     cdef vfloat z = zero_f()
     cdef vfloat c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z
     cdef vfloat c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z
@@ -103,25 +103,25 @@ cdef inline void tile_f32(const float* a0, const float* a1, const float* a2,
     for k in range(K):
         b0 = (<const vfloat*>b)[0]
         b1 = (<const vfloat*>(b + 8))[0]
-        v = a0[k]
+        v = a0[k * a_step]
         c00 = c00 + v * b0
         c01 = c01 + v * b1
-        v = a1[k]
+        v = a1[k * a_step]
         c10 = c10 + v * b0
         c11 = c11 + v * b1
-        v = a2[k]
+        v = a2[k * a_step]
         c20 = c20 + v * b0
         c21 = c21 + v * b1
-        v = a3[k]
+        v = a3[k * a_step]
         c30 = c30 + v * b0
         c31 = c31 + v * b1
-        v = a4[k]
+        v = a4[k * a_step]
         c40 = c40 + v * b0
         c41 = c41 + v * b1
-        v = a5[k]
+        v = a5[k * a_step]
         c50 = c50 + v * b0
         c51 = c51 + v * b1
-        b += 16
+        b += ldb
     (<vfloat*>c)[0] = c00
     (<vfloat*>(c + 8))[0] = c01
     (<vfloat*>(c + c_rs))[0] = c10
@@ -138,9 +138,9 @@ cdef inline void tile_f32(const float* a0, const float* a1, const float* a2,
 
 cdef inline void tile_f64(const double* a0, const double* a1, const double* a2,
                           const double* a3, const double* a4, const double* a5,
-                          Py_ssize_t K, const double* b, double* c,
-                          Py_ssize_t c_rs) noexcept nogil:
-    """c[r][0:8] = a_r[0:K] @ b (K x 8), the 6 x 8 tile in twelve registers."""
+                          Py_ssize_t K, Py_ssize_t a_step, const double* b,
+                          Py_ssize_t ldb, double* c, Py_ssize_t c_rs) noexcept nogil:
+    """tile_kernel for float64, the 6 x 8 tile in twelve registers."""
     cdef vdouble z = zero_d()
     cdef vdouble c00 = z, c01 = z, c10 = z, c11 = z, c20 = z, c21 = z
     cdef vdouble c30 = z, c31 = z, c40 = z, c41 = z, c50 = z, c51 = z
@@ -150,25 +150,25 @@ cdef inline void tile_f64(const double* a0, const double* a1, const double* a2,
     for k in range(K):
         b0 = (<const vdouble*>b)[0]
         b1 = (<const vdouble*>(b + 4))[0]
-        v = a0[k]
+        v = a0[k * a_step]
         c00 = c00 + v * b0
         c01 = c01 + v * b1
-        v = a1[k]
+        v = a1[k * a_step]
         c10 = c10 + v * b0
         c11 = c11 + v * b1
-        v = a2[k]
+        v = a2[k * a_step]
         c20 = c20 + v * b0
         c21 = c21 + v * b1
-        v = a3[k]
+        v = a3[k * a_step]
         c30 = c30 + v * b0
         c31 = c31 + v * b1
-        v = a4[k]
+        v = a4[k * a_step]
         c40 = c40 + v * b0
         c41 = c41 + v * b1
-        v = a5[k]
+        v = a5[k * a_step]
         c50 = c50 + v * b0
         c51 = c51 + v * b1
-        b += 8
+        b += ldb
     (<vdouble*>c)[0] = c00
     (<vdouble*>(c + 4))[0] = c01
     (<vdouble*>(c + c_rs))[0] = c10
@@ -185,15 +185,16 @@ cdef inline void tile_f64(const double* a0, const double* a1, const double* a2,
 
 cdef inline void tile_kernel(const floating* a0, const floating* a1, const floating* a2,
                              const floating* a3, const floating* a4, const floating* a5,
-                             Py_ssize_t K, const floating* b, floating* c,
-                             Py_ssize_t c_rs) noexcept nogil:
-    """Six rows of c (c_rs apart, NR wide) = six rows of A (K long) @ a K x NR panel."""
+                             Py_ssize_t K, Py_ssize_t a_step, const floating* b,
+                             Py_ssize_t ldb, floating* c, Py_ssize_t c_rs) noexcept nogil:
+    """Six rows of c (c_rs apart, NR wide) = six rows of A (K long, elements a_step
+    apart) @ a K x NR panel (rows ldb apart)."""
     if not CCONV_WG_VECTOR_TYPES:
-        tile_portable(a0, a1, a2, a3, a4, a5, K, b, c, c_rs)
+        tile_portable(a0, a1, a2, a3, a4, a5, K, a_step, b, ldb, c, c_rs)
     elif floating is float:
-        tile_f32(a0, a1, a2, a3, a4, a5, K, b, c, c_rs)
+        tile_f32(a0, a1, a2, a3, a4, a5, K, a_step, b, ldb, c, c_rs)
     else:
-        tile_f64(a0, a1, a2, a3, a4, a5, K, b, c, c_rs)
+        tile_f64(a0, a1, a2, a3, a4, a5, K, a_step, b, ldb, c, c_rs)
 
 
 ctypedef fused vec:  # a vector of either float type
@@ -260,13 +261,34 @@ cdef inline void input_rows(const floating* d, Py_ssize_t ds, floating* v, Py_ss
 
 
 cdef void input_tile(const floating* d, Py_ssize_t rs, Py_ssize_t cs, floating* tmp,
-                     floating* v, Py_ssize_t C) noexcept nogil:
-    """v (36, C) = B^T d B for the 6x6 patch d (rows rs apart, pixels cs apart)."""
+                     floating* v, Py_ssize_t ve, Py_ssize_t C) noexcept nogil:
+    """v[e] (C values, ve apart) = (B^T d B)[e] for the 6x6 patch d (rows rs apart,
+    pixels cs apart); tmp holds 36 C."""
     cdef Py_ssize_t j
     for j in range(ALPHA):  # columns of the patch: tmp[i][j] = (B^T d)[i][j]
         input_rows(d + j * cs, rs, tmp + j * C, ALPHA * C, C)
     for j in range(ALPHA):  # rows of tmp: v[j][i] = (tmp B)[j][i]
-        input_rows(tmp + j * ALPHA * C, C, v + j * ALPHA * C, C, C)
+        input_rows(tmp + j * ALPHA * C, C, v + j * ALPHA * ve, ve, C)
+
+
+cdef void input_patch(const floating* img, Py_ssize_t SH, Py_ssize_t SW, Py_ssize_t C,
+                      Py_ssize_t y0, Py_ssize_t x0, floating* patch, floating* tmp,
+                      floating* v, Py_ssize_t ve) noexcept nogil:
+    """input_tile of the 6x6 patch of img (SH, SW, C) at (y0, x0), zeros past its edges.
+    patch holds 36 C, for a patch that straddles an edge."""
+    cdef Py_ssize_t xs, xe, i, y
+    if y0 >= 0 and x0 >= 0 and y0 + ALPHA <= SH and x0 + ALPHA <= SW:
+        input_tile(img + (y0 * SW + x0) * C, SW * C, C, tmp, v, ve, C)
+        return
+    xs = max(x0, 0)
+    xe = min(x0 + ALPHA, SW)
+    memset(patch, 0, ELEMS * C * sizeof(floating))
+    for i in range(ALPHA):  # a row at a time
+        y = y0 + i
+        if 0 <= y < SH and xs < xe:
+            memcpy(patch + (i * ALPHA + xs - x0) * C, img + (y * SW + xs) * C,
+                   (xe - xs) * C * sizeof(floating))
+    input_tile(patch, ALPHA * C, C, tmp, v, ve, C)
 
 
 cdef inline void output6(const vec* m, Py_ssize_t ms, const vec* bias, vec* y00, vec* y01,
@@ -347,39 +369,24 @@ cdef void conv_block(const floating* src, const floating* upack, const floating*
     cdef floating* patch = M + block * ELEMS * Fp
     cdef floating* tmp = patch + ELEMS * C
     cdef floating* sink = tmp + ELEMS * C
-    cdef Py_ssize_t t, g, n, ty, tx, y0, x0, xs, xe, i, j, y, x, e, jb, ib, r
+    cdef Py_ssize_t t, g, n, ty, tx, i, j, y, x, e, jb, ib, r
     cdef const floating* a[6]
     cdef floating* yp[4]
-    cdef const floating* img
     for t in range(nt):
         g = g0 + t
         n = g // (TH * TW)
         ty = (g // TW) % TH
         tx = g % TW
-        y0 = 2 * ty - top
-        x0 = 2 * tx - left
-        img = src + n * SH * SW * C
-        if y0 >= 0 and x0 >= 0 and y0 + ALPHA <= SH and x0 + ALPHA <= SW:
-            input_tile(img + (y0 * SW + x0) * C, SW * C, C, tmp, V + t * ELEMS * C, C)
-        else:
-            # An edge tile: the patch, zeros past the image, copied a row at a time.
-            xs = max(x0, 0)
-            xe = min(x0 + ALPHA, SW)
-            memset(patch, 0, ELEMS * C * sizeof(floating))
-            for i in range(ALPHA):
-                y = y0 + i
-                if 0 <= y < SH and xs < xe:
-                    memcpy(patch + (i * ALPHA + xs - x0) * C, img + (y * SW + xs) * C,
-                           (xe - xs) * C * sizeof(floating))
-            input_tile(patch, ALPHA * C, C, tmp, V + t * ELEMS * C, C)
+        input_patch(src + n * SH * SW * C, SH, SW, C, 2 * ty - top, 2 * tx - left, patch,
+                    tmp, V + t * ELEMS * C, C)
     for e in range(ELEMS):
         for jb in range(panels):
             for ib in range((nt + MR - 1) // MR):
                 # Rows past the block repeat its last tile; M has room for them.
                 for r in range(MR):
                     a[r] = V + (min(ib * MR + r, nt - 1) * ELEMS + e) * C
-                tile_kernel(a[0], a[1], a[2], a[3], a[4], a[5], C,
-                            upack + (e * panels + jb) * C * nr,
+                tile_kernel(a[0], a[1], a[2], a[3], a[4], a[5], C, 1,
+                            upack + (e * panels + jb) * C * nr, nr,
                             M + (ib * MR * ELEMS + e) * Fp + jb * nr, ELEMS * Fp)
     for t in range(nt):
         g = g0 + t
@@ -429,3 +436,181 @@ def conv5_forward(const floating[:, :, :, ::1] src, const floating[:, :, :, ::1]
             conv_block(&src[0, 0, 0, 0], &upack[0, 0, 0, 0], &bias[0], &out[0, 0, 0, 0],
                        &work[threadid(), 0], SH, SW, C, OH, OW, F, top, left, act,
                        k * block, min(block, tiles - k * block), block)
+
+
+# ---------------------------------------------------------------- kernel gradient
+#
+# grad_w = sum over tiles of the correlation of each 6x6 input patch d with the 2x2
+# grad_out tile h under it: F(5x5, 2x2), the transpose of the forward algorithm,
+#     grad_w[:, :, c, f] = G^T [ sum_tiles (B^T d_c B) . (A h_f A^T) ] G,
+# with A (6 x 2) the transpose of A^T above. The sums, 36 matrix products over the tiles
+# (F x tiles) @ (tiles x C), are what this module computes; cconv.ops applies G^T .. G.
+# Each image's tiles are summed in float32 (a micro-kernel tile), and the images added
+# in order in float64: summed in float32 over a whole batch, the transformed products,
+# several times larger than the result they cancel down to, lose too many digits.
+
+
+cdef inline void grad6(const vec* h00, const vec* h01, const vec* h10, const vec* h11,
+                       vec* out, Py_ssize_t hs) noexcept nogil:
+    """out[6a + b] (hs bytes apart) = (A h A^T)[a][b] for one vector of filters of the
+    2x2 tile h; A's rows are (1, 0), (1, 1), (1, -1), (1, 2), (2, -1), (0, 1)."""
+    cdef char* q = <char*>out
+    cdef vec r0[6]
+    cdef vec r1[6]
+    cdef vec u, v
+    cdef Py_ssize_t b
+    u = h00[0]  # r_i = A (h_i0, h_i1), the rows of h A^T
+    v = h01[0]
+    r0[0] = u
+    r0[1] = u + v
+    r0[2] = u - v
+    r0[3] = u + 2 * v
+    r0[4] = 2 * u - v
+    r0[5] = v
+    u = h10[0]
+    v = h11[0]
+    r1[0] = u
+    r1[1] = u + v
+    r1[2] = u - v
+    r1[3] = u + 2 * v
+    r1[4] = 2 * u - v
+    r1[5] = v
+    for b in range(ALPHA):
+        u = r0[b]
+        v = r1[b]
+        (<vec*>(q + b * hs))[0] = u
+        (<vec*>(q + (6 + b) * hs))[0] = u + v
+        (<vec*>(q + (12 + b) * hs))[0] = u - v
+        (<vec*>(q + (18 + b) * hs))[0] = u + 2 * v
+        (<vec*>(q + (24 + b) * hs))[0] = 2 * u - v
+        (<vec*>(q + (30 + b) * hs))[0] = v
+
+
+cdef void grad_tile(const floating* h00, const floating* h01, const floating* h10,
+                    const floating* h11, floating* out, Py_ssize_t oe,
+                    Py_ssize_t F) noexcept nogil:
+    """out[e] (F values, oe apart) = (A h A^T)[e] for the 2x2 tile of F-long pixels h:
+    whole vectors, then the last filters through padded vectors."""
+    cdef Py_ssize_t L = lanes(out)
+    cdef floating pad_h[4 * 8]
+    cdef floating pad_out[ELEMS * 8]
+    cdef Py_ssize_t f = 0, rest, e
+    while f + L <= F:
+        if floating is float:
+            grad6(<const vfloat*>(h00 + f), <const vfloat*>(h01 + f),
+                  <const vfloat*>(h10 + f), <const vfloat*>(h11 + f), <vfloat*>(out + f),
+                  oe * sizeof(float))
+        else:
+            grad6(<const vdouble*>(h00 + f), <const vdouble*>(h01 + f),
+                  <const vdouble*>(h10 + f), <const vdouble*>(h11 + f),
+                  <vdouble*>(out + f), oe * sizeof(double))
+        f += L
+    rest = F - f
+    if rest == 0:
+        return
+    memset(pad_h, 0, 4 * L * sizeof(floating))
+    memcpy(pad_h, h00 + f, rest * sizeof(floating))
+    memcpy(pad_h + L, h01 + f, rest * sizeof(floating))
+    memcpy(pad_h + 2 * L, h10 + f, rest * sizeof(floating))
+    memcpy(pad_h + 3 * L, h11 + f, rest * sizeof(floating))
+    if floating is float:
+        grad6(<const vfloat*>pad_h, <const vfloat*>(pad_h + L), <const vfloat*>(pad_h + 2 * L),
+              <const vfloat*>(pad_h + 3 * L), <vfloat*>pad_out, L * sizeof(float))
+    else:
+        grad6(<const vdouble*>pad_h, <const vdouble*>(pad_h + L),
+              <const vdouble*>(pad_h + 2 * L), <const vdouble*>(pad_h + 3 * L),
+              <vdouble*>pad_out, L * sizeof(double))
+    for e in range(ELEMS):
+        memcpy(out + e * oe + f, pad_out + e * L, rest * sizeof(floating))
+
+
+cdef void grad_image(const floating* img, const floating* gout, floating* V, floating* Hm,
+                     Py_ssize_t T, floating* work, Py_ssize_t SH, Py_ssize_t SW,
+                     Py_ssize_t C, Py_ssize_t Cp, Py_ssize_t OH, Py_ssize_t OW,
+                     Py_ssize_t F, Py_ssize_t top, Py_ssize_t left) noexcept nogil:
+    """For every tile t of one image: V[e, t] (Cp values, zeros past C) = B^T d B and
+    Hm[e, t] (F values) = A h A^T, the rows for one e T tiles apart, so that each of
+    the 36 products reads its rows one after another. work holds 72 C + F."""
+    cdef Py_ssize_t TH = (OH + 1) // 2, TW = (OW + 1) // 2
+    cdef floating* patch = work
+    cdef floating* tmp = patch + ELEMS * C
+    cdef floating* zeros = tmp + ELEMS * C
+    cdef const floating* hp[4]
+    cdef Py_ssize_t ty, tx, t, e, i, j, y, x
+    memset(zeros, 0, F * sizeof(floating))
+    for ty in range(TH):
+        for tx in range(TW):
+            t = ty * TW + tx
+            input_patch(img, SH, SW, C, 2 * ty - top, 2 * tx - left, patch, tmp,
+                        V + t * Cp, T * Cp)
+            if Cp > C:
+                for e in range(ELEMS):
+                    memset(V + (e * T + t) * Cp + C, 0, (Cp - C) * sizeof(floating))
+            for i in range(2):
+                for j in range(2):
+                    y = 2 * ty + i
+                    x = 2 * tx + j
+                    hp[2 * i + j] = gout + (y * OW + x) * F if y < OH and x < OW else zeros
+            grad_tile(hp[0], hp[1], hp[2], hp[3], Hm + t * F, T * F, F)
+
+
+cdef void grad_sum(const floating* V, const floating* Hm, double* acc, Py_ssize_t images,
+                   Py_ssize_t tiles, Py_ssize_t T, Py_ssize_t Cp, Py_ssize_t F,
+                   Py_ssize_t e, Py_ssize_t jb) noexcept nogil:
+    """acc[e, :, panel jb] (F x NR, rows Cp apart) += Hm_e^T @ V_e over the tiles of each
+    of `images` images, one image at a time, in order; V_e and Hm_e start at e * T rows."""
+    cdef floating t[6 * 16]
+    cdef const floating* a[6]
+    cdef Py_ssize_t nr = panel_width(V)
+    cdef Py_ssize_t n, ib, f0, mr, r, j
+    cdef double* row
+    for n in range(images):
+        for ib in range((F + MR - 1) // MR):
+            f0 = ib * MR
+            mr = min(MR, F - f0)
+            # Rows past F repeat the last filter; they are never added.
+            for r in range(MR):
+                a[r] = Hm + (e * T + n * tiles) * F + f0 + min(r, mr - 1)
+            tile_kernel(a[0], a[1], a[2], a[3], a[4], a[5], tiles, F,
+                        V + (e * T + n * tiles) * Cp + jb * nr, Cp, t, nr)
+            for r in range(mr):
+                row = acc + (e * F + f0 + r) * Cp + jb * nr
+                for j in range(nr):
+                    row[j] += t[r * nr + j]
+
+
+def grad_work_size(Py_ssize_t C, Py_ssize_t F):
+    """Elements of one thread's workspace for conv5_backward_kernel."""
+    return 2 * ELEMS * C + F
+
+
+def conv5_backward_kernel(const floating[:, :, :, ::1] x,
+                          const floating[:, :, :, ::1] grad_out, double[:, :, ::1] acc,
+                          floating[::1] vbuf, floating[::1] hbuf, floating[:, ::1] work,
+                          Py_ssize_t top, Py_ssize_t left, Py_ssize_t group,
+                          int num_threads):
+    """acc (36, F, Cp) += the Winograd-domain kernel gradient, sum over images and tiles
+    of (A h A^T) . (B^T d B), for 5x5 kernels, stride 1; x framed as in conv5_forward.
+
+    Cp is C rounded up to NR. Images go `group` at a time: first their tiles are
+    transformed into vbuf (36, group * tiles, Cp) and hbuf (36, group * tiles, F), one
+    image per thread, then the 36 * Cp / NR column panels of acc are shared among the
+    threads, each adding the images in order. work is (num_threads, grad_work_size)."""
+    cdef Py_ssize_t N = x.shape[0], SH = x.shape[1], SW = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t OH = grad_out.shape[1], OW = grad_out.shape[2], F = grad_out.shape[3]
+    cdef Py_ssize_t Cp = acc.shape[2]
+    cdef Py_ssize_t tiles = ((OH + 1) // 2) * ((OW + 1) // 2)
+    cdef Py_ssize_t panels = Cp // panel_width(&x[0, 0, 0, 0])
+    cdef Py_ssize_t groups = (N + group - 1) // group
+    cdef Py_ssize_t g0, gn, i, task, k
+    with nogil:
+        for k in range(groups):
+            g0 = k * group
+            gn = min(group, N - g0)
+            for i in prange(gn, num_threads=num_threads, schedule="dynamic"):
+                grad_image(&x[g0 + i, 0, 0, 0], &grad_out[g0 + i, 0, 0, 0],
+                           &vbuf[i * tiles * Cp], &hbuf[i * tiles * F], group * tiles,
+                           &work[threadid(), 0], SH, SW, C, Cp, OH, OW, F, top, left)
+            for task in prange(ELEMS * panels, num_threads=num_threads, schedule="dynamic"):
+                grad_sum(&vbuf[0], &hbuf[0], &acc[0, 0, 0], gn, tiles, group * tiles, Cp,
+                         F, task // panels, task % panels)
