@@ -579,38 +579,42 @@ cdef void grad_sum(const floating* V, const floating* Hm, double* acc, Py_ssize_
                     row[j] += t[r * nr + j]
 
 
-def grad_work_size(Py_ssize_t C, Py_ssize_t F):
+def grad_work_size(Py_ssize_t C, Py_ssize_t F, Py_ssize_t tiles, int itemsize):
     """Elements of one thread's workspace for conv5_backward_kernel."""
-    return 2 * ELEMS * C + F
+    cdef Py_ssize_t nr = 16 if itemsize == 4 else 8
+    cdef Py_ssize_t Cp = (C + nr - 1) // nr * nr
+    return tiles * ELEMS * (Cp + F) + 2 * ELEMS * C + F
 
 
 def conv5_backward_kernel(const floating[:, :, :, ::1] x,
-                          const floating[:, :, :, ::1] grad_out, double[:, :, ::1] acc,
-                          floating[::1] vbuf, floating[::1] hbuf, floating[:, ::1] work,
-                          Py_ssize_t top, Py_ssize_t left, Py_ssize_t group,
-                          int num_threads):
-    """acc (36, F, Cp) += the Winograd-domain kernel gradient, sum over images and tiles
-    of (A h A^T) . (B^T d B), for 5x5 kernels, stride 1; x framed as in conv5_forward.
+                          const floating[:, :, :, ::1] grad_out, double[:, :, :, ::1] partial,
+                          floating[:, ::1] work, Py_ssize_t top, Py_ssize_t left,
+                          Py_ssize_t chunk, int num_threads):
+    """partial[k] (36, F, Cp) = the Winograd-domain kernel gradient of images
+    k * chunk .. (k + 1) * chunk, the sum over their tiles of (A h A^T) . (B^T d B), for
+    5x5 kernels, stride 1; x framed as in conv5_forward. Cp is C rounded up to NR.
 
-    Cp is C rounded up to NR. Images go `group` at a time: first their tiles are
-    transformed into vbuf (36, group * tiles, Cp) and hbuf (36, group * tiles, F), one
-    image per thread, then the 36 * Cp / NR column panels of acc are shared among the
-    threads, each adding the images in order. work is (num_threads, grad_work_size)."""
+    A chunk is one work unit: image by image, in order, its tiles are transformed into
+    work[thread] (V (36, tiles, Cp), then Hm (36, tiles, F), then grad_image's
+    scratch) and the 36 products added to partial[k]. The caller sums the chunks in
+    order, so no sum depends on the thread count."""
     cdef Py_ssize_t N = x.shape[0], SH = x.shape[1], SW = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t OH = grad_out.shape[1], OW = grad_out.shape[2], F = grad_out.shape[3]
-    cdef Py_ssize_t Cp = acc.shape[2]
+    cdef Py_ssize_t Cp = partial.shape[3]
     cdef Py_ssize_t tiles = ((OH + 1) // 2) * ((OW + 1) // 2)
     cdef Py_ssize_t panels = Cp // panel_width(&x[0, 0, 0, 0])
-    cdef Py_ssize_t groups = (N + group - 1) // group
-    cdef Py_ssize_t g0, gn, i, task, k
+    cdef Py_ssize_t k, n, task
+    cdef floating* V
+    cdef floating* Hm
     with nogil:
-        for k in range(groups):
-            g0 = k * group
-            gn = min(group, N - g0)
-            for i in prange(gn, num_threads=num_threads, schedule="dynamic"):
-                grad_image(&x[g0 + i, 0, 0, 0], &grad_out[g0 + i, 0, 0, 0],
-                           &vbuf[i * tiles * Cp], &hbuf[i * tiles * F], group * tiles,
-                           &work[threadid(), 0], SH, SW, C, Cp, OH, OW, F, top, left)
-            for task in prange(ELEMS * panels, num_threads=num_threads, schedule="dynamic"):
-                grad_sum(&vbuf[0], &hbuf[0], &acc[0, 0, 0], gn, tiles, group * tiles, Cp,
-                         F, task // panels, task % panels)
+        # Dynamic: each chunk has its own partial sum, whichever thread computes it.
+        for k in prange(partial.shape[0], num_threads=num_threads, schedule="dynamic"):
+            V = &work[threadid(), 0]
+            Hm = V + tiles * ELEMS * Cp
+            memset(&partial[k, 0, 0, 0], 0, ELEMS * F * Cp * sizeof(double))
+            for n in range(k * chunk, min(N, (k + 1) * chunk)):
+                grad_image(&x[n, 0, 0, 0], &grad_out[n, 0, 0, 0], V, Hm, tiles,
+                           Hm + tiles * ELEMS * F, SH, SW, C, Cp, OH, OW, F, top, left)
+                for task in range(ELEMS * panels):
+                    grad_sum(V, Hm, &partial[k, 0, 0, 0], 1, tiles, tiles, Cp, F,
+                             task // panels, task % panels)
