@@ -135,8 +135,8 @@ def extensions():
         # nothing to it; determinism across threads comes from fixed work units.
         if sys.platform.startswith("linux") and name not in IEEE_MODULES:
             extra, libraries = ["-ffast-math"], ["m"]  # libm's link script pulls in libmvec
-        if name.endswith("_gemm") and sys.platform != "win32":
-            # The GEMM micro-kernel's FMAs must stay in the order written: reassociated,
+        if name.endswith(("_gemm", "_winograd")) and sys.platform != "win32":
+            # The GEMM micro-kernels' FMAs must stay in the order written: reassociated,
             # gcc splits them into multiplies and adds and spills the accumulators.
             extra = extra + ["-fno-associative-math"]
         exts.append(

@@ -137,7 +137,9 @@ def test_scratch_does_not_grow_with_the_batch(rng, threads):
         if n == 3:
             small = sizes
     assert sizes == small
-    assert sum(sizes) < x.size // 5
+    # The 5x5 convolutions go through Winograd, whose per-thread blocks of transformed
+    # tiles and one image's transforms for the kernel gradient take about 0.8M values.
+    assert sum(sizes) < x.size // 3
 
 
 def test_empty_batch(rng):

@@ -1,0 +1,178 @@
+"""Winograd F(2x2, 5x5), the path of stride-1 5x5 convolutions with enough channels and
+filters (forward, and the input gradient, a convolution of grad_out), and F(5x5, 2x2)
+for their kernel gradient, against cconv.oracle and finite differences: partial 2x2 tiles (odd sizes), tiles that straddle
+the image edge, images no larger than the kernel, channel and filter counts off the
+vector and panel widths, blocks of tiles that span images; and the same bits on 1, 2
+and 3 threads and for any block size."""
+import numpy as np
+import pytest
+
+import cconv
+from cconv import ops, oracle
+from test_gradcheck import numerical_grad
+
+# As for the direct GEMM path (test_gemm_paths). Winograd's float32 error on the
+# tutorial's conv2 (C = 32, F = 64, normal data) is about 4x below this atol forward,
+# 2x for the input gradient and 1.4x for the kernel gradient at a batch of 50
+# (the direct path: 10x to 15x below).
+TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
+DTYPES = [np.float32, np.float64]
+
+CASES = [  # (N, H, W, C, F)
+    (1, 14, 14, 32, 64),  # the tutorial's second conv layer, batch 1
+    (3, 14, 14, 32, 64),  # 147 tiles in 'same': blocks of 48 tiles span images
+    (1, 9, 7, 8, 16),     # odd sizes: half tiles on the bottom and right edges
+    (2, 11, 6, 9, 17),    # C off the vector width, F one past a float32 panel
+    (1, 5, 5, 10, 33),    # image as large as the kernel: 'valid' has one pixel
+    (2, 3, 4, 16, 20),    # image smaller than the kernel ('same' only)
+    (1, 6, 13, 33, 24),   # C one past four float32 vectors
+]
+
+
+def tol(dtype, terms):
+    return dict(rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * np.sqrt(terms))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(11)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Counts the calls into the Winograd kernel, so that a test knows it ran."""
+    seen = []
+    kernel = ops._winograd.conv5_forward
+
+    def counted(*args):
+        seen.append(args[0].shape)
+        return kernel(*args)
+
+    monkeypatch.setattr(ops._winograd, "conv5_forward", counted)
+    return seen
+
+
+def inputs(rng, dtype, case, padding):
+    n, h, w, c, f = case
+    x = rng.standard_normal((n, h, w, c)).astype(dtype)
+    k = rng.standard_normal((5, 5, c, f)).astype(dtype)
+    b = rng.standard_normal(f).astype(dtype)
+    g = rng.standard_normal(ops.conv_output_shape(x.shape, k.shape, padding)).astype(dtype)
+    return x, k, b, g
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("activation", [None, "relu", "tanh"])
+def test_forward(rng, calls, dtype, case, padding, activation):
+    n, h, w, c, f = case
+    if padding == "valid" and (h < 5 or w < 5):
+        pytest.skip("image smaller than the kernel")
+    x, k, b, _ = inputs(rng, dtype, case, padding)
+    want = oracle.conv2d(x, k, b, padding)
+    if activation is not None:
+        want = getattr(oracle, activation)(want)
+    got = ops.conv2d(x, k, b, padding, activation)
+    assert calls == [x.shape]
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, want, **tol(dtype, 25 * c))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_forward_without_bias(rng, calls, dtype):
+    x, k, _, _ = inputs(rng, dtype, (2, 10, 9, 12, 18), "same")
+    np.testing.assert_allclose(ops.conv2d(x, k, None, "same"), oracle.conv2d(x, k, None, "same"),
+                               **tol(dtype, 25 * 12))
+    assert calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_input_gradient(rng, calls, dtype, case, padding):
+    n, h, w, c, f = case
+    if padding == "valid" and (h < 5 or w < 5):
+        pytest.skip("image smaller than the kernel")
+    x, k, _, g = inputs(rng, dtype, case, padding)
+    got = ops.conv2d_backward(x, k, g, padding)
+    want = oracle.conv2d_backward(x, k, g, padding)
+    if c >= ops.WINOGRAD_MIN_FILTERS:  # grad_out has F channels and gives C outputs
+        assert g.shape in calls
+    for arr, ref, terms in zip(got, want, (25 * f, n * g.shape[1] * g.shape[2],
+                                           n * g.shape[1] * g.shape[2])):
+        assert arr.dtype == dtype and arr.shape == ref.shape
+        np.testing.assert_allclose(arr, ref, **tol(dtype, terms))
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_finite_differences(rng, calls, padding):
+    x, k, b, r = inputs(rng, np.float64, (2, 6, 7, 16, 16), padding)
+    loss = lambda: float((ops.conv2d(x, k, b, padding) * r).sum())
+    grad_x, grad_w, _ = ops.conv2d_backward(x, k, r, padding)
+    # atol 1e-6: the loss sums ~700 terms of size ~10, and the centred differences of
+    # such a sum carry ~1e-7 of rounding themselves.
+    for got, arr in ((grad_x, x), (grad_w, k)):
+        np.testing.assert_allclose(got, numerical_grad(loss, arr), rtol=1e-6, atol=1e-6)
+    assert len(calls) > 1
+
+
+def test_kernel_gradient_of_a_training_batch(rng, monkeypatch):
+    """The tutorial's conv2 at its batch of 50, where the kernel gradient sums 2450
+    tiles: in float32 per image, images in float64."""
+    seen = []
+    kernel = ops._winograd.conv5_backward_kernel
+    monkeypatch.setattr(ops._winograd, "conv5_backward_kernel",
+                        lambda *args: seen.append(1) or kernel(*args))
+    x, k, _, g = inputs(rng, np.float32, (50, 14, 14, 32, 64), "same")
+    got = ops.conv2d_backward(x, k, g, "same", need_grad_x=False)[1]
+    assert seen
+    want = oracle.conv2d_backward(x.astype(np.float64), k.astype(np.float64),
+                                  g.astype(np.float64), "same")[1]
+    np.testing.assert_allclose(got, want, **tol(np.float32, 50 * 14 * 14))
+
+
+def test_kernel_transform_is_exact():
+    """G w G^T, sent through the integer input and output transforms, must give back
+    w's correlation: the 1-D F(2, 5) in exact float64 on small integers."""
+    at = np.array([[1, 1, 1, 1, 2, 0], [0, 1, -1, 2, -1, 1]], dtype=float)
+    bt = np.array([[2, 3, -4, -3, 2, 0], [0, 2, 5, 1, -2, 0], [0, 2, 1, -5, 2, 0],
+                   [0, -1, -2, 1, 2, 0], [0, -2, 1, 2, -1, 0], [0, 2, 3, -4, -3, 2]],
+                  dtype=float)
+    rng = np.random.default_rng(0)
+    d, g = rng.integers(-9, 9, 6).astype(float), rng.integers(-9, 9, 5).astype(float)
+    want = [g @ d[0:5], g @ d[1:6]]
+    np.testing.assert_allclose(at @ ((ops.WINOGRAD_G @ g) * (bt @ d)), want, rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_routing(rng, calls, dtype):
+    """Few channels or filters, or another kernel size, stay on the direct path."""
+    for c, f, kh in ((7, 64, 5), (32, 15, 5), (32, 64, 3), (32, 64, 4)):
+        x = rng.standard_normal((1, 8, 8, c)).astype(dtype)
+        k = rng.standard_normal((kh, 5, c, f)).astype(dtype)
+        np.testing.assert_allclose(ops.conv2d(x, k, None, "same"),
+                                   oracle.conv2d(x, k, None, "same"), **tol(dtype, 25 * c))
+    assert calls == []
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_same_bits_on_1_2_3_threads_and_any_block(rng, dtype, threads, monkeypatch):
+    x, k, b, g = inputs(rng, dtype, (7, 13, 15, 24, 40), "same")
+    results = []
+    for n, block in ((1, 24), (2, 24), (3, 24), (2, 6), (3, 96)):
+        cconv.set_num_threads(n)
+        monkeypatch.setattr(ops, "WINOGRAD_BLOCK", block)
+        results.append([ops.conv2d(x, k, b, "same", "relu"),
+                        *ops.conv2d_backward(x, k, g, "same")])
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            assert np.array_equal(a, c)
+
+
+def test_each_image_alone(rng):
+    """An image's output does not depend on the others in its block."""
+    x, k, b, _ = inputs(rng, np.float32, (5, 14, 14, 32, 64), "same")
+    batch = ops.conv2d(x, k, b, "same")
+    for i in range(5):
+        assert np.array_equal(ops.conv2d(x[i:i + 1], k, b, "same")[0], batch[i])
