@@ -872,7 +872,8 @@ def conv2d_maxpool(x, w, b=None, padding="valid", activation=None, pool_size=2,
                    pool_padding="valid", need_argmax=False, out=None, out_argmax=None):
     """max_pool2d(act(conv2d(x, w, b, padding)), pool_size, pool_padding) in one pass:
     each thread computes a few rows of the convolution at a time and pools them while
-    they are in cache, so the full-size convolution output is never stored. Returns
+    they are in cache, so the full-size convolution output is never stored (except for
+    convolutions that take Winograd, see _winograd_wins, which are pooled after). Returns
     (pooled, argmax): pooled (N, POH, POW, F) and argmax, int32 of the same shape, in
     max_pool2d's encoding over the convolution's output (N, OH, OW, F), so that
     max_pool2d_backward takes it; None unless need_argmax.
@@ -910,6 +911,12 @@ def conv2d_maxpool(x, w, b=None, padding="valid", activation=None, pool_size=2,
         return out, argmax
     threads = get_num_threads()
     kh, kw, c, _ = w.shape
+    if _winograd_wins(kh, kw, c, f):
+        # Winograd halves this convolution's arithmetic, far more than the fused pooling
+        # saves in memory traffic: convolve whole, then pool.
+        conv_out = _workspace("conv_pool winograd", conv_shape, x.dtype)
+        _conv_winograd(x, w, b, conv_out, pad_top, pad_left, act, threads)
+        return max_pool2d(conv_out, (ph, pw), pool_padding, need_argmax, out, argmax)
     row_bytes = ph * ow * f * x.dtype.itemsize  # the convolution rows of one pooled row
     band_rows = max(1, min(shape[1], CONV_POOL_BAND_BYTES // row_bytes))
     frame = (oh + kh - 1) * (ow + kw - 1) * c

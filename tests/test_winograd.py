@@ -52,6 +52,11 @@ def calls(monkeypatch):
     return seen
 
 
+# 'valid' needs an image at least as large as the kernel
+CASE_PADDINGS = [(case, padding) for case in CASES for padding in ("valid", "same")
+                 if padding == "same" or min(case[1], case[2]) >= 5]
+
+
 def inputs(rng, dtype, case, padding):
     n, h, w, c, f = case
     x = rng.standard_normal((n, h, w, c)).astype(dtype)
@@ -62,13 +67,10 @@ def inputs(rng, dtype, case, padding):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("case,padding", CASE_PADDINGS)
 @pytest.mark.parametrize("activation", [None, "relu", "tanh"])
 def test_forward(rng, calls, dtype, case, padding, activation):
     n, h, w, c, f = case
-    if padding == "valid" and (h < 5 or w < 5):
-        pytest.skip("image smaller than the kernel")
     x, k, b, _ = inputs(rng, dtype, case, padding)
     want = oracle.conv2d(x, k, b, padding)
     if activation is not None:
@@ -88,12 +90,9 @@ def test_forward_without_bias(rng, calls, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES)
-@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("case,padding", CASE_PADDINGS)
 def test_input_gradient(rng, calls, dtype, case, padding):
     n, h, w, c, f = case
-    if padding == "valid" and (h < 5 or w < 5):
-        pytest.skip("image smaller than the kernel")
     x, k, _, g = inputs(rng, dtype, case, padding)
     got = ops.conv2d_backward(x, k, g, padding)
     want = oracle.conv2d_backward(x, k, g, padding)
