@@ -34,16 +34,19 @@ def time_steps(model, x, onehot, training, repeats, clock):
     back = {step_name(s): [] for s in steps}
     for r in range(repeats + 2):
         out = x
-        for s in steps:
+        for i, s in enumerate(steps):
+            # the last step stops at its logits, as in a training step (softmax in the loss)
+            forward = s.forward_linear if i == len(steps) - 1 else s.forward
             t0 = clock()
-            out = s.forward(out, training, rng)
+            out = forward(out, training, rng)
             times[step_name(s)].append(clock() - t0)
         if training:
             e = np.exp(out - out.max(axis=1, keepdims=True))
             grad = (e / e.sum(axis=1, keepdims=True) - onehot) / np.float32(len(x))
-            for s in reversed(steps):
+            for i, s in enumerate(reversed(steps)):
+                backward = s.backward_linear if i == 0 else s.backward
                 t0 = clock()
-                grad = s.backward(grad)
+                grad = backward(grad)
                 back[step_name(s)].append(clock() - t0)
     med = lambda ts: statistics.median(ts[2:]) if ts else 0.0
     return {k: med(times[k]) + med(back[k]) for k in times}

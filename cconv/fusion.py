@@ -23,10 +23,6 @@ class Fused:
         self.layers = tuple(layers)
         self.activation = self.layers[-1].activation
 
-    @property
-    def need_input_grad(self):
-        return self.layers[0].need_input_grad
-
     def forward(self, x, training=False, rng=None):
         z = self.forward_linear(x, training, rng)
         return z if self.activation is None else self.activation.forward(z, training)
@@ -74,17 +70,25 @@ class ConvDense(Fused):
                                 conv.padding, conv.activation.name)
 
 
-def conv_dense_rule(layers, i, training):
+def _conv_to_dense(layers, i, max_dropouts):
+    """The run Conv2D (with a fused activation) -> up to max_dropouts Dropout -> Flatten
+    -> Dense starting at i, or None."""
     conv = layers[i]
-    if training or type(conv) is not Conv2D or conv.input_shape[2] != 1 \
-            or conv.activation.name not in ops.FUSED_ACTIVATIONS:
+    if type(conv) is not Conv2D or conv.activation.name not in ops.FUSED_ACTIVATIONS:
         return None
     j = i + 1
-    while j < len(layers) and type(layers[j]) is Dropout:
+    while j < len(layers) and j - i <= max_dropouts and type(layers[j]) is Dropout:
         j += 1
     if j + 1 < len(layers) and type(layers[j]) is Flatten and type(layers[j + 1]) is Dense:
-        return ConvDense(layers[i:j + 2])
+        return layers[i:j + 2]
     return None
+
+
+def conv_dense_rule(layers, i, training):
+    if training or type(layers[i]) is not Conv2D or layers[i].input_shape[2] != 1:
+        return None
+    run = _conv_to_dense(layers, i, len(layers))
+    return None if run is None else ConvDense(run)
 
 
 RULES.append(conv_dense_rule)
@@ -93,8 +97,9 @@ RULES.append(conv_dense_rule)
 class ConvDropoutDense(Fused):
     """Conv2D -> [Dropout] -> Flatten -> Dense in training. Forward runs the layers one
     by one; backward goes back through the dense layer, the dropout and the conv's
-    activation in one op (ops.dense_backward_gated), which reads the dropout mask and the
-    activation's output once instead of making two more passes over memory."""
+    activation in one op (ops.dense_backward_gated), which for a narrow dense layer reads
+    the dropout mask and the activation's output once instead of making two more passes
+    over memory."""
 
     def forward_linear(self, x, training=False, rng=None):
         for layer in self.layers[:-1]:
@@ -118,24 +123,17 @@ class ConvDropoutDense(Fused):
 
 
 def conv_dropout_dense_rule(layers, i, training):
-    conv = layers[i]
-    if not training or type(conv) is not Conv2D \
-            or conv.activation.name not in ops.FUSED_ACTIVATIONS:
-        return None
-    j = i + 1
-    if j < len(layers) and type(layers[j]) is Dropout:
-        j += 1
-    if j + 1 < len(layers) and type(layers[j]) is Flatten and type(layers[j + 1]) is Dense:
-        return ConvDropoutDense(layers[i:j + 2])
-    return None
+    run = _conv_to_dense(layers, i, 1) if training else None
+    return None if run is None else ConvDropoutDense(run)
 
 
 RULES.append(conv_dropout_dense_rule)
 
 
 class ConvPool(Fused):
-    """Conv2D (linear, tanh or relu) then MaxPooling2D, by ops.conv2d_maxpool: the
-    convolution's full-size output is never stored, in training or inference."""
+    """Conv2D (linear, tanh or relu) then MaxPooling2D, by ops.conv2d_maxpool: unless the
+    convolution takes Winograd, its full-size output is never stored, in training or
+    inference."""
 
     def __init__(self, conv, pool):
         super().__init__((conv, pool))
@@ -181,7 +179,7 @@ def conv_pool_rule(layers, i, training):
     if i + 1 >= len(layers):
         return None
     conv, pool = layers[i], layers[i + 1]
-    if isinstance(conv, Conv2D) and isinstance(pool, MaxPooling2D) \
+    if type(conv) is Conv2D and type(pool) is MaxPooling2D \
             and conv.activation.name in ops.FUSED_ACTIVATIONS:
         return ConvPool(conv, pool)
     return None

@@ -1,8 +1,9 @@
 """The functional face of the compiled kernels.
 
 Each function checks its arguments (types, ranks, shapes, dtypes), makes them
-C-contiguous, allocates the output and calls one kernel. The kernels run without bounds
-checks, so nothing reaches them unchecked. `cconv.oracle` has the same functions in
+C-contiguous, allocates the output and calls the kernels (one, or a few in turn for
+the fused ops and Winograd). The kernels run without bounds checks, so nothing reaches
+them unchecked. `cconv.oracle` has the same functions in
 plain NumPy.
 
 Layout is channels-last, as in Keras: images (N, H, W, C), conv kernels (KH, KW, C, F).
@@ -96,8 +97,9 @@ def _winograd_panels(w):
     _, _, c, f = w.shape
     nr = _panel_width(w.dtype)
     panels = -(-f // nr)
-    gw = np.tensordot(WINOGRAD_G, w.astype(np.float64), axes=(1, 0))  # (6, 5, C, F)
-    u = np.tensordot(WINOGRAD_G, gw, axes=(1, 1)).transpose(1, 0, 2, 3)  # (6, 6, C, F)
+    # einsum without optimize: no BLAS, whose threads would fight OpenMP's for the cores
+    gw = np.einsum("ak,kbcf->abcf", WINOGRAD_G, w.astype(np.float64))  # (6, 5, C, F)
+    u = np.einsum("bl,alcf->abcf", WINOGRAD_G, gw)  # (6, 6, C, F)
     padded = np.zeros((36, c, panels * nr))
     padded[:, :, :f] = u.reshape(36, c, f)
     return np.ascontiguousarray(padded.reshape(36, c, panels, nr).transpose(0, 2, 1, 3),
@@ -130,9 +132,9 @@ def _winograd_kernel_grad(x, grad_out, top, left, threads):
     _winograd.conv5_backward_kernel(x, grad_out, partial, work, top, left,
                                     WINOGRAD_GRAD_CHUNK, threads)
     m = partial.sum(axis=0)[:, :, :c].reshape(6, 6, f, c)
-    gw = np.tensordot(WINOGRAD_G, m, axes=(0, 0))  # (5, 6, F, C): G^T over the rows
-    gw = np.tensordot(gw, WINOGRAD_G, axes=(1, 0))  # (5, F, C, 5): ... and the columns
-    return gw.transpose(0, 3, 2, 1).astype(x.dtype)
+    gw = np.einsum("ik,ijfc->kjfc", WINOGRAD_G, m)  # G^T over the rows (as above, no BLAS)
+    gw = np.einsum("kjfc,jl->klcf", gw, WINOGRAD_G)  # ... and the columns
+    return gw.astype(x.dtype)
 
 
 def _winograd_wins(kh, kw, c, f):
@@ -257,6 +259,25 @@ def _check_out(out, shape, dtype):
     return out
 
 
+def _check_activation(activation):
+    """The kernels' code for a fused activation name."""
+    if not (activation is None or isinstance(activation, str)) \
+            or activation not in FUSED_ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
+                         f"got {activation!r}")
+    return FUSED_ACTIVATIONS[activation]
+
+
+def _bias(name, b, n, dtype, what):
+    """b checked as (n,), or an empty array for no bias."""
+    if b is None:
+        return np.empty(0, dtype=dtype)
+    b = _float_array(name, b, ndim=1, dtype=dtype)
+    if b.shape[0] != n:
+        raise ValueError(f"{name}: expected shape ({n},) to match {what}, got {b.shape}")
+    return b
+
+
 def conv2d(x, w, b=None, padding="valid", activation=None, out=None):
     """Stride-1 2-D convolution (cross-correlation, as in Keras) of x (N, H, W, C) with
     kernels w (KH, KW, C, F), plus bias b (F,) when given. Returns (N, OH, OW, F).
@@ -266,17 +287,8 @@ def conv2d(x, w, b=None, padding="valid", activation=None, out=None):
     to write the result into, so that a caller can reuse memory across batches (fresh
     memory costs a page fault per 4 KiB on first touch)."""
     x, w, (pad_top, pad_left) = _check_conv(x, w, padding)
-    if not (activation is None or isinstance(activation, str)) \
-            or activation not in FUSED_ACTIVATIONS:
-        raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
-                         f"got {activation!r}")
-    if b is None:
-        b = np.empty(0, dtype=x.dtype)
-    else:
-        b = _float_array("b", b, ndim=1, dtype=x.dtype)
-        if b.shape[0] != w.shape[3]:
-            raise ValueError(f"b: expected shape ({w.shape[3]},) to match w's {w.shape[3]} "
-                             f"filters, got {b.shape}")
+    _check_activation(activation)
+    b = _bias("b", b, w.shape[3], x.dtype, f"w's {w.shape[3]} filters")
     shape = conv_output_shape(x.shape, w.shape, padding)
     if out is None:
         out = _empty("conv2d output", shape, x.dtype)
@@ -464,7 +476,7 @@ def dropout(x, rate, seed=None, mask=None):
         if seed is None:
             raise ValueError("dropout: give either seed or mask, got neither")
         _check_seed(seed)
-        mask = np.empty(x.shape, dtype=np.uint8)
+        mask = _empty("dropout mask", x.shape, np.uint8)
         _elementwise.dropout(int(seed), rate, mask.reshape(-1), x.reshape(-1), scale,
                              out.reshape(-1), get_num_threads())
     else:
@@ -576,31 +588,12 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
 
 
 # ---- fused runs of layers (see cconv.fusion) -----------------------------------------
-FUSED_UNITS = 5  # dense units per pass of the conv2d_dense kernel (its UCHUNK)
-
-
-def _check_activation(activation):
-    if not (activation is None or isinstance(activation, str)) \
-            or activation not in FUSED_ACTIVATIONS:
-        raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
-                         f"got {activation!r}")
-
-
-def _bias(name, b, n, dtype, what):
-    """b checked as (n,), or an empty array for no bias."""
-    if b is None:
-        return np.empty(0, dtype=dtype)
-    b = _float_array(name, b, ndim=1, dtype=dtype)
-    if b.shape[0] != n:
-        raise ValueError(f"{name}: expected shape ({n},) to match {what}, got {b.shape}")
-    return b
-
-
 def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None):
     """The gradient wrt z of dense(dropout(act(z))) given grad_out, the gradient wrt the
     dense output: dense_backward's grad_x, then dropout_backward (when mask is given, with
-    `rate`), then the activation's backward given its output y (N, D). In training this
-    replaces three passes over (N, D) arrays with one."""
+    `rate`), then the activation's backward given its output y (N, D). For dense layers
+    below DENSE_GEMM_MIN_UNITS units one kernel does all three, each block while it is in
+    cache; wider ones go through the GEMM and then the gates one by one."""
     grad_out = _float_array("grad_out", grad_out, ndim=2)
     w = _float_array("w", w, ndim=2, dtype=grad_out.dtype)
     y = _float_array("y", y, ndim=2, dtype=grad_out.dtype)
@@ -609,13 +602,12 @@ def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None):
         raise ValueError(f"grad_out: expected shape ({n}, U) for y of shape {y.shape} and w "
                          f"of shape (D={d}, U), got grad_out {grad_out.shape} and w {w.shape}")
     rate = _check_rate(rate)
-    _check_activation(activation)
-    act = FUSED_ACTIVATIONS[activation]
+    act = _check_activation(activation)
     if mask is None:
         mask = np.empty((0, 0), dtype=np.uint8)
     else:
         mask = _check_mask(mask, y.shape)
-    if w.shape[1] >= DENSE_GEMM_MIN_UNITS and y.size:  # GEMM, then the gates one by one
+    if _dense_by_gemm(y, w):  # GEMM, then the gates one by one
         grad_x = _dense_grad_x_by_gemm(grad_out, w)
         if mask.size:
             grad_x = dropout_backward(grad_x, mask, rate)
@@ -637,10 +629,11 @@ def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None):
 def _packed_dense(dense_w, oh, row, units):
     """dense_w (OH * row, U) as the conv2d_dense kernel streams it: (UP, OH, L), unit by
     unit, each output row's weights padded to L (a multiple of the SIMD width) and the
-    units to UP (a multiple of FUSED_UNITS), with zeros."""
+    units to UP (a multiple of the kernel's units per pass), with zeros."""
     lanes = _panel_width(dense_w.dtype) // 2
     length = -(-row // lanes) * lanes
-    padded_units = -(-units // FUSED_UNITS) * FUSED_UNITS
+    per_pass = _conv.fused_units()
+    padded_units = -(-units // per_pass) * per_pass
     wp = _workspace("conv2d_dense weights", (padded_units, oh, length), dense_w.dtype)
     wp[:units, :, :row] = dense_w.T.reshape(units, oh, row)
     wp[:units, :, row:] = 0
@@ -657,7 +650,7 @@ def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
     memory and reading it back. Other images go layer by layer.
     activation is the conv's: None, "linear", "tanh" or "relu"."""
     x, w, (pad_top, pad_left) = _check_conv(x, w, padding)
-    _check_activation(activation)
+    act = _check_activation(activation)
     b = _bias("b", b, w.shape[3], x.dtype, f"w's {w.shape[3]} filters")
     dense_w = _float_array("dense_w", dense_w, ndim=2, dtype=x.dtype)
     n, oh, ow, f = conv_output_shape(x.shape, w.shape, padding)
@@ -681,7 +674,7 @@ def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
         work = _workspace("conv2d_dense scratch",
                           (threads, _conv.fused_group() * per_image), x.dtype)
         _conv.conv2d_dense_forward(x, w, b, wp, dense_b, out, work, ow, pad_top, pad_left,
-                                   FUSED_ACTIVATIONS[activation], threads)
+                                   act, threads)
     return out
 
 
@@ -840,24 +833,6 @@ def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid", o
 CONV_POOL_BAND_BYTES = 24 * 1024
 
 
-def _check_activation(activation):
-    if not (activation is None or isinstance(activation, str)) \
-            or activation not in FUSED_ACTIVATIONS:
-        raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
-                         f"got {activation!r}")
-    return FUSED_ACTIVATIONS[activation]
-
-
-def _check_conv_bias(b, w, dtype):
-    if b is None:
-        return np.empty(0, dtype=dtype)
-    b = _float_array("b", b, ndim=1, dtype=dtype)
-    if b.shape[0] != w.shape[3]:
-        raise ValueError(f"b: expected shape ({w.shape[3]},) to match w's {w.shape[3]} "
-                         f"filters, got {b.shape}")
-    return b
-
-
 def _check_out_argmax(out_argmax, shape):
     if not isinstance(out_argmax, np.ndarray):
         raise TypeError(f"out_argmax: expected a numpy array, got {type(out_argmax).__name__}")
@@ -883,7 +858,7 @@ def conv2d_maxpool(x, w, b=None, padding="valid", activation=None, pool_size=2,
     arrays to write into, as for max_pool2d."""
     x, w, (pad_top, pad_left) = _check_conv(x, w, padding)
     act = _check_activation(activation)
-    b = _check_conv_bias(b, w, x.dtype)
+    b = _bias("b", b, w.shape[3], x.dtype, f"w's {w.shape[3]} filters")
     conv_shape = conv_output_shape(x.shape, w.shape, padding)
     ph, pw = _pool_size(pool_size)
     if not isinstance(pool_padding, str) or pool_padding not in PADDINGS:

@@ -1,5 +1,7 @@
-"""The fused inference op conv2d_dense (Conv2D -> Flatten -> Dense without the conv
-output in memory) against the oracle, and the fusion rule that runs it for models."""
+"""The fused ops of the chapter-10 network against the oracle: conv2d_dense (Conv2D ->
+Flatten -> Dense at inference, without the conv output in memory) and
+dense_backward_gated (back through Dense, Dropout and the conv's activation), and the
+fusion rules ConvDense and ConvDropoutDense that run them for models."""
 import numpy as np
 import pytest
 

@@ -731,3 +731,9 @@ def conv2d_dense_forward(const floating[:, :, :, ::1] x, const floating[:, :, :,
 def fused_group():
     """Images per work unit of conv2d_dense_forward (for sizing its scratch)."""
     return GROUP
+
+
+def fused_units():
+    """Dense units per pass of conv2d_dense_forward: the packed weights' units are padded
+    to a multiple of it."""
+    return UCHUNK

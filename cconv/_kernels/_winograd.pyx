@@ -554,29 +554,27 @@ cdef void grad_image(const floating* img, const floating* gout, floating* V, flo
             grad_tile(hp[0], hp[1], hp[2], hp[3], Hm + t * F, T * F, F)
 
 
-cdef void grad_sum(const floating* V, const floating* Hm, double* acc, Py_ssize_t images,
-                   Py_ssize_t tiles, Py_ssize_t T, Py_ssize_t Cp, Py_ssize_t F,
-                   Py_ssize_t e, Py_ssize_t jb) noexcept nogil:
-    """acc[e, :, panel jb] (F x NR, rows Cp apart) += Hm_e^T @ V_e over the tiles of each
-    of `images` images, one image at a time, in order; V_e and Hm_e start at e * T rows."""
+cdef void grad_sum(const floating* V, const floating* Hm, double* acc, Py_ssize_t tiles,
+                   Py_ssize_t Cp, Py_ssize_t F, Py_ssize_t e, Py_ssize_t jb) noexcept nogil:
+    """acc[e, :, panel jb] (F x NR, rows Cp apart) += Hm_e^T @ V_e over one image's tiles,
+    summed in float32 per image; V_e and Hm_e start at e * tiles rows."""
     cdef floating t[6 * 16]
     cdef const floating* a[6]
     cdef Py_ssize_t nr = panel_width(V)
-    cdef Py_ssize_t n, ib, f0, mr, r, j
+    cdef Py_ssize_t ib, f0, mr, r, j
     cdef double* row
-    for n in range(images):
-        for ib in range((F + MR - 1) // MR):
-            f0 = ib * MR
-            mr = min(MR, F - f0)
-            # Rows past F repeat the last filter; they are never added.
-            for r in range(MR):
-                a[r] = Hm + (e * T + n * tiles) * F + f0 + min(r, mr - 1)
-            tile_kernel(a[0], a[1], a[2], a[3], a[4], a[5], tiles, F,
-                        V + (e * T + n * tiles) * Cp + jb * nr, Cp, t, nr)
-            for r in range(mr):
-                row = acc + (e * F + f0 + r) * Cp + jb * nr
-                for j in range(nr):
-                    row[j] += t[r * nr + j]
+    for ib in range((F + MR - 1) // MR):
+        f0 = ib * MR
+        mr = min(MR, F - f0)
+        # Rows past F repeat the last filter; they are never added.
+        for r in range(MR):
+            a[r] = Hm + e * tiles * F + f0 + min(r, mr - 1)
+        tile_kernel(a[0], a[1], a[2], a[3], a[4], a[5], tiles, F,
+                    V + e * tiles * Cp + jb * nr, Cp, t, nr)
+        for r in range(mr):
+            row = acc + (e * F + f0 + r) * Cp + jb * nr
+            for j in range(nr):
+                row[j] += t[r * nr + j]
 
 
 def grad_work_size(Py_ssize_t C, Py_ssize_t F, Py_ssize_t tiles, int itemsize):
@@ -616,5 +614,5 @@ def conv5_backward_kernel(const floating[:, :, :, ::1] x,
                 grad_image(&x[n, 0, 0, 0], &grad_out[n, 0, 0, 0], V, Hm, tiles,
                            Hm + tiles * ELEMS * F, SH, SW, C, Cp, OH, OW, F, top, left)
                 for task in range(ELEMS * panels):
-                    grad_sum(V, Hm, &partial[k, 0, 0, 0], 1, tiles, tiles, Cp, F,
-                             task // panels, task % panels)
+                    grad_sum(V, Hm, &partial[k, 0, 0, 0], tiles, Cp, F, task // panels,
+                             task % panels)
