@@ -1,5 +1,7 @@
 """2-D convolution of single-channel images (C == 1), channels-last: x (N, H, W, 1),
-kernels (KH, KW, 1, F), out (N, OH, OW, F). Images with more channels go through _gemm.
+kernels (KH, KW, 1, F), out (N, OH, OW, F); also fused with max pooling (pooled out)
+and with a following dense layer (logits out). Images with more channels go through
+_gemm.
 
 Stride 1. Padding is given as the number of zero rows above and columns left of the
 image (0 for 'valid', (K-1)//2 for 'same').

@@ -10,7 +10,7 @@ receptive field of one output pixel is KH runs of KW * C contiguous values, and 
 kernel-gradient row (one tap and channel) is OH runs of OW values C apart.
 
 Determinism: every output element is one sum in a fixed order (k ascending, blocks of
-KC in order, images in order); how tiles are shared among threads never changes it.
+k in order, images in order); how tiles are shared among threads never changes it.
 
 Every array here has been checked by cconv.ops; bounds checks are off.
 """
