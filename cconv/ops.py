@@ -730,19 +730,38 @@ def _pool_pads(input_shape, pool_size, padding):
     return (oh * pool_size[0] - input_shape[1]) // 2, (ow * pool_size[1] - input_shape[2]) // 2
 
 
-def _check_pool(x_shape, pool_size, padding):
+def _check_pool(x_shape, pool_size, padding, padding_name="padding", what="input"):
+    """((PH, PW), pads) for pooling images of x_shape; padding_name and what name the
+    argument and the pooled array in errors."""
     ph, pw = _pool_size(pool_size)
     if not isinstance(padding, str) or padding not in PADDINGS:
-        raise ValueError(f"padding: expected one of {PADDINGS}, got {padding!r}")
+        raise ValueError(f"{padding_name}: expected one of {PADDINGS}, got {padding!r}")
     _, h, w, c = x_shape
     if padding == "valid" and (h < ph or w < pw):
-        raise ValueError(f"pool_size: a {ph}x{pw} window is larger than the {h}x{w} input; "
+        raise ValueError(f"pool_size: a {ph}x{pw} window is larger than the {h}x{w} {what}; "
                          f"'valid' pooling needs H >= {ph} and W >= {pw} "
-                         f"(or use padding='same')")
+                         f"(or use {padding_name}='same')")
     if h * w * c > _INT32_MAX:
-        raise ValueError(f"x: images of {h}x{w}x{c} have more than 2**31 - 1 elements; "
-                         f"max_pool2d's int32 argmax cannot index them")
+        raise ValueError(f"x: a {what} of {h}x{w}x{c} per image has more than 2**31 - 1 "
+                         f"elements; the int32 argmax cannot index it")
     return (ph, pw), _pool_pads(x_shape, (ph, pw), padding)
+
+
+def _argmax_buffers(need_argmax, out_argmax, shape, what):
+    """(argmax to return or None, the array the kernel writes: an empty one when no
+    argmax is wanted); out_argmax, when given, is checked and used."""
+    if not need_argmax:
+        return None, np.empty((0, 0, 0, 0), dtype=np.int32)
+    if out_argmax is None:
+        argmax = _empty(what, shape, np.int32)
+        return argmax, argmax
+    if not isinstance(out_argmax, np.ndarray):
+        raise TypeError(f"out_argmax: expected a numpy array, got {type(out_argmax).__name__}")
+    if out_argmax.shape != shape or out_argmax.dtype != np.int32 \
+            or not out_argmax.flags.c_contiguous or not out_argmax.flags.writeable:
+        raise ValueError(f"out_argmax: expected a writeable C-contiguous int32 array of "
+                         f"shape {shape}, got {out_argmax.dtype} {out_argmax.shape}")
+    return out_argmax, out_argmax
 
 
 def max_pool2d(x, pool_size, padding="valid", need_argmax=True, out=None, out_argmax=None):
@@ -757,20 +776,7 @@ def max_pool2d(x, pool_size, padding="valid", need_argmax=True, out=None, out_ar
     (ph, pw), (pad_top, pad_left) = _check_pool(x.shape, pool_size, padding)
     shape = pool_output_shape(x.shape, (ph, pw), padding)
     out = np.empty(shape, dtype=x.dtype) if out is None else _check_out(out, shape, x.dtype)
-    if not need_argmax:
-        argmax = None
-        arg_view = np.empty((0, 0, 0, 0), dtype=np.int32)
-    elif out_argmax is None:
-        argmax = arg_view = np.empty(shape, dtype=np.int32)
-    else:
-        if not isinstance(out_argmax, np.ndarray):
-            raise TypeError(f"out_argmax: expected a numpy array, got "
-                            f"{type(out_argmax).__name__}")
-        if out_argmax.shape != shape or out_argmax.dtype != np.int32 \
-                or not out_argmax.flags.c_contiguous or not out_argmax.flags.writeable:
-            raise ValueError(f"out_argmax: expected a writeable C-contiguous int32 array of "
-                             f"shape {shape}, got {out_argmax.dtype} {out_argmax.shape}")
-        argmax = arg_view = out_argmax
+    argmax, arg_view = _argmax_buffers(need_argmax, out_argmax, shape, "max_pool2d argmax")
     if out.size:
         _pool.max_pool_forward(x, out, arg_view, ph, pw, pad_top, pad_left,
                                _threads_for(x.size))
@@ -833,16 +839,6 @@ def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid", o
 CONV_POOL_BAND_BYTES = 24 * 1024
 
 
-def _check_out_argmax(out_argmax, shape):
-    if not isinstance(out_argmax, np.ndarray):
-        raise TypeError(f"out_argmax: expected a numpy array, got {type(out_argmax).__name__}")
-    if out_argmax.shape != shape or out_argmax.dtype != np.int32 \
-            or not out_argmax.flags.c_contiguous or not out_argmax.flags.writeable:
-        raise ValueError(f"out_argmax: expected a writeable C-contiguous int32 array of "
-                         f"shape {shape}, got {out_argmax.dtype} {out_argmax.shape}")
-    return out_argmax
-
-
 def conv2d_maxpool(x, w, b=None, padding="valid", activation=None, pool_size=2,
                    pool_padding="valid", need_argmax=False, out=None, out_argmax=None):
     """max_pool2d(act(conv2d(x, w, b, padding)), pool_size, pool_padding) in one pass:
@@ -860,28 +856,14 @@ def conv2d_maxpool(x, w, b=None, padding="valid", activation=None, pool_size=2,
     act = _check_activation(activation)
     b = _bias("b", b, w.shape[3], x.dtype, f"w's {w.shape[3]} filters")
     conv_shape = conv_output_shape(x.shape, w.shape, padding)
-    ph, pw = _pool_size(pool_size)
-    if not isinstance(pool_padding, str) or pool_padding not in PADDINGS:
-        raise ValueError(f"pool_padding: expected one of {PADDINGS}, got {pool_padding!r}")
+    (ph, pw), (pool_top, pool_left) = _check_pool(conv_shape, pool_size, pool_padding,
+                                                  "pool_padding", "convolution output")
     _, oh, ow, f = conv_shape
-    if pool_padding == "valid" and (oh < ph or ow < pw):
-        raise ValueError(f"pool_size: a {ph}x{pw} window is larger than the {oh}x{ow} "
-                         f"convolution output; 'valid' pooling needs it to fit (or use "
-                         f"pool_padding='same')")
-    if oh * ow * f > _INT32_MAX:
-        raise ValueError(f"x: a convolution output of {oh}x{ow}x{f} per image has more than "
-                         f"2**31 - 1 elements; the int32 argmax cannot index it")
-    pool_top, pool_left = _pool_pads(conv_shape, (ph, pw), pool_padding)
     shape = pool_output_shape(conv_shape, (ph, pw), pool_padding)
     out = _empty("conv2d_maxpool output", shape, x.dtype) if out is None \
         else _check_out(out, shape, x.dtype)
-    if not need_argmax:
-        argmax = None
-        arg_view = np.empty((0, 0, 0, 0), dtype=np.int32)
-    elif out_argmax is None:
-        argmax = arg_view = _empty("conv2d_maxpool argmax", shape, np.int32)
-    else:
-        argmax = arg_view = _check_out_argmax(out_argmax, shape)
+    argmax, arg_view = _argmax_buffers(need_argmax, out_argmax, shape,
+                                       "conv2d_maxpool argmax")
     if out.size == 0:
         return out, argmax
     threads = get_num_threads()
