@@ -14,6 +14,8 @@ from cython.parallel cimport prange
 from libc.stdint cimport int32_t
 from libc.string cimport memset
 
+from cconv._kernels._convpool cimport pool_rows
+
 cdef enum:
     MODE_MAX = 0
     MODE_MEAN = 1
@@ -27,49 +29,18 @@ def max_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     """out[n, oy, ox, c] = max of x over the window; argmax (or an empty array, to skip
     it) gets the winner's flat index in the image. Ties go to the first element in
     row-major order, as in TensorFlow and numpy.argmax. Windows are clipped to the
-    image, which is how 'same' padding ignores the pixels it adds."""
+    image, which is how 'same' padding ignores the pixels it adds. Each row of windows
+    is _convpool.pool_rows on the whole image, the rule the fused conv+pool kernels use."""
     cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
     cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
     cdef bint track = argmax.shape[0] > 0
-    cdef Py_ssize_t r, n, oy, ox, y0, y1, x0, x1, yy, xx, c
-    cdef int32_t base
-    cdef bint better
-    cdef const floating* p
-    cdef floating* o
-    cdef int32_t* a
+    cdef Py_ssize_t r, n, oy
     with nogil:
         for r in prange(N * OH, num_threads=num_threads, schedule="static"):
             n = r // OH
             oy = r - n * OH
-            y0 = max(oy * ph - pad_top, 0)
-            y1 = min(oy * ph - pad_top + ph, H)
-            for ox in range(OW):
-                x0 = max(ox * pw - pad_left, 0)
-                x1 = min(ox * pw - pad_left + pw, W)
-                o = &out[n, oy, ox, 0]
-                p = &x[n, y0, x0, 0]
-                for c in range(C):
-                    o[c] = p[c]
-                if track:
-                    a = &argmax[n, oy, ox, 0]
-                    base = <int32_t>((y0 * W + x0) * C)
-                    for c in range(C):
-                        a[c] = base + <int32_t>c
-                for yy in range(y0, y1):
-                    for xx in range(x0, x1):
-                        if yy == y0 and xx == x0:
-                            continue
-                        p = &x[n, yy, xx, 0]
-                        if track:
-                            # Branch-free, so that the compiler vectorises over channels.
-                            base = <int32_t>((yy * W + xx) * C)
-                            for c in range(C):
-                                better = p[c] > o[c]
-                                o[c] = p[c] if better else o[c]
-                                a[c] = base + <int32_t>c if better else a[c]
-                        else:
-                            for c in range(C):
-                                o[c] = p[c] if p[c] > o[c] else o[c]
+            pool_rows(&x[n, 0, 0, 0], 0, H, W, C, oy, oy + 1, OW, ph, pw, pad_top, pad_left,
+                      &out[n, 0, 0, 0], &argmax[n, 0, 0, 0] if track else NULL)
 
 
 def max_pool_backward(const floating[:, :, :, ::1] grad_out, const int32_t[:, :, :, ::1] argmax,
