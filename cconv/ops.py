@@ -18,7 +18,7 @@ from collections import OrderedDict
 import numpy as np
 
 from cconv._config import get_num_threads
-from cconv._kernels import _conv, _dense, _elementwise, _gemm, _optim, _pool, _winograd
+from cconv._kernels import _config, _conv_1ch, _dense_narrow, _elementwise, _gemm, _optim, _pool, _winograd
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PADDINGS = ("valid", "same")
@@ -27,7 +27,7 @@ PADDINGS = ("valid", "same")
 GRAD_CHUNK = 8
 DENSE_BLOCK = 512  # features per thread work unit in the dense weight gradient
 # Dense layers with at least this many units go through the GEMM kernels; narrower ones
-# (a 10-way classifier) through the dot-product kernels of _dense, built for them.
+# (a 10-way classifier) through the dot-product kernels of _dense_narrow, built for them.
 DENSE_GEMM_MIN_UNITS = 16
 
 _scratch = threading.local()
@@ -129,7 +129,7 @@ def _winograd_kernel_grad(x, grad_out, top, left, threads):
     partial = _empty("conv2d_backward partial sums", (chunks, 36, f, cp), np.float64)
     work = _workspace("winograd_grad", (threads, _winograd.grad_work_size(
         c, f, tiles, x.dtype.itemsize)), x.dtype)
-    _winograd.conv5_backward_kernel(x, grad_out, partial, work, top, left,
+    _winograd.conv5_backward_weights(x, grad_out, partial, work, top, left,
                                     WINOGRAD_GRAD_CHUNK, threads)
     m = partial.sum(axis=0)[:, :, :c].reshape(6, 6, f, c)
     gw = np.einsum("ik,ijfc->kjfc", WINOGRAD_G, m)  # G^T over the rows (as above, no BLAS)
@@ -237,7 +237,7 @@ def _check_conv(x, w, padding):
     return x, w, pads
 
 
-FUSED_ACTIVATIONS = {None: 0, "linear": 0, "tanh": 1, "relu": 2}  # the kernels' codes
+FUSED_ACTIVATIONS = {None: _config.ACTIVATION_CODES["linear"], **_config.ACTIVATION_CODES}
 
 
 def _gray_work_size(out_shape, kernel_shape):
@@ -302,7 +302,7 @@ def conv2d(x, w, b=None, padding="valid", activation=None, out=None):
         else:
             work = _empty("conv2d scratch", (threads, _gray_work_size(out.shape, w.shape)),
                           x.dtype)
-            _conv.conv2d_forward(x, w, b, out, work, pad_top, pad_left,
+            _conv_1ch.conv2d_forward(x, w, b, out, work, pad_top, pad_left,
                                  FUSED_ACTIVATIONS[activation], threads)
     return out
 
@@ -324,7 +324,7 @@ def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
     partial_b = np.empty((n_chunks, w.shape[3]), dtype=x.dtype)
     if x.shape[0]:
         work = np.empty((threads, _gray_work_size(grad_out.shape, w.shape)), dtype=x.dtype)
-        _conv.conv2d_backward_params_gray(x, grad_out, partial_w, partial_b, work, GRAD_CHUNK,
+        _conv_1ch.conv2d_backward_weights(x, grad_out, partial_w, partial_b, work, GRAD_CHUNK,
                                           pad_top, pad_left, threads)
     else:
         partial_w[:] = 0
@@ -337,7 +337,7 @@ def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
         grad_x = np.empty_like(x)
         if x.size:
             w_t = np.ascontiguousarray(w.transpose(0, 1, 3, 2))
-            _conv.conv2d_backward_input(grad_out, w_t, grad_x, pad_top, pad_left, threads)
+            _conv_1ch.conv2d_backward_input(grad_out, w_t, grad_x, pad_top, pad_left, threads)
     return grad_x, grad_w, grad_b
 
 
@@ -360,7 +360,7 @@ def _conv_backward_gemm(x, w, grad_out, pad_top, pad_left, need_grad_x, threads)
         per_worker = ((oh + kh - 1) * (ow + kw - 1) * c
                       + -(-f // _panel_width(x.dtype)) * _panel_width(x.dtype) * oh * ow)
         work = _workspace("conv_grad_w", (threads, per_worker), x.dtype)
-        _gemm.conv_backward_kernel(x, grad_out, grad_w, work, pad_top, pad_left, threads)
+        _gemm.conv_backward_weights(x, grad_out, grad_w, work, pad_top, pad_left, threads)
     grad_x = None
     if need_grad_x:
         grad_x = np.empty_like(x)
@@ -542,7 +542,7 @@ def dense(x, w, b=None):
     elif x.shape[1] == 0:  # no features: the kernel would address x[n, 0], which is not there
         out[...] = b if b.size else 0
     elif out.size:  # an empty (2**40, 0) output must not cost 2**40 empty iterations
-        _dense.dense_forward(x, _transposed(w), b, out, get_num_threads())
+        _dense_narrow.dense_forward(x, _transposed(w), b, out, get_num_threads())
     return out
 
 
@@ -578,12 +578,12 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
     threads = get_num_threads()
     grad_w_t = np.zeros_like(w_t) if x.shape[0] == 0 else np.empty_like(w_t)
     if x.shape[0] and grad_w_t.size:  # empty work must not loop over huge dimensions
-        _dense.dense_backward_kernel(x, grad_out, grad_w_t, DENSE_BLOCK, threads)
+        _dense_narrow.dense_backward_weights(x, grad_out, grad_w_t, DENSE_BLOCK, threads)
     grad_x = None
     if need_grad_x:
         grad_x = np.empty_like(x)
         if grad_x.size:
-            _dense.dense_backward_input(grad_out, w_t, grad_x, threads)
+            _dense_narrow.dense_backward_input(grad_out, w_t, grad_x, threads)
     return grad_x, np.ascontiguousarray(grad_w_t.T), grad_out.sum(axis=0)
 
 
@@ -621,7 +621,7 @@ def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None):
         grad_x[...] = 0
     elif n:
         scale = y.dtype.type(1.0 / (1.0 - rate))
-        _dense.dense_backward_input_gated(grad_out, _transposed(w), mask, scale, y, act,
+        _dense_narrow.dense_backward_input_gated(grad_out, _transposed(w), mask, scale, y, act,
                                           grad_x, get_num_threads())
     return grad_x
 
@@ -632,7 +632,7 @@ def _packed_dense(dense_w, oh, row, units):
     units to UP (a multiple of the kernel's units per pass), with zeros."""
     lanes = _panel_width(dense_w.dtype) // 2
     length = -(-row // lanes) * lanes
-    per_pass = _conv.fused_units()
+    per_pass = _conv_1ch.fused_units()
     padded_units = -(-units // per_pass) * per_pass
     wp = _workspace("conv2d_dense weights", (padded_units, oh, length), dense_w.dtype)
     wp[:units, :, :row] = dense_w.T.reshape(units, oh, row)
@@ -672,8 +672,8 @@ def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
         lanes = _panel_width(x.dtype) // 2
         per_image = frame + wp.shape[2] + wp.shape[0] * lanes
         work = _workspace("conv2d_dense scratch",
-                          (threads, _conv.fused_group() * per_image), x.dtype)
-        _conv.conv2d_dense_forward(x, w, b, wp, dense_b, out, work, ow, pad_top, pad_left,
+                          (threads, _conv_1ch.fused_group() * per_image), x.dtype)
+        _conv_1ch.conv2d_dense_forward(x, w, b, wp, dense_b, out, work, ow, pad_top, pad_left,
                                    act, threads)
     return out
 
@@ -688,7 +688,7 @@ def _threads_for(size):
     return 1 if size < _SMALL else get_num_threads()
 
 
-KERNEL_POOL_MODES = {"max": 0, "mean": 1, "sum": 2}  # the kernels' codes
+KERNEL_POOL_MODES = _config.POOL_MODES
 _INT32_MAX = 2**31 - 1  # max_pool2d's argmax holds flat indices within one image
 
 
@@ -883,7 +883,7 @@ def conv2d_maxpool(x, w, b=None, padding="valid", activation=None, pool_size=2,
         _gemm.conv_pool_forward(x, _conv_panels(w), b, *args, kh, kw, pad_top, pad_left, oh,
                                 ow, act, ph, pw, pool_top, pool_left, band_rows, threads)
     else:
-        _conv.conv2d_pool_forward(x, w, b, *args, pad_top, pad_left, oh, ow, act, ph, pw,
+        _conv_1ch.conv2d_pool_forward(x, w, b, *args, pad_top, pad_left, oh, ow, act, ph, pw,
                                   pool_top, pool_left, band_rows, threads)
     return out, argmax
 

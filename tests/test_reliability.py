@@ -347,8 +347,8 @@ def test_kernels_call_the_openmp_runtime():
     """openmp_enabled() reads a macro; this checks the compiled kernels themselves: each
     module with a prange must call the OpenMP runtime (GOMP_parallel for gcc,
     __kmpc_fork_call for clang) when OpenMP is on, and must not when it is off."""
-    from cconv._kernels import _config, _conv, _dense, _elementwise
-    for module in (_conv, _dense, _elementwise):
+    from cconv._kernels import _config, _conv_1ch, _dense_narrow, _elementwise
+    for module in (_conv_1ch, _dense_narrow, _elementwise):
         with open(module.__file__, "rb") as f:
             binary = f.read()
         calls_omp = b"GOMP_parallel" in binary or b"__kmpc_fork_call" in binary

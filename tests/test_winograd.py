@@ -120,8 +120,8 @@ def test_kernel_gradient_of_a_training_batch(rng, monkeypatch):
     """The tutorial's conv2 at its batch of 50, where the kernel gradient sums 2450
     tiles: in float32 per image, images in float64."""
     seen = []
-    kernel = ops._winograd.conv5_backward_kernel
-    monkeypatch.setattr(ops._winograd, "conv5_backward_kernel",
+    kernel = ops._winograd.conv5_backward_weights
+    monkeypatch.setattr(ops._winograd, "conv5_backward_weights",
                         lambda *args: seen.append(1) or kernel(*args))
     x, k, _, g = inputs(rng, np.float32, (50, 14, 14, 32, 64), "same")
     got = ops.conv2d_backward(x, k, g, "same", need_grad_x=False)[1]

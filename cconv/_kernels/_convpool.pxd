@@ -1,5 +1,5 @@
 # The max-pooling epilogue of the fused convolution + pooling kernels (_gemm's
-# conv_pool_forward, _conv's conv2d_pool_forward): the convolution writes a band of its
+# conv_pool_forward, _conv_1ch's conv2d_pool_forward): the convolution writes a band of its
 # activated output rows into a small per-thread buffer, and this pools the band into the
 # output, so the full-size convolution output never goes to memory. The same rule as
 # _pool.max_pool_forward: windows clipped to the image, ties to the first in row-major

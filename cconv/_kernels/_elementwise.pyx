@@ -11,7 +11,7 @@ from libc.math cimport ceil
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 
-from cconv._kernels._math cimport tanh_f32_array, tanh_of
+from cconv._kernels._simd cimport tanh_f32_array, tanh_of
 
 cdef Py_ssize_t BLOCK = 4096
 

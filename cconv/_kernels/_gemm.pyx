@@ -20,7 +20,7 @@ from libc.stdint cimport int32_t
 from libc.string cimport memcpy, memset
 
 from cconv._kernels._convpool cimport band_of, pool_rows
-from cconv._kernels._math cimport activate
+from cconv._kernels._simd cimport activate
 
 # 32-byte vectors (GCC and clang): arithmetic between them, and with a scalar, compiles
 # to AVX2 instructions, FMAs included. The aligned() attribute makes loads unaligned-safe.
@@ -874,7 +874,7 @@ cdef void kernel_grad_worker(const floating* x, const floating* grad_out, floati
             store_tile(t, gw + i0 * F + j0, F, 1, mr, nv)
 
 
-def conv_backward_kernel(const floating[:, :, :, ::1] x,
+def conv_backward_weights(const floating[:, :, :, ::1] x,
                          const floating[:, :, :, ::1] grad_out,
                          floating[:, :, :, ::1] grad_w, floating[:, ::1] work,
                          Py_ssize_t top, Py_ssize_t left, int num_threads):

@@ -14,12 +14,10 @@ from cython.parallel cimport prange
 from libc.stdint cimport int32_t
 from libc.string cimport memset
 
+from cconv._kernels._codes cimport POOL_MAX, POOL_MEAN
 from cconv._kernels._convpool cimport pool_rows
 
 cdef enum:
-    MODE_MAX = 0
-    MODE_MEAN = 1
-    MODE_SUM = 2
     ROW_BLOCK = 1024  # positions per work unit in kernel pooling
 
 
@@ -111,13 +109,13 @@ def kernel_pool_forward(const floating[:, ::1] x, floating[::1] out, int mode,
         for blk in prange(n_blocks, num_threads=num_threads, schedule="static"):
             for i in range(blk * ROW_BLOCK, min(R, (blk + 1) * ROW_BLOCK)):
                 p = &x[i, 0]
-                if mode == MODE_MAX:
+                if mode == POOL_MAX:
                     out[i] = p[first_max(p, F)]
                 else:
                     s = 0
                     for f in range(F):
                         s = s + p[f]
-                    out[i] = s / F if mode == MODE_MEAN else s
+                    out[i] = s / F if mode == POOL_MEAN else s
 
 
 def kernel_pool_backward(const floating[:, ::1] x, const floating[::1] grad_out,
@@ -134,12 +132,12 @@ def kernel_pool_backward(const floating[:, ::1] x, const floating[::1] grad_out,
             for i in range(blk * ROW_BLOCK, min(R, (blk + 1) * ROW_BLOCK)):
                 gx = &grad_x[i, 0]
                 g = grad_out[i]
-                if mode == MODE_MAX:
+                if mode == POOL_MAX:
                     for f in range(F):
                         gx[f] = 0
                     gx[first_max(&x[i, 0], F)] = g
                 else:
-                    if mode == MODE_MEAN:
+                    if mode == POOL_MEAN:
                         g = g / F
                     for f in range(F):
                         gx[f] = g

@@ -28,7 +28,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
-from cconv._kernels._math cimport activate
+from cconv._kernels._simd cimport activate
 
 # 32-byte vectors, as in _gemm: arithmetic on them compiles to AVX2 FMAs.
 cdef extern from *:
@@ -578,13 +578,13 @@ cdef void grad_sum(const floating* V, const floating* Hm, double* acc, Py_ssize_
 
 
 def grad_work_size(Py_ssize_t C, Py_ssize_t F, Py_ssize_t tiles, int itemsize):
-    """Elements of one thread's workspace for conv5_backward_kernel."""
+    """Elements of one thread's workspace for conv5_backward_weights."""
     cdef Py_ssize_t nr = 16 if itemsize == 4 else 8
     cdef Py_ssize_t Cp = (C + nr - 1) // nr * nr
     return tiles * ELEMS * (Cp + F) + 2 * ELEMS * C + F
 
 
-def conv5_backward_kernel(const floating[:, :, :, ::1] x,
+def conv5_backward_weights(const floating[:, :, :, ::1] x,
                           const floating[:, :, :, ::1] grad_out, double[:, :, :, ::1] partial,
                           floating[:, ::1] work, Py_ssize_t top, Py_ssize_t left,
                           Py_ssize_t chunk, int num_threads):

@@ -3,10 +3,7 @@
 from cython cimport floating
 from libc.math cimport tanh
 
-cdef enum Activation:
-    ACT_LINEAR = 0
-    ACT_TANH = 1
-    ACT_RELU = 2
+from cconv._kernels._codes cimport ACT_RELU, ACT_TANH
 
 
 # A few SIMD primitives for register-blocked micro-kernels. Written with compiler

@@ -10,8 +10,8 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.stdint cimport uint8_t
 
-from cconv._kernels._math cimport ACT_RELU, ACT_TANH
-from cconv._kernels._math cimport (vd, vd_load, vd_madd, vd_store, vd_zero, VD_LANES, vf,
+from cconv._kernels._codes cimport ACT_RELU, ACT_TANH
+from cconv._kernels._simd cimport (vd, vd_load, vd_madd, vd_store, vd_zero, VD_LANES, vf,
                                    vf_load, vf_madd, vf_store, vf_zero, VF_LANES)
 
 
@@ -282,7 +282,7 @@ cdef inline void gw_5x2_f64(const double* x, const double* g, double* gw, Py_ssi
     vd_store(gw + 4 * D + d + VD_LANES, b4)
 
 
-def dense_backward_kernel(const floating[:, ::1] x, const floating[:, ::1] grad_out,
+def dense_backward_weights(const floating[:, ::1] x, const floating[:, ::1] grad_out,
                           floating[:, ::1] grad_w_t, Py_ssize_t block, int num_threads):
     """grad_w_t[u, d] = sum over n of grad_out[n, u] * x[n, d].
 

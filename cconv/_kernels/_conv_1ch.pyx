@@ -14,11 +14,12 @@ from cython.parallel cimport prange, threadid
 from libc.stdint cimport int32_t
 
 from cconv._kernels._convpool cimport band_of, pool_rows
-from cconv._kernels._math cimport (ACT_LINEAR, ACT_RELU, ACT_TANH, activate, activation_of,
+from cconv._kernels._codes cimport ACT_LINEAR, ACT_RELU, ACT_TANH
+from cconv._kernels._simd cimport (activate, activation_of,
                                    vd, vd_add, vd_load, vd_madd, vd_store, vd_zero,
                                    VD_LANES, vf, vf_add, vf_load, vf_madd, vf_store,
                                    vf_tanh, vf_zero, VF_LANES)
-from cconv._kernels._math cimport vd_fma, vf_fma
+from cconv._kernels._simd cimport vd_fma, vf_fma
 
 
 cdef enum:
@@ -408,7 +409,7 @@ cdef inline void gw_plain(const floating* frame, Py_ssize_t Wp, const floating* 
                 pw[f] += xv * gp[f]
 
 
-def conv2d_backward_params_gray(const floating[:, :, :, ::1] x,
+def conv2d_backward_weights(const floating[:, :, :, ::1] x,
                                 const floating[:, :, :, ::1] grad_out,
                                 floating[:, :, :, :, ::1] partial_w,
                                 floating[:, ::1] partial_b, floating[:, ::1] work,
