@@ -53,8 +53,8 @@ def _workspace(name, shape, dtype):
 
 
 def _panel_width(dtype):
-    """Columns per GEMM micro-kernel tile: two 32-byte vectors."""
-    return 16 if dtype == np.float32 else 8
+    """Columns per GEMM micro-kernel tile, as the kernels of this CPU level have them."""
+    return _gemm.tile_columns(np.dtype(dtype).itemsize)
 
 
 def _conv_panels(w):
@@ -630,7 +630,7 @@ def _packed_dense(dense_w, oh, row, units):
     """dense_w (OH * row, U) as the conv2d_dense kernel streams it: (UP, OH, L), unit by
     unit, each output row's weights padded to L (a multiple of the SIMD width) and the
     units to UP (a multiple of the kernel's units per pass), with zeros."""
-    lanes = _panel_width(dense_w.dtype) // 2
+    lanes = _conv_1ch.fused_lanes(dense_w.dtype.itemsize)
     length = -(-row // lanes) * lanes
     per_pass = _conv_1ch.fused_units()
     padded_units = -(-units // per_pass) * per_pass
@@ -669,7 +669,7 @@ def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
         threads = get_num_threads()
         wp = _packed_dense(dense_w, oh, ow * f, units)
         frame = (oh + w.shape[0] - 1) * (ow + w.shape[1] - 1)
-        lanes = _panel_width(x.dtype) // 2
+        lanes = _conv_1ch.fused_lanes(x.dtype.itemsize)
         per_image = frame + wp.shape[2] + wp.shape[0] * lanes
         work = _workspace("conv2d_dense scratch",
                           (threads, _conv_1ch.fused_group() * per_image), x.dtype)

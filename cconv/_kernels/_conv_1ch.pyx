@@ -736,6 +736,12 @@ def fused_group():
     return GROUP
 
 
+def fused_lanes(int itemsize):
+    """Vector lanes for float32 (itemsize 4) or float64 (8): conv2d_dense_forward reads each
+    output row's dense weights padded to a multiple of it."""
+    return 8 if itemsize == 4 else 4
+
+
 def fused_units():
     """Dense units per pass of conv2d_dense_forward: the packed weights' units are padded
     to a multiple of it."""

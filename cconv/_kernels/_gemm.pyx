@@ -754,6 +754,11 @@ def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
                       kc, short, &work[tid, 0], &work[tid, BPACK])
 
 
+def tile_columns(int itemsize):
+    """NR for float32 (itemsize 4) or float64 (8): ops packs weights in panels this wide."""
+    return 16 if itemsize == 4 else 8
+
+
 def pack_size():
     """Elements of one thread's packing buffer for gemm: B's block, then A's."""
     return BPACK + MC * KC
