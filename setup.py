@@ -1,13 +1,22 @@
-"""Build the Cython kernels in cconv/_kernels with optimisation and, when it works, OpenMP.
+"""Build the Cython kernels in cconv/_kernels, once per CPU level, with OpenMP when it works.
+
+Every kernel module is compiled for each level of cconv/_kernels/_levels.py (x86-64:
+default, avx2, avx512; aarch64: default, which has NEON) into cconv/_kernels/<level>/;
+the import picks one. Templates (*.pyx.tp, *.pxd.tp) are rendered with Tempita into
+build/cconv-gen first.
+
+No -ffast-math, and none of its parts, anywhere: results must not depend on the vector
+width, and a shared library linked with it turns on flush-to-zero for the whole process.
+Any such flag arriving through $CFLAGS or $LDFLAGS is removed.
 
 Environment variables read here:
   CCONV_FAIL_NO_OPENMP=1  stop the build if OpenMP cannot be used (default: warn, build serially)
-  CCONV_PORTABLE=1        no -march=native: a wheel that runs on any x86-64 (for distribution)
   CCONV_BOUNDSCHECK=1     build with Cython bounds and wraparound checks on (for debugging)
   CCONV_SANITIZE=address,undefined   compile and link with those sanitizers
 """
 import glob
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -76,16 +85,22 @@ class BuildExt(build_ext):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:  # three levels of every module: use the cores
+            self.parallel = os.cpu_count() or 1
+
     def build_extensions(self):
         ctype = self.compiler.compiler_type
         compile_flags, link_flags = [], []
         if ctype == "msvc":
             compile_flags.append("/O2")
         else:
-            compile_flags += ["-O3", "-fno-math-errno"]
-            if not env_flag("CCONV_PORTABLE") and sys.platform != "darwin":
-                # gcc 12 tunes Zen CPUs for 128-bit vectors; generic tuning uses all 256 bits.
-                compile_flags += ["-march=native", "-mtune=generic"]
+            remove_unsafe_math(self.compiler)
+            # -ffp-contract=off: every fused multiply-add is written out (the SIMD layer's
+            # fma), so no compiler fuses differently at another level or version.
+            compile_flags += ["-O3", "-fno-math-errno", "-fno-trapping-math",
+                              "-ffp-contract=off", "-fno-fast-math"]
         sanitize = os.environ.get("CCONV_SANITIZE", "").strip()
         if sanitize and ctype != "msvc":
             compile_flags += [f"-fsanitize={sanitize}", "-fno-omit-frame-pointer", "-g", "-O1"]
@@ -106,17 +121,67 @@ class BuildExt(build_ext):
             )
 
         for ext in self.extensions:
-            ext.extra_compile_args = compile_flags + ext.extra_compile_args
+            level = LEVEL_OF.get(ext.name)
+            level_flags = [] if level is None else LEVEL_FLAGS[level][ctype == "msvc"]
+            ext.extra_compile_args = compile_flags + level_flags + ext.extra_compile_args
             ext.extra_link_args = link_flags + ext.extra_link_args
         super().build_extensions()
 
 
-# Built without -ffast-math: under it gcc turns vector sqrtf(v) into v * rsqrt(v), NaN for
-# subnormal v, and Adam's second moment goes subnormal for float32 gradients below 1e-18.
-IEEE_MODULES = {"cconv._kernels._optim"}
+UNSAFE_MATH = {"-ffast-math", "-funsafe-math-optimizations", "-fassociative-math",
+               "-freciprocal-math", "-ffinite-math-only", "-ffp-contract=fast"}
+
+
+def remove_unsafe_math(compiler):
+    """Drop fast-math flags that $CFLAGS, $LDFLAGS or Python's own build flags bring
+    (-Ofast becomes -O3): at the link, gcc would add crtfastmath.o, which sets
+    flush-to-zero for every library in the user's process."""
+    for attr in ("compiler_so", "linker_so", "compiler", "compiler_cxx", "linker_exe"):
+        command = getattr(compiler, attr, None)
+        if isinstance(command, list):
+            setattr(compiler, attr, ["-O3" if f == "-Ofast" else f
+                                     for f in command if f not in UNSAFE_MATH])
+
+
+LEVELS = runpy.run_path(os.path.join("cconv", "_kernels", "_levels.py"))
+LEVEL_FLAGS = {name: (gcc, msvc) for name, _, gcc, msvc in LEVELS["levels"]()}
+LEVEL_OF = {}  # extension name -> CPU level
+GENERATED = os.path.join("build", "cconv-gen")
+BASELINE_MODULES = {"_config"}  # no loops: built once, for the import to ask
+
+
+def render_templates():
+    """*.tp -> build/cconv-gen/cconv/_kernels/*, only when the template is newer."""
+    from Cython import Tempita
+
+    out_dir = os.path.join(GENERATED, "cconv", "_kernels")
+    os.makedirs(out_dir, exist_ok=True)
+    for template in glob.glob(os.path.join("cconv", "_kernels", "*.tp")):
+        out = os.path.join(out_dir, os.path.basename(template)[:-3])
+        if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(template):
+            continue
+        with open(template) as f:
+            text = Tempita.sub(f.read(), name=template)
+        with open(out + ".tmp", "w") as f:
+            f.write(f"# Generated from {template} by setup.py: edit the template.\n{text}")
+        os.replace(out + ".tmp", out)
+
+
+def level_stub(module, source, level):
+    """A one-line .pyx that includes the module's source, so that each level compiles
+    the same text under its own module name."""
+    stub_dir = os.path.join(GENERATED, "levels", level)
+    os.makedirs(stub_dir, exist_ok=True)
+    stub = os.path.join(stub_dir, module + ".pyx")
+    text = f'include "{os.path.abspath(source)}"\n'
+    if not os.path.exists(stub) or open(stub).read() != text:
+        with open(stub, "w") as f:
+            f.write(text)
+    return stub
 
 
 def extensions():
+    render_templates()
     checks = env_flag("CCONV_BOUNDSCHECK")
     directives = {
         "language_level": 3,
@@ -126,30 +191,25 @@ def extensions():
         "cdivision": True,
         "cpow": True,
     }
+    common = dict(
+        include_dirs=[numpy.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        libraries=["m"] if sys.platform.startswith("linux") else [],
+    )
+    sources = sorted(glob.glob(os.path.join("cconv", "_kernels", "*.pyx"))
+                     + glob.glob(os.path.join(GENERATED, "cconv", "_kernels", "*.pyx")))
     exts = []
-    for pyx in sorted(glob.glob(os.path.join("cconv", "_kernels", "*.pyx"))):
-        name = os.path.splitext(pyx)[0].replace(os.sep, ".")
-        extra, libraries = [], []
-        # glibc declares its SIMD tanh (libmvec) only under fast-math. The kernels never
-        # test for NaN and keep a fixed order of operations per element, so they lose
-        # nothing to it; determinism across threads comes from fixed work units.
-        if sys.platform.startswith("linux") and name not in IEEE_MODULES:
-            extra, libraries = ["-ffast-math"], ["m"]  # libm's link script pulls in libmvec
-        if name.endswith(("_gemm", "_winograd")) and sys.platform != "win32":
-            # The GEMM micro-kernels' FMAs must stay in the order written: reassociated,
-            # gcc splits them into multiplies and adds and spills the accumulators.
-            extra = extra + ["-fno-associative-math"]
-        exts.append(
-            Extension(
-                name,
-                [pyx],
-                include_dirs=[numpy.get_include()],
-                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-                extra_compile_args=extra,
-                libraries=libraries,
-            )
-        )
-    return cythonize(exts, compiler_directives=directives)
+    for pyx in sources:
+        module = os.path.splitext(os.path.basename(pyx))[0]
+        if module in BASELINE_MODULES:
+            exts.append(Extension(f"cconv._kernels.{module}", [pyx], **common))
+            continue
+        for level in LEVEL_FLAGS:
+            name = f"cconv._kernels.{level}.{module}"
+            LEVEL_OF[name] = level
+            exts.append(Extension(name, [level_stub(module, pyx, level)], **common))
+    return cythonize(exts, compiler_directives=directives, include_path=[".", GENERATED],
+                     nthreads=os.cpu_count() or 1)
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": BuildExt})

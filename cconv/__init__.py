@@ -2,11 +2,11 @@
 __version__ = "0.1.0"
 
 from cconv import callbacks, layers, losses, ops, optimizers, utils
-from cconv._config import get_num_threads, set_num_threads, show_config
+from cconv._config import cpu_capability, get_num_threads, set_num_threads, show_config
 from cconv.model import NotCompiledError, Sequential
 
 __all__ = ["Sequential", "NotCompiledError", "layers", "losses", "ops", "optimizers",
-           "callbacks", "utils", "datasets", "show_config", "set_num_threads",
+           "callbacks", "utils", "datasets", "show_config", "cpu_capability", "set_num_threads",
            "get_num_threads", "__version__"]
 
 

@@ -5,7 +5,8 @@ import sys
 
 import numpy as np
 
-from cconv._kernels import _config
+from cconv import _kernels
+from cconv._kernels import _config, _levels
 
 _num_threads = None
 MAX_THREADS = 1024
@@ -42,6 +43,20 @@ def get_num_threads():
     return _num_threads
 
 
+def cpu_capability():
+    """The CPU level whose kernels are in use: 'default', 'avx2' or 'avx512' on x86-64
+    ('default' elsewhere). The best one the CPU supports, unless $CCONV_CPU_CAPABILITY
+    asks for a lower one."""
+    return _kernels.LEVEL
+
+
+def _cpu_line():
+    forced = _levels.requested().strip()
+    why = f"{_levels.ENV}={forced}" if forced else "the best this CPU supports"
+    return (f"{cpu_capability()} ({why}; CPU supports: {', '.join(_levels.supported())}; "
+            f"built: {', '.join(_kernels.BUILT)})")
+
+
 def _blas_info():
     try:
         cfg = np.show_config(mode="dicts")
@@ -54,13 +69,14 @@ def _blas_info():
 
 
 def show_config(file=None):
-    """Print the version, OpenMP, threads, numpy and its BLAS."""
+    """Print the version, the CPU level, OpenMP, threads, numpy and its BLAS."""
     from cconv import __version__
 
     file = file or sys.stdout
     lines = [
         f"cconv {__version__}",
         f"  python:       {platform.python_version()} ({sys.executable})",
+        f"  cpu level:    {_cpu_line()}",
         f"  openmp:       {'yes' if _config.openmp_enabled() else 'NO (kernels run serially)'}",
         f"  threads:      {get_num_threads()} (cores visible: {_visible_cores()})",
         f"  numpy:        {np.__version__}",
