@@ -6,78 +6,191 @@ from libc.math cimport tanh
 from cconv._kernels._codes cimport ACT_RELU, ACT_TANH
 
 
-# A few SIMD primitives for register-blocked micro-kernels. Written with compiler
-# intrinsics because gcc's -ffast-math reassociation otherwise splits plain
-# `acc = acc + x * w` chains across unrolled loop iterations and spills the accumulators.
-# A "vector" holds VF_LANES float32 or VD_LANES float64: AVX2+FMA registers when the build
-# targets them, SSE2 on any other x86-64, else one scalar (correct, just not fast).
+# The SIMD layer: one vector type per dtype whose width is the build's CPU level (see
+# _levels.py): AVX-512 (16 float32), AVX2 + FMA (8), SSE4.2 on the x86-64 default level
+# (4), NEON on aarch64 (4), else one scalar. Kernels are written once against these
+# names. Every fused multiply-add is explicit (the build passes -ffp-contract=off), so a
+# result does not depend on the vector width: levels with FMA give the same bits. The
+# x86-64 default level has no FMA instruction, so there fma is a multiply then an add.
 cdef extern from * nogil:
     """
-    #if defined(__AVX2__) && defined(__FMA__)
+    #include <math.h>
+    /* Off until every kernel handles 16-lane vectors: the avx512 level then runs the
+       256-bit branch, with AVX-512's encodings. */
+    #define CCONV_VECTOR_512 0
+    #if defined(__AVX512F__) && CCONV_VECTOR_512
+    #include <immintrin.h>
+    typedef __m512 cconv_vf;
+    typedef __m512d cconv_vd;
+    #define CCONV_VF_LANES 16
+    #define CCONV_VD_LANES 8
+    #define CCONV_HAVE_FMA 1
+    #define cconv_vf_zero() _mm512_setzero_ps()
+    #define cconv_vd_zero() _mm512_setzero_pd()
+    #define cconv_vf_set1(x) _mm512_set1_ps(x)
+    #define cconv_vd_set1(x) _mm512_set1_pd(x)
+    #define cconv_vf_load(p) _mm512_loadu_ps(p)
+    #define cconv_vd_load(p) _mm512_loadu_pd(p)
+    #define cconv_vf_store(p, v) _mm512_storeu_ps((p), (v))
+    #define cconv_vd_store(p, v) _mm512_storeu_pd((p), (v))
+    #define cconv_vf_add(a, b) _mm512_add_ps((a), (b))
+    #define cconv_vd_add(a, b) _mm512_add_pd((a), (b))
+    #define cconv_vf_sub(a, b) _mm512_sub_ps((a), (b))
+    #define cconv_vd_sub(a, b) _mm512_sub_pd((a), (b))
+    #define cconv_vf_mul(a, b) _mm512_mul_ps((a), (b))
+    #define cconv_vd_mul(a, b) _mm512_mul_pd((a), (b))
+    #define cconv_vf_div(a, b) _mm512_div_ps((a), (b))
+    #define cconv_vd_div(a, b) _mm512_div_pd((a), (b))
+    #define cconv_vf_min(a, b) _mm512_min_ps((a), (b))
+    #define cconv_vd_min(a, b) _mm512_min_pd((a), (b))
+    #define cconv_vf_max(a, b) _mm512_max_ps((a), (b))
+    #define cconv_vd_max(a, b) _mm512_max_pd((a), (b))
+    #define cconv_vf_fma(a, b, acc) _mm512_fmadd_ps((a), (b), (acc))
+    #define cconv_vd_fma(a, b, acc) _mm512_fmadd_pd((a), (b), (acc))
+    #define cconv_vf_first(v) _mm512_cvtss_f32(v)
+    #define cconv_vd_first(v) _mm512_cvtsd_f64(v)
+    #elif defined(__AVX2__) && defined(__FMA__)
     #include <immintrin.h>
     typedef __m256 cconv_vf;
     typedef __m256d cconv_vd;
     #define CCONV_VF_LANES 8
     #define CCONV_VD_LANES 4
+    #define CCONV_HAVE_FMA 1
     #define cconv_vf_zero() _mm256_setzero_ps()
     #define cconv_vd_zero() _mm256_setzero_pd()
+    #define cconv_vf_set1(x) _mm256_set1_ps(x)
+    #define cconv_vd_set1(x) _mm256_set1_pd(x)
     #define cconv_vf_load(p) _mm256_loadu_ps(p)
     #define cconv_vd_load(p) _mm256_loadu_pd(p)
     #define cconv_vf_store(p, v) _mm256_storeu_ps((p), (v))
     #define cconv_vd_store(p, v) _mm256_storeu_pd((p), (v))
-    #define cconv_vf_madd(x, w, acc) _mm256_fmadd_ps(_mm256_set1_ps(x), (w), (acc))
-    #define cconv_vd_madd(x, w, acc) _mm256_fmadd_pd(_mm256_set1_pd(x), (w), (acc))
     #define cconv_vf_add(a, b) _mm256_add_ps((a), (b))
     #define cconv_vd_add(a, b) _mm256_add_pd((a), (b))
+    #define cconv_vf_sub(a, b) _mm256_sub_ps((a), (b))
+    #define cconv_vd_sub(a, b) _mm256_sub_pd((a), (b))
+    #define cconv_vf_mul(a, b) _mm256_mul_ps((a), (b))
+    #define cconv_vd_mul(a, b) _mm256_mul_pd((a), (b))
+    #define cconv_vf_div(a, b) _mm256_div_ps((a), (b))
+    #define cconv_vd_div(a, b) _mm256_div_pd((a), (b))
+    #define cconv_vf_min(a, b) _mm256_min_ps((a), (b))
+    #define cconv_vd_min(a, b) _mm256_min_pd((a), (b))
+    #define cconv_vf_max(a, b) _mm256_max_ps((a), (b))
+    #define cconv_vd_max(a, b) _mm256_max_pd((a), (b))
     #define cconv_vf_fma(a, b, acc) _mm256_fmadd_ps((a), (b), (acc))
     #define cconv_vd_fma(a, b, acc) _mm256_fmadd_pd((a), (b), (acc))
+    #define cconv_vf_first(v) _mm256_cvtss_f32(v)
+    #define cconv_vd_first(v) _mm256_cvtsd_f64(v)
     #elif defined(__SSE2__)
     #include <emmintrin.h>
     typedef __m128 cconv_vf;
     typedef __m128d cconv_vd;
     #define CCONV_VF_LANES 4
     #define CCONV_VD_LANES 2
+    #define CCONV_HAVE_FMA 0
     #define cconv_vf_zero() _mm_setzero_ps()
     #define cconv_vd_zero() _mm_setzero_pd()
+    #define cconv_vf_set1(x) _mm_set1_ps(x)
+    #define cconv_vd_set1(x) _mm_set1_pd(x)
     #define cconv_vf_load(p) _mm_loadu_ps(p)
     #define cconv_vd_load(p) _mm_loadu_pd(p)
     #define cconv_vf_store(p, v) _mm_storeu_ps((p), (v))
     #define cconv_vd_store(p, v) _mm_storeu_pd((p), (v))
-    #define cconv_vf_madd(x, w, acc) _mm_add_ps(_mm_mul_ps(_mm_set1_ps(x), (w)), (acc))
-    #define cconv_vd_madd(x, w, acc) _mm_add_pd(_mm_mul_pd(_mm_set1_pd(x), (w)), (acc))
     #define cconv_vf_add(a, b) _mm_add_ps((a), (b))
     #define cconv_vd_add(a, b) _mm_add_pd((a), (b))
+    #define cconv_vf_sub(a, b) _mm_sub_ps((a), (b))
+    #define cconv_vd_sub(a, b) _mm_sub_pd((a), (b))
+    #define cconv_vf_mul(a, b) _mm_mul_ps((a), (b))
+    #define cconv_vd_mul(a, b) _mm_mul_pd((a), (b))
+    #define cconv_vf_div(a, b) _mm_div_ps((a), (b))
+    #define cconv_vd_div(a, b) _mm_div_pd((a), (b))
+    #define cconv_vf_min(a, b) _mm_min_ps((a), (b))
+    #define cconv_vd_min(a, b) _mm_min_pd((a), (b))
+    #define cconv_vf_max(a, b) _mm_max_ps((a), (b))
+    #define cconv_vd_max(a, b) _mm_max_pd((a), (b))
     #define cconv_vf_fma(a, b, acc) _mm_add_ps(_mm_mul_ps((a), (b)), (acc))
     #define cconv_vd_fma(a, b, acc) _mm_add_pd(_mm_mul_pd((a), (b)), (acc))
+    #define cconv_vf_first(v) _mm_cvtss_f32(v)
+    #define cconv_vd_first(v) _mm_cvtsd_f64(v)
+    #elif defined(__aarch64__) && defined(__ARM_NEON)
+    #include <arm_neon.h>
+    typedef float32x4_t cconv_vf;
+    typedef float64x2_t cconv_vd;
+    #define CCONV_VF_LANES 4
+    #define CCONV_VD_LANES 2
+    #define CCONV_HAVE_FMA 1
+    #define cconv_vf_zero() vdupq_n_f32(0.0f)
+    #define cconv_vd_zero() vdupq_n_f64(0.0)
+    #define cconv_vf_set1(x) vdupq_n_f32(x)
+    #define cconv_vd_set1(x) vdupq_n_f64(x)
+    #define cconv_vf_load(p) vld1q_f32(p)
+    #define cconv_vd_load(p) vld1q_f64(p)
+    #define cconv_vf_store(p, v) vst1q_f32((p), (v))
+    #define cconv_vd_store(p, v) vst1q_f64((p), (v))
+    #define cconv_vf_add(a, b) vaddq_f32((a), (b))
+    #define cconv_vd_add(a, b) vaddq_f64((a), (b))
+    #define cconv_vf_sub(a, b) vsubq_f32((a), (b))
+    #define cconv_vd_sub(a, b) vsubq_f64((a), (b))
+    #define cconv_vf_mul(a, b) vmulq_f32((a), (b))
+    #define cconv_vd_mul(a, b) vmulq_f64((a), (b))
+    #define cconv_vf_div(a, b) vdivq_f32((a), (b))
+    #define cconv_vd_div(a, b) vdivq_f64((a), (b))
+    #define cconv_vf_min(a, b) vminq_f32((a), (b))
+    #define cconv_vd_min(a, b) vminq_f64((a), (b))
+    #define cconv_vf_max(a, b) vmaxq_f32((a), (b))
+    #define cconv_vd_max(a, b) vmaxq_f64((a), (b))
+    #define cconv_vf_fma(a, b, acc) vfmaq_f32((acc), (a), (b))
+    #define cconv_vd_fma(a, b, acc) vfmaq_f64((acc), (a), (b))
+    #define cconv_vf_first(v) vgetq_lane_f32((v), 0)
+    #define cconv_vd_first(v) vgetq_lane_f64((v), 0)
     #else
     typedef float cconv_vf;
     typedef double cconv_vd;
     #define CCONV_VF_LANES 1
     #define CCONV_VD_LANES 1
+    #define CCONV_HAVE_FMA 0
     #define cconv_vf_zero() 0.0f
     #define cconv_vd_zero() 0.0
+    #define cconv_vf_set1(x) ((float)(x))
+    #define cconv_vd_set1(x) ((double)(x))
     #define cconv_vf_load(p) (*(p))
     #define cconv_vd_load(p) (*(p))
     #define cconv_vf_store(p, v) (*(p) = (v))
     #define cconv_vd_store(p, v) (*(p) = (v))
-    #define cconv_vf_madd(x, w, acc) ((acc) + (x) * (w))
-    #define cconv_vd_madd(x, w, acc) ((acc) + (x) * (w))
     #define cconv_vf_add(a, b) ((a) + (b))
     #define cconv_vd_add(a, b) ((a) + (b))
-    #define cconv_vf_fma(a, b, acc) ((acc) + (a) * (b))
-    #define cconv_vd_fma(a, b, acc) ((acc) + (a) * (b))
+    #define cconv_vf_sub(a, b) ((a) - (b))
+    #define cconv_vd_sub(a, b) ((a) - (b))
+    #define cconv_vf_mul(a, b) ((a) * (b))
+    #define cconv_vd_mul(a, b) ((a) * (b))
+    #define cconv_vf_div(a, b) ((a) / (b))
+    #define cconv_vd_div(a, b) ((a) / (b))
+    #define cconv_vf_min(a, b) ((a) < (b) ? (a) : (b))
+    #define cconv_vd_min(a, b) ((a) < (b) ? (a) : (b))
+    #define cconv_vf_max(a, b) ((a) > (b) ? (a) : (b))
+    #define cconv_vd_max(a, b) ((a) > (b) ? (a) : (b))
+    #define cconv_vf_fma(a, b, acc) ((a) * (b) + (acc))
+    #define cconv_vd_fma(a, b, acc) ((a) * (b) + (acc))
+    #define cconv_vf_first(v) (v)
+    #define cconv_vd_first(v) (v)
+    #endif
+    /* A scalar times a vector, added: the broadcast-FMA of register-blocked kernels. */
+    #define cconv_vf_madd(x, w, acc) cconv_vf_fma(cconv_vf_set1(x), (w), (acc))
+    #define cconv_vd_madd(x, w, acc) cconv_vd_fma(cconv_vd_set1(x), (w), (acc))
+    /* Scalar fma with the level's rounding: one rounding where the level has FMA. */
+    #if CCONV_HAVE_FMA
+    #define cconv_fmaf(a, b, c) fmaf((a), (b), (c))
+    #define cconv_fma(a, b, c) fma((a), (b), (c))
+    #else
+    #define cconv_fmaf(a, b, c) ((a) * (b) + (c))
+    #define cconv_fma(a, b, c) ((a) * (b) + (c))
     #endif
 
     /* tanh for float32 as x * P(x^2) / Q(x^2), both of degree 4 in x^2, with x clamped
        to [-8, 8]: a minimax fit of relative error made for cconv (3.3e-8 in exact
-       arithmetic). All coefficients are positive, so nothing cancels. tanh(8) is 1 - 2.3e-7.
-       Checked on every float32 in [0, 12] for the AVX2 build: error under 3.7e-7, never
-       past +-1 (the function is odd bit for bit). The division must be a true, correctly
-       rounded one, so it is written in assembly: under -ffast-math gcc would turn
-       _mm256_div_ps into a reciprocal estimate plus a Newton step, which is both less
-       accurate and, here, slower. About half the cost of glibc's SIMD tanhf. There is one
-       implementation per build, on vectors; the scalar form takes one lane of it, so
-       every path gives the same bits. */
+       arithmetic). All coefficients are positive, so nothing cancels; tanh(8) is
+       1 - 2.3e-7. The result is clamped to [-1, 1] for levels without FMA, whose
+       rounding differs. Written once on the layer's vectors; the scalar form takes one
+       lane, so every path of a level gives the same bits. */
     #define CCONV_TANH_LIM 8.0f
     #define CCONV_TANH_P3 1.3319577852503073e-08f
     #define CCONV_TANH_P2 2.0579624965682738e-05f
@@ -87,66 +200,25 @@ cdef extern from * nogil:
     #define CCONV_TANH_Q2 3.2825339540148995e-04f
     #define CCONV_TANH_Q1 2.5869276098076096e-02f
     #define CCONV_TANH_Q0 4.6712619591919868e-01f
-    #if defined(__AVX2__) && defined(__FMA__)
     static inline cconv_vf cconv_vf_tanh(cconv_vf v) {
-        const __m256 lim = _mm256_set1_ps(CCONV_TANH_LIM), one = _mm256_set1_ps(1.0f);
-        __m256 x = _mm256_max_ps(_mm256_min_ps(v, lim), _mm256_sub_ps(_mm256_setzero_ps(), lim));
-        __m256 u = _mm256_mul_ps(x, x);
-        __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(CCONV_TANH_P3), u, _mm256_set1_ps(CCONV_TANH_P2));
-        __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(CCONV_TANH_Q3), u, _mm256_set1_ps(CCONV_TANH_Q2));
-        p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(CCONV_TANH_P1));
-        q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(CCONV_TANH_Q1));
-        p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(CCONV_TANH_P0));
-        q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(CCONV_TANH_Q0));
-        p = _mm256_fmadd_ps(p, u, one);
-        q = _mm256_fmadd_ps(q, u, one);
-        __m256 y, n = _mm256_mul_ps(x, p);
-        __asm__("vdivps %2, %1, %0" : "=x"(y) : "x"(n), "x"(q));
-        return y;
+        const cconv_vf lim = cconv_vf_set1(CCONV_TANH_LIM), one = cconv_vf_set1(1.0f);
+        const cconv_vf minus_lim = cconv_vf_set1(-CCONV_TANH_LIM), minus_one = cconv_vf_set1(-1.0f);
+        cconv_vf x = cconv_vf_max(cconv_vf_min(v, lim), minus_lim);
+        cconv_vf u = cconv_vf_mul(x, x);
+        cconv_vf p = cconv_vf_fma(cconv_vf_set1(CCONV_TANH_P3), u, cconv_vf_set1(CCONV_TANH_P2));
+        cconv_vf q = cconv_vf_fma(cconv_vf_set1(CCONV_TANH_Q3), u, cconv_vf_set1(CCONV_TANH_Q2));
+        p = cconv_vf_fma(p, u, cconv_vf_set1(CCONV_TANH_P1));
+        q = cconv_vf_fma(q, u, cconv_vf_set1(CCONV_TANH_Q1));
+        p = cconv_vf_fma(p, u, cconv_vf_set1(CCONV_TANH_P0));
+        q = cconv_vf_fma(q, u, cconv_vf_set1(CCONV_TANH_Q0));
+        p = cconv_vf_fma(p, u, one);
+        q = cconv_vf_fma(q, u, one);
+        cconv_vf y = cconv_vf_div(cconv_vf_mul(x, p), q);
+        return cconv_vf_max(cconv_vf_min(y, one), minus_one);
     }
     static inline float cconv_tanhf(float v) {
-        return _mm256_cvtss_f32(cconv_vf_tanh(_mm256_set1_ps(v)));
+        return cconv_vf_first(cconv_vf_tanh(cconv_vf_set1(v)));
     }
-    #elif defined(__SSE2__)
-    /* Without FMA the rounding differs, so the result is also clamped to [-1, 1]. */
-    static inline cconv_vf cconv_vf_tanh(cconv_vf v) {
-        const __m128 lim = _mm_set1_ps(CCONV_TANH_LIM), one = _mm_set1_ps(1.0f);
-        __m128 x = _mm_max_ps(_mm_min_ps(v, lim), _mm_sub_ps(_mm_setzero_ps(), lim));
-        __m128 u = _mm_mul_ps(x, x);
-        __m128 p = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(CCONV_TANH_P3), u), _mm_set1_ps(CCONV_TANH_P2));
-        __m128 q = _mm_add_ps(_mm_mul_ps(_mm_set1_ps(CCONV_TANH_Q3), u), _mm_set1_ps(CCONV_TANH_Q2));
-        p = _mm_add_ps(_mm_mul_ps(p, u), _mm_set1_ps(CCONV_TANH_P1));
-        q = _mm_add_ps(_mm_mul_ps(q, u), _mm_set1_ps(CCONV_TANH_Q1));
-        p = _mm_add_ps(_mm_mul_ps(p, u), _mm_set1_ps(CCONV_TANH_P0));
-        q = _mm_add_ps(_mm_mul_ps(q, u), _mm_set1_ps(CCONV_TANH_Q0));
-        p = _mm_add_ps(_mm_mul_ps(p, u), one);
-        q = _mm_add_ps(_mm_mul_ps(q, u), one);
-        __m128 y = _mm_mul_ps(x, p);
-        #if defined(__GNUC__)
-        __asm__("divps %1, %0" : "+x"(y) : "x"(q));
-        #else
-        y = _mm_div_ps(y, q);
-        #endif
-        return _mm_max_ps(_mm_min_ps(y, one), _mm_sub_ps(_mm_setzero_ps(), one));
-    }
-    static inline float cconv_tanhf(float v) {
-        return _mm_cvtss_f32(cconv_vf_tanh(_mm_set1_ps(v)));
-    }
-    #else
-    static inline float cconv_tanhf(float v) {
-        float x = v < CCONV_TANH_LIM ? v : CCONV_TANH_LIM;
-        x = x > -CCONV_TANH_LIM ? x : -CCONV_TANH_LIM;
-        float u = x * x;
-        float p = (((CCONV_TANH_P3 * u + CCONV_TANH_P2) * u + CCONV_TANH_P1) * u
-                   + CCONV_TANH_P0) * u + 1.0f;
-        float q = (((CCONV_TANH_Q3 * u + CCONV_TANH_Q2) * u + CCONV_TANH_Q1) * u
-                   + CCONV_TANH_Q0) * u + 1.0f;
-        float y = x * p / q;
-        y = y < 1.0f ? y : 1.0f;
-        return y > -1.0f ? y : -1.0f;
-    }
-    #define cconv_vf_tanh(v) cconv_tanhf(v)
-    #endif
     """
     ctypedef struct vf "cconv_vf":
         pass
@@ -162,10 +234,27 @@ cdef extern from * nogil:
     void vd_store "cconv_vd_store"(double* p, vd v)
     vf vf_madd "cconv_vf_madd"(float x, vf w, vf acc)
     vd vd_madd "cconv_vd_madd"(double x, vd w, vd acc)
+    vf vf_set1 "cconv_vf_set1"(float x)
+    vd vd_set1 "cconv_vd_set1"(double x)
     vf vf_add "cconv_vf_add"(vf a, vf b)
     vd vd_add "cconv_vd_add"(vd a, vd b)
+    vf vf_sub "cconv_vf_sub"(vf a, vf b)
+    vd vd_sub "cconv_vd_sub"(vd a, vd b)
+    vf vf_mul "cconv_vf_mul"(vf a, vf b)
+    vd vd_mul "cconv_vd_mul"(vd a, vd b)
+    vf vf_div "cconv_vf_div"(vf a, vf b)
+    vd vd_div "cconv_vd_div"(vd a, vd b)
+    vf vf_min "cconv_vf_min"(vf a, vf b)
+    vd vd_min "cconv_vd_min"(vd a, vd b)
+    vf vf_max "cconv_vf_max"(vf a, vf b)
+    vd vd_max "cconv_vd_max"(vd a, vd b)
     vf vf_fma "cconv_vf_fma"(vf a, vf b, vf acc)
     vd vd_fma "cconv_vd_fma"(vd a, vd b, vd acc)
+    float vf_first "cconv_vf_first"(vf v)
+    double vd_first "cconv_vd_first"(vd v)
+    float fma_f32 "cconv_fmaf"(float a, float b, float c)
+    double fma_f64 "cconv_fma"(double a, double b, double c)
+    const bint HAVE_FMA "CCONV_HAVE_FMA"
     float tanh_f32 "cconv_tanhf"(float v)
     vf vf_tanh "cconv_vf_tanh"(vf v)
 
