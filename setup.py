@@ -11,6 +11,7 @@ Any such flag arriving through $CFLAGS or $LDFLAGS is removed.
 
 Environment variables read here:
   CCONV_FAIL_NO_OPENMP=1  stop the build if OpenMP cannot be used (default: warn, build serially)
+  CCONV_LEVELS=avx2,avx512  build only these levels (for quicker development builds)
   CCONV_BOUNDSCHECK=1     build with Cython bounds and wraparound checks on (for debugging)
   CCONV_SANITIZE=address,undefined   compile and link with those sanitizers
 """
@@ -124,6 +125,8 @@ class BuildExt(build_ext):
             level = LEVEL_OF.get(ext.name)
             level_flags = [] if level is None else LEVEL_FLAGS[level][ctype == "msvc"]
             ext.extra_compile_args = compile_flags + level_flags + ext.extra_compile_args
+            if ext.name.rsplit(".", 1)[-1] in VECTOR_512_MODULES:
+                ext.define_macros = ext.define_macros + [("CCONV_VECTOR_512", "1")]
             ext.extra_link_args = link_flags + ext.extra_link_args
         super().build_extensions()
 
@@ -144,10 +147,14 @@ def remove_unsafe_math(compiler):
 
 
 LEVELS = runpy.run_path(os.path.join("cconv", "_kernels", "_levels.py"))
-LEVEL_FLAGS = {name: (gcc, msvc) for name, _, gcc, msvc in LEVELS["levels"]()}
+LEVEL_FLAGS = {name: (gcc, msvc) for name, _, gcc, msvc in LEVELS["levels"]()
+               if name in os.environ.get("CCONV_LEVELS", name).split(",")}
 LEVEL_OF = {}  # extension name -> CPU level
 GENERATED = os.path.join("build", "cconv-gen")
-BASELINE_MODULES = {"_config"}  # no loops: built once, for the import to ask
+BASELINE_MODULES = {"_config"}
+# Modules whose kernels handle the 512-bit vectors of the avx512 level (_simd.pxd); the
+# others run 256-bit vectors there.
+VECTOR_512_MODULES = set()  # no loops: built once, for the import to ask
 
 
 def render_templates():

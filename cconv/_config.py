@@ -52,7 +52,7 @@ def cpu_capability():
 
 def _cpu_line():
     forced = _levels.requested().strip()
-    why = f"{_levels.ENV}={forced}" if forced else "the best this CPU supports"
+    why = f"{_levels.ENV}={forced}" if forced else "the best built level this CPU supports"
     return (f"{cpu_capability()} ({why}; CPU supports: {', '.join(_levels.supported())}; "
             f"built: {', '.join(_kernels.BUILT)})")
 

@@ -15,9 +15,11 @@ from cconv._kernels._codes cimport ACT_RELU, ACT_TANH
 cdef extern from * nogil:
     """
     #include <math.h>
-    /* Off until every kernel handles 16-lane vectors: the avx512 level then runs the
-       256-bit branch, with AVX-512's encodings. */
+    /* setup.py defines it for the modules whose kernels handle 512-bit vectors; the
+       others run the 256-bit branch at the avx512 level, with AVX-512's encodings. */
+    #ifndef CCONV_VECTOR_512
     #define CCONV_VECTOR_512 0
+    #endif
     #if defined(__AVX512F__) && CCONV_VECTOR_512
     #include <immintrin.h>
     typedef __m512 cconv_vf;
