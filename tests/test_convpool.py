@@ -82,7 +82,7 @@ def test_ties_go_to_the_first_like_the_oracle(rng, dtype, case, activation, monk
     """Small integers: every sum is exact, many windows tie (all of relu's negative ones
     at 0), and the argmax must be the oracle's, which picks the first. Winograd's
     transforms round even integer sums, so it is kept out: this tests the fused path."""
-    monkeypatch.setattr(ops, "WINOGRAD_MIN_CHANNELS", 10**9)
+    monkeypatch.setattr(ops.winograd, "WINOGRAD_MIN_CHANNELS", 10**9)
     xs, (kh, kw, f), padding, pool, pool_padding = case
     x = rng.integers(-1, 2, xs).astype(dtype)
     w = rng.integers(-1, 2, (kh, kw, xs[3], f)).astype(dtype)
@@ -99,11 +99,11 @@ def test_ties_go_to_the_first_like_the_oracle(rng, dtype, case, activation, monk
 def test_any_band_height_gives_the_same_bits(rng, case, monkeypatch):
     """Bands of one pooled row each, against the default bands (of the fused path, so
     without Winograd)."""
-    monkeypatch.setattr(ops, "WINOGRAD_MIN_CHANNELS", 10**9)
+    monkeypatch.setattr(ops.winograd, "WINOGRAD_MIN_CHANNELS", 10**9)
     _, _, padding, pool, pool_padding = case
     x, w, b = inputs(rng, case, np.float32)
     want = ops.conv2d_maxpool(x, w, b, padding, "relu", pool, pool_padding, True)
-    monkeypatch.setattr(ops, "CONV_POOL_BAND_BYTES", 1)
+    monkeypatch.setattr(ops.fused, "CONV_POOL_BAND_BYTES", 1)
     got = ops.conv2d_maxpool(x, w, b, padding, "relu", pool, pool_padding, True)
     for g, e in zip(got, want):
         np.testing.assert_array_equal(g, e)
@@ -181,7 +181,7 @@ def test_conv_pool_step_gradients_by_finite_differences(activation, c, padding, 
     maxpool = MaxPooling2D(pool, padding=pool_padding)
     conv.build((7, 8, c), np.float64, rng)
     maxpool.build(conv.output_shape, np.float64, rng)
-    step = fusion.ConvPool(conv, maxpool)
+    step = fusion.ConvPool((conv, maxpool))
     x = rng.standard_normal((2, 7, 8, c))
     k, b = conv.params["kernel"], conv.params["bias"]
     r = rng.standard_normal((2,) + maxpool.output_shape)

@@ -296,7 +296,7 @@ def test_training_step_grads_match_oracle(rng, dtype, padding, activation, dropo
     d64 = {k: v.astype(np.float64) for k, v in dense.params.items()}
     pre = oracle.conv2d(x.astype(np.float64), f64["kernel"], f64["bias"], padding)
     h = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0)}.get(activation, lambda a: a)(pre)
-    mask = model.layers[1].mask if dropouts else None
+    mask = model.layers[1].saved["mask"] if dropouts else None
     rate = model.layers[1].rate if dropouts else 0.0
     dropped = h if mask is None else oracle.dropout(h, rate, mask=mask)[0]
     flat = dropped.reshape(5, -1)

@@ -129,11 +129,11 @@ def test_scratch_does_not_grow_with_the_batch(rng, threads):
     cconv.set_num_threads(2)
     for n in (3, 600):
         x, k, b, g = inputs(rng, np.float32, (n, 14, 14, 32, 5, 5, 64), "same")
-        ops._scratch.arrays = None
+        ops._scratch.local.arrays = None
         ops.conv2d(x, k, b, "same")
         ops.conv2d_backward(x, k, g, "same")
         ops.dense(x.reshape(n, -1), rng.standard_normal((6272, 32)).astype(np.float32))
-        sizes = sorted(a.size for a in ops._scratch.arrays.values())
+        sizes = sorted(a.size for a in ops._scratch.local.arrays.values())
         if n == 3:
             small = sizes
     assert sizes == small

@@ -262,7 +262,7 @@ def test_tf_network_training_step_matches_numpy(dtype):
     model = tf_style_model(dtype, optimizer=cconv.optimizers.Adam(0.01))
     k1, b1, k2, b2, w3, b3, w4, b4 = [a.astype(np.float64) for a in model.get_weights()]
     history = model.fit(x, y, batch_size=5, epochs=1, shuffle=False, verbose=0, seed=0)
-    mask = model.layers[6].mask  # the mask is tested against the oracle elsewhere
+    mask = model.layers[6].saved["mask"]  # the mask is tested against the oracle elsewhere
 
     xd = x.astype(np.float64)
     h1 = oracle.relu(oracle.conv2d(xd, k1, b1, "same"))
