@@ -220,13 +220,7 @@ class Sequential:
 
     # ---- input checks ----------------------------------------------------------------
     def _check_x(self, x, name="x"):
-        if isinstance(x, (list, tuple)):
-            x = np.asarray(x)
-        if not isinstance(x, np.ndarray):
-            raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")
-        if x.dtype.kind not in "biuf":
-            raise TypeError(f"{name}: expected a numeric (bool, int or float) array, got "
-                            f"dtype {x.dtype}")
+        x = utils._numeric_array(name, x, "a numeric (bool, int or float) array")
         if x.ndim < 2:
             raise ValueError(f"{name}: expected a batch of samples of shape (N, ...), got "
                              f"shape {x.shape}")

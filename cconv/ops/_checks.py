@@ -129,21 +129,26 @@ def check_rate(rate):
     return float(rate)
 
 
+def int_array(name, a, shape, kinds, expected, dtype, high, range_error, always=False):
+    """An integer array of `shape` with values in [0, high], as C-contiguous `dtype`.
+    The range is checked when a conversion is needed, or `always`."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(a).__name__}")
+    if a.shape != shape:
+        raise ValueError(f"{name}: expected shape {shape}, got {a.shape}")
+    if a.dtype.kind not in kinds:
+        raise TypeError(f"{name}: expected {expected}, got {a.dtype}")
+    if a.dtype != dtype or always:
+        if a.size and ((a.dtype.kind == "i" and a.min() < 0) or a.max() > high):
+            raise ValueError(range_error)
+        a = a.astype(dtype, copy=False)
+    return np.ascontiguousarray(a)
+
+
 def check_mask(mask, shape):
     """A dropout mask of 0s and 1s as C-contiguous uint8."""
-    if not isinstance(mask, np.ndarray):
-        raise TypeError(f"mask: expected a numpy array, got {type(mask).__name__}")
-    if mask.shape != shape:
-        raise ValueError(f"mask: expected shape {shape}, got {mask.shape}")
-    if mask.dtype.kind not in "biu":
-        raise TypeError(f"mask: expected a bool or integer array of 0s and 1s, got {mask.dtype}")
-    if mask.dtype != np.uint8:
-        if mask.size and (mask.min() < 0 or mask.max() > 1):
-            raise ValueError("mask: expected only 0s and 1s")
-        mask = mask.astype(np.uint8)
-    elif mask.size and mask.max() > 1:
-        raise ValueError("mask: expected only 0s and 1s")
-    return np.ascontiguousarray(mask)
+    return int_array("mask", mask, shape, "biu", "a bool or integer array of 0s and 1s",
+                     np.uint8, 1, "mask: expected only 0s and 1s", always=True)
 
 
 def check_seed(seed):

@@ -5,7 +5,7 @@ import numpy as np
 
 from cconv._kernels import _config, _pool
 from cconv.ops._checks import (INT32_MAX, check_padding, check_shape_tuple, empty,
-                               float_array, output)
+                               float_array, int_array, output)
 from cconv.ops._scratch import threads_for
 
 KERNEL_POOL_MODES = _config.POOL_MODES
@@ -111,17 +111,9 @@ def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid", o
     if grad_out.shape != expected:
         raise ValueError(f"grad_out: expected shape {expected} (the max_pool2d output for "
                          f"x of shape {x_shape}), got {grad_out.shape}")
-    if not isinstance(argmax, np.ndarray):
-        raise TypeError(f"argmax: expected a numpy array, got {type(argmax).__name__}")
-    if argmax.shape != expected:
-        raise ValueError(f"argmax: expected shape {expected}, got {argmax.shape}")
-    if argmax.dtype.kind not in "iu":
-        raise TypeError(f"argmax: expected an integer array from max_pool2d, got {argmax.dtype}")
-    if argmax.dtype != np.int32:
-        if argmax.size and (argmax.min() < 0 or argmax.max() > INT32_MAX):
-            raise ValueError("argmax: indices outside [0, 2**31) cannot come from max_pool2d")
-        argmax = argmax.astype(np.int32)
-    argmax = np.ascontiguousarray(argmax)
+    argmax = int_array("argmax", argmax, expected, "iu", "an integer array from max_pool2d",
+                       np.int32, INT32_MAX,
+                       "argmax: indices outside [0, 2**31) cannot come from max_pool2d")
     grad_x = output("grad_x", out, x_shape, grad_out.dtype)
     if grad_x.size == 0:
         return grad_x
