@@ -9,14 +9,12 @@ import pytest
 
 import cconv
 from cconv import ops, oracle
-from test_gradcheck import numerical_grad
+from conftest import DTYPES, numerical_grad, tol
 
-# As for the direct GEMM path (test_gemm_paths). Winograd's float32 error on the
-# tutorial's conv2 (C = 32, F = 64, normal data) is about 4x below this atol forward,
-# 2x for the input gradient and 1.4x for the kernel gradient at a batch of 50
-# (the direct path: 10x to 15x below).
-TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
-DTYPES = [np.float32, np.float64]
+# tol() as for the direct GEMM path. Winograd's float32 error on the tutorial's conv2
+# (C = 32, F = 64, normal data) is about 4x below its atol forward, 2x for the input
+# gradient and 1.4x for the weight gradient at a batch of 50 (the direct path: 10x to
+# 15x below).
 
 CASES = [  # (N, H, W, C, F)
     (1, 14, 14, 32, 64),  # the tutorial's second conv layer, batch 1
@@ -27,15 +25,6 @@ CASES = [  # (N, H, W, C, F)
     (2, 3, 4, 16, 20),    # image smaller than the kernel ('same' only)
     (1, 6, 13, 33, 24),   # C one past four float32 vectors
 ]
-
-
-def tol(dtype, terms):
-    return dict(rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * np.sqrt(terms))
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(11)
 
 
 @pytest.fixture
