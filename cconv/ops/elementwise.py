@@ -7,8 +7,8 @@ import numpy as np
 
 from cconv._config import get_num_threads
 from cconv._kernels import _elementwise
-from cconv.ops._checks import (check_mask, check_rate, check_seed, empty, flat_pair,
-                               float_array)
+from cconv.ops._checks import (check_activation, check_mask, check_rate, check_seed, empty,
+                               flat_pair, float_array)
 
 
 def _unary(kernel, x):
@@ -52,11 +52,13 @@ ACTIVATIONS = {"tanh": (tanh, tanh_backward), "relu": (relu, relu_backward)}
 
 def activation(name, z):
     """The activation `name` (None, "linear", "tanh" or "relu") of z."""
+    check_activation(name)
     return z if name in (None, "linear") else ACTIVATIONS[name][0](z)
 
 
 def activation_backward(name, y, grad_out):
     """The gradient through the activation `name`, given its output y."""
+    check_activation(name)
     return grad_out if name in (None, "linear") else ACTIVATIONS[name][1](y, grad_out)
 
 

@@ -42,6 +42,14 @@ def test_float32_tanh_accuracy():
                           ops.tanh(z))
 
 
+@pytest.mark.parametrize("name", [None, "linear", "tanh", "relu"])
+def test_activation_by_name(rng, name):
+    x = rng.standard_normal((3, 7)).astype(np.float32)
+    g = rng.standard_normal(x.shape).astype(np.float32)
+    y = check_op(ops.activation, oracle.activation, (name, x))
+    check_op(ops.activation_backward, oracle.activation_backward, (name, y, g))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("rate", [0.0, 0.25, 0.5, 0.9])
 def test_dropout(rng, dtype, rate):
@@ -89,6 +97,9 @@ def test_same_bits_on_one_and_two_threads(rng, threads):
     (lambda: ops.dropout(np.zeros(4), 0.5, mask=np.ones(3)), "mask"),
     (lambda: ops.tanh(np.array(["a"], dtype=object)), "x: expected dtype"),
     (lambda: ops.tanh_backward(np.zeros(3), np.zeros(4)), "grad_out"),
+    (lambda: ops.activation("softmax", np.zeros(3)), "activation: expected one of"),
+    (lambda: ops.activation_backward("gelu", np.zeros(3), np.zeros(3)),
+     "activation: expected one of"),
 ])
 def test_bad_input_is_named(call, match):
     with pytest.raises((TypeError, ValueError), match=match):
