@@ -174,7 +174,7 @@ class Layer:
         """The gradient wrt the activation's input, given grad wrt its output."""
         if self.activation is None:
             return grad
-        return self.activation.backward(self.saved.get("y"), grad)
+        return self.activation.backward(self.saved["y"], grad)
 
     def backward_linear(self, grad):
         """The backward pass given the gradient wrt this layer's pre-activation output."""

@@ -10,7 +10,7 @@ import pytest
 import cconv
 from cconv import fusion, oracle
 from cconv.layers import Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
-from conftest import DTYPES, TOL, assert_close, numerical_grad
+from conftest import DTYPES, assert_close, numerical_grad
 
 
 # ---- ConvDense and ConvDropoutDense ----------------------------------------------------
