@@ -3,15 +3,23 @@
 Sequential asks `plan(layers, training)` for the steps of a pass: each step is a layer
 or a fused run standing in for several consecutive layers. A fused run computes what
 its layers would (the tests hold both against the oracle), keeps the weights in its
-layers and, in training, fills their grads in backward. Each rule in RULES looks at the
-layers from position i and returns a fused run, or None when it does not apply.
+layers and, in training, fills their grads in backward. Each rule in RULES is a Fused
+class whose `match(layers, i, training)` returns a fused run of the layers from
+position i, or None when it does not apply.
+
+The contract with the layers (see cconv.layers.Layer): a fused step touches only a
+layer's `params`, `grads`, `saved`, its public configuration and its forward/backward
+methods (the names in Layer.CONTRACT). Each rule declares in SAVED, per layer type, the
+keys of `saved` that it reads or writes; tests/test_fusion_contract.py checks that the
+layers provide them and that no step touches anything else.
 """
 import threading
 
 import numpy as np
 
 from cconv import ops
-from cconv.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D, _reused
+from cconv.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+from cconv.ops._scratch import reused
 
 
 class Fused:
@@ -19,18 +27,22 @@ class Fused:
     layer: forward / forward_linear / backward / backward_linear. "linear" stops before
     the activation of the run's last layer, as for a layer."""
 
+    SAVED = {}  # {layer type: keys of its `saved` that this step reads or writes}
+
     def __init__(self, layers):
         self.layers = tuple(layers)
         self.activation = self.layers[-1].activation
 
+    @classmethod
+    def match(cls, layers, i, training):
+        """A fused run of `layers` from position i, or None."""
+        raise NotImplementedError
+
     def forward(self, x, training=False, rng=None):
-        z = self.forward_linear(x, training, rng)
-        return z if self.activation is None else self.activation.forward(z, training)
+        return self.layers[-1].activate(self.forward_linear(x, training, rng), training)
 
     def backward(self, grad):
-        if self.activation is not None:
-            grad = self.activation.backward(grad)
-        return self.backward_linear(grad)
+        return self.backward_linear(self.layers[-1].activation_grad(grad))
 
     def forward_linear(self, x, training=False, rng=None):
         raise NotImplementedError
@@ -39,15 +51,12 @@ class Fused:
         raise NotImplementedError
 
 
-RULES = []
-
-
 def plan(layers, training):
     """The steps of a forward pass over `layers` (built), fused where a rule applies."""
     steps, i = [], 0
     while i < len(layers):
         for rule in RULES:
-            fused = rule(layers, i, training)
+            fused = rule.match(layers, i, training)
             if fused is not None:
                 steps.append(fused)
                 i += len(fused.layers)
@@ -58,21 +67,9 @@ def plan(layers, training):
     return steps
 
 
-class ConvDense(Fused):
-    """Conv2D (one input channel) -> Dropout... -> Flatten -> Dense at inference, by
-    ops.conv2d_dense: the conv output never goes to memory. Dropout passes inputs through
-    at inference, and Flatten only reshapes."""
-
-    def forward_linear(self, x, training=False, rng=None):
-        conv, dense = self.layers[0], self.layers[-1]
-        return ops.conv2d_dense(x, conv.params["kernel"], conv.params.get("bias"),
-                                dense.params["kernel"], dense.params.get("bias"),
-                                conv.padding, conv.activation.name)
-
-
 def _conv_to_dense(layers, i, max_dropouts):
-    """The run Conv2D (with a fused activation) -> up to max_dropouts Dropout -> Flatten
-    -> Dense starting at i, or None."""
+    """The run Conv2D (with an activation the kernels apply) -> up to max_dropouts
+    Dropout -> Flatten -> Dense starting at i, or None."""
     conv = layers[i]
     if type(conv) is not Conv2D or conv.activation.name not in ops.FUSED_ACTIVATIONS:
         return None
@@ -84,14 +81,25 @@ def _conv_to_dense(layers, i, max_dropouts):
     return None
 
 
-def conv_dense_rule(layers, i, training):
-    if training or type(layers[i]) is not Conv2D or layers[i].input_shape[2] != 1:
-        return None
-    run = _conv_to_dense(layers, i, len(layers))
-    return None if run is None else ConvDense(run)
+class ConvDense(Fused):
+    """Conv2D (one input channel) -> Dropout... -> Flatten -> Dense at inference, by
+    ops.conv2d_dense: the conv output never goes to memory. Dropout passes inputs through
+    at inference, and Flatten only reshapes."""
 
+    SAVED = {}
 
-RULES.append(conv_dense_rule)
+    @classmethod
+    def match(cls, layers, i, training):
+        if training or type(layers[i]) is not Conv2D or layers[i].input_shape[2] != 1:
+            return None
+        run = _conv_to_dense(layers, i, len(layers))
+        return None if run is None else cls(run)
+
+    def forward_linear(self, x, training=False, rng=None):
+        conv, dense = self.layers[0], self.layers[-1]
+        return ops.conv2d_dense(x, conv.params["kernel"], conv.params.get("bias"),
+                                dense.params["kernel"], dense.params.get("bias"),
+                                conv.padding, conv.activation.name)
 
 
 class ConvDropoutDense(Fused):
@@ -101,55 +109,77 @@ class ConvDropoutDense(Fused):
     the dropout mask and the activation's output once instead of making two more passes
     over memory."""
 
+    # conv.saved["x"] is read by conv.backward_linear
+    SAVED = {Conv2D: ("x", "y"), Dropout: ("mask",), Dense: ("x",)}
+
+    def __init__(self, layers):
+        super().__init__(layers)
+        self.conv, self.dense = self.layers[0], self.layers[-1]
+        dropouts = [layer for layer in self.layers if type(layer) is Dropout]
+        self.dropout = dropouts[0] if dropouts else None
+
+    @classmethod
+    def match(cls, layers, i, training):
+        run = _conv_to_dense(layers, i, 1) if training else None
+        return None if run is None else cls(run)
+
     def forward_linear(self, x, training=False, rng=None):
         for layer in self.layers[:-1]:
             x = layer.forward(x, training, rng)
         return self.layers[-1].forward_linear(x, training, rng)
 
     def backward_linear(self, grad):
-        conv, dense = self.layers[0], self.layers[-1]
-        dropout = self.layers[1] if len(self.layers) == 4 else None
-        _, dense.grads["kernel"], grad_b = ops.dense_backward(dense.x, dense.params["kernel"],
-                                                              grad, need_grad_x=False)
+        conv, dense, dropout = self.conv, self.dense, self.dropout
+        _, dense.grads["kernel"], grad_b = ops.dense_backward(
+            dense.saved["x"], dense.params["kernel"], grad, need_grad_x=False)
         if dense.use_bias:
             dense.grads["bias"] = grad_b
-        y = conv.activation.y
+        y = conv.saved["y"]
         n = len(y)
-        mask = None if dropout is None or dropout.mask is None else dropout.mask.reshape(n, -1)
-        grad_z = ops.dense_backward_gated(grad, dense.params["kernel"], y.reshape(n, -1), mask,
-                                          dropout.rate if dropout is not None else 0.0,
-                                          conv.activation.name)
+        mask = None if dropout is None else dropout.saved["mask"]
+        grad_z = ops.dense_backward_gated(
+            grad, dense.params["kernel"], y.reshape(n, -1),
+            None if mask is None else mask.reshape(n, -1),
+            0.0 if dropout is None else dropout.rate, conv.activation.name)
         return conv.backward_linear(grad_z.reshape(y.shape))
-
-
-def conv_dropout_dense_rule(layers, i, training):
-    run = _conv_to_dense(layers, i, 1) if training else None
-    return None if run is None else ConvDropoutDense(run)
-
-
-RULES.append(conv_dropout_dense_rule)
 
 
 class ConvPool(Fused):
     """Conv2D (linear, tanh or relu) then MaxPooling2D, by ops.conv2d_maxpool: unless the
     convolution takes Winograd, its full-size output is never stored, in training or
-    inference."""
+    inference. The pooled output and its argmax are this step's own `saved`."""
 
-    def __init__(self, conv, pool):
-        super().__init__((conv, pool))
+    # conv.saved["x"]: written here, read by conv.backward_linear
+    SAVED = {Conv2D: ("x",)}
+
+    def __init__(self, layers):
+        super().__init__(layers)
+        self.saved = {}
         self._buffers = threading.local()
+
+    @classmethod
+    def match(cls, layers, i, training):
+        """A Conv2D whose activation the kernels apply, followed by a MaxPooling2D."""
+        if i + 1 >= len(layers):
+            return None
+        conv, pool = layers[i], layers[i + 1]
+        if type(conv) is Conv2D and type(pool) is MaxPooling2D \
+                and conv.activation.name in ops.FUSED_ACTIVATIONS:
+            return cls((conv, pool))
+        return None
 
     def forward_linear(self, x, training=False, rng=None):
         conv, pool = self.layers
         shape = (len(x),) + pool.output_shape
-        out = _reused(self._buffers, "out", shape, conv.dtype)
-        argmax = _reused(self._buffers, "argmax", shape, np.int32) if training else None
+        out = reused(self._buffers, "out", shape, conv.dtype)
+        argmax = reused(self._buffers, "argmax", shape, np.int32) if training else None
         y, argmax = ops.conv2d_maxpool(
             x, conv.params["kernel"], conv.params.get("bias"), conv.padding,
             conv.activation.name, pool.pool_size, pool.padding, need_argmax=training,
             out=out, out_argmax=argmax)
         if training:
-            conv.x, self.y, self.argmax = x, y, argmax
+            conv.saved["x"] = x
+            self.saved["y"], self.saved["argmax"] = y, argmax
         return y
 
     def backward_linear(self, grad):
@@ -163,26 +193,12 @@ class ConvPool(Fused):
         # values pools to y = 0, whose relu gradient is 0, exactly as at the pixel the
         # unfused pooling would have routed grad to.
         conv, pool = self.layers
-        if conv.activation.name == "relu":
-            grad = ops.relu_backward(self.y, grad)
-        elif conv.activation.name == "tanh":
-            grad = ops.tanh_backward(self.y, grad)
+        grad = ops.activation_backward(conv.activation.name, self.saved["y"], grad)
         conv_shape = (len(grad),) + conv.output_shape
         grad_z = ops.max_pool2d_backward(
-            grad, self.argmax, conv_shape, pool.pool_size, pool.padding,
-            out=_reused(self._buffers, "grad_z", conv_shape, conv.dtype))
+            grad, self.saved["argmax"], conv_shape, pool.pool_size, pool.padding,
+            out=reused(self._buffers, "grad_z", conv_shape, conv.dtype))
         return conv.backward_linear(grad_z)
 
 
-def conv_pool_rule(layers, i, training):
-    """A Conv2D whose activation the kernels apply, followed by a MaxPooling2D."""
-    if i + 1 >= len(layers):
-        return None
-    conv, pool = layers[i], layers[i + 1]
-    if type(conv) is Conv2D and type(pool) is MaxPooling2D \
-            and conv.activation.name in ops.FUSED_ACTIVATIONS:
-        return ConvPool(conv, pool)
-    return None
-
-
-RULES.append(conv_pool_rule)
+RULES = [ConvDense, ConvDropoutDense, ConvPool]

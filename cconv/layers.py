@@ -1,5 +1,6 @@
 """Keras-like layers. Each layer holds its weights, calls cconv.ops forward and backward,
-and keeps what its backward pass needs from the last training forward pass.
+and keeps what its backward pass needs from the last training forward pass in its
+`saved` dict (see Layer).
 
 Shapes given to layers exclude the batch axis, as in Keras.
 """
@@ -9,6 +10,8 @@ import threading
 import numpy as np
 
 from cconv import ops
+from cconv.ops._scratch import reused
+from cconv.utils import _positive_int
 
 ACTIVATIONS = ("linear", "tanh", "relu", "softmax")
 
@@ -20,7 +23,9 @@ def _softmax(z):
 
 
 class _Act:
-    """An activation applied in place after a layer's linear part."""
+    """A layer's activation, by name: softmax here, the others through
+    ops.activation and ops.activation_backward. It keeps no state: its output, which
+    backward needs, is the layer's saved["y"]."""
 
     def __init__(self, name):
         if name is None:
@@ -28,38 +33,15 @@ class _Act:
         if name not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {ACTIVATIONS} or None, got {name!r}")
         self.name = name
-        self.y = None
 
-    def forward(self, z, training):
-        if self.name == "tanh":
-            y = ops.tanh(z)
-        elif self.name == "relu":
-            y = ops.relu(z)
-        elif self.name == "softmax":
-            y = _softmax(z)
-        else:
-            y = z
-        if training:
-            self.y = y
-        return y
+    def forward(self, z):
+        return _softmax(z) if self.name == "softmax" else ops.activation(self.name, z)
 
-    def backward(self, grad):
-        if self.name == "tanh":
-            return ops.tanh_backward(self.y, grad)
-        if self.name == "relu":
-            return ops.relu_backward(self.y, grad)
+    def backward(self, y, grad):
+        """The gradient wrt the activation's input, given its output y."""
         if self.name == "softmax":
-            y = self.y
             return y * (grad - (grad * y).sum(axis=-1, keepdims=True))
-        return grad
-
-
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value}")
-    return int(value)
+        return ops.activation_backward(self.name, y, grad)
 
 
 def _pair(name, value):
@@ -95,15 +77,19 @@ INITIALIZERS = {
 }
 
 
-def _truncated_normal(rng, shape, stddev):
-    # Keras draws from a normal cut at two standard deviations, scaled so the stddev holds.
-    scale = stddev / 0.87962566103423978
+def _truncated_standard_normal(rng, shape):
+    """Standard normal draws, those beyond two standard deviations drawn again."""
     out = rng.standard_normal(shape)
     bad = np.abs(out) > 2
     while bad.any():
-        out[bad] = rng.standard_normal(bad.sum())
+        out[bad] = rng.standard_normal(int(bad.sum()))
         bad = np.abs(out) > 2
-    return out * scale
+    return out
+
+
+def _truncated_normal(rng, shape, stddev):
+    # Keras scales the cut normal so that its standard deviation is `stddev`.
+    return _truncated_standard_normal(rng, shape) * (stddev / 0.87962566103423978)
 
 
 def _init(spec, shape, fans, dtype, rng, what):
@@ -119,8 +105,29 @@ def _init(spec, shape, fans, dtype, rng, what):
 
 
 class Layer:
-    """Base class. Subclasses set `weight_names` and fill `params` in `build`."""
+    """Base class. Subclasses set `weight_names` and fill `params` in `build`.
 
+    What a layer keeps between passes, and what cconv.fusion may touch (the contract
+    between fused steps and layers):
+    - `params`: the weights, by name ("kernel", "bias").
+    - `grads`: their gradients, filled by backward, by the same names.
+    - `saved`: what backward needs from the last training forward pass, by these keys:
+        "x"       the input (Conv2D, Dense, KernelPooling);
+        "y"       the activation's output (every layer with an activation);
+        "mask"    the keep-mask, or None when rate is 0 (Dropout);
+        "argmax", "x_shape"  where each window's max was, and the input shape
+                  (MaxPooling2D).
+    - public configuration (activation.name, padding, rate, use_bias, pool_size, dtype,
+      input_shape, output_shape) and the methods below.
+    CONTRACT lists these names: a fused step touches nothing else. Each rule in
+    cconv.fusion declares the `saved` keys it uses; tests/test_fusion_contract.py
+    checks that the layers provide them and that the steps keep to CONTRACT."""
+
+    CONTRACT = frozenset({
+        "params", "grads", "saved", "activation", "padding", "rate", "use_bias",
+        "pool_size", "dtype", "input_shape", "output_shape", "name",
+        "forward", "forward_linear", "backward", "backward_linear", "activate",
+        "activation_grad"})
     weight_names = ()
     activation = None
 
@@ -131,6 +138,7 @@ class Layer:
         self.output_shape = None
         self.params = {}
         self.grads = {}
+        self.saved = {}
         self.need_input_grad = True
 
     def compute_output_shape(self, input_shape):
@@ -143,18 +151,30 @@ class Layer:
         self.built = True
 
     def forward(self, x, training=False, rng=None):
-        z = self.forward_linear(x, training, rng)
-        return z if self.activation is None else self.activation.forward(z, training)
+        return self.activate(self.forward_linear(x, training, rng), training)
 
     def forward_linear(self, x, training=False, rng=None):
         """The forward pass up to, not including, the layer's activation."""
         return x
 
+    def activate(self, z, training):
+        """The layer's activation of z; in training, its output is saved["y"]."""
+        if self.activation is None:
+            return z
+        y = self.activation.forward(z)
+        if training:
+            self.saved["y"] = y
+        return y
+
     def backward(self, grad):
         """Gradient wrt the input; fills self.grads. Needs a training forward first."""
-        if self.activation is not None:
-            grad = self.activation.backward(grad)
-        return self.backward_linear(grad)
+        return self.backward_linear(self.activation_grad(grad))
+
+    def activation_grad(self, grad):
+        """The gradient wrt the activation's input, given grad wrt its output."""
+        if self.activation is None:
+            return grad
+        return self.activation.backward(self.saved["y"], grad)
 
     def backward_linear(self, grad):
         """The backward pass given the gradient wrt this layer's pre-activation output."""
@@ -249,35 +269,29 @@ class Conv2D(Layer):
     def forward(self, x, training=False, rng=None):
         if self.activation.name not in ops.FUSED_ACTIVATIONS:
             return super().forward(x, training, rng)
+        y = self._conv(x, training, self.activation.name)
         if training:
-            self.x = x
-        y = ops.conv2d(x, self.params["kernel"], self.params.get("bias"), self.padding,
-                       self.activation.name, out=self._output_buffer(x))
-        if training:
-            self.activation.y = y
+            self.saved["y"] = y
         return y
 
     def forward_linear(self, x, training=False, rng=None):
+        return self._conv(x, training, None)
+
+    def _conv(self, x, training, activation):
+        """The convolution into this thread's output array, reused while the batch shape
+        stays the same: a layer's output lives only until the model's next forward pass
+        (the model copies what it returns), and each thread has its own, so concurrent
+        predicts are safe."""
         if training:
-            self.x = x
+            self.saved["x"] = x
+        out = reused(self._buffers, "out", (len(x),) + self.output_shape, self.dtype,
+                     f"{self.name} output")
         return ops.conv2d(x, self.params["kernel"], self.params.get("bias"), self.padding,
-                          out=self._output_buffer(x))
-
-    def _output_buffer(self, x):
-        """This thread's output array, reused while the batch shape stays the same.
-
-        A layer's output lives only until the model's next forward pass (the model copies
-        what it returns), and each thread has its own, so concurrent predicts are safe."""
-        shape = (len(x),) + self.output_shape
-        buf = getattr(self._buffers, "out", None)
-        if buf is None or buf.shape != shape or buf.dtype != self.dtype:
-            ops.check_size(f"{self.name} output", shape, self.dtype)
-            buf = self._buffers.out = np.empty(shape, dtype=self.dtype)
-        return buf
+                          activation, out=out)
 
     def backward_linear(self, grad):
         grad_x, grad_w, grad_b = ops.conv2d_backward(
-            self.x, self.params["kernel"], grad, self.padding, self.need_input_grad)
+            self.saved["x"], self.params["kernel"], grad, self.padding, self.need_input_grad)
         self.grads["kernel"] = grad_w
         if self.use_bias:
             self.grads["bias"] = grad_b
@@ -315,12 +329,12 @@ class Dense(Layer):
 
     def forward_linear(self, x, training=False, rng=None):
         if training:
-            self.x = x
+            self.saved["x"] = x
         return ops.dense(x, self.params["kernel"], self.params.get("bias"))
 
     def backward_linear(self, grad):
-        grad_x, grad_w, grad_b = ops.dense_backward(self.x, self.params["kernel"], grad,
-                                                    self.need_input_grad)
+        grad_x, grad_w, grad_b = ops.dense_backward(self.saved["x"], self.params["kernel"],
+                                                    grad, self.need_input_grad)
         self.grads["kernel"] = grad_w
         if self.use_bias:
             self.grads["bias"] = grad_b
@@ -351,15 +365,15 @@ class Dropout(Layer):
         if not training:
             return x
         if self.rate == 0.0:
-            self.mask = None
+            self.saved["mask"] = None
             return x
-        y, self.mask = ops.dropout(x, self.rate, seed=int(rng.integers(0, 2**63)))
+        y, self.saved["mask"] = ops.dropout(x, self.rate, seed=int(rng.integers(0, 2**63)))
         return y
 
     def backward_linear(self, grad):
-        if self.mask is None:
+        if self.saved["mask"] is None:
             return grad
-        return ops.dropout_backward(grad, self.mask, self.rate)
+        return ops.dropout_backward(grad, self.saved["mask"], self.rate)
 
 
 class Flatten(Layer):
@@ -373,16 +387,6 @@ class Flatten(Layer):
 
     def backward_linear(self, grad):
         return grad.reshape((grad.shape[0],) + self.input_shape)
-
-
-def _reused(store, key, shape, dtype):
-    """An array from this thread's `store`, reallocated only when shape or dtype change:
-    first-touching fresh memory every batch costs a page fault per 4 KiB."""
-    buf = getattr(store, key, None)
-    if buf is None or buf.shape != shape or buf.dtype != dtype:
-        buf = np.empty(shape, dtype=dtype)
-        setattr(store, key, buf)
-    return buf
 
 
 class MaxPooling2D(Layer):
@@ -420,17 +424,18 @@ class MaxPooling2D(Layer):
     def forward_linear(self, x, training=False, rng=None):
         # The output buffer is reused like Conv2D's; it lives until the next forward pass.
         shape = (len(x),) + self.output_shape
-        out = _reused(self._buffers, "out", shape, self.dtype)
-        argmax = _reused(self._buffers, "argmax", shape, np.int32) if training else None
+        out = reused(self._buffers, "out", shape, self.dtype)
+        argmax = reused(self._buffers, "argmax", shape, np.int32) if training else None
         y, argmax = ops.max_pool2d(x, self.pool_size, self.padding, need_argmax=training,
                                    out=out, out_argmax=argmax)
         if training:
-            self.argmax, self.x_shape = argmax, x.shape
+            self.saved["argmax"], self.saved["x_shape"] = argmax, x.shape
         return y
 
     def backward_linear(self, grad):
-        out = _reused(self._buffers, "grad_x", self.x_shape, self.dtype)
-        return ops.max_pool2d_backward(grad, self.argmax, self.x_shape, self.pool_size,
+        x_shape = self.saved["x_shape"]
+        out = reused(self._buffers, "grad_x", x_shape, self.dtype)
+        return ops.max_pool2d_backward(grad, self.saved["argmax"], x_shape, self.pool_size,
                                        self.padding, out=out)
 
 
@@ -460,8 +465,8 @@ class KernelPooling(Layer):
 
     def forward_linear(self, x, training=False, rng=None):
         if training:
-            self.x = x
+            self.saved["x"] = x
         return ops.kernel_pool(x, self.mode)
 
     def backward_linear(self, grad):
-        return ops.kernel_pool_backward(self.x, grad, self.mode)
+        return ops.kernel_pool_backward(self.saved["x"], grad, self.mode)

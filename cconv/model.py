@@ -26,14 +26,6 @@ class NotCompiledError(RuntimeError, ValueError):
     """fit/evaluate called before compile."""
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name}: expected a positive int, got {value}")
-    return int(value)
-
-
 class Sequential:
     """A linear stack of layers. The first item may be cconv.layers.Input(shape); without
     it the model is built from the first data it sees.
@@ -228,13 +220,7 @@ class Sequential:
 
     # ---- input checks ----------------------------------------------------------------
     def _check_x(self, x, name="x"):
-        if isinstance(x, (list, tuple)):
-            x = np.asarray(x)
-        if not isinstance(x, np.ndarray):
-            raise TypeError(f"{name}: expected a numpy array, got {type(x).__name__}")
-        if x.dtype.kind not in "biuf":
-            raise TypeError(f"{name}: expected a numeric (bool, int or float) array, got "
-                            f"dtype {x.dtype}")
+        x = utils._numeric_array(name, x, "a numeric (bool, int or float) array")
         if x.ndim < 2:
             raise ValueError(f"{name}: expected a batch of samples of shape (N, ...), got "
                              f"shape {x.shape}")
@@ -268,12 +254,7 @@ class Sequential:
 
     def _check_y(self, y, n, name="y"):
         """Labels as a one-hot (N, classes) array in the model's dtype."""
-        if isinstance(y, (list, tuple)):
-            y = np.asarray(y)
-        if not isinstance(y, np.ndarray):
-            raise TypeError(f"{name}: expected a numpy array, got {type(y).__name__}")
-        if y.dtype.kind not in "biuf":
-            raise TypeError(f"{name}: expected numeric labels, got dtype {y.dtype}")
+        y = utils._numeric_array(name, y, "numeric labels")
         if y.ndim == 0 or len(y) != n:
             got = len(y) if y.ndim else "a scalar"
             raise ValueError(f"{name}: expected {n} labels to match x, got {got} "
@@ -305,7 +286,7 @@ class Sequential:
     def _check_batch_size(self, batch_size, default=32):
         if batch_size is None:
             return default
-        return _positive_int("batch_size", batch_size)
+        return utils._positive_int("batch_size", batch_size)
 
     # ---- computation -----------------------------------------------------------------
     def _fused_softmax(self):
@@ -363,7 +344,7 @@ class Sequential:
         x = self._check_x(x)
         onehot = self._check_y(y, len(x))
         batch_size = self._check_batch_size(batch_size)
-        epochs = _positive_int("epochs", epochs)
+        epochs = utils._positive_int("epochs", epochs)
         if verbose == "auto":
             verbose = 1 if sys.stdout.isatty() else 2
         if verbose not in (0, 1, 2):

@@ -1,7 +1,9 @@
 """Plain-NumPy twins of cconv.ops: same names, same signatures, written to be read.
 
-The test suite holds the compiled kernels to these. Nothing on the fast path imports
-this module. Arguments are assumed valid; the checking lives in cconv.ops.
+The one difference: ops' `out` and `out_argmax` arguments, arrays to write into so that
+callers can reuse memory, exist only on the fast path; here every function returns new
+arrays. The test suite holds the compiled kernels to these. Nothing on the fast path
+imports this module. Arguments are assumed valid; the checking lives in cconv.ops.
 """
 import numpy as np
 
@@ -18,9 +20,10 @@ def _padded(x, padding, kh, kw):
     return np.pad(x, ((0, 0), rows, cols, (0, 0)))
 
 
-def conv2d(x, w, b=None, padding="valid"):
-    """Every kernel offset (ky, kx) sees a shifted window of the (padded) image; each
-    window is a small dense layer from C channels to F filters, and the windows add up."""
+def conv2d(x, w, b=None, padding="valid", activation=None):
+    """Every offset (ky, kx) of the weights sees a shifted window of the (padded) image;
+    each window is a small dense layer from C channels to F filters, and the windows add
+    up. Then the activation, if any."""
     kh, kw, _, f = w.shape
     xp = _padded(x, padding, kh, kw)
     oh, ow = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
@@ -31,7 +34,7 @@ def conv2d(x, w, b=None, padding="valid"):
             out += window @ w[ky, kx]
     if b is not None:
         out += b
-    return out
+    return _activation(activation, out)
 
 
 def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
@@ -67,6 +70,20 @@ def relu(x):
 
 def relu_backward(y, grad_out):
     return np.where(y > 0, grad_out, 0).astype(grad_out.dtype)
+
+
+def activation(name, z):
+    """The activation `name` of z: None and "linear" are the identity."""
+    return {"tanh": tanh, "relu": relu}.get(name, lambda a: a)(z)
+
+
+def activation_backward(name, y, grad_out):
+    """The gradient through the activation `name`, given its output y."""
+    gates = {"tanh": tanh_backward, "relu": relu_backward}
+    return gates[name](y, grad_out) if name in gates else grad_out
+
+
+_activation = activation  # for functions whose argument `activation` hides it
 
 
 _MASK64 = (1 << 64) - 1
@@ -129,20 +146,12 @@ def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None):
     grad = dense_backward(y, w, grad_out)[0]
     if mask is not None:
         grad = dropout_backward(grad, mask, rate)
-    if activation == "tanh":
-        grad = tanh_backward(y, grad)
-    elif activation == "relu":
-        grad = relu_backward(y, grad)
-    return grad
+    return activation_backward(activation, y, grad)
 
 
 def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
     """The conv layer, its activation, flatten, then the dense layer, one after another."""
-    h = conv2d(x, w, b, padding)
-    if activation == "tanh":
-        h = tanh(h)
-    elif activation == "relu":
-        h = relu(h)
+    h = conv2d(x, w, b, padding, activation)
     return dense(h.reshape(len(h), -1), dense_w, dense_b)
 
 
@@ -216,10 +225,6 @@ def adam_update(param, grad, m, v, step, learning_rate=0.001, beta_1=0.9, beta_2
 def conv2d_maxpool(x, w, b=None, padding="valid", activation=None, pool_size=2,
                    pool_padding="valid", need_argmax=False):
     """The three steps one after the other: convolve, activate, pool."""
-    h = conv2d(x, w, b, padding)
-    if activation == "tanh":
-        h = tanh(h)
-    elif activation == "relu":
-        h = relu(h)
+    h = conv2d(x, w, b, padding, activation)
     y, argmax = max_pool2d(h, pool_size, pool_padding)
     return y, (argmax if need_argmax else None)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from cconv import callbacks, layers, model as model_module
+from cconv import callbacks, layers, model as model_module, utils
 from cconv._io import atomic_write
 
 __all__ = ["plot_history", "plot_kernels", "plot_feature_maps"]
@@ -208,12 +208,7 @@ def plot_kernels(model_or_layer, path=None, layer=None, figsize=None, dpi=100):
 
 def _check_image(model, image):
     shape = model.input_shape
-    if isinstance(image, (list, tuple)):
-        image = np.asarray(image)
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"image: expected a numpy array, got {type(image).__name__}")
-    if image.dtype.kind not in "biuf":
-        raise TypeError(f"image: expected a numeric array, got dtype {image.dtype}")
+    image = utils._numeric_array("image", image)
     if image.shape != shape and not (shape[-1] == 1 and image.shape == shape[:-1]):
         also = f" or {shape[:-1]}" if shape[-1] == 1 else ""
         raise ValueError(f"image: expected one sample of shape {shape}{also}, got shape "

@@ -61,12 +61,7 @@ def build_book(dtype="float64"):
 
 def tutorial_normal(shape, dtype, rng):
     """tf.truncated_normal(stddev=0.1): draws beyond two standard deviations are redrawn."""
-    out = rng.standard_normal(shape)
-    bad = np.abs(out) > 2
-    while bad.any():
-        out[bad] = rng.standard_normal(int(bad.sum()))
-        bad = np.abs(out) > 2
-    return (out * 0.1).astype(dtype)
+    return (layers._truncated_standard_normal(rng, shape) * 0.1).astype(dtype)
 
 
 def tutorial_bias(shape, dtype, rng):

@@ -31,6 +31,26 @@ def _rng(seed=None):
     return np.random.default_rng([_global_seed, _seed_draws])
 
 
+def _positive_int(name, value):
+    """value as an int >= 1, or a TypeError/ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected a positive int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name}: expected a positive int, got {value}")
+    return int(value)
+
+
+def _numeric_array(name, a, what="a numeric array"):
+    """a (or a list of numbers) as a numeric ndarray; a TypeError naming `name` else."""
+    if isinstance(a, (list, tuple)):
+        a = np.asarray(a)
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(a).__name__}")
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected {what}, got dtype {a.dtype}")
+    return a
+
+
 def to_categorical(y, num_classes=None, dtype="float32"):
     """Integer class labels (N,) -> one-hot rows (N, num_classes)."""
     y = np.asarray(y)

@@ -138,7 +138,7 @@ def arrays(draw, shape, dtype, mutate=True, special=True):
 
 
 def valid_float(a):
-    """Whether ops must accept `a` as a float array (the dtype rule of ops._float_array)."""
+    """Whether ops must accept `a` as a float array (the dtype rule of ops._checks.float_array)."""
     if isinstance(a, np.ndarray):
         return a.dtype in ops.FLOAT_DTYPES
     return np.asarray(a).dtype.kind in "iubf" and np.asarray(a).dtype != np.float16

@@ -4,28 +4,7 @@ import numpy as np
 import pytest
 
 from cconv import oracle
-
-H = 1e-6
-
-
-def numerical_grad(f, a):
-    """d sum(f() * R) / d a, by centred differences; f reads `a`, which is perturbed in place."""
-    grad = np.zeros_like(a)
-    it = np.nditer(a, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = a[i]
-        a[i] = old + H
-        plus = f()
-        a[i] = old - H
-        minus = f()
-        a[i] = old
-        grad[i] = (plus - minus) / (2 * H)
-    return grad
-
-
-def rel_error(a, b):
-    return np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b)))
+from conftest import numerical_grad, rel_error
 
 
 @pytest.mark.parametrize("padding", ["valid", "same"])

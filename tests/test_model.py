@@ -4,7 +4,9 @@ import pytest
 
 import cconv
 from cconv import oracle
-from cconv.layers import Activation, Conv2D, Dense, Dropout, Flatten, Input
+from cconv.layers import (Activation, Conv2D, Dense, Dropout, Flatten, Input, KernelPooling,
+                          MaxPooling2D)
+from conftest import keras_adam
 
 TOL = {"float32": dict(rtol=1e-4, atol=1e-6), "float64": dict(rtol=1e-10, atol=1e-12)}
 
@@ -35,7 +37,7 @@ def test_one_training_step_matches_numpy(dtype, padding, activation):
     model = small_model(dtype, padding, activation)
     k, kb, w, wb = [a.astype(np.float64) for a in model.get_weights()]
     history = model.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0, seed=0)
-    mask = model.layers[1].mask  # the mask itself is tested against the oracle elsewhere
+    mask = model.layers[1].saved["mask"]  # the mask itself is tested against the oracle elsewhere
 
     xd = x.astype(np.float64)
     act, act_back = {"tanh": (oracle.tanh, oracle.tanh_backward),
@@ -255,3 +257,186 @@ def test_bad_construction_names_the_argument(make, match):
 def test_to_categorical():
     np.testing.assert_array_equal(cconv.utils.to_categorical([2, 0], 3),
                                   [[0, 0, 1], [1, 0, 0]])
+
+
+
+def test_fit_same_bits_on_one_and_two_threads(rng, threads):
+    x = rng.random((64, 12, 12, 1))
+    y = rng.integers(0, 10, 64)
+    weights = []
+    for n in (1, 2):
+        cconv.set_num_threads(n)
+        cconv.utils.set_random_seed(0)
+        model = cconv.Sequential([Input((12, 12, 1)), Conv2D(4, 3, activation="tanh"),
+                                  Dropout(0.5), Flatten(), Dense(10, activation="softmax")])
+        model.compile(optimizer=cconv.optimizers.SGD(0.1),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x, y, batch_size=16, epochs=2, seed=3, verbose=0)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        assert np.array_equal(a, b)
+
+
+# ---- the TensorFlow tutorial's layers through the API ---------------------------------
+
+
+def tf_style_model(dtype="float32", size=12, optimizer=None):
+    """The TensorFlow tutorial's layers at a small size."""
+    cconv.utils.set_random_seed(0)
+    model = cconv.Sequential([
+        Input((size, size, 1)),
+        Conv2D(4, 5, padding="same", activation="relu", bias_initializer="ones"),
+        MaxPooling2D(2),
+        Conv2D(6, 5, padding="same", activation="relu", bias_initializer="ones"),
+        MaxPooling2D(2),
+        Flatten(),
+        Dense(16, activation="relu", bias_initializer="ones"),
+        Dropout(0.5),
+        Dense(10),
+    ], dtype=dtype)
+    model.compile(optimizer=optimizer or cconv.optimizers.Adam(1e-3),
+                  loss=cconv.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tf_network_training_step_matches_numpy(dtype):
+    """One step of the whole network (convs with 'same', max pools, dense, dropout,
+    logits with from_logits=True, Adam), against the oracle and Keras's formulas."""
+    rng = np.random.default_rng(3)
+    x = rng.random((5, 12, 12, 1)).astype(dtype)
+    y = rng.integers(0, 10, 5)
+    model = tf_style_model(dtype, optimizer=cconv.optimizers.Adam(0.01))
+    k1, b1, k2, b2, w3, b3, w4, b4 = [a.astype(np.float64) for a in model.get_weights()]
+    history = model.fit(x, y, batch_size=5, epochs=1, shuffle=False, verbose=0, seed=0)
+    mask = model.layers[6].saved["mask"]  # the mask is tested against the oracle elsewhere
+
+    xd = x.astype(np.float64)
+    h1 = oracle.relu(oracle.conv2d(xd, k1, b1, "same"))
+    p1, a1 = oracle.max_pool2d(h1, 2)
+    h2 = oracle.relu(oracle.conv2d(p1, k2, b2, "same"))
+    p2, a2 = oracle.max_pool2d(h2, 2)
+    flat = p2.reshape(5, -1)
+    h3 = oracle.relu(oracle.dense(flat, w3, b3))
+    d3, _ = oracle.dropout(h3, 0.5, mask=mask)
+    logits = oracle.dense(d3, w4, b4)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    loss = -log_p[np.arange(5), y].mean()
+    g = (np.exp(log_p) - np.eye(10)[y]) / 5
+    gd3, gw4, gb4 = oracle.dense_backward(d3, w4, g)
+    gh3 = oracle.relu_backward(h3, oracle.dropout_backward(gd3, mask, 0.5))
+    gflat, gw3, gb3 = oracle.dense_backward(flat, w3, gh3)
+    gh2 = oracle.relu_backward(h2, oracle.max_pool2d_backward(
+        gflat.reshape(p2.shape), a2, h2.shape, 2))
+    gp1, gk2, gb2 = oracle.conv2d_backward(p1, k2, gh2, "same")
+    gh1 = oracle.relu_backward(h1, oracle.max_pool2d_backward(gp1, a1, h1.shape, 2))
+    _, gk1, gb1 = oracle.conv2d_backward(xd, k1, gh1, "same")
+    start = [k1, b1, k2, b2, w3, b3, w4, b4]
+    grads = [gk1, gb1, gk2, gb2, gw3, gb3, gw4, gb4]
+    want = [keras_adam(p, [gp], 0.01, 0.9, 0.999, 1e-7) for p, gp in zip(start, grads)]
+    # Adam's first step is about lr * sign(g): compare where g is clearly non-zero.
+    for got, exp, gp in zip(model.get_weights(), want, grads):
+        clear = np.abs(gp) > {"float32": 1e-4, "float64": 1e-9}[dtype]
+        np.testing.assert_allclose(got[clear], exp[clear],
+                                   rtol=0, atol={"float32": 1e-5, "float64": 1e-10}[dtype])
+        assert np.abs(got - exp).max() <= 0.01 * 1.01  # never more than one step apart
+    np.testing.assert_allclose(history.history["loss"][0], loss,
+                               rtol={"float32": 1e-5, "float64": 1e-10}[dtype])
+
+
+def test_from_logits_loss_is_stable_and_predict_returns_logits():
+    """Logits in the thousands: a naive softmax overflows; the loss must not."""
+    cconv.utils.set_random_seed(0)
+    model = cconv.Sequential([Input((3,)), Dense(4)], dtype="float64")
+    model.compile(optimizer="sgd",
+                  loss=cconv.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    w = np.array([[900.0, -800, 3, 0], [0, 1, 2, 3], [5, 0, -1000, 2]])
+    b = np.array([0.0, 1, 2, 3])
+    model.set_weights([w, b])
+    x = np.array([[1.0, 0, 0], [0, 0, 1], [0.5, 0.5, 0.5]])
+    y = np.array([1, 2, 0])
+    logits = x @ w + b
+    np.testing.assert_allclose(model.predict(x), logits, rtol=1e-12)
+    # log-sum-exp by hand: log(sum exp z) = max z + log(sum exp(z - max z))
+    lse = logits.max(axis=1) + np.log(np.exp(logits - logits.max(axis=1, keepdims=True)).sum(1))
+    want = (lse - logits[np.arange(3), y]).mean()
+    loss, acc = model.evaluate(x, y)
+    assert np.isfinite(loss)
+    np.testing.assert_allclose(loss, want, rtol=1e-12)
+    assert acc == np.mean(logits.argmax(axis=1) == y)
+
+
+def test_summary_shows_the_new_layers(capsys):
+    tf_style_model().summary()
+    model = cconv.Sequential([Input((6, 6, 8)), KernelPooling("mean"), Flatten(), Dense(2)])
+    model.summary()
+    out = capsys.readouterr().out
+    assert "(MaxPooling2D)" in out and "(None, 6, 6, 4)" in out and "(None, 3, 3, 6)" in out
+    assert "(KernelPooling)" in out and "(None, 6, 6, 1)" in out
+
+
+@pytest.mark.parametrize("pool,padding", [(2, "valid"), (3, "same"), ((2, 3), "valid")])
+def test_pooling_layers_predict_like_the_oracle(rng, pool, padding):
+    x = rng.standard_normal((7, 9, 5, 4))
+    model = cconv.Sequential([Input((9, 5, 4)), MaxPooling2D(pool, padding=padding),
+                              KernelPooling("sum")], dtype="float64")
+    want = oracle.kernel_pool(oracle.max_pool2d(x, pool, padding)[0], "sum")
+    np.testing.assert_allclose(model.predict(x, batch_size=3), want, rtol=1e-12)
+
+
+def test_kernel_pooling_layer_trains(rng):
+    cconv.utils.set_random_seed(0)
+    model = cconv.Sequential([Input((8, 8, 1)), Conv2D(4, 3, activation="relu"),
+                              KernelPooling("max"), Flatten(), Dense(2)])
+    model.compile(optimizer="adam", loss=cconv.losses.SparseCategoricalCrossentropy(
+        from_logits=True), metrics=["accuracy"])
+    x = rng.random((40, 8, 8, 1))
+    y = (x[:, :4].mean(axis=(1, 2, 3)) > x[:, 4:].mean(axis=(1, 2, 3))).astype(int)
+    before = model.evaluate(x, y)[0]
+    model.fit(x, y, batch_size=8, epochs=5, verbose=0, seed=1)
+    assert model.evaluate(x, y)[0] < before
+
+
+def test_tf_network_fit_same_bits_on_one_and_two_threads(rng, threads):
+    x = rng.random((40, 12, 12, 1)).astype(np.float32)
+    y = rng.integers(0, 10, 40)
+    weights = []
+    for n in (1, 2):
+        cconv.set_num_threads(n)
+        model = tf_style_model()
+        model.fit(x, y, batch_size=10, epochs=2, seed=4, verbose=0)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights):
+        assert np.array_equal(a, b)
+
+
+def read_only(a):
+    a.setflags(write=False)
+    return a
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: MaxPooling2D(0), ValueError, "pool_size"),
+    (lambda: MaxPooling2D(2, strides=1), ValueError, "strides: only strides equal to"),
+    (lambda: MaxPooling2D((2, 3), strides=(2, 2)), ValueError, "strides"),
+    (lambda: MaxPooling2D(2, padding="causal"), ValueError, "padding"),
+    (lambda: cconv.Sequential([Input((3, 3, 1)), MaxPooling2D(4)]), ValueError,
+     r"MaxPooling2D: pool_size \(4, 4\) is larger than the 3x3 input"),
+    (lambda: cconv.Sequential([Input((9,)), MaxPooling2D(2)]), ValueError,
+     "MaxPooling2D: expected input of shape"),
+    (lambda: KernelPooling("median"), ValueError, "mode: expected one of"),
+    (lambda: cconv.Sequential([Input((9,)), KernelPooling()]), ValueError,
+     "KernelPooling: expected input with positions and kernels"),
+    (lambda: cconv.optimizers.Adam(learning_rate=-1), ValueError, "learning_rate"),
+    (lambda: cconv.optimizers.Adam(beta_1=1.0), ValueError, "beta_1"),
+    (lambda: cconv.optimizers.Adam(beta_2=True), ValueError, "beta_2"),
+    (lambda: cconv.optimizers.Adam(epsilon=0.0), ValueError, "epsilon"),
+    (lambda: cconv.optimizers.Adam().update([read_only(np.zeros(3))], [np.zeros(3)]),
+     ValueError, "param: expected a writeable"),
+])
+def test_bad_layer_and_optimizer_arguments_are_named(make, error, match):
+    with pytest.raises(error, match=match):
+        make()

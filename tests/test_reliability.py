@@ -363,3 +363,20 @@ def test_thread_counts_the_runtime_cannot_make_are_refused(n, error):
     with pytest.raises(error, match="set_num_threads"):
         cconv.set_num_threads(n)
     assert cconv.get_num_threads() == before
+
+
+
+def test_build_has_openmp_when_the_compiler_does(tmp_path):
+    import shutil
+    import subprocess
+    from cconv._kernels import _config
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler on PATH to tell whether OpenMP was possible")
+    src = tmp_path / "omp.c"
+    src.write_text("#include <omp.h>\nint main(void){return omp_get_max_threads() > 0 ? 0 : 1;}\n")
+    built = subprocess.run([cc, "-fopenmp", str(src), "-o", str(tmp_path / "omp")],
+                           capture_output=True)
+    if built.returncode != 0 or subprocess.run([str(tmp_path / "omp")]).returncode != 0:
+        pytest.skip("this compiler cannot build and run OpenMP programs")
+    assert _config.openmp_enabled(), "the compiler supports OpenMP but cconv was built without"

@@ -9,14 +9,12 @@ import pytest
 
 import cconv
 from cconv import ops, oracle
-from test_gradcheck import numerical_grad
+from conftest import DTYPES, numerical_grad, tol
 
-# As for the direct GEMM path (test_gemm_paths). Winograd's float32 error on the
-# tutorial's conv2 (C = 32, F = 64, normal data) is about 4x below this atol forward,
-# 2x for the input gradient and 1.4x for the kernel gradient at a batch of 50
-# (the direct path: 10x to 15x below).
-TOL = {np.float32: dict(rtol=2e-5, atol=2e-5), np.float64: dict(rtol=1e-12, atol=1e-12)}
-DTYPES = [np.float32, np.float64]
+# tol() as for the direct GEMM path. Winograd's float32 error on the tutorial's conv2
+# (C = 32, F = 64, normal data) is about 4x below its atol forward, 2x for the input
+# gradient and 1.4x for the weight gradient at a batch of 50 (the direct path: 10x to
+# 15x below).
 
 CASES = [  # (N, H, W, C, F)
     (1, 14, 14, 32, 64),  # the tutorial's second conv layer, batch 1
@@ -29,26 +27,17 @@ CASES = [  # (N, H, W, C, F)
 ]
 
 
-def tol(dtype, terms):
-    return dict(rtol=TOL[dtype]["rtol"], atol=TOL[dtype]["atol"] * np.sqrt(terms))
-
-
-@pytest.fixture
-def rng():
-    return np.random.default_rng(11)
-
-
 @pytest.fixture
 def calls(monkeypatch):
     """Counts the calls into the Winograd kernel, so that a test knows it ran."""
     seen = []
-    kernel = ops._winograd.conv5_forward
+    kernel = ops.winograd._winograd.conv5_forward
 
     def counted(*args):
         seen.append(args[0].shape)
         return kernel(*args)
 
-    monkeypatch.setattr(ops._winograd, "conv5_forward", counted)
+    monkeypatch.setattr(ops.winograd._winograd, "conv5_forward", counted)
     return seen
 
 
@@ -96,7 +85,7 @@ def test_input_gradient(rng, calls, dtype, case, padding):
     x, k, _, g = inputs(rng, dtype, case, padding)
     got = ops.conv2d_backward(x, k, g, padding)
     want = oracle.conv2d_backward(x, k, g, padding)
-    if c >= ops.WINOGRAD_MIN_FILTERS:  # grad_out has F channels and gives C outputs
+    if c >= ops.winograd.WINOGRAD_MIN_FILTERS:  # grad_out has F channels and gives C outputs
         assert g.shape in calls
     for arr, ref, terms in zip(got, want, (25 * f, n * g.shape[1] * g.shape[2],
                                            n * g.shape[1] * g.shape[2])):
@@ -120,8 +109,8 @@ def test_kernel_gradient_of_a_training_batch(rng, monkeypatch):
     """The tutorial's conv2 at its batch of 50, where the kernel gradient sums 2450
     tiles: in float32 per image, images in float64."""
     seen = []
-    kernel = ops._winograd.conv5_backward_weights
-    monkeypatch.setattr(ops._winograd, "conv5_backward_weights",
+    kernel = ops.winograd._winograd.conv5_backward_weights
+    monkeypatch.setattr(ops.winograd._winograd, "conv5_backward_weights",
                         lambda *args: seen.append(1) or kernel(*args))
     x, k, _, g = inputs(rng, np.float32, (50, 14, 14, 32, 64), "same")
     got = ops.conv2d_backward(x, k, g, "same", need_grad_x=False)[1]
@@ -141,7 +130,7 @@ def test_kernel_transform_is_exact():
     rng = np.random.default_rng(0)
     d, g = rng.integers(-9, 9, 6).astype(float), rng.integers(-9, 9, 5).astype(float)
     want = [g @ d[0:5], g @ d[1:6]]
-    np.testing.assert_allclose(at @ ((ops.WINOGRAD_G @ g) * (bt @ d)), want, rtol=1e-14)
+    np.testing.assert_allclose(at @ ((ops.winograd.WINOGRAD_G @ g) * (bt @ d)), want, rtol=1e-14)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -161,7 +150,7 @@ def test_same_bits_on_1_2_3_threads_and_any_block(rng, dtype, threads, monkeypat
     results = []
     for n, block in ((1, 24), (2, 24), (3, 24), (2, 6), (3, 96)):
         cconv.set_num_threads(n)
-        monkeypatch.setattr(ops, "WINOGRAD_BLOCK", block)
+        monkeypatch.setattr(ops.winograd, "WINOGRAD_BLOCK", block)
         results.append([ops.conv2d(x, k, b, "same", "relu"),
                         *ops.conv2d_backward(x, k, g, "same")])
     for other in results[1:]:

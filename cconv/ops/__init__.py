@@ -1,0 +1,59 @@
+"""The functional face of the compiled kernels.
+
+Each op checks its arguments (types, ranks, shapes, dtypes: _checks.py), makes them
+C-contiguous, allocates the output and calls the kernels (one, or a few in turn for the
+fused ops and Winograd), with per-thread scratch from _scratch.py. The kernels run
+without bounds checks, so nothing reaches them unchecked. Layout is channels-last, as
+in Keras: images (N, H, W, C), conv weights w (KH, KW, C, F) of F filters. Supported
+dtypes are float32 and float64; all float arguments of a call share one dtype.
+
+Index: op (backward) -- module: kernels, routing -- oracle twin -- tests (tests/ops/)
+
+conv2d (conv2d_backward) -- conv.py: _conv_1ch if C == 1; else _winograd for 5x5
+    weights with C >= 8 and F >= 16 (winograd.takes_winograd; the weight gradient also
+    needs C >= 16), else _gemm -- oracle.conv2d (oracle.conv2d_backward) -- test_conv.py,
+    test_winograd.py
+dense (dense_backward) -- dense.py: _gemm.gemm if units >= DENSE_GEMM_MIN_UNITS, else
+    _dense_narrow -- oracle.dense (oracle.dense_backward) -- test_dense.py
+tanh, relu (tanh_backward, relu_backward) -- elementwise.py: _elementwise; by name:
+    activation, activation_backward -- oracle.tanh, oracle.relu (..._backward) --
+    test_elementwise.py
+dropout, dropout_mask (dropout_backward) -- elementwise.py: _elementwise (counter-based
+    hash mask) -- oracle.dropout, oracle.dropout_mask (oracle.dropout_backward) --
+    test_elementwise.py
+max_pool2d (max_pool2d_backward) -- pool.py: _pool -- oracle.max_pool2d
+    (oracle.max_pool2d_backward) -- test_pool.py
+kernel_pool (kernel_pool_backward) -- pool.py: _pool -- oracle.kernel_pool
+    (oracle.kernel_pool_backward) -- test_pool.py
+conv2d_dense (forward only; fusion rule ConvDense) -- fused.py: _conv_1ch if C == 1,
+    else conv2d then dense -- oracle.conv2d_dense -- test_fused.py
+dense_backward_gated (fusion rule ConvDropoutDense) -- fused.py: _dense_narrow if
+    units < DENSE_GEMM_MIN_UNITS, else _gemm then the gates -- oracle.dense_backward_gated
+    -- test_fused.py
+conv2d_maxpool (backward: max_pool2d_backward, then conv2d_backward; fusion rule
+    ConvPool) -- fused.py: _conv_1ch if C == 1, _winograd then _pool where conv2d takes
+    Winograd, else _gemm -- oracle.conv2d_maxpool -- test_fused.py
+adam_update -- optim.py: _optim -- oracle.adam_update -- test_optim.py
+conv_output_shape, pool_output_shape, check_size -- shape and memory helpers.
+"""
+from cconv.ops import _scratch
+from cconv.ops._checks import FLOAT_DTYPES, FUSED_ACTIVATIONS, PADDINGS, check_size
+from cconv.ops.conv import conv2d, conv2d_backward, conv_output_shape
+from cconv.ops.dense import DENSE_GEMM_MIN_UNITS, dense, dense_backward
+from cconv.ops.elementwise import (activation, activation_backward, dropout,
+                                   dropout_backward, dropout_mask, relu, relu_backward,
+                                   tanh, tanh_backward)
+from cconv.ops.fused import conv2d_dense, conv2d_maxpool, dense_backward_gated
+from cconv.ops.optim import adam_update
+from cconv.ops.pool import (KERNEL_POOL_MODES, kernel_pool, kernel_pool_backward,
+                            max_pool2d, max_pool2d_backward, pool_output_shape)
+
+__all__ = [
+    "FLOAT_DTYPES", "FUSED_ACTIVATIONS", "PADDINGS", "DENSE_GEMM_MIN_UNITS",
+    "KERNEL_POOL_MODES", "check_size", "conv_output_shape", "pool_output_shape",
+    "conv2d", "conv2d_backward", "dense", "dense_backward",
+    "tanh", "tanh_backward", "relu", "relu_backward", "activation", "activation_backward",
+    "dropout", "dropout_backward", "dropout_mask",
+    "max_pool2d", "max_pool2d_backward", "kernel_pool", "kernel_pool_backward",
+    "conv2d_dense", "dense_backward_gated", "conv2d_maxpool", "adam_update",
+]
