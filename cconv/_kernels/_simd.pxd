@@ -378,34 +378,19 @@ cdef inline floating tanh_of(floating v) noexcept nogil:
         return tanh_f64(v)
 
 
-cdef inline void tanh_f32_array(const float* x, float* out, Py_ssize_t n) noexcept nogil:
-    """out[i] = tanh(x[i]) for float32, a vector at a time (the scalar tail has the same
-    bits); x and out may be the same array."""
-    cdef Py_ssize_t i = 0
-    while i + VF_LANES <= n:
-        vf_store(out + i, vf_tanh(vf_load(x + i)))
-        i += VF_LANES
-    while i < n:
-        out[i] = tanh_f32(x[i])
-        i += 1
-
-
-cdef inline void tanh_f64_array(const double* x, double* out, Py_ssize_t n) noexcept nogil:
-    """tanh_f32_array's float64 twin."""
-    cdef Py_ssize_t i = 0
-    while i + VD_LANES <= n:
-        vd_store(out + i, vd_tanh(vd_load(x + i)))
-        i += VD_LANES
-    while i < n:
-        out[i] = tanh_f64(x[i])
-        i += 1
-
-
 cdef inline void tanh_array(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        tanh_f32_array(x, out, n)
-    else:
-        tanh_f64_array(x, out, n)
+    """out[i] = tanh(x[i]), a vector at a time (the scalar tail has the same bits); x and
+    out may be the same array."""
+    cdef Py_ssize_t i = 0, lanes = VF_LANES if floating is float else VD_LANES
+    while i + lanes <= n:
+        if floating is float:
+            vf_store(out + i, vf_tanh(vf_load(x + i)))
+        else:
+            vd_store(out + i, vd_tanh(vd_load(x + i)))
+        i += lanes
+    while i < n:
+        out[i] = tanh_of(x[i])
+        i += 1
 
 
 cdef inline floating activation_of(floating v, int act) noexcept nogil:
