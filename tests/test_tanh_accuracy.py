@@ -3,18 +3,23 @@
 float64: error <= 2 ulp against np.tanh in long double (x87's 64-bit significand on
 x86-64, quad on aarch64 Linux: its own error is far below a float64 ulp). Where long
 double is plain double, the reference is libm's tanh (< 1 ulp) and the bound 3 ulp.
-float32: error < 3.7e-7 against float64 tanh, never past +-1, odd; tools/check_tanh.py
-checks every float32 in [0, 12] at every built level.
+float32: error < 3.7e-7 against float64 tanh (< 3.9e-7 on the x86-64 default level, which
+has no FMA), never past +-1, odd; tools/check_tanh.py checks every float32 in [0, 12] at
+every built level.
 """
-import numpy as np
-import pytest
+import platform
 
+import numpy as np
+
+import cconv
 from cconv import ops
 
 LONG_DOUBLE = np.finfo(np.longdouble).nmant > np.finfo(np.float64).nmant
 MAX_ULP = 2.0 if LONG_DOUBLE else 3.0
 SMALL = 0.625   # the float64 kernel's switch from its polynomial to exp
 SATURATE = 19.5  # past it the kernel clamps; tanh rounds to 1 from 19.06
+NO_FMA = cconv.cpu_capability() == "default" and platform.machine() in ("x86_64", "AMD64")
+FLOAT32_BOUND = 3.9e-7 if NO_FMA else 3.7e-7
 
 
 def ulp_error(x):
@@ -95,6 +100,6 @@ def test_float32_accuracy_claim():
     got = ops.tanh(x)
     err = np.abs(got.astype(np.float64) - np.tanh(x.astype(np.float64)))
     worst = int(np.argmax(err))
-    assert err[worst] < 3.7e-7, f"tanh({x[worst]!r}) = {got[worst]!r}: error {err[worst]:.3g}"
+    assert err[worst] < FLOAT32_BOUND, f"tanh({x[worst]!r}) = {got[worst]!r}: error {err[worst]:.3g}"
     assert np.all(np.abs(got) <= 1)
     assert np.array_equal(ops.tanh(-x), -got)

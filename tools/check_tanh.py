@@ -2,7 +2,8 @@
 slow for the test suite (tests/test_tanh_accuracy.py samples them).
 
 float32: every float32 in [0, 12] (tanh_f32 is odd by construction) at every built
-level: error < 3.7e-7 against float64 tanh, |tanh| <= 1, and the same bits at every
+level: error < 3.7e-7 against float64 tanh (3.9e-7 at the x86-64 default level, without
+FMA), |tanh| <= 1, and the same bits at every
 level that has FMA (avx2: 8 lanes, avx512: 16 when _elementwise is a 512-bit module).
 float64: random points over the whole range at every level: the same bits at the FMA
 levels and, with mpmath installed, the error against the correctly rounded tanh.
@@ -45,8 +46,9 @@ def check_float32(mods):
             assert np.array_equal(got[level].view(np.uint32), got[FMA_LEVELS[0]].view(np.uint32)), \
                 f"float32 tanh: {level} and {FMA_LEVELS[0]} differ in [{x[0]}, {x[-1]}]"
     for level, err in worst.items():
+        bound = 3.9e-7 if level == "default" else 3.7e-7
         print(f"float32 [0, 12], {level}: max error {err:.3g}"
-              f" ({'ok' if err < 3.7e-7 else 'FAILS'} < 3.7e-7)")
+              f" ({'ok' if err < bound else 'FAILS'} < {bound})")
     print(f"float32: same bits at {', '.join(FMA_LEVELS)} over all {last + 1} values")
 
 
