@@ -1,10 +1,11 @@
 """Optimizer updates, elementwise over flat C-contiguous arrays.
 
 One pass reads the gradient once and updates both moments and the parameter while they
-are in registers; numpy would make six passes over memory with temporaries. Fixed blocks
-of BLOCK elements keep every element on the same (vector or scalar tail) code path for
-any thread count. setup.py builds this module with IEEE arithmetic (no -ffast-math): the
-fast-math vector sqrtf returns NaN for the subnormal moments small gradients produce.
+are in registers; numpy would make six passes over memory with temporaries. The
+arithmetic is deliberately unfused (the build passes -ffp-contract=off; no fma is
+written), with IEEE division and square root, each element on its own: every level, the
+x86-64 default included, and every vector width give the same bits (an fma would differ
+on the default level, and the step is bound by memory, not arithmetic).
 """
 from cython cimport floating
 from cython.parallel cimport prange

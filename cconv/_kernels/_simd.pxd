@@ -1,7 +1,8 @@
-# Math shared by the kernel modules. Inline, so that loops calling it vectorise (float64
-# tanh comes from glibc's SIMD libmvec under -ffast-math; float32 tanh is cconv's own).
+# Math shared by the kernel modules, inline: the SIMD layer, then tanh for float32 and
+# float64, cconv's own and written once on the layer, so that a level gives the same bits
+# on any CPU and every level with FMA gives the same bits (no libm or libmvec tanh, whose
+# last bits vary with the vector width and the CPU).
 from cython cimport floating
-from libc.math cimport tanh
 
 from cconv._kernels._codes cimport ACT_RELU, ACT_TANH
 
@@ -190,8 +191,9 @@ cdef extern from * nogil:
     /* tanh for float32 as x * P(x^2) / Q(x^2), both of degree 4 in x^2, with x clamped
        to [-8, 8]: a minimax fit of relative error made for cconv (3.3e-8 in exact
        arithmetic). All coefficients are positive, so nothing cancels; tanh(8) is
-       1 - 2.3e-7. The result is clamped to [-1, 1] for levels without FMA, whose
-       rounding differs. Written once on the layer's vectors; the scalar form takes one
+       1 - 2.3e-7. Error against tanh, every float32 checked (tools/check_tanh.py):
+       < 3.7e-7 with FMA, < 3.9e-7 without (x86-64 default level, whose unfused
+       rounding is why the result is clamped to [-1, 1]). Written once on the layer's vectors; the scalar form takes one
        lane, so every path of a level gives the same bits. */
     #define CCONV_TANH_LIM 8.0f
     #define CCONV_TANH_P3 1.3319577852503073e-08f
@@ -261,22 +263,134 @@ cdef extern from * nogil:
     vf vf_tanh "cconv_vf_tanh"(vf v)
 
 
+# float64 tanh. Its helpers need the bits of a double (sign, exponent), so they are
+# defined here per vector width rather than in the layer above.
+cdef extern from * nogil:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    #if CCONV_VD_LANES == 8
+    #define cconv_vd_bits_and(a, b) _mm512_and_pd((a), (b))
+    #define cconv_vd_bits_or(a, b) _mm512_or_pd((a), (b))
+    #define cconv_vd_bits_andnot(a, b) _mm512_andnot_pd((a), (b))
+    #define cconv_vd_bits_shl52(v) _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_castpd_si512(v), 52))
+    #define cconv_vd_lt_select(a, b, x, y) \
+        _mm512_mask_blend_pd(_mm512_cmp_pd_mask((a), (b), _CMP_LT_OQ), (y), (x))
+    #elif CCONV_VD_LANES == 4
+    #define cconv_vd_bits_and(a, b) _mm256_and_pd((a), (b))
+    #define cconv_vd_bits_or(a, b) _mm256_or_pd((a), (b))
+    #define cconv_vd_bits_andnot(a, b) _mm256_andnot_pd((a), (b))
+    #define cconv_vd_bits_shl52(v) _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(v), 52))
+    #define cconv_vd_lt_select(a, b, x, y) _mm256_blendv_pd((y), (x), _mm256_cmp_pd((a), (b), _CMP_LT_OQ))
+    #elif CCONV_VD_LANES == 2 && defined(__SSE2__)
+    #define cconv_vd_bits_and(a, b) _mm_and_pd((a), (b))
+    #define cconv_vd_bits_or(a, b) _mm_or_pd((a), (b))
+    #define cconv_vd_bits_andnot(a, b) _mm_andnot_pd((a), (b))
+    #define cconv_vd_bits_shl52(v) _mm_castsi128_pd(_mm_slli_epi64(_mm_castpd_si128(v), 52))
+    static inline __m128d cconv_vd_lt_select(__m128d a, __m128d b, __m128d x, __m128d y) {
+        __m128d m = _mm_cmplt_pd(a, b);
+        return _mm_or_pd(_mm_and_pd(m, x), _mm_andnot_pd(m, y));
+    }
+    #elif CCONV_VD_LANES == 2
+    #define cconv_vd_bits_and(a, b) \
+        vreinterpretq_f64_u64(vandq_u64(vreinterpretq_u64_f64(a), vreinterpretq_u64_f64(b)))
+    #define cconv_vd_bits_or(a, b) \
+        vreinterpretq_f64_u64(vorrq_u64(vreinterpretq_u64_f64(a), vreinterpretq_u64_f64(b)))
+    #define cconv_vd_bits_andnot(a, b) \
+        vreinterpretq_f64_u64(vbicq_u64(vreinterpretq_u64_f64(b), vreinterpretq_u64_f64(a)))
+    #define cconv_vd_bits_shl52(v) vreinterpretq_f64_u64(vshlq_n_u64(vreinterpretq_u64_f64(v), 52))
+    #define cconv_vd_lt_select(a, b, x, y) vbslq_f64(vcltq_f64((a), (b)), (x), (y))
+    #else
+    static inline uint64_t cconv_bits_of(double v) { uint64_t u; memcpy(&u, &v, 8); return u; }
+    static inline double cconv_double_of(uint64_t u) { double v; memcpy(&v, &u, 8); return v; }
+    #define cconv_vd_bits_and(a, b) cconv_double_of(cconv_bits_of(a) & cconv_bits_of(b))
+    #define cconv_vd_bits_or(a, b) cconv_double_of(cconv_bits_of(a) | cconv_bits_of(b))
+    #define cconv_vd_bits_andnot(a, b) cconv_double_of(~cconv_bits_of(a) & cconv_bits_of(b))
+    #define cconv_vd_bits_shl52(v) cconv_double_of(cconv_bits_of(v) << 52)
+    #define cconv_vd_lt_select(a, b, x, y) ((a) < (b) ? (x) : (y))
+    #endif
+
+    /* tanh for float64, on |x| with the sign put back (so tanh(-0.0) = -0.0).
+       |x| < 0.625: |x| + |x| u P(u), u = x^2, P of degree 11: tanh(x) = x in float64
+       below about 2^-27 and subnormals pass through exactly.
+       Else 1 - 2 / (exp(2|x|) + 1), 2|x| clamped to 39 (past 19.06, tanh rounds to 1):
+       exp(y) = 2^j exp(r), j = round(y / ln2), r = y - j ln2 with ln2 split in two so
+       that j * HI is exact, exp(r) = 1 + r + r^2 E(r), E of degree 9; 2^j is made from
+       j's bits, which the addition of ROUND leaves in the low bits of s.
+       P and E are least-squares fits of relative error at Chebyshev nodes made for cconv
+       (tools/fit_tanh64.py). Both branches are computed and one is selected per lane;
+       the scalar form takes one lane, so every path of a level gives the same bits. */
+    #define CCONV_TANH64_SMALL 0.625
+    #define CCONV_TANH64_LIM 39.0
+    #define CCONV_TANH64_LOG2E 1.4426950408889634
+    #define CCONV_TANH64_ROUND 6755399441056767.0 /* 1.5 * 2^52 + 1023, the exponent bias */
+    #define CCONV_TANH64_LN2_HI 0.6931471805599188
+    #define CCONV_TANH64_LN2_LO 2.6557520756679704e-14
+    /* highest degree first */
+    static const double cconv_tanh64_p[] = {6.476658369354856e-06, -3.118276779963142e-05,
+        9.255408976445487e-05, -0.0002375816628927853, 0.0005896577189384784,
+        -0.0014557747943454275, 0.003592121667721315, -0.008863235096209671,
+        0.021869488518662286, -0.05396825396788825, 0.13333333333333033,
+        -0.3333333333333333};
+    static const double cconv_tanh64_e[] = {2.5063343807073415e-08, 2.7620037084441966e-07,
+        2.755736853682071e-06, 2.480152141932158e-05, 0.00019841269772941656,
+        0.0013888888917121128, 0.008333333333360105, 0.04166666666662435,
+        0.1666666666666664, 0.5000000000000001};
+    static inline cconv_vd cconv_vd_horner(const double* c, int n, cconv_vd u) {
+        cconv_vd acc = cconv_vd_set1(c[0]);
+        for (int k = 1; k < n; k++)
+            acc = cconv_vd_fma(acc, u, cconv_vd_set1(c[k]));
+        return acc;
+    }
+    static inline cconv_vd cconv_vd_tanh(cconv_vd x) {
+        const cconv_vd one = cconv_vd_set1(1.0), sign = cconv_vd_set1(-0.0);
+        cconv_vd ax = cconv_vd_bits_andnot(sign, x);
+        cconv_vd u = cconv_vd_mul(ax, ax);
+        cconv_vd p = cconv_vd_horner(cconv_tanh64_p, 12, u);
+        cconv_vd small = cconv_vd_fma(ax, cconv_vd_mul(u, p), ax);
+
+        /* min(LIM, y), not min(y, LIM): x86 min returns its second operand for a NaN */
+        cconv_vd y = cconv_vd_min(cconv_vd_set1(CCONV_TANH64_LIM), cconv_vd_add(ax, ax));
+        cconv_vd s = cconv_vd_add(cconv_vd_mul(y, cconv_vd_set1(CCONV_TANH64_LOG2E)),
+                                  cconv_vd_set1(CCONV_TANH64_ROUND));
+        cconv_vd j = cconv_vd_sub(s, cconv_vd_set1(CCONV_TANH64_ROUND));
+        cconv_vd r = cconv_vd_fma(j, cconv_vd_set1(-CCONV_TANH64_LN2_HI), y);
+        r = cconv_vd_fma(j, cconv_vd_set1(-CCONV_TANH64_LN2_LO), r);
+        cconv_vd e = cconv_vd_horner(cconv_tanh64_e, 10, r);
+        e = cconv_vd_add(cconv_vd_fma(cconv_vd_mul(r, r), e, r), one);
+        e = cconv_vd_mul(e, cconv_vd_bits_shl52(s));
+        cconv_vd large = cconv_vd_sub(one, cconv_vd_div(cconv_vd_set1(2.0), cconv_vd_add(e, one)));
+
+        cconv_vd mag = cconv_vd_lt_select(ax, cconv_vd_set1(CCONV_TANH64_SMALL), small, large);
+        return cconv_vd_bits_or(mag, cconv_vd_bits_and(sign, x));
+    }
+    static inline double cconv_tanh(double v) {
+        return cconv_vd_first(cconv_vd_tanh(cconv_vd_set1(v)));
+    }
+    """
+    double tanh_f64 "cconv_tanh"(double v)
+    vd vd_tanh "cconv_vd_tanh"(vd v)
+
+
 cdef inline floating tanh_of(floating v) noexcept nogil:
     if floating is float:
         return tanh_f32(v)
     else:
-        return tanh(v)
+        return tanh_f64(v)
 
 
-cdef inline void tanh_f32_array(const float* x, float* out, Py_ssize_t n) noexcept nogil:
-    """out[i] = tanh(x[i]) for float32, a vector at a time (the scalar tail has the same
-    bits); x and out may be the same array."""
-    cdef Py_ssize_t i = 0
-    while i + VF_LANES <= n:
-        vf_store(out + i, vf_tanh(vf_load(x + i)))
-        i += VF_LANES
+cdef inline void tanh_array(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
+    """out[i] = tanh(x[i]), a vector at a time (the scalar tail has the same bits); x and
+    out may be the same array."""
+    cdef Py_ssize_t i = 0, lanes = VF_LANES if floating is float else VD_LANES
+    while i + lanes <= n:
+        if floating is float:
+            vf_store(out + i, vf_tanh(vf_load(x + i)))
+        else:
+            vd_store(out + i, vd_tanh(vd_load(x + i)))
+        i += lanes
     while i < n:
-        out[i] = tanh_f32(x[i])
+        out[i] = tanh_of(x[i])
         i += 1
 
 
@@ -291,11 +405,8 @@ cdef inline floating activation_of(floating v, int act) noexcept nogil:
 cdef inline void activate(floating* a, Py_ssize_t n, int act) noexcept nogil:
     """Apply an activation in place to a[0:n]."""
     cdef Py_ssize_t i
-    if floating is float and act == ACT_TANH:
-        tanh_f32_array(a, a, n)
-    elif act == ACT_TANH:
-        for i in range(n):
-            a[i] = tanh_of(a[i])
+    if act == ACT_TANH:
+        tanh_array(a, a, n)
     elif act == ACT_RELU:
         for i in range(n):
             a[i] = a[i] if a[i] > 0 else 0
