@@ -147,9 +147,7 @@ cdef inline void pack_b(const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs, Py_
         for k in range(K):
             src = B + k * b_rs
             for jb in range(full):
-                d = dst + jb * ps + k * nr
-                for j in range(nr):
-                    d[j] = src[jb * nr + j]
+                memcpy(dst + jb * ps + k * nr, src + jb * nr, nr * sizeof(floating))
             if full * nr < width:
                 d = dst + full * ps + k * nr
                 for j in range(nr):
