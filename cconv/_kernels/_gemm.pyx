@@ -1,16 +1,17 @@
 """Matrix products for the heavy layers: dense layers and multi-channel convolutions.
 
-One register-blocked micro-kernel computes a tile of MR rows by NR columns (NR = 16
-float32 or 8 float64: two AVX2 registers per row, twelve accumulators in all), reading
-MR rows of A through their own pointers and the matching rows of B one after another.
-A row of A is walked in "runs": `nruns` stretches of `runlen` elements `a_step` apart,
-the stretches `run_stride` apart. That is how a convolution is a product without an
-im2col copy: with the image copied into a zero-padded frame (channels-last), the
-receptive field of one output pixel is KH runs of KW * C contiguous values, and a
-kernel-gradient row (one tap and channel) is OH runs of OW values C apart.
+All of them run _tile's register-blocked micro-kernel: a tile of MR rows by NR columns
+(two vectors of the CPU level: at AVX-512 12 x 32 float32, at AVX2 6 x 16), MR rows of
+A read through their own pointers and the matching rows of B one after another. A row
+of A is walked in "runs": `nruns` stretches of `runlen` elements `a_step` apart, the
+stretches `run_stride` apart. That is how a convolution is a product without an im2col
+copy: with the image copied into a zero-padded frame (channels-last), the receptive
+field of one output pixel is KH runs of KW * C contiguous values, and a kernel-gradient
+row (one tap and channel) is OH runs of OW values C apart.
 
-Determinism: every output element is one sum in a fixed order (k ascending, blocks of
-k in order, images in order); how tiles are shared among threads never changes it.
+Determinism: every output element is one chain of FMAs in a fixed order (k ascending,
+blocks of k in order, images in order); how tiles are shared among threads, and the
+tile shape of the CPU level, never change it.
 
 Every array here has been checked by cconv.ops; bounds checks are off.
 """
@@ -20,244 +21,62 @@ from libc.stdint cimport int32_t
 from libc.string cimport memcpy, memset
 
 from cconv._kernels._convpool cimport band_of, pool_rows
-from cconv._kernels._simd cimport activate
-
-# 32-byte vectors (GCC and clang): arithmetic between them, and with a scalar, compiles
-# to AVX2 instructions, FMAs included. The aligned() attribute makes loads unaligned-safe.
-# Other compilers, or -DCCONV_NO_VECTOR_TYPES, fall back to tile_portable.
-cdef extern from *:
-    """
-    #if defined(__GNUC__) && !defined(CCONV_NO_VECTOR_TYPES)
-    #define CCONV_VECTOR_TYPES 1
-    typedef float cconv_vfloat __attribute__((vector_size(32), aligned(4)));
-    typedef double cconv_vdouble __attribute__((vector_size(32), aligned(8)));
-    #else
-    #define CCONV_VECTOR_TYPES 0
-    typedef float cconv_vfloat;
-    typedef double cconv_vdouble;
-    #endif
-    """
-    const bint CCONV_VECTOR_TYPES
-    ctypedef float vfloat "cconv_vfloat"
-    ctypedef double vdouble "cconv_vdouble"
+from cconv._kernels._simd cimport VD_LANES, VF_LANES, activate
+from cconv._kernels._tile cimport TILE_MR, TILE_NR, panel_width, tile
 
 
 cdef enum:
-    MR = 6         # rows per tile
-    KC = 512       # depth of a dense block: a packed B panel (KC x NR) stays in L1
+    MR = TILE_MR   # rows per tile
+    KC = 8192 // TILE_NR  # depth of a dense block: a packed B panel (KC x NR, 32 KiB) stays in L1
     MC = 96        # rows of A per pass over a packed B block: their KC slice stays in L2
     NC_PANELS = 16  # NR-wide column panels per dense task
     KC_ROWS = 64   # depth of a block when a short A reads a row-major B in place ...
-    NC_WIDE = 64   # ... and its most panels: whole rows of a 1024-wide B
-    BPACK = 131328  # packed B: max((KC + 1) * NC_PANELS, (KC_ROWS + 1) * NC_WIDE) * 16
+    NC_WIDE = 1024 // TILE_NR  # ... and its most panels: whole rows of a 1024-wide B
+    # Packed B: a dense block; a short A's, (KC_ROWS + 1) * NC_WIDE * NR, is smaller.
+    BPACK = (KC + 1) * NC_PANELS * TILE_NR
 
 
-cdef inline Py_ssize_t panel_width(const floating* p) noexcept nogil:
-    """NR for this dtype: 32 bytes * 2 registers."""
-    if floating is float:
-        return 16
+cdef inline void tile_to(const floating** a, Py_ssize_t nruns, Py_ssize_t runlen,
+                         Py_ssize_t run_stride, Py_ssize_t a_step, const floating* b,
+                         Py_ssize_t ldb, floating* c, Py_ssize_t c_rs, Py_ssize_t c_cs,
+                         const floating* init, Py_ssize_t mr, Py_ssize_t nv) noexcept nogil:
+    """C's mr x nv tile at c (rows c_rs, columns c_cs apart) = init[0:nv] per row + A.B,
+    or += A.B when init is NULL (see _tile.tile). Straight between C and the registers
+    when the tile's rows are whole and contiguous, else through a buffer."""
+    cdef floating t[TILE_MR * TILE_NR]
+    cdef floating row[TILE_NR]
+    cdef Py_ssize_t nr = panel_width(c)
+    cdef Py_ssize_t j
+    if nv == nr and c_cs == 1:
+        tile(a, nruns, runlen, run_stride, a_step, b, ldb, c, c_rs, init, mr)
+        return
+    if init != NULL:  # a whole row, zero past nv
+        for j in range(nr):
+            row[j] = init[j] if j < nv else 0
+        init = row
     else:
-        return 8
-
-
-cdef inline void tile_portable(floating* t,
-                               const floating* a0, const floating* a1, const floating* a2,
-                               const floating* a3, const floating* a4, const floating* a5,
-                               Py_ssize_t nruns, Py_ssize_t runlen, Py_ssize_t run_stride,
-                               Py_ssize_t a_step, const floating* b,
-                               Py_ssize_t ldb) noexcept nogil:
-    """t[MR][NR] += A_rows . B in plain loops, for compilers without vector types."""
-    cdef Py_ssize_t nr = panel_width(t)
-    cdef Py_ssize_t j, run, k, o
-    cdef floating v0, v1, v2, v3, v4, v5
-    for run in range(nruns):
-        for k in range(runlen):
-            o = run * run_stride + k * a_step
-            v0 = a0[o]
-            v1 = a1[o]
-            v2 = a2[o]
-            v3 = a3[o]
-            v4 = a4[o]
-            v5 = a5[o]
-            for j in range(nr):
-                t[j] += v0 * b[j]
-                t[nr + j] += v1 * b[j]
-                t[2 * nr + j] += v2 * b[j]
-                t[3 * nr + j] += v3 * b[j]
-                t[4 * nr + j] += v4 * b[j]
-                t[5 * nr + j] += v5 * b[j]
-            b += ldb
-
-
-cdef inline void tile_f32(float* t,
-                          const float* a0, const float* a1, const float* a2,
-                          const float* a3, const float* a4, const float* a5,
-                          Py_ssize_t nruns, Py_ssize_t runlen, Py_ssize_t run_stride,
-                          Py_ssize_t a_step, const float* b, Py_ssize_t ldb) noexcept nogil:
-    """t[MR][NR] += A_rows . B with the tile in twelve vector registers: per step of k,
-    two loads of B, then one broadcast of A and two FMAs per row."""
-    cdef const vfloat* tv = <const vfloat*>t
-    cdef vfloat c00 = tv[0], c01 = tv[1], c10 = tv[2], c11 = tv[3], c20 = tv[4], c21 = tv[5]
-    cdef vfloat c30 = tv[6], c31 = tv[7], c40 = tv[8], c41 = tv[9], c50 = tv[10], c51 = tv[11]
-    cdef vfloat b0, b1
-    cdef float v
-    cdef Py_ssize_t run, k, o
-    for run in range(nruns):
-        for k in range(runlen):
-            o = run * run_stride + k * a_step
-            b0 = (<const vfloat*>b)[0]
-            b1 = (<const vfloat*>(b + 8))[0]
-            v = a0[o]
-            c00 = c00 + v * b0
-            c01 = c01 + v * b1
-            v = a1[o]
-            c10 = c10 + v * b0
-            c11 = c11 + v * b1
-            v = a2[o]
-            c20 = c20 + v * b0
-            c21 = c21 + v * b1
-            v = a3[o]
-            c30 = c30 + v * b0
-            c31 = c31 + v * b1
-            v = a4[o]
-            c40 = c40 + v * b0
-            c41 = c41 + v * b1
-            v = a5[o]
-            c50 = c50 + v * b0
-            c51 = c51 + v * b1
-            b += ldb
-    cdef vfloat* to = <vfloat*>t
-    to[0] = c00
-    to[1] = c01
-    to[2] = c10
-    to[3] = c11
-    to[4] = c20
-    to[5] = c21
-    to[6] = c30
-    to[7] = c31
-    to[8] = c40
-    to[9] = c41
-    to[10] = c50
-    to[11] = c51
-
-
-cdef inline void tile_f64(double* t,
-                          const double* a0, const double* a1, const double* a2,
-                          const double* a3, const double* a4, const double* a5,
-                          Py_ssize_t nruns, Py_ssize_t runlen, Py_ssize_t run_stride,
-                          Py_ssize_t a_step, const double* b, Py_ssize_t ldb) noexcept nogil:
-    """t[MR][NR] += A_rows . B with the tile in twelve vector registers: per step of k,
-    two loads of B, then one broadcast of A and two FMAs per row."""
-    cdef const vdouble* tv = <const vdouble*>t
-    cdef vdouble c00 = tv[0], c01 = tv[1], c10 = tv[2], c11 = tv[3], c20 = tv[4], c21 = tv[5]
-    cdef vdouble c30 = tv[6], c31 = tv[7], c40 = tv[8], c41 = tv[9], c50 = tv[10], c51 = tv[11]
-    cdef vdouble b0, b1
-    cdef double v
-    cdef Py_ssize_t run, k, o
-    for run in range(nruns):
-        for k in range(runlen):
-            o = run * run_stride + k * a_step
-            b0 = (<const vdouble*>b)[0]
-            b1 = (<const vdouble*>(b + 4))[0]
-            v = a0[o]
-            c00 = c00 + v * b0
-            c01 = c01 + v * b1
-            v = a1[o]
-            c10 = c10 + v * b0
-            c11 = c11 + v * b1
-            v = a2[o]
-            c20 = c20 + v * b0
-            c21 = c21 + v * b1
-            v = a3[o]
-            c30 = c30 + v * b0
-            c31 = c31 + v * b1
-            v = a4[o]
-            c40 = c40 + v * b0
-            c41 = c41 + v * b1
-            v = a5[o]
-            c50 = c50 + v * b0
-            c51 = c51 + v * b1
-            b += ldb
-    cdef vdouble* to = <vdouble*>t
-    to[0] = c00
-    to[1] = c01
-    to[2] = c10
-    to[3] = c11
-    to[4] = c20
-    to[5] = c21
-    to[6] = c30
-    to[7] = c31
-    to[8] = c40
-    to[9] = c41
-    to[10] = c50
-    to[11] = c51
-
-
-cdef inline void tile_kernel(floating* t,
-                             const floating* a0, const floating* a1, const floating* a2,
-                             const floating* a3, const floating* a4, const floating* a5,
-                             Py_ssize_t nruns, Py_ssize_t runlen, Py_ssize_t run_stride,
-                             Py_ssize_t a_step, const floating* b,
-                             Py_ssize_t ldb) noexcept nogil:
-    """t[MR][NR] += the product of MR rows of A (walked in runs) with NR-wide rows of B
-    (ldb apart). t is MR x NR, row-major."""
-    if not CCONV_VECTOR_TYPES:
-        tile_portable(t, a0, a1, a2, a3, a4, a5, nruns, runlen, run_stride, a_step, b, ldb)
-    elif floating is float:
-        tile_f32(t, a0, a1, a2, a3, a4, a5, nruns, runlen, run_stride, a_step, b, ldb)
-    else:
-        tile_f64(t, a0, a1, a2, a3, a4, a5, nruns, runlen, run_stride, a_step, b, ldb)
+        load_tile(t, c, c_rs, c_cs, mr, nv)
+    tile(a, nruns, runlen, run_stride, a_step, b, ldb, t, nr, init, mr)
+    store_tile(t, c, c_rs, c_cs, mr, nv)
 
 
 cdef inline void load_tile(floating* t, const floating* c, Py_ssize_t rs, Py_ssize_t cs,
                            Py_ssize_t mr, Py_ssize_t nv) noexcept nogil:
-    """t = the mr x nv tile of C at c (zeros elsewhere). Full tiles of a row-major C take
-    a loop of fixed length, which gcc vectorises."""
+    """t (mr rows, NR wide) = the mr x nv tile of C at c, zeros past nv."""
     cdef Py_ssize_t nr = panel_width(t)
     cdef Py_ssize_t r, j
-    if mr == MR and nv == nr and cs == 1:
-        for r in range(MR):
-            for j in range(nr):
-                t[r * nr + j] = c[r * rs + j]
-        return
-    for r in range(MR):
+    for r in range(mr):
         for j in range(nr):
-            t[r * nr + j] = c[r * rs + j * cs] if r < mr and j < nv else 0
+            t[r * nr + j] = c[r * rs + j * cs] if j < nv else 0
 
 
 cdef inline void store_tile(const floating* t, floating* c, Py_ssize_t rs, Py_ssize_t cs,
                             Py_ssize_t mr, Py_ssize_t nv) noexcept nogil:
     cdef Py_ssize_t nr = panel_width(t)
     cdef Py_ssize_t r, j
-    if mr == MR and nv == nr and cs == 1:
-        for r in range(MR):
-            for j in range(nr):
-                c[r * rs + j] = t[r * nr + j]
-    elif cs == 1:
-        for r in range(mr):
-            for j in range(nv):
-                c[r * rs + j] = t[r * nr + j]
-    else:
-        for r in range(mr):
-            for j in range(nv):
-                c[r * rs + j * cs] = t[r * nr + j]
-
-
-cdef inline void fill_tile(floating* t, const floating* bias, Py_ssize_t nv) noexcept nogil:
-    """Every row of t = bias[0:nv] (zeros past nv, or everywhere without a bias)."""
-    cdef Py_ssize_t nr = panel_width(t)
-    cdef Py_ssize_t r, j
-    if bias == NULL:
-        for j in range(MR * nr):
-            t[j] = 0
-    elif nv == nr:
-        for r in range(MR):
-            for j in range(nr):
-                t[r * nr + j] = bias[j]
-    else:
-        for r in range(MR):
-            for j in range(nr):
-                t[r * nr + j] = bias[j] if j < nv else 0
+    for r in range(mr):
+        for j in range(nv):
+            c[r * rs + j * cs] = t[r * nr + j]
 
 
 # ---------------------------------------------------------------- dense products
@@ -278,7 +97,7 @@ cdef inline void pack_panel(const floating* B, Py_ssize_t ldb, Py_ssize_t K, Py_
 cdef extern from *:
     """
     #include <stddef.h>
-    #if defined(__AVX__) && !defined(CCONV_NO_VECTOR_TYPES)
+    #if defined(__AVX__)
     #include <immintrin.h>
     #define CCONV_AVX 1
     static inline void cconv_transpose8(const float* s, ptrdiff_t ss, float* d, ptrdiff_t ds) {
@@ -328,9 +147,7 @@ cdef inline void pack_b(const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs, Py_
         for k in range(K):
             src = B + k * b_rs
             for jb in range(full):
-                d = dst + jb * ps + k * nr
-                for j in range(nr):
-                    d[j] = src[jb * nr + j]
+                memcpy(dst + jb * ps + k * nr, src + jb * nr, nr * sizeof(floating))
             if full * nr < width:
                 d = dst + full * ps + k * nr
                 for j in range(nr):
@@ -339,13 +156,13 @@ cdef inline void pack_b(const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs, Py_
     k8 = 0
     if floating is float:
         if CCONV_AVX and b_rs == 1:
-            # Full panels, eight k at a time: two 8 x 8 transposes per eight rows.
+            # Full panels, eight k at a time: NR / 8 transposes of 8 x 8 per eight rows.
             k8 = K - K % 8
             for jb in range(full):
                 for k in range(0, k8, 8):
-                    transpose8(B + jb * nr * b_cs + k, b_cs, dst + jb * ps + k * nr, nr)
-                    transpose8(B + (jb * nr + 8) * b_cs + k, b_cs, dst + jb * ps + k * nr + 8,
-                               nr)
+                    for j in range(0, nr, 8):
+                        transpose8(B + (jb * nr + j) * b_cs + k, b_cs,
+                                   dst + jb * ps + k * nr + j, nr)
     for jb in range((width + nr - 1) // nr):
         d = dst + jb * ps
         for j in range(nr):
@@ -380,248 +197,6 @@ cdef inline void pack_a(const floating* A, Py_ssize_t a_rs, Py_ssize_t a_cs, Py_
                     d[k * MR + r] = a[r * a_rs + k * a_cs] if r < mr else 0
 
 
-cdef inline void direct_f32(const float* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
-                           const float* b, Py_ssize_t ldb, float* c, Py_ssize_t c_rs,
-                           const float* init) noexcept nogil:
-    """C's full MR x NR tile at c (row-major, rows c_rs apart) += A's rows (a + r * ars,
-    k steps acs apart) . B's rows (ldb apart); with init, C's tile = init per row + the
-    product instead. The tile goes straight between C and registers."""
-    cdef vfloat c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, b0, b1
-    cdef float v
-    cdef Py_ssize_t k
-    if init != NULL:
-        c00 = (<const vfloat*>init)[0]
-        c01 = (<const vfloat*>(init + 8))[0]
-        c10 = c00
-        c11 = c01
-        c20 = c00
-        c21 = c01
-        c30 = c00
-        c31 = c01
-        c40 = c00
-        c41 = c01
-        c50 = c00
-        c51 = c01
-    else:
-        c00 = (<const vfloat*>c)[0]
-        c01 = (<const vfloat*>(c + 8))[0]
-        c10 = (<const vfloat*>(c + c_rs))[0]
-        c11 = (<const vfloat*>(c + c_rs + 8))[0]
-        c20 = (<const vfloat*>(c + 2 * c_rs))[0]
-        c21 = (<const vfloat*>(c + 2 * c_rs + 8))[0]
-        c30 = (<const vfloat*>(c + 3 * c_rs))[0]
-        c31 = (<const vfloat*>(c + 3 * c_rs + 8))[0]
-        c40 = (<const vfloat*>(c + 4 * c_rs))[0]
-        c41 = (<const vfloat*>(c + 4 * c_rs + 8))[0]
-        c50 = (<const vfloat*>(c + 5 * c_rs))[0]
-        c51 = (<const vfloat*>(c + 5 * c_rs + 8))[0]
-    for k in range(K):
-        b0 = (<const vfloat*>b)[0]
-        b1 = (<const vfloat*>(b + 8))[0]
-        v = a[0]
-        c00 = c00 + v * b0
-        c01 = c01 + v * b1
-        v = a[ars]
-        c10 = c10 + v * b0
-        c11 = c11 + v * b1
-        v = a[2 * ars]
-        c20 = c20 + v * b0
-        c21 = c21 + v * b1
-        v = a[3 * ars]
-        c30 = c30 + v * b0
-        c31 = c31 + v * b1
-        v = a[4 * ars]
-        c40 = c40 + v * b0
-        c41 = c41 + v * b1
-        v = a[5 * ars]
-        c50 = c50 + v * b0
-        c51 = c51 + v * b1
-        a += acs
-        b += ldb
-    (<vfloat*>c)[0] = c00
-    (<vfloat*>(c + 8))[0] = c01
-    (<vfloat*>(c + c_rs))[0] = c10
-    (<vfloat*>(c + c_rs + 8))[0] = c11
-    (<vfloat*>(c + 2 * c_rs))[0] = c20
-    (<vfloat*>(c + 2 * c_rs + 8))[0] = c21
-    (<vfloat*>(c + 3 * c_rs))[0] = c30
-    (<vfloat*>(c + 3 * c_rs + 8))[0] = c31
-    (<vfloat*>(c + 4 * c_rs))[0] = c40
-    (<vfloat*>(c + 4 * c_rs + 8))[0] = c41
-    (<vfloat*>(c + 5 * c_rs))[0] = c50
-    (<vfloat*>(c + 5 * c_rs + 8))[0] = c51
-
-
-cdef inline void direct_f64(const double* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
-                           const double* b, Py_ssize_t ldb, double* c, Py_ssize_t c_rs,
-                           const double* init) noexcept nogil:
-    """C's full MR x NR tile at c (row-major, rows c_rs apart) += A's rows (a + r * ars,
-    k steps acs apart) . B's rows (ldb apart); with init, C's tile = init per row + the
-    product instead. The tile goes straight between C and registers."""
-    cdef vdouble c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, b0, b1
-    cdef double v
-    cdef Py_ssize_t k
-    if init != NULL:
-        c00 = (<const vdouble*>init)[0]
-        c01 = (<const vdouble*>(init + 4))[0]
-        c10 = c00
-        c11 = c01
-        c20 = c00
-        c21 = c01
-        c30 = c00
-        c31 = c01
-        c40 = c00
-        c41 = c01
-        c50 = c00
-        c51 = c01
-    else:
-        c00 = (<const vdouble*>c)[0]
-        c01 = (<const vdouble*>(c + 4))[0]
-        c10 = (<const vdouble*>(c + c_rs))[0]
-        c11 = (<const vdouble*>(c + c_rs + 4))[0]
-        c20 = (<const vdouble*>(c + 2 * c_rs))[0]
-        c21 = (<const vdouble*>(c + 2 * c_rs + 4))[0]
-        c30 = (<const vdouble*>(c + 3 * c_rs))[0]
-        c31 = (<const vdouble*>(c + 3 * c_rs + 4))[0]
-        c40 = (<const vdouble*>(c + 4 * c_rs))[0]
-        c41 = (<const vdouble*>(c + 4 * c_rs + 4))[0]
-        c50 = (<const vdouble*>(c + 5 * c_rs))[0]
-        c51 = (<const vdouble*>(c + 5 * c_rs + 4))[0]
-    for k in range(K):
-        b0 = (<const vdouble*>b)[0]
-        b1 = (<const vdouble*>(b + 4))[0]
-        v = a[0]
-        c00 = c00 + v * b0
-        c01 = c01 + v * b1
-        v = a[ars]
-        c10 = c10 + v * b0
-        c11 = c11 + v * b1
-        v = a[2 * ars]
-        c20 = c20 + v * b0
-        c21 = c21 + v * b1
-        v = a[3 * ars]
-        c30 = c30 + v * b0
-        c31 = c31 + v * b1
-        v = a[4 * ars]
-        c40 = c40 + v * b0
-        c41 = c41 + v * b1
-        v = a[5 * ars]
-        c50 = c50 + v * b0
-        c51 = c51 + v * b1
-        a += acs
-        b += ldb
-    (<vdouble*>c)[0] = c00
-    (<vdouble*>(c + 4))[0] = c01
-    (<vdouble*>(c + c_rs))[0] = c10
-    (<vdouble*>(c + c_rs + 4))[0] = c11
-    (<vdouble*>(c + 2 * c_rs))[0] = c20
-    (<vdouble*>(c + 2 * c_rs + 4))[0] = c21
-    (<vdouble*>(c + 3 * c_rs))[0] = c30
-    (<vdouble*>(c + 3 * c_rs + 4))[0] = c31
-    (<vdouble*>(c + 4 * c_rs))[0] = c40
-    (<vdouble*>(c + 4 * c_rs + 4))[0] = c41
-    (<vdouble*>(c + 5 * c_rs))[0] = c50
-    (<vdouble*>(c + 5 * c_rs + 4))[0] = c51
-
-
-cdef inline void direct3_f32(const float* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
-                            const float* b, Py_ssize_t ldb, float* c, Py_ssize_t c_rs,
-                            const float* init, Py_ssize_t mr) noexcept nogil:
-    """direct_f32 for the last mr <= 3 rows of A: a third of the registers and half the
-    work of a full tile, where a 6-row tile would spend most of its FMAs on rows past
-    the matrix (2 of the batch's 50 rows). Rows past mr repeat row mr - 1, never stored."""
-    cdef const float* a1 = a + min(1, mr - 1) * ars
-    cdef const float* a2 = a + min(2, mr - 1) * ars
-    cdef vfloat c00, c01, c10, c11, c20, c21, b0, b1
-    cdef float v
-    cdef Py_ssize_t k, o
-    if init != NULL:
-        c00 = (<const vfloat*>init)[0]
-        c01 = (<const vfloat*>(init + 8))[0]
-        c10 = c00
-        c11 = c01
-        c20 = c00
-        c21 = c01
-    else:
-        c00 = (<const vfloat*>c)[0]
-        c01 = (<const vfloat*>(c + 8))[0]
-        c10 = (<const vfloat*>(c + min(1, mr - 1) * c_rs))[0]
-        c11 = (<const vfloat*>(c + min(1, mr - 1) * c_rs + 8))[0]
-        c20 = (<const vfloat*>(c + min(2, mr - 1) * c_rs))[0]
-        c21 = (<const vfloat*>(c + min(2, mr - 1) * c_rs + 8))[0]
-    for k in range(K):
-        o = k * acs
-        b0 = (<const vfloat*>b)[0]
-        b1 = (<const vfloat*>(b + 8))[0]
-        v = a[o]
-        c00 = c00 + v * b0
-        c01 = c01 + v * b1
-        v = a1[o]
-        c10 = c10 + v * b0
-        c11 = c11 + v * b1
-        v = a2[o]
-        c20 = c20 + v * b0
-        c21 = c21 + v * b1
-        b += ldb
-    (<vfloat*>c)[0] = c00
-    (<vfloat*>(c + 8))[0] = c01
-    if mr > 1:
-        (<vfloat*>(c + c_rs))[0] = c10
-        (<vfloat*>(c + c_rs + 8))[0] = c11
-    if mr > 2:
-        (<vfloat*>(c + 2 * c_rs))[0] = c20
-        (<vfloat*>(c + 2 * c_rs + 8))[0] = c21
-
-
-cdef inline void direct3_f64(const double* a, Py_ssize_t ars, Py_ssize_t acs, Py_ssize_t K,
-                            const double* b, Py_ssize_t ldb, double* c, Py_ssize_t c_rs,
-                            const double* init, Py_ssize_t mr) noexcept nogil:
-    """direct_f64 for the last mr <= 3 rows of A: a third of the registers and half the
-    work of a full tile, where a 6-row tile would spend most of its FMAs on rows past
-    the matrix (2 of the batch's 50 rows). Rows past mr repeat row mr - 1, never stored."""
-    cdef const double* a1 = a + min(1, mr - 1) * ars
-    cdef const double* a2 = a + min(2, mr - 1) * ars
-    cdef vdouble c00, c01, c10, c11, c20, c21, b0, b1
-    cdef double v
-    cdef Py_ssize_t k, o
-    if init != NULL:
-        c00 = (<const vdouble*>init)[0]
-        c01 = (<const vdouble*>(init + 4))[0]
-        c10 = c00
-        c11 = c01
-        c20 = c00
-        c21 = c01
-    else:
-        c00 = (<const vdouble*>c)[0]
-        c01 = (<const vdouble*>(c + 4))[0]
-        c10 = (<const vdouble*>(c + min(1, mr - 1) * c_rs))[0]
-        c11 = (<const vdouble*>(c + min(1, mr - 1) * c_rs + 4))[0]
-        c20 = (<const vdouble*>(c + min(2, mr - 1) * c_rs))[0]
-        c21 = (<const vdouble*>(c + min(2, mr - 1) * c_rs + 4))[0]
-    for k in range(K):
-        o = k * acs
-        b0 = (<const vdouble*>b)[0]
-        b1 = (<const vdouble*>(b + 4))[0]
-        v = a[o]
-        c00 = c00 + v * b0
-        c01 = c01 + v * b1
-        v = a1[o]
-        c10 = c10 + v * b0
-        c11 = c11 + v * b1
-        v = a2[o]
-        c20 = c20 + v * b0
-        c21 = c21 + v * b1
-        b += ldb
-    (<vdouble*>c)[0] = c00
-    (<vdouble*>(c + 4))[0] = c01
-    if mr > 1:
-        (<vdouble*>(c + c_rs))[0] = c10
-        (<vdouble*>(c + c_rs + 4))[0] = c11
-    if mr > 2:
-        (<vdouble*>(c + 2 * c_rs))[0] = c20
-        (<vdouble*>(c + 2 * c_rs + 4))[0] = c21
-
-
 cdef void gemm_task(Py_ssize_t K,
                     const floating* A, Py_ssize_t a_rs, Py_ssize_t a_cs,
                     const floating* B, Py_ssize_t b_rs, Py_ssize_t b_cs,
@@ -635,7 +210,7 @@ cdef void gemm_task(Py_ssize_t K,
     padding apart so that the rows of consecutive panels fall in different cache sets;
     they then serve every row of the task. Rows go MC at a time, their kc-deep slice of A
     packed into apack (tiles of kc x MR) unless A's tile rows are adjacent already."""
-    cdef floating t[6 * 16]
+    cdef const floating* a[TILE_MR]
     cdef Py_ssize_t nr = panel_width(A)
     cdef Py_ssize_t panels = (j1 - j0 + nr - 1) // nr
     cdef Py_ssize_t ps = (kc + 1) * nr
@@ -647,13 +222,13 @@ cdef void gemm_task(Py_ssize_t K,
     cdef bint packa = short and a_rs != 1
     cdef Py_ssize_t ldb
     cdef const floating* bp
-    cdef Py_ssize_t kb, k0, kl, jb, jj, nv, rb, r0, ib, ii, i_end, mr, tiles, ars, acs
+    cdef Py_ssize_t kb, k0, kl, jb, jj, nv, rb, r0, ib, ii, i_end, mr, tiles, ars, acs, r
     cdef const floating* ap
     cdef const floating* init
     cdef floating* c
     # Without a bias, tiles start from a row of zeros.
-    cdef floating zeros[16]
-    for jj in range(16):
+    cdef floating zeros[TILE_NR]
+    for jj in range(TILE_NR):
         zeros[jj] = 0
     for kb in range((K + kc - 1) // kc):
         k0 = kb * kc
@@ -690,27 +265,10 @@ cdef void gemm_task(Py_ssize_t K,
                     else:
                         bp = bpack + jb * ps
                         ldb = nr
-                    if CCONV_VECTOR_TYPES and mr == MR and nv == nr and c_cs == 1:
-                        if floating is float:
-                            direct_f32(ap, ars, acs, kl, bp, ldb, c, c_rs, init)
-                        else:
-                            direct_f64(ap, ars, acs, kl, bp, ldb, c, c_rs, init)
-                        continue
-                    if CCONV_VECTOR_TYPES and mr <= 3 and nv == nr and c_cs == 1:
-                        if floating is float:
-                            direct3_f32(ap, ars, acs, kl, bp, ldb, c, c_rs, init, mr)
-                        else:
-                            direct3_f64(ap, ars, acs, kl, bp, ldb, c, c_rs, init, mr)
-                        continue
-                    if init != NULL:
-                        fill_tile(t, init, nv)
-                    else:
-                        load_tile(t, c, c_rs, c_cs, mr, nv)
                     # Rows past the matrix repeat its last row; they are never stored.
-                    tile_kernel(t, ap, ap + min(1, mr - 1) * ars, ap + min(2, mr - 1) * ars,
-                                ap + min(3, mr - 1) * ars, ap + min(4, mr - 1) * ars,
-                                ap + min(5, mr - 1) * ars, 1, kl, 0, acs, bp, ldb)
-                    store_tile(t, c, c_rs, c_cs, mr, nv)
+                    for r in range(MR):
+                        a[r] = ap + min(r, mr - 1) * ars
+                    tile_to(a, 1, kl, 0, acs, bp, ldb, c, c_rs, c_cs, init, mr, nv)
 
 
 def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
@@ -756,7 +314,7 @@ def gemm(Py_ssize_t M, Py_ssize_t N, Py_ssize_t K,
 
 def tile_columns(int itemsize):
     """NR for float32 (itemsize 4) or float64 (8): ops packs weights in panels this wide."""
-    return 16 if itemsize == 4 else 8
+    return 2 * (VF_LANES if itemsize == 4 else VD_LANES)
 
 
 def pack_size():
@@ -789,11 +347,12 @@ cdef void conv_image(const floating* frame, const floating* wpack, const floatin
                      Py_ssize_t F, Py_ssize_t OH, Py_ssize_t OW, int act) noexcept nogil:
     """out (OH, OW, F) = act(frame * w + bias) for one framed image; wpack holds the
     kernels as NR-wide panels, (ceil(F / NR), KH*KW*C, NR)."""
-    cdef floating t[6 * 16]
-    cdef const floating* a[6]
+    cdef const floating* a[TILE_MR]
+    cdef floating zeros[TILE_NR]
     cdef Py_ssize_t nr = panel_width(frame)
     cdef Py_ssize_t Wp = OW + KW - 1, P = OH * OW, K = KH * KW * C
     cdef Py_ssize_t jb, ib, j0, nv, p0, mr, r, p
+    memset(zeros, 0, sizeof(zeros))
     for jb in range((F + nr - 1) // nr):
         j0 = jb * nr
         nv = min(nr, F - j0)
@@ -804,10 +363,8 @@ cdef void conv_image(const floating* frame, const floating* wpack, const floatin
             for r in range(MR):
                 p = p0 + min(r, mr - 1)
                 a[r] = frame + ((p // OW) * Wp + p % OW) * C
-            fill_tile(t, bias + j0 if bias != NULL else NULL, nv)
-            tile_kernel(t, a[0], a[1], a[2], a[3], a[4], a[5], KH, KW * C, Wp * C, 1,
-                        wpack + jb * K * nr, nr)
-            store_tile(t, out + p0 * F + j0, F, 1, mr, nv)
+            tile_to(a, KH, KW * C, Wp * C, 1, wpack + jb * K * nr, nr, out + p0 * F + j0, F,
+                    1, bias + j0 if bias != NULL else zeros, mr, nv)
             if act != 0:
                 for r in range(mr):
                     activate(out + (p0 + r) * F + j0, nv, act)
@@ -848,13 +405,14 @@ cdef void kernel_grad_worker(const floating* x, const floating* grad_out, floati
                              Py_ssize_t task0, Py_ssize_t task1) noexcept nogil:
     """Tiles task0..task1 of grad_w (K x F). Each image is framed and its grad_out packed
     into panels (ceil(F / NR), OH*OW, NR), then added to every tile, images in order."""
-    cdef floating t[6 * 16]
-    cdef const floating* a[6]
+    cdef const floating* a[TILE_MR]
+    cdef floating zeros[TILE_NR]
     cdef Py_ssize_t nr = panel_width(x)
     cdef Py_ssize_t Hp = OH + KH - 1, Wp = OW + KW - 1, P = OH * OW
     cdef Py_ssize_t K = KH * KW * C
     cdef Py_ssize_t row_tiles = (K + MR - 1) // MR
     cdef Py_ssize_t n, task, jb, i0, j0, mr, nv, r, k
+    memset(zeros, 0, sizeof(zeros))
     for n in range(N):
         fill_frame(x + n * H * W * C, frame, H, W, C, Hp, Wp, top, left)
         for jb in range((F + nr - 1) // nr):
@@ -870,13 +428,8 @@ cdef void kernel_grad_worker(const floating* x, const floating* grad_out, floati
             for r in range(MR):
                 k = i0 + min(r, mr - 1)
                 a[r] = frame + ((k // (KW * C)) * Wp + (k // C) % KW) * C + k % C
-            if n == 0:
-                fill_tile(t, <const floating*>NULL, nv)
-            else:
-                load_tile(t, gw + i0 * F + j0, F, 1, mr, nv)
-            tile_kernel(t, a[0], a[1], a[2], a[3], a[4], a[5], OH, OW, Wp * C, C,
-                        gpack + jb * P * nr, nr)
-            store_tile(t, gw + i0 * F + j0, F, 1, mr, nv)
+            tile_to(a, OH, OW, Wp * C, C, gpack + jb * P * nr, nr, gw + i0 * F + j0, F, 1,
+                    zeros if n == 0 else NULL, mr, nv)
 
 
 def conv_backward_weights(const floating[:, :, :, ::1] x,
