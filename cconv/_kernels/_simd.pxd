@@ -338,21 +338,19 @@ cdef extern from * nogil:
         pass
     ctypedef struct vd8 "cconv_vd8":
         pass
-    const Py_ssize_t VF16_PARTS "CCONV_VF16_PARTS"
-    const Py_ssize_t VD8_PARTS "CCONV_VD8_PARTS"
-    vf16 vf16_zero "cconv_vf16_zero"()
-    vd8 vd8_zero "cconv_vd8_zero"()
-    vf16 vf16_load "cconv_vf16_load"(const float* p)
-    vd8 vd8_load "cconv_vd8_load"(const double* p)
-    void vf16_store "cconv_vf16_store"(float* p, vf16 a)
-    void vd8_store "cconv_vd8_store"(double* p, vd8 a)
-    vf16 vf16_add "cconv_vf16_add"(vf16 a, vf16 b)
-    vd8 vd8_add "cconv_vd8_add"(vd8 a, vd8 b)
     vf16 vf16_fma "cconv_vf16_fma"(vf16 a, vf16 b, vf16 acc)
     vd8 vd8_fma "cconv_vd8_fma"(vd8 a, vd8 b, vd8 acc)
     vf16 vf16_madd "cconv_vf16_madd"(float x, vf16 w, vf16 acc)
     vd8 vd8_madd "cconv_vd8_madd"(double x, vd8 w, vd8 acc)
+    vf16 vf16_add "cconv_vf16_add"(vf16 a, vf16 b)
+    vd8 vd8_add "cconv_vd8_add"(vd8 a, vd8 b)
+    vf16 vf16_zero "cconv_vf16_zero"()
+    vf16 vf16_load "cconv_vf16_load"(const float* p)
+    void vf16_store "cconv_vf16_store"(float* p, vf16 a)
     vf16 vf16_tanh "cconv_vf16_tanh"(vf16 a)
+    vd8 vd8_zero "cconv_vd8_zero"()
+    vd8 vd8_load "cconv_vd8_load"(const double* p)
+    void vd8_store "cconv_vd8_store"(double* p, vd8 a)
 
 
 
