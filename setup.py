@@ -154,7 +154,7 @@ GENERATED = os.path.join("build", "cconv-gen")
 BASELINE_MODULES = {"_config"}
 # Modules whose kernels handle the 512-bit vectors of the avx512 level (_simd.pxd); the
 # others run 256-bit vectors there.
-VECTOR_512_MODULES = {"_elementwise", "_gemm", "_winograd"}
+VECTOR_512_MODULES = {"_conv_1ch", "_dense_narrow", "_elementwise", "_gemm", "_winograd"}
 
 
 def render_templates():

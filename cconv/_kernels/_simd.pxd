@@ -410,3 +410,75 @@ cdef inline void activate(floating* a, Py_ssize_t n, int act) noexcept nogil:
     elif act == ACT_RELU:
         for i in range(n):
             a[i] = a[i] if a[i] > 0 else 0
+
+
+# ---- 64-byte blocks: 16 float32 or 8 float64 lanes whatever the level ----------------
+# A kernel whose sums are split across lanes (a dot product, a row of filters) uses these
+# so that which terms meet in which lane, and so the result's bits, do not depend on the
+# level: a block is one AVX-512 vector, two AVX2 ones, four SSE or NEON ones.
+cdef extern from * nogil:
+    """
+    #define CCONV_VF16_PARTS (16 / CCONV_VF_LANES)
+    #define CCONV_VD8_PARTS (8 / CCONV_VD_LANES)
+    typedef struct { cconv_vf v[CCONV_VF16_PARTS]; } cconv_vf16;
+    typedef struct { cconv_vd v[CCONV_VD8_PARTS]; } cconv_vd8;
+    #define CCONV_BLOCK_OPS(B, V, T, PARTS, LANES) \
+    static inline B B##_zero(void) { \
+        B r; for (int i = 0; i < PARTS; i++) r.v[i] = V##_zero(); return r; } \
+    static inline B B##_load(const T* p) { \
+        B r; for (int i = 0; i < PARTS; i++) r.v[i] = V##_load(p + i * LANES); return r; } \
+    static inline void B##_store(T* p, B a) { \
+        for (int i = 0; i < PARTS; i++) V##_store(p + i * LANES, a.v[i]); } \
+    static inline B B##_add(B a, B b) { \
+        for (int i = 0; i < PARTS; i++) a.v[i] = V##_add(a.v[i], b.v[i]); return a; } \
+    static inline B B##_fma(B a, B b, B acc) { \
+        for (int i = 0; i < PARTS; i++) acc.v[i] = V##_fma(a.v[i], b.v[i], acc.v[i]); \
+        return acc; } \
+    static inline B B##_madd(T x, B w, B acc) { \
+        V s = V##_set1(x); \
+        for (int i = 0; i < PARTS; i++) acc.v[i] = V##_fma(s, w.v[i], acc.v[i]); \
+        return acc; }
+    CCONV_BLOCK_OPS(cconv_vf16, cconv_vf, float, CCONV_VF16_PARTS, CCONV_VF_LANES)
+    CCONV_BLOCK_OPS(cconv_vd8, cconv_vd, double, CCONV_VD8_PARTS, CCONV_VD_LANES)
+    static inline cconv_vf16 cconv_vf16_tanh(cconv_vf16 a) {
+        for (int i = 0; i < CCONV_VF16_PARTS; i++) a.v[i] = cconv_vf_tanh(a.v[i]);
+        return a;
+    }
+    """
+    ctypedef struct vf16 "cconv_vf16":
+        pass
+    ctypedef struct vd8 "cconv_vd8":
+        pass
+    vf16 vf16_fma "cconv_vf16_fma"(vf16 a, vf16 b, vf16 acc)
+    vd8 vd8_fma "cconv_vd8_fma"(vd8 a, vd8 b, vd8 acc)
+    vf16 vf16_madd "cconv_vf16_madd"(float x, vf16 w, vf16 acc)
+    vd8 vd8_madd "cconv_vd8_madd"(double x, vd8 w, vd8 acc)
+    vf16 vf16_add "cconv_vf16_add"(vf16 a, vf16 b)
+    vd8 vd8_add "cconv_vd8_add"(vd8 a, vd8 b)
+    vf16 vf16_zero "cconv_vf16_zero"()
+    vf16 vf16_load "cconv_vf16_load"(const float* p)
+    void vf16_store "cconv_vf16_store"(float* p, vf16 a)
+    vf16 vf16_tanh "cconv_vf16_tanh"(vf16 a)
+    vd8 vd8_zero "cconv_vd8_zero"()
+    vd8 vd8_load "cconv_vd8_load"(const double* p)
+    void vd8_store "cconv_vd8_store"(double* p, vd8 a)
+
+
+
+cdef inline floating fma_of(floating a, floating b, floating c) noexcept nogil:
+    """a * b + c with the rounding of the level's vector fma (vf_fma, vf16_fma, ...)."""
+    if floating is float:
+        return fma_f32(a, b, c)
+    else:
+        return fma_f64(a, b, c)
+
+
+cdef inline floating sum_lanes(floating* s, Py_ssize_t n) noexcept nogil:
+    """s[0] + ... + s[n - 1] for n a power of two, as a fixed tree (halves added lane by
+    lane); s is overwritten."""
+    cdef Py_ssize_t h = n // 2, i
+    while h > 0:
+        for i in range(h):
+            s[i] = s[i] + s[i + h]
+        h //= 2
+    return s[0]
