@@ -125,8 +125,6 @@ class BuildExt(build_ext):
             level = LEVEL_OF.get(ext.name)
             level_flags = [] if level is None else LEVEL_FLAGS[level][ctype == "msvc"]
             ext.extra_compile_args = compile_flags + level_flags + ext.extra_compile_args
-            if ext.name.rsplit(".", 1)[-1] in VECTOR_512_MODULES:
-                ext.define_macros = ext.define_macros + [("CCONV_VECTOR_512", "1")]
             ext.extra_link_args = link_flags + ext.extra_link_args
         super().build_extensions()
 
@@ -152,9 +150,6 @@ LEVEL_FLAGS = {name: (gcc, msvc) for name, _, gcc, msvc in LEVELS["levels"]()
 LEVEL_OF = {}  # extension name -> CPU level
 GENERATED = os.path.join("build", "cconv-gen")
 BASELINE_MODULES = {"_config"}
-# Modules whose kernels handle the 512-bit vectors of the avx512 level (_simd.pxd); the
-# others run 256-bit vectors there.
-VECTOR_512_MODULES = {"_conv_1ch", "_dense_narrow", "_elementwise", "_gemm", "_winograd"}
 
 
 def render_templates():

@@ -23,7 +23,7 @@ FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off", "-
 TARGETS = {  # name: (compiler, flags, runner, has FMA)
     "avx2": ("gcc", ["-march=x86-64-v2", "-mavx2", "-mfma"], [], True),
     "avx512": ("gcc", ["-march=x86-64-v2", "-mavx2", "-mfma", "-mavx512f", "-mavx512bw",
-                       "-mavx512dq", "-mavx512vl", "-DCCONV_VECTOR_512=1"], [], True),
+                       "-mavx512dq", "-mavx512vl"], [], True),
     "neon": ("aarch64-linux-gnu-gcc", ["-static"], ["qemu-aarch64"], True),
     "default": ("gcc", ["-march=x86-64-v2"], [], False),
 }

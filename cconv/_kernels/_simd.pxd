@@ -16,12 +16,7 @@ from cconv._kernels._codes cimport ACT_RELU, ACT_TANH
 cdef extern from * nogil:
     """
     #include <math.h>
-    /* setup.py defines it for the modules whose kernels handle 512-bit vectors; the
-       others run the 256-bit branch at the avx512 level, with AVX-512's encodings. */
-    #ifndef CCONV_VECTOR_512
-    #define CCONV_VECTOR_512 0
-    #endif
-    #if defined(__AVX512F__) && CCONV_VECTOR_512
+    #if defined(__AVX512F__)
     #include <immintrin.h>
     typedef __m512 cconv_vf;
     typedef __m512d cconv_vd;
