@@ -6,9 +6,10 @@ $CCONV_CPU_CAPABILITY set (a module's level is fixed at import). The x86-64 `def
 level has no FMA instruction, so its last bits may differ from the FMA levels': it is
 exempt from the bit-identity test, and still has to pass the op tests.
 
-Run as a script, `python tests/test_levels.py OUT.npz` writes the fingerprint (the op
-outputs and gradients compared across levels) to OUT.npz, so that CI can also compare
-builds by different compilers.
+As a script, so that CI can also compare builds by different compilers:
+    python tests/test_levels.py OUT.npz           the fingerprint (the op outputs and
+                                                  gradients compared across levels)
+    python tests/test_levels.py compare A.npz B.npz   fails if any array's bits differ
 """
 import io
 import os
@@ -277,11 +278,15 @@ def _fit(name, presets):
     return out
 
 
+def _load(path):
+    with np.load(path) as f:
+        return {key: f[key] for key in f.files}
+
+
 def _fingerprint_at(level, path):
     run = _run_at(level, [__file__, str(path)], path.parent)
     assert run.returncode == 0, f"fingerprint at {level}:\n{run.stderr[-3000:]}"
-    with np.load(path) as f:
-        return {key: f[key] for key in f.files}
+    return _load(path)
 
 
 def different_bits(a, b):
@@ -304,4 +309,8 @@ def test_fma_levels_give_the_same_bits(tmp_path):
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "compare":
+        differ = different_bits(_load(sys.argv[2]), _load(sys.argv[3]))
+        print(f"{len(differ)} arrays differ: {differ}" if differ else "same bits")
+        sys.exit(1 if differ else 0)
     np.savez(sys.argv[1], **fingerprint())
