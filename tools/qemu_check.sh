@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Run the INSTALLED cconv on emulated x86-64 CPUs older than this one: qemu-x86_64
+# -cpu Nehalem (SSE4.2, no AVX: must pick `default`) and -cpu Haswell (AVX2 + FMA: must
+# pick `avx2`). Each checks the level picked and a handful of ops against the oracle,
+# then a short fit against the same fit run natively at that level. Any signal (an
+# illegal instruction in the level's code or in its module's initialisation) fails.
+#
+#   tools/qemu_check.sh [python]     (default: the python on PATH, e.g. a venv's)
+#
+# Needs qemu-user (Debian: apt-get install qemu-user). numpy >= 2 needs x86-64-v2,
+# which Nehalem has. qemu runs the whole interpreter emulated: this takes a minute or two.
+set -euo pipefail
+
+python=${1:-python}
+work=$(mktemp -d "${TMPDIR:-/tmp}/cconv-qemu-XXXXXX")
+trap 'rm -rf "$work"' EXIT
+cd "$work"   # no cconv sources on sys.path: the installed package is checked
+
+cat >check.py <<'EOF'
+import sys
+
+import numpy as np
+
+import cconv
+from cconv import ops, oracle, presets
+
+expected, out = sys.argv[1], sys.argv[2]
+assert cconv.cpu_capability() == expected, (cconv.cpu_capability(), expected)
+rng = np.random.default_rng(0)
+
+
+def close(name, got, want):
+    tol = 2e-4 if got.dtype == np.float32 else 1e-10
+    scale = max(1.0, float(np.abs(want).max()))
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * scale, err_msg=name)
+
+
+for dtype in (np.float32, np.float64):
+    a = (rng.standard_normal(5000) * 4).astype(dtype)
+    close("tanh", ops.tanh(a), np.tanh(a.astype(np.float64)).astype(dtype))
+    for shape, kernel in (((2, 14, 14, 1), (3, 3, 1, 16)),    # direct single-channel
+                          ((2, 12, 12, 3), (3, 3, 3, 16)),    # GEMM
+                          ((2, 12, 12, 8), (5, 5, 8, 16))):   # Winograd
+        x = rng.standard_normal(shape).astype(dtype)
+        w = (rng.standard_normal(kernel) / np.sqrt(np.prod(kernel[:3]))).astype(dtype)
+        b = rng.standard_normal(kernel[3]).astype(dtype)
+        for padding in ("valid", "same"):
+            name = f"conv2d {kernel} {padding} {np.dtype(dtype).name}"
+            y = ops.conv2d(x, w, b, padding=padding, activation="tanh")
+            close(name, y, np.tanh(oracle.conv2d(x, w, b, padding=padding)))
+            g = rng.standard_normal(y.shape).astype(dtype)
+            for got, want in zip(ops.conv2d_backward(x, w, g, padding=padding),
+                                 oracle.conv2d_backward(x, w, g, padding=padding)):
+                close(name + " backward", got, want)
+    for units in (10, 64):
+        x = rng.standard_normal((9, 70)).astype(dtype)
+        w = rng.standard_normal((70, units)).astype(dtype)
+        close(f"dense {units}", ops.dense(x, w), oracle.dense(x, w))
+    p = rng.standard_normal((2, 9, 8, 5)).astype(dtype)
+    close("max_pool2d", ops.max_pool2d(p, 2)[0], oracle.max_pool2d(p, 2)[0])
+
+x = np.random.default_rng(1).random((256, 28, 28, 1))
+y = np.random.default_rng(2).integers(0, 10, 256)
+cconv.utils.set_random_seed(1)
+model = presets.build_fixed("float32")
+loss = model.fit(x, y, batch_size=presets.BATCH_SIZE, epochs=1, verbose=0).history["loss"]
+assert np.isfinite(loss).all(), loss
+np.savez(out, *model.get_weights())
+print(f"{expected}: ops agree with the oracle; fit loss {loss[0]:.6f}")
+EOF
+
+compare() {  # the emulated fit against the native one, to float32 rounding
+    "$python" -c "import sys, numpy as np; a, b = np.load(sys.argv[1]), np.load(sys.argv[2]); \
+[np.testing.assert_allclose(a[k], b[k], rtol=1e-3, atol=1e-5, err_msg=k) for k in a.files]" "$@"
+}
+
+for pair in Nehalem:default Haswell:avx2; do
+    cpu=${pair%%:*} level=${pair#*:}
+    start=$SECONDS
+    # TCG warns about CPUID bits it does not emulate (tsc-deadline, hle, ...): harmless.
+    qemu-x86_64 -cpu "$cpu" "$(command -v "$python")" check.py "$level" "emulated-$cpu.npz" \
+        2> >(grep -v "TCG doesn't support requested feature" >&2)
+    CCONV_CPU_CAPABILITY=$level "$python" check.py "$level" "native-$cpu.npz" >/dev/null
+    compare "emulated-$cpu.npz" "native-$cpu.npz"
+    echo "qemu -cpu $cpu: OK ($((SECONDS - start)) s)"
+done
