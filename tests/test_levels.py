@@ -224,12 +224,17 @@ def fingerprint():
                        (3, 3, 3, 16), padding)
             _conv_case(out, f"{name}/winograd/{padding}", rng, dtype, (2, 12, 12, 8),
                        (5, 5, 8, 16), padding)
-        for units in (10, 64):
-            x = rng.standard_normal((9, 70)).astype(dtype)
-            w = rng.standard_normal((70, units)).astype(dtype)
+        # Partial GEMM tiles and panels at every level: rows past 6- and 12-row tiles,
+        # columns past 8-, 16- and 32-wide panels.
+        _conv_case(out, f"{name}/conv_c5_f19", rng, dtype, (3, 11, 9, 5), (3, 3, 5, 19), "same")
+        _conv_case(out, f"{name}/winograd_c20_f37", rng, dtype, (3, 13, 11, 20),
+                   (5, 5, 20, 37), "same")
+        for rows, depth, units in ((9, 70, 10), (9, 70, 64), (45, 300, 70), (230, 90, 37)):
+            x = rng.standard_normal((rows, depth)).astype(dtype)
+            w = rng.standard_normal((depth, units)).astype(dtype)
             b = rng.standard_normal(units).astype(dtype)
             y = ops.dense(x, w, b)
-            key = f"{name}/dense{units}"
+            key = f"{name}/dense{rows}x{depth}x{units}"
             out[key] = y
             out[key + "/grad_x"], out[key + "/grad_w"], out[key + "/grad_b"] = \
                 ops.dense_backward(x, w, rng.standard_normal(y.shape).astype(dtype))

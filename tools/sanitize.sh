@@ -48,13 +48,7 @@ asan)
     export LD_PRELOAD=$($cc -print-file-name=libasan.so)
     export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=1:detect_stack_use_after_return=1
     export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-    if [ -d tests/ops ]; then  # where the op tests are moving
-        op_tests=(tests/ops)
-    else
-        op_tests=(tests/test_oracle_agreement.py tests/test_gradcheck.py tests/test_fast_paths.py
-                  tests/test_gemm_paths.py tests/test_pool_adam.py)
-    fi
-    nice -n 10 python -m pytest -q -p no:cacheprovider "${op_tests[@]}" tests/test_fuzz.py "$@"
+    nice -n 10 python -m pytest -q -p no:cacheprovider tests/ops tests/test_gradcheck.py tests/test_fuzz.py "$@"
     ;;
 boundscheck)
     CCONV_BOUNDSCHECK=1 nice -n 10 python setup.py build_ext --inplace -q >build.log 2>&1 \

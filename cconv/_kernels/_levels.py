@@ -88,6 +88,10 @@ def choose(built, requested=None, features=None, machine=None):
         warnings.warn(f"{ENV}={requested!r} is not a level: expected one of "
                       f"{level_names(machine)}; using {best!r}.", RuntimeWarning, stacklevel=3)
         return best
+    if requested in runs and requested not in built:
+        warnings.warn(f"{ENV}={requested!r}: this build has no such level (built: "
+                      f"{built}); using {best!r}.", RuntimeWarning, stacklevel=3)
+        return best
     if requested not in usable:
         warnings.warn(f"{ENV}={requested!r}: this CPU does not support it; the levels it "
                       f"supports are {runs}; using {best!r}.", RuntimeWarning, stacklevel=3)
