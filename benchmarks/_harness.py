@@ -100,7 +100,25 @@ def import_cconv(spec):
         raise RuntimeError(f"cconv runs CPU level {level!r}, but the row asked for "
                            f"{spec.get('level')!r}")
     cconv.set_num_threads(spec["threads"])
-    return cconv
+    return cconv, {"version": f"cconv {cconv.__version__} at level {level or 'n/a'} "
+                              f"from {spec['path']}"}
+
+
+def import_torch(spec):
+    import torch
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    return torch, {"version": f"torch {torch.__version__}"}
+
+
+def import_keras(spec):
+    """Keras 3 on TensorFlow (oneDNN on, from the environment) with the row's threads."""
+    import keras
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
+    tf.config.threading.set_inter_op_parallelism_threads(1)  # one op at a time: few cores
+    keras.utils.set_random_seed(0)
+    return keras, tf, {"version": f"keras {keras.__version__}, tensorflow {tf.__version__}"}
 
 
 # ---- parent side -------------------------------------------------------------------
@@ -223,9 +241,8 @@ def run(script, rows, measure_keys, args, params):
 class Results:
     """Medians of one run, {row label: {measure: seconds}}, with the summary printers."""
 
-    def __init__(self, rows, medians, infos, measures, load_start):
+    def __init__(self, rows, medians, infos, load_start):
         self.rows, self.medians, self.infos = rows, medians, infos
-        self.heading = {m.key: m.heading for m in measures}
         self.load_start = load_start
 
     def find(self, **attrs):
@@ -238,8 +255,11 @@ class Results:
         return None if a is None or b is None else b / a
 
     def _ratios(self, mine, theirs, keys):
-        return ", ".join(f"{self.heading[k]} {x:.2f}x" for k in keys
+        return ", ".join(f"{k} {x:.2f}x" for k in keys
                          if (x := self.speedup(mine, theirs, k)) is not None)
+
+    def label_width(self):
+        return max(len(r.label) for r in self.rows) + 2
 
     def print_ratios(self, keys):
         """Every cconv row of the checkout against every other build and competitor."""
@@ -288,10 +308,11 @@ def bench(script, args, params, title, measures, extra_rows=()):
     print(f"machine: {_cpu_name()}, {os.cpu_count()} cores; {args.threads} threads per row, "
           f"each row in its own process, taking turns; median of {args.repeats}")
     print(config.rstrip())
-    print("rows: " + "; ".join(f"{label}: {info['version']}" for label, info in infos.items()))
+    for label, info in infos.items():
+        print(f"  {label}: {info['version']}")
     print()
     print_table(rows, medians, measures)
-    return Results(rows, medians, infos, measures, load_start)
+    return Results(rows, medians, infos, load_start)
 
 
 def _cpu_name():
