@@ -1,0 +1,324 @@
+"""Side-by-side timing of competitors, each in its own process (shared by bench_ch10.py
+and bench_tfnet.py).
+
+A row is one competitor: a cconv checkout at one CPU level, an old cconv build,
+PyTorch, Keras on TensorFlow. Each row runs in a worker process of its own, so no two
+OpenMP or Eigen thread pools spin against each other, and each gets its own threads.
+The parent only orchestrates: repeat after repeat, measure after measure, it asks the
+workers in turn (rotating who goes first) to time one run, and prints medians. A worker
+waits on a pipe between turns, so only one row computes at a time.
+
+A script defines its measures and `make_measures(spec) -> (info, {measure: fn})`, the
+worker side; `main(...)` below does the rest.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+PICKED = "picked"
+
+
+@dataclass
+class Row:
+    label: str
+    kind: str  # "cconv", "torch", "keras", or a script's own kind
+    role: str  # "level", PICKED, "old", "competitor" or "reference"
+    env: dict = field(default_factory=dict)
+    spec: dict = field(default_factory=dict)
+
+    @property
+    def level(self):
+        return self.spec.get("level")
+
+
+@dataclass
+class Measure:
+    key: str
+    heading: str
+    images: int
+    unit: str  # "img/s" (higher is better) or "s" (lower is better)
+
+    def show(self, seconds):
+        return f"{self.images / seconds:.0f}" if self.unit == "img/s" else f"{seconds:.4f}"
+
+
+def parser(doc):
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test: 2 repeats, small sizes (under a minute)")
+    p.add_argument("--capability", default="all",
+                   help="cconv CPU levels, comma-separated (default,avx2,avx512), or 'all' "
+                        "(every built level the CPU supports)")
+    p.add_argument("--cconv-path", default=os.path.dirname(BENCH_DIR),
+                   help="checkout whose in-place build is benchmarked (default: this one)")
+    p.add_argument("--old", action="append", default=[], metavar="DIR",
+                   help="another built checkout to add as a row at the level it picks "
+                        "(e.g. an old -march=native build); repeatable")
+    p.add_argument("--competitors", default="torch,keras",
+                   help="comma-separated from torch, keras; 'none' for cconv only")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    return p
+
+
+# ---- worker side -------------------------------------------------------------------
+
+def serve(make_measures, spec_json):
+    """Build the row's measures, warm each up once, then time one run per request line
+    on stdin, answering on the original stdout (libraries' own prints go to stderr)."""
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    info, measures = make_measures(json.loads(spec_json))
+    for fn in measures.values():
+        fn()
+    reply.write(json.dumps({"info": info, "measures": sorted(measures)}) + "\n")
+    for line in sys.stdin:
+        fn = measures[line.strip()]
+        t0 = time.perf_counter()
+        fn()
+        reply.write(json.dumps(time.perf_counter() - t0) + "\n")
+
+
+def import_cconv(spec):
+    """cconv from the row's checkout, at the requested level: anything else fails loudly."""
+    import cconv
+    where = os.path.realpath(os.path.dirname(os.path.dirname(cconv.__file__)))
+    if where != os.path.realpath(spec["path"]):
+        raise RuntimeError(f"imported cconv from {where}, expected {spec['path']}")
+    level = cconv.cpu_capability() if hasattr(cconv, "cpu_capability") else None
+    if level != spec.get("level"):
+        raise RuntimeError(f"cconv runs CPU level {level!r}, but the row asked for "
+                           f"{spec.get('level')!r}")
+    cconv.set_num_threads(spec["threads"])
+    return cconv, {"version": f"cconv {cconv.__version__} at level {level or 'n/a'} "
+                              f"from {spec['path']}"}
+
+
+def import_torch(spec):
+    import torch
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    return torch, {"version": f"torch {torch.__version__}"}
+
+
+def import_keras(spec):
+    """Keras 3 on TensorFlow (oneDNN on, from the environment) with the row's threads."""
+    import keras
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
+    tf.config.threading.set_inter_op_parallelism_threads(1)  # one op at a time: few cores
+    keras.utils.set_random_seed(0)
+    return keras, tf, {"version": f"keras {keras.__version__}, tensorflow {tf.__version__}"}
+
+
+# ---- parent side -------------------------------------------------------------------
+
+def _pythonpath(path):
+    return os.pathsep.join(p for p in (path, os.environ.get("PYTHONPATH")) if p)
+
+
+def probe(path, threads):
+    """What the checkout at `path` builds and picks, and its show_config() text."""
+    code = ("import json, io, cconv; s = io.StringIO(); cconv.show_config(file=s)\n"
+            "try:\n from cconv._kernels import BUILT, _levels\n"
+            " levels = [l for l in _levels.supported() if l in BUILT]\n"
+            "except ImportError:\n levels = []\n"
+            "print(json.dumps({'config': s.getvalue(), 'levels': levels,"
+            " 'picked': getattr(cconv, 'cpu_capability', lambda: None)()}))")
+    env = dict(os.environ, PYTHONPATH=_pythonpath(path), OMP_NUM_THREADS=str(threads))
+    env.pop("CCONV_CPU_CAPABILITY", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, cwd=tempfile.gettempdir())
+    if out.returncode:
+        sys.exit(f"cannot import cconv from {path} (built in place?):\n{out.stderr}")
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def _commit(path):
+    out = subprocess.run(["git", "-C", path, "rev-parse", "--short", "HEAD"],
+                         capture_output=True, text=True)
+    return out.stdout.strip() or os.path.basename(path)
+
+
+def cconv_rows(args):
+    """A row per requested level of --cconv-path, then one per --old checkout."""
+    main = probe(args.cconv_path, args.threads)
+    wanted = (main["levels"] if args.capability == "all"
+              else [c.strip() for c in args.capability.split(",")])
+    rows = []
+    for level in wanted:
+        picked = level == main["picked"]
+        # The picked level runs as users run it: with no $CCONV_CPU_CAPABILITY.
+        env = {} if picked else {"CCONV_CPU_CAPABILITY": level}
+        rows.append(Row(f"cconv {level}" + (" (picked)" if picked else ""), "cconv",
+                        PICKED if picked else "level", env,
+                        {"path": args.cconv_path, "level": level}))
+    for path in args.old:
+        old = probe(path, args.threads)
+        level = old["picked"] or "level n/a"  # built before per-level modules
+        rows.append(Row(f"cconv @{_commit(path)} ({level})", "cconv", "old", {},
+                        {"path": path, "level": old["picked"]}))
+    return main["config"], rows
+
+
+def competitor_rows(args):
+    names = {"torch": "PyTorch", "keras": "Keras/TF"}
+    wanted = [] if args.competitors == "none" else args.competitors.split(",")
+    return [Row(names[k], k, "competitor") for k in wanted]
+
+
+class Worker:
+    def __init__(self, script, row, threads, params, log_dir):
+        env = dict(os.environ, **row.env,
+                   OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
+                   MKL_NUM_THREADS=str(threads), TF_ENABLE_ONEDNN_OPTS="1",
+                   TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+        if "CCONV_CPU_CAPABILITY" not in row.env:
+            env.pop("CCONV_CPU_CAPABILITY", None)
+        if "path" in row.spec:
+            env["PYTHONPATH"] = _pythonpath(row.spec["path"])
+        spec = dict(row.spec, kind=row.kind, threads=threads, **params)
+        self.row = row
+        self.log = os.path.join(log_dir, f"{row.kind}-{len(os.listdir(log_dir))}.log")
+        with open(self.log, "w") as err:
+            self.proc = subprocess.Popen([sys.executable, script, "--worker", json.dumps(spec)],
+                                         env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=err, text=True, cwd=tempfile.gettempdir())
+        ready = self._answer()
+        self.info, self.measures = ready["info"], set(ready["measures"])
+
+    def _answer(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            with open(self.log) as f:
+                tail = f.read()[-3000:]
+            sys.exit(f"\nrow '{self.row.label}' failed (log {self.log}):\n{tail}")
+        return json.loads(line)
+
+    def time(self, measure):
+        self.proc.stdin.write(measure + "\n")
+        self.proc.stdin.flush()
+        return self._answer()
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def run(script, rows, measure_keys, args, params):
+    """{row label: {measure: median seconds}} and {row label: worker info}. Workers start
+    one at a time (so warm-ups do not overlap), then take turns, one run each."""
+    log_dir = tempfile.mkdtemp(prefix="cconv-bench-")
+    workers = []
+    for row in rows:
+        print(f"  starting {row.label} ...", file=sys.stderr, flush=True)
+        workers.append(Worker(script, row, args.threads, params, log_dir))
+    times = {(w.row.label, m): [] for w in workers for m in measure_keys if m in w.measures}
+    for r in range(args.repeats):
+        for m in measure_keys:
+            for w in workers[r % len(workers):] + workers[:r % len(workers)]:
+                if m in w.measures:
+                    time.sleep(0.02)  # let the last worker's pool stop spinning
+                    times[w.row.label, m].append(w.time(m))
+    for w in workers:
+        w.close()
+    medians = {w.row.label: {} for w in workers}
+    for (label, m), ts in times.items():
+        medians[label][m] = statistics.median(ts)
+    return medians, {w.row.label: w.info for w in workers}
+
+
+class Results:
+    """Medians of one run, {row label: {measure: seconds}}, with the summary printers."""
+
+    def __init__(self, rows, medians, infos, load_start):
+        self.rows, self.medians, self.infos = rows, medians, infos
+        self.load_start = load_start
+
+    def find(self, **attrs):
+        return next((r for r in self.rows
+                     if all(getattr(r, k) == v for k, v in attrs.items())), None)
+
+    def speedup(self, mine, theirs, key):
+        """How many times faster row `mine` is than row `theirs` on `key` (None: n/a)."""
+        a, b = self.medians[mine.label].get(key), self.medians[theirs.label].get(key)
+        return None if a is None or b is None else b / a
+
+    def _ratios(self, mine, theirs, keys):
+        return ", ".join(f"{k} {x:.2f}x" for k in keys
+                         if (x := self.speedup(mine, theirs, k)) is not None)
+
+    def label_width(self):
+        return max(len(r.label) for r in self.rows) + 2
+
+    def print_ratios(self, keys):
+        """Every cconv row of the checkout against every other build and competitor."""
+        print("how many times faster (competitor's median time / cconv's):")
+        for a in self.rows:
+            for b in self.rows:
+                if a.role in ("level", PICKED) and b.role in ("old", "competitor"):
+                    print(f"  {a.label} vs {b.label}: {self._ratios(a, b, keys)}")
+
+    def print_target(self, mine, theirs, keys, goal, what):
+        """One summary line: row `mine` at least `goal` times as fast as `theirs`."""
+        if mine is None or theirs is None:
+            print(f"TARGET {what}: NOT MEASURED (a row is missing: see --help)")
+            return
+        met = all((self.speedup(mine, theirs, k) or 0) >= goal for k in keys)
+        print(f"TARGET {what}: {mine.label} vs {theirs.label}: "
+              f"{self._ratios(mine, theirs, keys)}: {'MET' if met else 'NOT MET'}")
+
+    def print_load(self):
+        # Other processes on the same cores slow the rows, unevenly: say how busy it was.
+        print(f"load average (1 min) at start {self.load_start:.2f}, at end {os.getloadavg()[0]:.2f}")
+
+
+def print_table(rows, medians, measures):
+    labels = [r.label for r in rows if r.role != "reference"]
+    shown = [m for m in measures if any(m.key in medians[label] for label in labels)]
+    width = max(map(len, labels)) + 2
+    cols = [max(len(m.heading), 8) + 2 for m in shown]
+    head = f"{'':<{width}}" + "".join(f"{m.heading:>{c}}" for m, c in zip(shown, cols))
+    print(head)
+    print("-" * len(head))
+    for label in labels:
+        cells = [m.show(medians[label][m.key]) if m.key in medians[label] else "n/a"
+                 for m in shown]
+        print(f"{label:<{width}}" + "".join(f"{cell:>{c}}" for cell, c in zip(cells, cols)))
+
+
+def bench(script, args, params, title, measures, extra_rows=()):
+    """Run every row of the command line (plus the script's extra rows), print the machine
+    statement and the table of medians, and return the Results."""
+    load_start = os.getloadavg()[0]
+    config, rows = cconv_rows(args)
+    rows += competitor_rows(args) + list(extra_rows)
+    medians, infos = run(script, rows, [m.key for m in measures], args, params)
+    print(title)
+    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores; {args.threads} threads per row, "
+          f"each row in its own process, taking turns; median of {args.repeats}")
+    print(config.rstrip())
+    for label, info in infos.items():
+        print(f"  {label}: {info['version']}")
+    print()
+    print_table(rows, medians, measures)
+    return Results(rows, medians, infos, load_start)
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown CPU"
