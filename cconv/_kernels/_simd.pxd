@@ -47,7 +47,9 @@ cdef extern from * nogil:
     #define cconv_vd_fma(a, b, acc) _mm512_fmadd_pd((a), (b), (acc))
     #define cconv_vf_first(v) _mm512_cvtss_f32(v)
     #define cconv_vd_first(v) _mm512_cvtsd_f64(v)
-    #elif defined(__AVX2__) && defined(__FMA__)
+    #elif defined(__AVX2__) && (defined(__FMA__) || defined(_MSC_VER))
+    /* MSVC's /arch:AVX2 implies FMA but does not define __FMA__; nor does it define
+       __SSE2__, which every x64 CPU has. */
     #include <immintrin.h>
     typedef __m256 cconv_vf;
     typedef __m256d cconv_vd;
@@ -78,7 +80,7 @@ cdef extern from * nogil:
     #define cconv_vd_fma(a, b, acc) _mm256_fmadd_pd((a), (b), (acc))
     #define cconv_vf_first(v) _mm256_cvtss_f32(v)
     #define cconv_vd_first(v) _mm256_cvtsd_f64(v)
-    #elif defined(__SSE2__)
+    #elif defined(__SSE2__) || defined(_M_X64)
     #include <emmintrin.h>
     typedef __m128 cconv_vf;
     typedef __m128d cconv_vd;
