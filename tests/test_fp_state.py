@@ -40,9 +40,10 @@ CHECK = textwrap.dedent("""
 """)
 
 
-def test_subnormals_survive_import_and_kernels():
+def test_subnormals_survive_import_and_kernels(tmp_path):
+    # from an empty folder: from the checkout, `python -c` would import the sources
     result = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
-                            timeout=300)
+                            timeout=300, cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 

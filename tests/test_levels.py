@@ -102,6 +102,11 @@ def test_cpu_without_the_default_level_cannot_import():
     assert "default" in message and "SSE42" in message and "POPCNT" in message
 
 
+def test_no_built_level_says_how_to_build():
+    with pytest.raises(ImportError, match="pip install"):
+        _levels.choose([], "", AVX512, X86)
+
+
 # ---- the level of this process -------------------------------------------------------
 def _numpy_features():
     try:

@@ -73,6 +73,10 @@ def choose(built, requested=None, features=None, machine=None):
     """The level to load: the best one that is built and that the CPU runs, or the
     requested one ($CCONV_CPU_CAPABILITY) when the CPU runs it. A request the CPU cannot
     run, or that names no level, warns and falls back to the best."""
+    if not built:
+        raise ImportError("cconv: its compiled kernels are not here (a source checkout that "
+                          "was not built?): install it with `pip install .`, or build in "
+                          "place with `python setup.py build_ext --inplace`.")
     runs = supported(features, machine)
     usable = [name for name in runs if name in built]
     if not usable:
