@@ -39,6 +39,8 @@ cdef extern from * nogil:
     #define cconv_vd_mul(a, b) _mm512_mul_pd((a), (b))
     #define cconv_vf_div(a, b) _mm512_div_ps((a), (b))
     #define cconv_vd_div(a, b) _mm512_div_pd((a), (b))
+    #define cconv_vf_sqrt(a) _mm512_sqrt_ps(a)
+    #define cconv_vd_sqrt(a) _mm512_sqrt_pd(a)
     #define cconv_vf_min(a, b) _mm512_min_ps((a), (b))
     #define cconv_vd_min(a, b) _mm512_min_pd((a), (b))
     #define cconv_vf_max(a, b) _mm512_max_ps((a), (b))
@@ -72,6 +74,8 @@ cdef extern from * nogil:
     #define cconv_vd_mul(a, b) _mm256_mul_pd((a), (b))
     #define cconv_vf_div(a, b) _mm256_div_ps((a), (b))
     #define cconv_vd_div(a, b) _mm256_div_pd((a), (b))
+    #define cconv_vf_sqrt(a) _mm256_sqrt_ps(a)
+    #define cconv_vd_sqrt(a) _mm256_sqrt_pd(a)
     #define cconv_vf_min(a, b) _mm256_min_ps((a), (b))
     #define cconv_vd_min(a, b) _mm256_min_pd((a), (b))
     #define cconv_vf_max(a, b) _mm256_max_ps((a), (b))
@@ -103,6 +107,8 @@ cdef extern from * nogil:
     #define cconv_vd_mul(a, b) _mm_mul_pd((a), (b))
     #define cconv_vf_div(a, b) _mm_div_ps((a), (b))
     #define cconv_vd_div(a, b) _mm_div_pd((a), (b))
+    #define cconv_vf_sqrt(a) _mm_sqrt_ps(a)
+    #define cconv_vd_sqrt(a) _mm_sqrt_pd(a)
     #define cconv_vf_min(a, b) _mm_min_ps((a), (b))
     #define cconv_vd_min(a, b) _mm_min_pd((a), (b))
     #define cconv_vf_max(a, b) _mm_max_ps((a), (b))
@@ -134,6 +140,8 @@ cdef extern from * nogil:
     #define cconv_vd_mul(a, b) vmulq_f64((a), (b))
     #define cconv_vf_div(a, b) vdivq_f32((a), (b))
     #define cconv_vd_div(a, b) vdivq_f64((a), (b))
+    #define cconv_vf_sqrt(a) vsqrtq_f32(a)
+    #define cconv_vd_sqrt(a) vsqrtq_f64(a)
     #define cconv_vf_min(a, b) vminq_f32((a), (b))
     #define cconv_vd_min(a, b) vminq_f64((a), (b))
     #define cconv_vf_max(a, b) vmaxq_f32((a), (b))
@@ -164,6 +172,8 @@ cdef extern from * nogil:
     #define cconv_vd_mul(a, b) ((a) * (b))
     #define cconv_vf_div(a, b) ((a) / (b))
     #define cconv_vd_div(a, b) ((a) / (b))
+    #define cconv_vf_sqrt(a) sqrtf(a)
+    #define cconv_vd_sqrt(a) sqrt(a)
     #define cconv_vf_min(a, b) ((a) < (b) ? (a) : (b))
     #define cconv_vd_min(a, b) ((a) < (b) ? (a) : (b))
     #define cconv_vf_max(a, b) ((a) > (b) ? (a) : (b))
@@ -258,6 +268,8 @@ cdef extern from * nogil:
     const bint HAVE_FMA "CCONV_HAVE_FMA"
     float tanh_f32 "cconv_tanhf"(float v)
     vf vf_tanh "cconv_vf_tanh"(vf v)
+    vf vf_sqrt "cconv_vf_sqrt"(vf a)
+    vd vd_sqrt "cconv_vd_sqrt"(vd a)
 
 
 # float64 tanh. Its helpers need the bits of a double (sign, exponent), so they are

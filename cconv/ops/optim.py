@@ -1,4 +1,4 @@
-"""Optimizer updates (kernels: _optim.pyx)."""
+"""Optimizer updates (kernels: _optim.pyx.tp)."""
 import numbers
 
 import numpy as np
