@@ -4,6 +4,7 @@ Everything a user passes is checked here, once, before any kernel runs. Inputs a
 rescaled: x is cast to the model's dtype as it is (uint8 pixels stay 0..255; divide by
 255 yourself, as with Keras).
 """
+import math
 import numbers
 import os
 import sys
@@ -20,6 +21,10 @@ from cconv._io import atomic_write
 METRICS = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy")
 META_PREFIX = "meta."  # arrays in a weights file that describe it; load_weights skips them
 _FINITE_CHECK_ROWS = 4096  # check NaN/inf in slices: never a bool copy of all of x
+# predict and evaluate run the model on chunks whose largest activation is about this
+# size, whatever batch_size says: every row's output is computed on its own, so the
+# results are the same, and small batches would pay each step's fixed cost many times.
+INFERENCE_CHUNK_BYTES = 32 << 20
 
 
 class NotCompiledError(RuntimeError, ValueError):
@@ -411,7 +416,7 @@ class Sequential:
                     cb.on_train_batch_end(step, logs)
             logs = self._logs(loss_sum, correct, n)
             if val is not None:
-                logs.update(self._evaluate_onehot(val[0], val[1], batch_size, "val_"))
+                logs.update(self._evaluate_onehot(val[0], val[1], "val_"))
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -420,23 +425,31 @@ class Sequential:
             cb.on_train_end()
         return history
 
-    def _evaluate_onehot(self, x, onehot, batch_size, prefix=""):
+    def _inference_chunk(self):
+        """Images per forward pass of predict and evaluate (at least one)."""
+        widest = max(math.prod(shape) for shape in
+                     [self.input_shape] + [layer.output_shape for layer in self.layers])
+        return max(1, INFERENCE_CHUNK_BYTES // (widest * np.dtype(self.dtype).itemsize))
+
+    def _evaluate_onehot(self, x, onehot, prefix=""):
         loss_sum, correct = 0.0, 0
-        for start in range(0, len(x), batch_size):
-            ob = onehot[start:start + batch_size]
-            losses_, _, out = self._loss_and_grad(ob, x[start:start + batch_size], False, None)
+        chunk = self._inference_chunk()
+        for start in range(0, len(x), chunk):
+            ob = onehot[start:start + chunk]
+            losses_, _, out = self._loss_and_grad(ob, x[start:start + chunk], False, None)
             loss_sum += float(losses_.sum())
             correct += int((out.argmax(axis=1) == ob.argmax(axis=1)).sum())
         return self._logs(loss_sum, correct, len(x), prefix)
 
     def evaluate(self, x, y, batch_size=32, return_dict=False, verbose=0):
-        """Loss (and accuracy) over (x, y), computed batch by batch. Returns [loss, acc],
-        or loss alone without metrics, or a dict with return_dict=True."""
+        """Loss (and accuracy) over (x, y). Returns [loss, acc], or loss alone without
+        metrics, or a dict with return_dict=True. batch_size is checked, as in Keras, but
+        the work goes in chunks of cconv's choosing: the results do not depend on it."""
         self._require_compiled("evaluate")
         x = self._check_x(x)
         onehot = self._check_y(y, len(x))
-        batch_size = self._check_batch_size(batch_size)
-        logs = self._evaluate_onehot(x, onehot, batch_size)
+        self._check_batch_size(batch_size)
+        logs = self._evaluate_onehot(x, onehot)
         if verbose:
             print(callbacks_module._format_logs(logs))
         if return_dict:
@@ -445,11 +458,13 @@ class Sequential:
         return values if len(values) > 1 else values[0]
 
     def predict(self, x, batch_size=32):
-        """The model's output (probabilities after a softmax), computed batch by batch."""
+        """The model's output (probabilities after a softmax). As in evaluate, the work
+        goes in chunks of cconv's choosing, and batch_size does not change the result."""
         x = self._check_x(x)
-        batch_size = self._check_batch_size(batch_size)
+        self._check_batch_size(batch_size)
         ops.check_size("predict output", (len(x),) + self.output_shape, self.dtype)
         out = np.empty((len(x),) + self.output_shape, dtype=self.dtype)
-        for start in range(0, len(x), batch_size):
-            out[start:start + batch_size] = self._forward(x[start:start + batch_size], False)
+        chunk = self._inference_chunk()
+        for start in range(0, len(x), chunk):
+            out[start:start + chunk] = self._forward(x[start:start + chunk], False)
         return out

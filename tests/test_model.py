@@ -71,6 +71,42 @@ def test_predict_and_evaluate_match_numpy_in_any_batch_size():
     assert acc == (p.argmax(axis=1) == y).mean()
 
 
+@pytest.mark.parametrize("make", ["small", "tf"])
+def test_predict_rows_do_not_depend_on_their_chunk(rng, monkeypatch, make):
+    """predict picks its own chunk size; each row must come out the same bits whatever
+    rows share its chunk: alone, in the chunks of a small chunk budget (with a ragged
+    last chunk), or all at once, at any batch_size."""
+    model = small_model() if make == "small" else tf_style_model()
+    x = rng.random((45,) + model.input_shape).astype(np.float32)
+    alone = np.concatenate([model.predict(x[i:i + 1]) for i in range(len(x))])
+    widest = max(np.prod(shape) for shape in
+                 [model.input_shape] + [layer.output_shape for layer in model.layers]) * 4
+    monkeypatch.setattr(cconv.model, "INFERENCE_CHUNK_BYTES", 7 * widest)
+    assert model._inference_chunk() == 7
+    for batch_size in (1, 32, 500, len(x)):
+        assert np.array_equal(model.predict(x, batch_size=batch_size), alone)
+    monkeypatch.setattr(cconv.model, "INFERENCE_CHUNK_BYTES", 1 << 40)
+    assert np.array_equal(model.predict(x), alone)
+
+
+def test_evaluate_is_the_same_at_every_batch_size_and_thread_count(rng, threads):
+    """The per-sample mean of the loss, against the probabilities written out by hand
+    from predict; the same bits at batch sizes 1, 32 and all, on 1 and 2 threads."""
+    model = small_model()
+    x = rng.random((300, 10, 9, 2)).astype(np.float32)
+    y = rng.integers(0, 4, len(x))
+    p = model.predict(x).astype(np.float64)
+    results = set()
+    for n in (1, 2):
+        cconv.set_num_threads(n)
+        for batch_size in (1, 32, len(x)):
+            results.add(tuple(model.evaluate(x, y, batch_size=batch_size)))
+    assert len(results) == 1
+    loss, acc = results.pop()
+    np.testing.assert_allclose(loss, -np.log(p[np.arange(len(x)), y]).mean(), rtol=1e-6)
+    assert acc == (p.argmax(axis=1) == y).mean()
+
+
 def test_awkward_inputs_work_unscaled():
     rng = np.random.default_rng(3)
     model = small_model()
