@@ -66,6 +66,9 @@ def parser(doc):
                         "(e.g. an old -march=native build); repeatable")
     p.add_argument("--competitors", default="torch,keras",
                    help="comma-separated from torch, keras; 'none' for cconv only")
+    p.add_argument("--busy", type=int, default=0, metavar="N",
+                   help="time the rows while N other processes keep a core busy each "
+                        "(plain Python loops), as a user's browser or build would")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
 
@@ -224,12 +227,19 @@ def run(script, rows, measure_keys, args, params):
         print(f"  starting {row.label} ...", file=sys.stderr, flush=True)
         workers.append(Worker(script, row, args.threads, params, log_dir))
     times = {(w.row.label, m): [] for w in workers for m in measure_keys if m in w.measures}
-    for r in range(args.repeats):
-        for m in measure_keys:
-            for w in workers[r % len(workers):] + workers[:r % len(workers)]:
-                if m in w.measures:
-                    time.sleep(0.02)  # let the last worker's pool stop spinning
-                    times[w.row.label, m].append(w.time(m))
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(args.busy)]
+    try:
+        for r in range(args.repeats):
+            for m in measure_keys:
+                for w in workers[r % len(workers):] + workers[:r % len(workers)]:
+                    if m in w.measures:
+                        time.sleep(0.02)  # let the last worker's pool stop spinning
+                        times[w.row.label, m].append(w.time(m))
+    finally:
+        for b in busy:
+            b.kill()
+            b.wait()
     for w in workers:
         w.close()
     medians = {w.row.label: {} for w in workers}
@@ -306,7 +316,8 @@ def bench(script, args, params, title, measures, extra_rows=()):
     medians, infos = run(script, rows, [m.key for m in measures], args, params)
     print(title)
     print(f"machine: {_cpu_name()}, {os.cpu_count()} cores; {args.threads} threads per row, "
-          f"each row in its own process, taking turns; median of {args.repeats}")
+          f"each row in its own process, taking turns; median of {args.repeats}"
+          + (f"; {args.busy} other busy process(es) running" if args.busy else ""))
     print(config.rstrip())
     for label, info in infos.items():
         print(f"  {label}: {info['version']}")

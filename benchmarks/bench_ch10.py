@@ -16,7 +16,7 @@ Measures, seconds per epoch, medians over --repeats epochs after a warm-up epoch
   f64 epoch   cconv in float64 (cconv rows only)
 --oracle adds cconv.oracle (plain NumPy, float32) as a row: slow, epoch only.
 
-    python benchmarks/bench_ch10.py [--repeats 5] [--capability all] [--old DIR] [--quick]
+    python benchmarks/bench_ch10.py [--repeats 5] [--capability all] [--old DIR] [--busy N] [--quick]
 """
 import numpy as np
 

@@ -25,7 +25,7 @@ forward + weight gradients + input gradients (all but conv1's), 82.05 MFLOP per 
 They are "effective": cconv's conv2 runs Winograd F(2x2, 5x5), 36 products where the
 direct convolution does 100, so its share can pass 100% of the peak.
 
-    python benchmarks/bench_tfnet.py [--repeats 5] [--capability all] [--old DIR] [--quick]
+    python benchmarks/bench_tfnet.py [--repeats 5] [--capability all] [--old DIR] [--busy N] [--quick]
 """
 import numpy as np
 
