@@ -1,6 +1,8 @@
 """Callbacks with Keras names and hooks. fit() calls, in order: on_train_begin, then per
 epoch on_epoch_begin, on_train_batch_begin/end per batch, on_epoch_end(epoch, logs), and
-finally on_train_end. Setting model.stop_training = True ends training after the epoch."""
+finally on_train_end. Setting model.stop_training = True ends training after the epoch.
+evaluate() and predict() call the on_test_* and on_predict_* hooks of the callbacks
+passed to them."""
 import csv
 import io
 import math
@@ -39,6 +41,31 @@ class Callback:
         pass
 
     def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    # evaluate() and predict() call these, with Keras's names
+    def on_test_begin(self, logs=None):
+        pass
+
+    def on_test_end(self, logs=None):
+        pass
+
+    def on_test_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_test_batch_end(self, batch, logs=None):
+        pass
+
+    def on_predict_begin(self, logs=None):
+        pass
+
+    def on_predict_end(self, logs=None):
+        pass
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_predict_batch_end(self, batch, logs=None):
         pass
 
 
