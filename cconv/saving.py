@@ -5,9 +5,11 @@ reads and writes):
 - config.json: {"module": "keras", "class_name": "Sequential", "config": {...},
   "build_config": {"input_shape": [null, ...]}, "compile_config": {...}};
 - metadata.json: {"keras_version": ..., "date_saved": ...};
-- model.weights.h5: each layer's weights as datasets layers/<name>/vars/0, 1, ...
-  (kernel, bias), the optimizer's as optimizer/vars/0 (iterations), 1 (learning
-  rate), then for each weight its slots (SGD: momentum; Adam: m, v).
+- model.weights.h5: each layer's weights as datasets layers/<key>/vars/0, 1, ...
+  (kernel, bias), where the key is the layer's class in snake case, numbered within the
+  model (conv2d, conv2d_1, dense, ...; never the layer's name); the optimizer's as
+  optimizer/vars/0 (iterations), 1 (learning rate), then for each weight its slots
+  (SGD: momentum; Adam: m, v).
 
 Loading reads and checks everything (members, sizes, config, every dataset's name and
 shape) before it makes the model; a file it cannot use raises a ValueError naming the
@@ -100,7 +102,18 @@ def sequential_from_config(config, custom_objects=None):
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise ValueError(f"Sequential config: expected a dict with a 'layers' list, got "
                          f"{type(config).__name__}")
-    dtype = layers_module.policy_name("Sequential: dtype", config.get("dtype")) or "float32"
+    # Keras keeps a dtype per layer (its Sequential's own stays at floatx when only the
+    # layers are given one); cconv computes every layer in one dtype: the layers' common
+    # one, else the model's.
+    layer_dtypes = {layers_module.policy_name(f"layer {(e.get('config') or {}).get('name')!r}:"
+                                              f" dtype", (e.get("config") or {}).get("dtype"))
+                    for e in config["layers"] if isinstance(e, dict)
+                    and e.get("class_name") != "InputLayer"} - {None}
+    if len(layer_dtypes) > 1:
+        raise ValueError(f"Sequential: the layers' dtypes differ ({sorted(layer_dtypes)}); "
+                         f"cconv computes every layer in the model's one dtype")
+    dtype = layer_dtypes.pop() if layer_dtypes else (
+        layers_module.policy_name("Sequential: dtype", config.get("dtype")) or "float32")
     if dtype not in _DTYPES:
         raise ValueError(f"Sequential: dtype {dtype!r} is not supported by cconv (only "
                          f"float32 or float64)")
@@ -118,12 +131,6 @@ def sequential_from_config(config, custom_objects=None):
             items.append(inp)
             continue
         cls = _layer_class(entry, custom_objects)
-        layer_dtype = layers_module.policy_name(
-            f"layer {entry['config'].get('name')!r}: dtype", entry["config"].get("dtype"))
-        if layer_dtype is not None and layer_dtype != dtype:
-            raise ValueError(f"layer {entry['config'].get('name')!r}: dtype {layer_dtype!r} "
-                             f"differs from the model's {dtype!r}; cconv computes every "
-                             f"layer in the model's dtype")
         items.append(cls.from_config(entry["config"], custom_objects)
                      if issubclass(cls, layers_module.Layer) else cls.from_config(
                          entry["config"]))
@@ -159,14 +166,25 @@ def compile_from_config(model, config):
 
 
 # ---- writing -------------------------------------------------------------------------
+def _h5_keys(model):
+    """Each layer's group under layers/ in model.weights.h5, as Keras numbers them."""
+    keys, used = [], {}
+    for layer in model.layers:
+        base = layers_module.default_name(type(layer))
+        n = used.get(base, 0)
+        used[base] = n + 1
+        keys.append(base if n == 0 else f"{base}_{n}")
+    return keys
+
+
 def _weights_h5(model):
     """model.weights.h5's bytes: each layer's weights, then the optimizer's state."""
     h5py = _h5py()
     buf = io.BytesIO()
     params = [layer.params[k] for layer, k in model._weight_keys()] if model.built else []
     with h5py.File(buf, "w") as f:
-        for layer in model.layers:
-            group = f.create_group(f"layers/{layer.name}/vars")
+        for layer, key in zip(model.layers, _h5_keys(model)):
+            group = f.create_group(f"layers/{key}/vars")
             group.attrs["name"] = layer.name
             for i, k in enumerate(k for k in layer.weight_names if k in layer.params):
                 group.create_dataset(str(i), data=layer.params[k])
@@ -237,9 +255,9 @@ def _json(z, name):
 def _expected_datasets(model, compiled):
     """{dataset path: (shape, kinds)} that model.weights.h5 must hold for this model."""
     want = {}
-    for layer in model.layers:
+    for layer, key in zip(model.layers, _h5_keys(model)):
         for i, k in enumerate(k for k in layer.weight_names if k in layer.params):
-            want[f"layers/{layer.name}/vars/{i}"] = (layer.params[k].shape, "f")
+            want[f"layers/{key}/vars/{i}"] = (layer.params[k].shape, "f")
     if compiled:
         want["optimizer/vars/0"] = ((), "iu")
         want["optimizer/vars/1"] = ((), "f")
@@ -343,7 +361,8 @@ def _load(path, custom_objects, compile_):
         arrays = _read_weights(model, data, compiled,
                                skip_optimizer=config.get("compile_config") is not None
                                and not compiled)
-    model.set_weights([arrays[f"layers/{layer.name}/vars/{i}"] for layer in model.layers
+    model.set_weights([arrays[f"layers/{key}/vars/{i}"]
+                       for layer, key in zip(model.layers, _h5_keys(model))
                        for i, _ in enumerate(k for k in layer.weight_names
                                              if k in layer.params)])
     if compiled:
