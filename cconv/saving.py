@@ -332,12 +332,10 @@ def _load(path, custom_objects, compile_):
     with open(path, "rb") as raw, zipfile.ZipFile(raw) as z:
         names = set(z.namelist())
         if CONFIG not in names:
-            if "model.weights.npz" in names:
-                raise _Bad("its weights are in Keras's .npz store, which cconv does not "
-                           "read; save it from Keras with the default .h5 store")
             raise _Bad(f"no {CONFIG} inside: not a .keras file")
         if WEIGHTS not in names:
-            raise _Bad(f"no {WEIGHTS} inside (sharded or .npz weights are not supported)")
+            raise _Bad(f"no {WEIGHTS} inside (Keras's .npz or sharded weight stores are "
+                       f"not supported; save with its default .h5 store)")
         unknown = sorted(n for n in names - {CONFIG, METADATA, WEIGHTS} if not n.endswith("/"))
         if unknown:
             raise _Bad(f"holds members cconv does not know: {', '.join(unknown)}")

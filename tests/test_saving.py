@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 import cconv
-from cconv import saving
 from zoo import MODELS, OPTIMIZERS, data, make, same_bits
 
 h5py = pytest.importorskip("h5py")
