@@ -348,17 +348,18 @@ def _load(path, custom_objects, compile_):
             shape = (config.get("build_config") or {}).get("input_shape")
             if isinstance(shape, list) and len(shape) >= 2:
                 model.build(tuple(shape[1:]))
-        compiled = compile_ and config.get("compile_config") is not None
+        # Keras writes {} for a model that was never compiled
+        compile_config = config.get("compile_config") or None
+        compiled = compile_ and compile_config is not None
         if compiled:
-            compile_from_config(model, config["compile_config"])
+            compile_from_config(model, compile_config)
         limit = _H5_SLACK + (1 + _MAX_SLOTS) * sum(
             p.nbytes for layer in model.layers for p in layer.params.values())
         data = _read_member(z, WEIGHTS, limit)
         if not model.built:
             return model  # saved before it knew its input: no weights to read
         arrays = _read_weights(model, data, compiled,
-                               skip_optimizer=config.get("compile_config") is not None
-                               and not compiled)
+                               skip_optimizer=compile_config is not None and not compiled)
     model.set_weights([arrays[f"layers/{key}/vars/{i}"]
                        for layer, key in zip(model.layers, _h5_keys(model))
                        for i, _ in enumerate(k for k in layer.weight_names

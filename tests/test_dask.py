@@ -7,12 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-distributed = pytest.importorskip("distributed")
+from zoo import need, same_bits
 
-from zoo import same_bits  # noqa: E402
-
+distributed = need("distributed", "dask")
 ROOT = Path(__file__).resolve().parents[1]
 
 

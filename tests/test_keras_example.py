@@ -7,11 +7,11 @@ import runpy
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import cconv.datasets.mnist
+from zoo import need
 
-pytest.importorskip("h5py")
+need("h5py", "h5")
 SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "keras_mnist_convnet.py"
 
 

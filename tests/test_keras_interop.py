@@ -8,16 +8,12 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_ENABLE_X64", "1")  # else jax computes float64 models in float32
-if os.environ.get("CCONV_REQUIRE_KERAS"):  # CI: a missing Keras is a failure
-    import h5py  # noqa: F401
-    import keras
-else:
-    pytest.importorskip("h5py")
-    keras = pytest.importorskip("keras", reason='Keras 3 is not installed (pip install '
-                                                '".[interop]")')
+from zoo import data, make, need  # noqa: E402
+
+need("h5py", "h5")
+keras = need("keras", "interop")
 
 import cconv  # noqa: E402
-from zoo import data, make  # noqa: E402
 
 # Keras 3.15 on jax computes parts of a float64 model in float32 (its first conv's output
 # is 1.5e-7 from float64's, the same raw jax.lax conv is 1e-15 from cconv's oracle), so
@@ -127,3 +123,19 @@ def test_every_keras_argument_is_accepted_by_name(method):
     missing = [n for n, p in theirs.items()
                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and n not in ours]
     assert missing == []
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_untrained_keras_models_load(tmp_path, compiled):
+    keras.utils.set_random_seed(5)
+    theirs = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3, activation="tanh")])
+    if compiled:
+        theirs.compile(optimizer="adam", loss="categorical_crossentropy")
+    theirs.save(tmp_path / "k.keras")
+    ours = cconv.models.load_model(tmp_path / "k.keras")
+    assert ours.compiled == compiled
+    x = np.linspace(-1, 1, 12, dtype=np.float32).reshape(2, 6)
+    np.testing.assert_allclose(ours.predict(x), theirs.predict(x, verbose=0), **TOL["float32"])
+    if compiled:
+        assert ours.optimizer.iterations == 0 and isinstance(ours.optimizer,
+                                                             cconv.optimizers.Adam)

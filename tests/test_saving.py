@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 import cconv
-from zoo import MODELS, OPTIMIZERS, data, make, same_bits
+from zoo import MODELS, OPTIMIZERS, data, make, need, same_bits
 
-h5py = pytest.importorskip("h5py")
+h5py = need("h5py", "h5")
 
 
 def digest(path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import cconv
-from zoo import data, make
+from zoo import data, make, need
 
 
 class Pause(cconv.callbacks.Callback):
@@ -61,7 +61,8 @@ CALLS = {
 @pytest.mark.parametrize("call", CALLS)
 def test_second_use_from_another_thread_is_refused_naming_the_model(training, call):
     model, x, y, folder = training
-    pytest.importorskip("h5py") if call == "save" else None
+    if call == "save":
+        need("h5py", "h5")
     before = model.get_weights()
     with pytest.raises(cconv.ModelBusyError,
                        match=rf"{call}: model 'net_a' is running fit in thread 'trainer'"):
@@ -70,7 +71,7 @@ def test_second_use_from_another_thread_is_refused_naming_the_model(training, ca
 
 
 def test_the_training_thread_may_evaluate_save_and_copy_from_callbacks(tmp_path):
-    pytest.importorskip("h5py")
+    need("h5py", "h5")
     model = make("keras_layers", trained=False)
     x, y = data("keras_layers")
     seen = {}

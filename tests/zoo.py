@@ -66,3 +66,16 @@ def make(model_name, dtype="float32", optimizer="adam", compiled=True, trained=T
 def same_bits(a, b):
     return all(u.dtype == v.dtype and u.shape == v.shape and np.array_equal(u, v)
                for u, v in zip(a, b)) and len(a) == len(b)
+
+
+def need(module, extra):
+    """module, imported; without it the test skips, saying which extra installs it, or
+    fails when CCONV_REQUIRE_EXTRAS is set (CI installs every extra)."""
+    import importlib
+    import os
+
+    import pytest
+    if os.environ.get("CCONV_REQUIRE_EXTRAS"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f'{module} is not installed (pip install '
+                                              f'".[{extra}]")')
