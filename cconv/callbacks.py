@@ -277,10 +277,12 @@ class EarlyStopping(_Monitor):
 class ModelCheckpoint(_Monitor):
     """Save the weights after every epoch, or only when `monitor` improves
     (save_best_only=True), with model.save_weights: an .npz file written atomically.
+    With save_weights_only=False, the whole model with model.save: a .keras file, as
+    Keras's default (cconv's default stays weights only).
 
     filepath may hold format fields filled from the epoch (counted from 1) and the
     epoch's logs, e.g. "ckpt-{epoch:02d}-{val_loss:.4f}.npz"; its folder is created if
-    needed. cconv saves weights only, so save_weights_only must stay True."""
+    needed."""
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=True, mode="auto"):
@@ -292,13 +294,13 @@ class ModelCheckpoint(_Monitor):
                             f"{type(filepath).__name__}") from None
         if not self.filepath:
             raise ValueError("ModelCheckpoint: filepath: expected a file name, got ''")
-        if not save_weights_only:
-            raise ValueError("ModelCheckpoint: save_weights_only=False would save the "
-                             "whole model, which cconv cannot do; it saves weights only "
-                             "(model.save_weights)")
+        if not save_weights_only and not self.filepath.endswith(".keras"):
+            raise ValueError(f"ModelCheckpoint: save_weights_only=False saves the whole "
+                             f"model, to a .keras file; filepath {self.filepath!r} does "
+                             f"not end in .keras")
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)
-        self.save_weights_only = True
+        self.save_weights_only = bool(save_weights_only)
         # kept across fit() calls, as in Keras: a later fit never overwrites a better file
         self.best = None
 
@@ -338,7 +340,10 @@ class ModelCheckpoint(_Monitor):
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
-        self.model.save_weights(path)
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
 
 
 class CSVLogger(Callback):

@@ -312,3 +312,18 @@ def test_kill_9_during_saves_never_damages_the_file(tmp_path):
     assert killed_with_temporary, "no kill landed during a write; the test saw nothing"
     cconv.Sequential([cconv.Input((2,)), cconv.layers.Dense(1)]).save(tmp_path / "small.keras")
     assert sorted(os.listdir(tmp_path)) == ["big.keras", "small.keras"]
+
+
+def test_model_checkpoint_saves_whole_models(tmp_path):
+    model = make("keras_layers", optimizer="adam", trained=False)
+    x, y = data("keras_layers")
+    ckpt = cconv.callbacks.ModelCheckpoint(str(tmp_path / "ckpt-{epoch}.keras"),
+                                           save_weights_only=False)
+    model.fit(x, y, batch_size=8, epochs=3, verbose=0, seed=4, callbacks=[ckpt])
+    assert sorted(os.listdir(tmp_path)) == [f"ckpt-{e}.keras" for e in (1, 2, 3)]
+    second = cconv.models.load_model(tmp_path / "ckpt-2.keras")
+    final = cconv.models.load_model(tmp_path / "ckpt-3.keras")
+    redo = make("keras_layers", optimizer="adam", trained=False)
+    redo.fit(x, y, batch_size=8, epochs=3, verbose=0, seed=4)
+    assert same_bits(final.get_weights(), redo.get_weights())
+    assert second.optimizer.iterations == 2 * 3 and final.optimizer.iterations == 3 * 3
