@@ -1,13 +1,14 @@
 """cconv: a small, fast, exact CNN trainer. Cython/OpenMP kernels, a Keras-like API."""
 __version__ = "0.1.0"
 
-from cconv import callbacks, layers, losses, ops, optimizers, utils
+from cconv import callbacks, layers, losses, models, ops, optimizers, utils
 from cconv._config import cpu_capability, get_num_threads, set_num_threads, show_config
-from cconv.model import NotCompiledError, Sequential
+from cconv.layers import Input
+from cconv.model import ModelBusyError, NotCompiledError, Sequential
 
-__all__ = ["Sequential", "NotCompiledError", "layers", "losses", "ops", "optimizers",
-           "callbacks", "utils", "datasets", "show_config", "cpu_capability", "set_num_threads",
-           "get_num_threads", "__version__"]
+__all__ = ["Sequential", "Input", "NotCompiledError", "ModelBusyError", "layers", "losses",
+           "models", "ops", "optimizers", "callbacks", "utils", "datasets", "show_config",
+           "cpu_capability", "set_num_threads", "get_num_threads", "__version__"]
 
 
 def __getattr__(name):

@@ -1,6 +1,8 @@
 """Callbacks with Keras names and hooks. fit() calls, in order: on_train_begin, then per
 epoch on_epoch_begin, on_train_batch_begin/end per batch, on_epoch_end(epoch, logs), and
-finally on_train_end. Setting model.stop_training = True ends training after the epoch."""
+finally on_train_end. Setting model.stop_training = True ends training after the epoch.
+evaluate() and predict() call the on_test_* and on_predict_* hooks of the callbacks
+passed to them."""
 import csv
 import io
 import math
@@ -39,6 +41,31 @@ class Callback:
         pass
 
     def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    # evaluate() and predict() call these, with Keras's names
+    def on_test_begin(self, logs=None):
+        pass
+
+    def on_test_end(self, logs=None):
+        pass
+
+    def on_test_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_test_batch_end(self, batch, logs=None):
+        pass
+
+    def on_predict_begin(self, logs=None):
+        pass
+
+    def on_predict_end(self, logs=None):
+        pass
+
+    def on_predict_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_predict_batch_end(self, batch, logs=None):
         pass
 
 
@@ -250,10 +277,12 @@ class EarlyStopping(_Monitor):
 class ModelCheckpoint(_Monitor):
     """Save the weights after every epoch, or only when `monitor` improves
     (save_best_only=True), with model.save_weights: an .npz file written atomically.
+    With save_weights_only=False, the whole model with model.save: a .keras file, as
+    Keras's default (cconv's default stays weights only).
 
     filepath may hold format fields filled from the epoch (counted from 1) and the
     epoch's logs, e.g. "ckpt-{epoch:02d}-{val_loss:.4f}.npz"; its folder is created if
-    needed. cconv saves weights only, so save_weights_only must stay True."""
+    needed."""
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
                  save_weights_only=True, mode="auto"):
@@ -265,13 +294,13 @@ class ModelCheckpoint(_Monitor):
                             f"{type(filepath).__name__}") from None
         if not self.filepath:
             raise ValueError("ModelCheckpoint: filepath: expected a file name, got ''")
-        if not save_weights_only:
-            raise ValueError("ModelCheckpoint: save_weights_only=False would save the "
-                             "whole model, which cconv cannot do; it saves weights only "
-                             "(model.save_weights)")
+        if not save_weights_only and not self.filepath.endswith(".keras"):
+            raise ValueError(f"ModelCheckpoint: save_weights_only=False saves the whole "
+                             f"model, to a .keras file; filepath {self.filepath!r} does "
+                             f"not end in .keras")
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)
-        self.save_weights_only = True
+        self.save_weights_only = bool(save_weights_only)
         # kept across fit() calls, as in Keras: a later fit never overwrites a better file
         self.best = None
 
@@ -311,7 +340,10 @@ class ModelCheckpoint(_Monitor):
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
-        self.model.save_weights(path)
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
 
 
 class CSVLogger(Callback):

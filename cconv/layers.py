@@ -4,7 +4,10 @@ and keeps what its backward pass needs from the last training forward pass in it
 
 Shapes given to layers exclude the batch axis, as in Keras.
 """
+import importlib
+import inspect
 import numbers
+import re
 import threading
 
 import numpy as np
@@ -75,6 +78,91 @@ INITIALIZERS = {
     "zeros": lambda shape, fans, rng: np.zeros(shape),
     "ones": lambda shape, fans, rng: np.ones(shape),
 }
+
+
+# cconv's initializer names and Keras's class names for them
+KERAS_INITIALIZERS = {"glorot_uniform": "GlorotUniform", "glorot_normal": "GlorotNormal",
+                      "he_uniform": "HeUniform", "he_normal": "HeNormal", "zeros": "Zeros",
+                      "ones": "Ones"}
+_SEEDLESS = ("zeros", "ones")
+
+
+def serialize_initializer(spec):
+    """An initializer as Keras writes it in a config: a dict naming its class."""
+    if isinstance(spec, str):
+        return {"module": "keras.initializers", "class_name": KERAS_INITIALIZERS[spec],
+                "config": {} if spec in _SEEDLESS else {"seed": None},
+                "registered_name": None}
+    module = getattr(spec, "__module__", None)
+    qualname = getattr(spec, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        raise ValueError(f"initializer: {spec!r} has no importable name, so no config can "
+                         f"name it; use a function defined at a module's top level")
+    return {"module": module, "class_name": qualname, "config": {},
+            "registered_name": f"{module}>{qualname}"}
+
+
+def deserialize_initializer(what, value, custom_objects=None):
+    """The initializer a config names: one of cconv's, one in custom_objects, or a
+    function of cconv's own modules. Nothing else is imported."""
+    custom_objects = custom_objects or {}
+    if isinstance(value, str):
+        value = {"class_name": value, "config": {}}
+    if not isinstance(value, dict) or not isinstance(value.get("class_name"), str):
+        raise ValueError(f"{what}: expected an initializer's name or config dict, got "
+                         f"{value!r}")
+    class_name, registered = value["class_name"], value.get("registered_name")
+    for key in (registered, class_name):
+        if key in custom_objects:
+            return custom_objects[key]
+    by_class = {v: k for k, v in KERAS_INITIALIZERS.items()}
+    name = class_name if class_name in KERAS_INITIALIZERS else by_class.get(class_name)
+    if name is not None and value.get("module", "keras.initializers") == "keras.initializers":
+        options = {k: v for k, v in (value.get("config") or {}).items() if v is not None}
+        if options:
+            raise ValueError(f"{what}: {class_name} with {options} is not supported by "
+                             f"cconv (only without options; a seed comes from "
+                             f"cconv.utils.set_random_seed)")
+        return name
+    if isinstance(registered, str) and registered.startswith("cconv.") and ">" in registered:
+        module_name, _, qualname = registered.partition(">")
+        try:
+            obj = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError):
+            obj = None
+        if callable(obj):
+            return obj
+    raise ValueError(f"{what}: initializer {registered or class_name!r} is not one cconv "
+                     f"has ({', '.join(KERAS_INITIALIZERS.values())}); pass it in "
+                     f"custom_objects={{{(registered or class_name)!r}: function}}")
+
+
+def dtype_policy(dtype):
+    """A dtype as Keras writes it in a layer's config."""
+    return {"module": "keras", "class_name": "DTypePolicy",
+            "config": {"name": np.dtype(dtype).name}, "registered_name": None}
+
+
+def policy_name(what, value):
+    """The dtype name in a config's "dtype" entry (a policy dict, a string or None)."""
+    if isinstance(value, dict):
+        value = (value.get("config") or {}).get("name")
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{what}: expected a dtype name or policy, got {value!r}")
+
+
+def default_name(cls):
+    """Keras's default layer name: the class name in snake case (MaxPooling2D ->
+    max_pooling2d)."""
+    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cls.__name__).lower()
+
+
+def _same(a, b):
+    norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    return norm(a) == norm(b)
 
 
 def _truncated_standard_normal(rng, shape):
@@ -205,17 +293,120 @@ class Layer:
     def count_params(self):
         return int(sum(p.size for p in self.params.values()))
 
+    # ---- configs and copies ------------------------------------------------------------
+    # Keras options that cconv has only at one value: {option: that value}. A config with
+    # another value is refused, naming the option.
+    KERAS_FIXED = {}
+    # attributes holding per-thread scratch memory: never copied, made anew on the far side
+    _scratch_attrs = ()
+
+    def get_config(self):
+        """The constructor's arguments, in the dict shape of the Keras layer's config."""
+        return {"name": self.name, "trainable": True,
+                "dtype": dtype_policy(getattr(self, "dtype", None) or "float32")}
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """The layer a config describes (a Keras config or get_config's). Options cconv
+        lacks raise a ValueError naming the layer and the option."""
+        if not isinstance(config, dict):
+            raise ValueError(f"{cls.__name__}.from_config: expected a dict, got {config!r}")
+        config = dict(config)
+        label = f"{cls.__name__} {config.get('name')!r}"
+        policy_name(f"{label}: dtype", config.pop("dtype", None))  # the model's dtype rules
+        if config.pop("trainable", True) is not True:
+            raise ValueError(f"{label}: trainable=False is not supported by cconv (it trains "
+                             f"every layer)")
+        for key, only in cls.KERAS_FIXED.items():
+            value = config.pop(key, None)
+            if value is not None and not _same(value, only):
+                raise ValueError(f"{label}: {key}={value!r} is not supported by cconv "
+                                 f"(only {only!r})")
+        accepted = inspect.signature(cls.__init__).parameters
+        kwargs = {}
+        for key, value in config.items():
+            if key in accepted and key != "self":
+                kwargs[key] = value
+            elif value is not None:
+                raise ValueError(f"{label}: option {key}={value!r} is not supported by cconv")
+        for key in ("kernel_initializer", "bias_initializer"):
+            if key in kwargs:
+                kwargs[key] = deserialize_initializer(f"{label}: {key}", kwargs[key],
+                                                      custom_objects)
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{label}: {exc}") from None
+
+    def __getstate__(self):
+        # What the last batch left (saved inputs, gradients) and per-thread scratch are
+        # not part of the layer's value.
+        state = {k: v for k, v in self.__dict__.items() if k not in self._scratch_attrs}
+        state["saved"], state["grads"] = {}, {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        for attr in self._scratch_attrs:
+            setattr(self, attr, threading.local())
+
 
 class Input:
-    """Declares the shape of one sample, e.g. Input((28, 28, 1))."""
+    """Declares the shape of one sample, e.g. Input((28, 28, 1)), with the arguments of
+    keras.Input. batch_shape=(None, 28, 28, 1) says the same; dtype is the dtype of the
+    data (any numeric dtype: cconv casts inputs to the model's dtype)."""
 
-    def __init__(self, shape, name=None):
+    def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None,
+                 batch_shape=None, name=None, tensor=None, optional=False):
+        if batch_shape is not None:
+            if shape is not None:
+                raise ValueError("Input: give shape or batch_shape, not both")
+            if not isinstance(batch_shape, (tuple, list)) or len(batch_shape) < 2:
+                raise TypeError(f"batch_shape: expected (batch, d1, ...), got {batch_shape!r}")
+            batch_size, shape = batch_shape[0], tuple(batch_shape[1:])
+        if shape is None:
+            raise TypeError("Input: shape is required, e.g. Input(shape=(28, 28, 1))")
         if isinstance(shape, numbers.Integral):
             shape = (shape,)
         if not isinstance(shape, (tuple, list)) or not shape:
             raise TypeError(f"shape: expected a tuple of positive ints, got {shape!r}")
         self.shape = tuple(_positive_int("shape", s) for s in shape)
+        for arg, value, meaning in (
+                ("batch_size", batch_size, "cconv models take batches of any size"),
+                ("sparse", sparse or None, "cconv has no sparse tensors"),
+                ("tensor", tensor, "cconv has no symbolic tensors"),
+                ("optional", optional or None, "a Sequential's input is never optional")):
+            if value is not None:
+                raise ValueError(f"Input: {arg}={value!r} is not supported ({meaning})")
+        if dtype is not None and np.dtype(dtype).kind not in "biuf":
+            raise TypeError(f"dtype: expected a numeric dtype, got {dtype!r}")
+        self.dtype = None if dtype is None else np.dtype(dtype).name
         self.name = name
+
+    def get_config(self):
+        """keras.layers.InputLayer's config."""
+        return {"batch_shape": [None, *self.shape], "dtype": self.dtype or "float32",
+                "sparse": False, "ragged": False, "name": self.name or "input_layer",
+                "optional": False}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("sparse", "ragged", "optional"):
+            if config.pop(key, False):
+                raise ValueError(f"InputLayer: {key}=True is not supported by cconv")
+        shape = config.pop("batch_shape", None)
+        if shape is None and config.get("batch_input_shape") is not None:
+            shape = config.pop("batch_input_shape")  # Keras 2's name
+        config.pop("batch_input_shape", None)
+        name = config.pop("name", None)
+        dtype = policy_name("InputLayer: dtype", config.pop("dtype", None))
+        unknown = {k: v for k, v in config.items() if v is not None}
+        if unknown:
+            raise ValueError(f"InputLayer: options {unknown} are not supported by cconv")
+        if not isinstance(shape, (list, tuple)) or len(shape) < 2:
+            raise ValueError(f"InputLayer: expected batch_shape [null, d1, ...], got {shape!r}")
+        return cls(shape=tuple(shape[1:]), dtype=dtype, name=name)
 
 
 class Conv2D(Layer):
@@ -225,6 +416,9 @@ class Conv2D(Layer):
     around the image so that the output keeps its size)."""
 
     weight_names = ("kernel", "bias")
+    KERAS_FIXED = {"strides": (1, 1), "data_format": "channels_last", "dilation_rate": (1, 1),
+                   "groups": 1}
+    _scratch_attrs = ("_buffers",)
 
     def __init__(self, filters, kernel_size, activation=None, use_bias=True, padding="valid",
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None):
@@ -239,6 +433,18 @@ class Conv2D(Layer):
         self.kernel_initializer = _initializer("kernel_initializer", kernel_initializer)
         self.bias_initializer = _initializer("bias_initializer", bias_initializer)
         self._buffers = threading.local()
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters,
+                "kernel_size": list(self.kernel_size), "strides": [1, 1],
+                "padding": self.padding, "data_format": "channels_last",
+                "dilation_rate": [1, 1], "groups": 1, "activation": self.activation.name,
+                "use_bias": self.use_bias,
+                "kernel_initializer": serialize_initializer(self.kernel_initializer),
+                "bias_initializer": serialize_initializer(self.bias_initializer),
+                "kernel_regularizer": None, "bias_regularizer": None,
+                "activity_regularizer": None, "kernel_constraint": None,
+                "bias_constraint": None}
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -312,6 +518,15 @@ class Dense(Layer):
         self.kernel_initializer = _initializer("kernel_initializer", kernel_initializer)
         self.bias_initializer = _initializer("bias_initializer", bias_initializer)
 
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "activation": self.activation.name, "use_bias": self.use_bias,
+                "kernel_initializer": serialize_initializer(self.kernel_initializer),
+                "bias_initializer": serialize_initializer(self.bias_initializer),
+                "kernel_regularizer": None, "bias_regularizer": None,
+                "activity_regularizer": None, "kernel_constraint": None,
+                "bias_constraint": None}
+
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 1:
             raise ValueError(f"Dense: expected a flat input of shape (features,), got "
@@ -348,6 +563,9 @@ class Activation(Layer):
         super().__init__(name)
         self.activation = _Act(activation)
 
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation.name}
+
 
 class Dropout(Layer):
     """During training, zero each input with probability `rate` and scale the rest by
@@ -360,6 +578,9 @@ class Dropout(Layer):
         if not 0.0 <= rate < 1.0:
             raise ValueError(f"rate: expected a float in [0, 1), got {rate}")
         self.rate = float(rate)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": None, "noise_shape": None}
 
     def forward_linear(self, x, training=False, rng=None):
         if not training:
@@ -379,6 +600,11 @@ class Dropout(Layer):
 class Flatten(Layer):
     """(d1, d2, ...) -> (d1 * d2 * ...,)."""
 
+    KERAS_FIXED = {"data_format": "channels_last"}
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": "channels_last"}
+
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
@@ -397,6 +623,9 @@ class MaxPooling2D(Layer):
     columns that do not fill a whole window (OH = H // PH); "same" pads so that every
     pixel is in a window (OH = ceil(H / PH)), and the padding never wins a max."""
 
+    KERAS_FIXED = {"data_format": "channels_last"}
+    _scratch_attrs = ("_buffers",)
+
     def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
         super().__init__(name)
         self.pool_size = _pair("pool_size", pool_size)
@@ -409,6 +638,11 @@ class MaxPooling2D(Layer):
             raise ValueError(f"padding: expected one of {ops.PADDINGS}, got {padding!r}")
         self.padding = padding
         self._buffers = threading.local()
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": list(self.pool_size),
+                "padding": self.padding, "strides": list(self.strides),
+                "data_format": "channels_last"}
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -457,6 +691,9 @@ class KernelPooling(Layer):
                              f"got {mode!r}")
         self.mode = mode
 
+    def get_config(self):
+        return {**super().get_config(), "mode": self.mode}
+
     def compute_output_shape(self, input_shape):
         if len(input_shape) < 2:
             raise ValueError(f"KernelPooling: expected input with positions and kernels, "
@@ -470,3 +707,12 @@ class KernelPooling(Layer):
 
     def backward_linear(self, grad):
         return ops.kernel_pool_backward(self.saved["x"], grad, self.mode)
+
+
+# The classes a config may name, by Keras's class name; cconv's own under "cconv.layers".
+KERAS_LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, Activation, Dropout, Flatten,
+                                              MaxPooling2D)}
+CCONV_LAYERS = {"KernelPooling": KernelPooling}
+# Keras's other spellings of the same layer
+KERAS_LAYERS["MaxPool2D"] = MaxPooling2D
+KERAS_LAYERS["Convolution2D"] = Conv2D

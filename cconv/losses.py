@@ -16,9 +16,45 @@ def _log_softmax(z):
 
 class Loss:
     sparse = False
+    name = None  # Keras's name; its string form in compile()
+    # Keras options with one value here, {option: that value}
+    KERAS_FIXED = {"reduction": "sum_over_batch_size", "label_smoothing": 0.0, "axis": -1,
+                   "ignore_class": None}
 
     def __init__(self, from_logits=False):
         self.from_logits = bool(from_logits)
+
+    def get_config(self):
+        """Keras's config for this loss (its options cconv has at their defaults)."""
+        config = {"name": self.name, "reduction": "sum_over_batch_size",
+                  "from_logits": self.from_logits, "axis": -1}
+        if self.sparse:
+            config["ignore_class"] = None
+        else:
+            config["label_smoothing"] = 0.0
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        label = f"loss {cls.__name__}"
+        if not isinstance(config, dict):
+            raise ValueError(f"{label}: expected a config dict, got {config!r}")
+        config = dict(config)
+        config.pop("name", None)
+        config.pop("dtype", None)
+        from_logits = config.pop("from_logits", False)
+        for key, only in cls.KERAS_FIXED.items():
+            value = config.pop(key, None)
+            if value is not None and value != only and not (key == "reduction"
+                                                            and value == "auto"):
+                raise ValueError(f"{label}: {key}={value!r} is not supported by cconv "
+                                 f"(only {only!r})")
+        unknown = {k: v for k, v in config.items() if v is not None}
+        if unknown:
+            raise ValueError(f"{label}: options {unknown} are not supported by cconv")
+        if not isinstance(from_logits, bool):
+            raise ValueError(f"{label}: from_logits: expected a bool, got {from_logits!r}")
+        return cls(from_logits=from_logits)
 
     def one_hot(self, y, num_classes, dtype):
         """Labels as a (N, num_classes) one-hot array. `y` was checked by the model."""
@@ -46,11 +82,14 @@ class Loss:
 class CategoricalCrossentropy(Loss):
     """Labels are one-hot rows of width num_classes."""
 
+    name = "categorical_crossentropy"
+
 
 class SparseCategoricalCrossentropy(Loss):
     """Labels are integer class indices."""
 
     sparse = True
+    name = "sparse_categorical_crossentropy"
 
 
 LOSSES = {
@@ -66,3 +105,23 @@ def get(loss):
         return LOSSES[loss]()
     raise ValueError(f"loss: expected one of {sorted(LOSSES)} or a cconv.losses.Loss, "
                      f"got {loss!r}")
+
+
+def serialize(loss):
+    """As Keras writes it in a compile config: the name for the default options, else a
+    dict naming the class."""
+    if not loss.from_logits:
+        return loss.name
+    return {"module": "keras.losses", "class_name": type(loss).__name__,
+            "config": loss.get_config(), "registered_name": None}
+
+
+def deserialize(value):
+    if isinstance(value, str):
+        return get(value)
+    if isinstance(value, dict) and isinstance(value.get("class_name"), str):
+        for cls in LOSSES.values():
+            if value["class_name"] in (cls.__name__, cls.name):
+                return cls.from_config(value.get("config") or {})
+    name = value.get("class_name") if isinstance(value, dict) else value
+    raise ValueError(f"loss: {name!r} is not one cconv has ({', '.join(LOSSES)})")

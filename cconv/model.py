@@ -4,10 +4,12 @@ Everything a user passes is checked here, once, before any kernel runs. Inputs a
 rescaled: x is cast to the model's dtype as it is (uint8 pixels stay 0..255; divide by
 255 yourself, as with Keras).
 """
+import copy
 import math
 import numbers
 import os
 import sys
+import time
 import zipfile
 import zlib
 
@@ -16,6 +18,7 @@ import numpy as np
 from cconv import callbacks as callbacks_module
 from cconv import layers as layers_module
 from cconv import fusion, losses, ops, optimizers, utils
+from cconv._guard import ModelBusyError, ModelGuard  # noqa: F401 (ModelBusyError: API)
 from cconv._io import atomic_write
 
 METRICS = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy")
@@ -49,6 +52,7 @@ class Sequential:
         self.stop_training = False
         self.history = None
         self._plans = {}
+        self._guard = ModelGuard()
         for layer in layers or []:
             self.add(layer)
         if self.input_shape is not None and self.layers:
@@ -69,7 +73,7 @@ class Sequential:
             raise ValueError(f"add: layer {layer.name!r} already belongs to a model")
         taken = {l.name for l in self.layers}
         if layer.name is None:
-            base = type(layer).__name__.lower()
+            base = layers_module.default_name(type(layer))
             i, name = 0, base
             while name in taken:
                 i += 1
@@ -110,7 +114,44 @@ class Sequential:
     def count_params(self):
         return sum(layer.count_params() for layer in self.layers)
 
-    def summary(self, print_fn=print):
+    # ---- a model as a value ----------------------------------------------------------
+    def __getstate__(self):
+        # The fused plans hold per-thread scratch and the guard holds locks: both are
+        # made anew on the far side, from the layers.
+        self._guard.check(self.name, "pickle/copy")
+        return {k: v for k, v in self.__dict__.items() if k not in ("_plans", "_guard")}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._guard = ModelGuard()
+        self._plans = ({training: fusion.plan(self.layers, training)
+                        for training in (False, True)} if self.built else {})
+
+    def __copy__(self):
+        # A shallow copy would share the layers, so two "models" would train the same
+        # weights; a copy of a model is a model of its own.
+        return copy.deepcopy(self)
+
+    def get_config(self):
+        """Keras's Sequential config: name, dtype, the layers' configs."""
+        from cconv import saving
+        return saving.sequential_config(self)
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        """The (uncompiled) model a config describes, built when it gives the input shape."""
+        from cconv import saving
+        return saving.sequential_from_config(config, custom_objects)
+
+    def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
+                show_trainable=False, layer_range=None):
+        """Keras's table of layers, output shapes and parameter counts. A Sequential of
+        cconv's layers nests nothing and trains every layer, so expand_nested and
+        show_trainable add nothing; line_length, positions and layer_range are not
+        supported."""
+        _refuse({"line_length": line_length, "positions": positions,
+                 "layer_range": layer_range}, "summary", "cconv's table sizes itself")
+        print_fn = print if print_fn is None else print_fn
         if not self.built:
             self.build()
         rows = [(f"{l.name} ({type(l).__name__})", str((None,) + l.output_shape),
@@ -134,9 +175,11 @@ class Sequential:
     def get_weights(self):
         if not self.built:
             self.build()
-        return [layer.params[k].copy() for layer, k in self._weight_keys()]
+        with self._guard.reading():
+            return [layer.params[k].copy() for layer, k in self._weight_keys()]
 
     def set_weights(self, weights):
+        self._guard.check(self.name, "set_weights")
         if not self.built:
             self.build()
         keys = self._weight_keys()
@@ -169,10 +212,22 @@ class Sequential:
                 raise TypeError(f"metadata: expected a dict of str -> str, got "
                                 f"{key!r}: {value!r}")
             arrays[META_PREFIX + key] = np.array(value)
-        with atomic_write(path, suffix=".npz.tmp") as f:
+        with self._guard.reading(self.name, "save_weights"), \
+                atomic_write(path, suffix=".npz.tmp") as f:
             np.savez(f, **arrays)
 
+    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+        """Save the whole model (layers, weights, optimizer state) as Keras 3's .keras
+        zip, which keras.models.load_model and cconv.models.load_model open. Written
+        under a temporary name and renamed. Needs h5py (pip install "cconv[h5]")."""
+        from cconv import saving
+        _refuse({"zipped": None if zipped in (None, True) else zipped, **kwargs}, "save",
+                "cconv writes the zipped .keras format only")
+        with self._guard.reading(self.name, "save"):
+            saving.save_model(self, filepath, overwrite=overwrite)
+
     def load_weights(self, path):
+        self._guard.check(self.name, "load_weights")
         if not self.built:
             self.build()
         path = os.fspath(path)
@@ -208,13 +263,25 @@ class Sequential:
             raise type(exc)(f"load_weights: {path}: {exc}") from None
 
     # ---- compile ---------------------------------------------------------------------
-    def compile(self, optimizer="sgd", loss="categorical_crossentropy", metrics=None):
-        self.optimizer = optimizers.get(optimizer)
-        self.loss = losses.get(loss)
+    def compile(self, optimizer="sgd", loss="categorical_crossentropy", loss_weights=None,
+                metrics=None, weighted_metrics=None, run_eagerly=False, steps_per_execution=1,
+                jit_compile="auto", auto_scale_loss=True):
+        """Keras's compile. cconv always runs its compiled kernels eagerly, so run_eagerly,
+        jit_compile, steps_per_execution and auto_scale_loss change nothing and are
+        accepted as Keras's scripts pass them; loss_weights and weighted_metrics need
+        several outputs or sample weights, which cconv lacks."""
+        self._guard.check(self.name, "compile")
+        _refuse({"loss_weights": None if loss_weights in (None, 1, 1.0, [1], [1.0])
+                 else loss_weights, "weighted_metrics": weighted_metrics or None},
+                "compile", "a Sequential has one output and no sample weights")
+        utils._positive_int("steps_per_execution", steps_per_execution)
+        optimizer = optimizers.get(optimizer)
+        loss = losses.get(loss)
         metrics = list(metrics or [])
         for m in metrics:
             if m not in METRICS:
                 raise ValueError(f"metrics: expected names from {METRICS}, got {m!r}")
+        self.optimizer, self.loss = optimizer, loss
         self.metrics = ["accuracy"] if metrics else []
         self.compiled = True
 
@@ -288,10 +355,10 @@ class Sequential:
         ops.check_size(name, (n, k), self.dtype)
         return self.loss.one_hot(y, k, self.dtype)
 
-    def _check_batch_size(self, batch_size, default=32):
+    def _check_batch_size(self, batch_size, default=32, name="batch_size"):
         if batch_size is None:
             return default
-        return utils._positive_int("batch_size", batch_size)
+        return utils._positive_int(name, batch_size)
 
     # ---- computation -----------------------------------------------------------------
     def _fused_softmax(self):
@@ -330,7 +397,8 @@ class Sequential:
         for layer, k in self._weight_keys():
             params.append(layer.params[k])
             grads.append(layer.grads[k])
-        self.optimizer.update(params, grads)
+        with self._guard.updating():
+            self.optimizer.update(params, grads)
         correct = (out.argmax(axis=1) == onehot.argmax(axis=1)).sum()
         return float(losses_.sum()), int(correct)
 
@@ -341,19 +409,36 @@ class Sequential:
         return logs
 
     # ---- public loops ----------------------------------------------------------------
-    def fit(self, x, y, batch_size=32, epochs=1, verbose="auto", validation_data=None,
-            validation_split=0.0, shuffle=True, callbacks=None, seed=None):
-        """Train; returns a History whose .history has loss, accuracy and, with
-        validation, val_loss and val_accuracy per epoch."""
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
+            sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
+            validation_batch_size=None, validation_freq=1, seed=None):
+        """Keras's fit; returns a History whose .history has loss, accuracy and, with
+        validation, val_loss and val_accuracy per epoch. Epochs run from initial_epoch
+        to epochs - 1; validation runs after every validation_freq-th epoch.
+        steps_per_epoch / validation_steps cap the batches per epoch / validation.
+        seed (cconv's own) seeds shuffling and dropout for this call."""
+        with self._guard.claim(self.name, "fit"):
+            return self._fit(x, y, batch_size, epochs, verbose, callbacks, validation_split,
+                             validation_data, shuffle, class_weight, sample_weight,
+                             initial_epoch, steps_per_epoch, validation_steps,
+                             validation_batch_size, validation_freq, seed)
+
+    def _fit(self, x, y, batch_size, epochs, verbose, callbacks, validation_split,
+             validation_data, shuffle, class_weight, sample_weight, initial_epoch,
+             steps_per_epoch, validation_steps, validation_batch_size, validation_freq, seed):
         self._require_compiled("fit")
-        x = self._check_x(x)
-        onehot = self._check_y(y, len(x))
+        _refuse({"class_weight": class_weight, "sample_weight": sample_weight}, "fit",
+                "cconv's losses weigh every sample alike")
+        x = self._check_x(_required("x", x))
+        onehot = self._check_y(_required("y", y), len(x))
         batch_size = self._check_batch_size(batch_size)
+        val_batch_size = self._check_batch_size(validation_batch_size, batch_size,
+                                                "validation_batch_size")
         epochs = utils._positive_int("epochs", epochs)
-        if verbose == "auto":
-            verbose = 1 if sys.stdout.isatty() else 2
-        if verbose not in (0, 1, 2):
-            raise ValueError(f"verbose: expected 0, 1, 2 or 'auto', got {verbose!r}")
+        initial_epoch = _non_negative_int("initial_epoch", initial_epoch)
+        validation_freq = utils._positive_int("validation_freq", validation_freq)
+        verbose = _verbosity(verbose, fit=True)
         if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
                 or not 0.0 <= validation_split < 1.0:
             raise ValueError(f"validation_split: expected a float in [0, 1), got "
@@ -361,6 +446,10 @@ class Sequential:
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                if isinstance(validation_data, (tuple, list)) and len(validation_data) == 3:
+                    raise ValueError("validation_data: (x_val, y_val, val_sample_weight) is "
+                                     "not supported (cconv has no sample weights); pass "
+                                     "(x_val, y_val)")
                 raise ValueError("validation_data: expected a tuple (x_val, y_val)")
             xv = self._check_x(validation_data[0], "validation_data[0]")
             val = (xv, self._check_y(validation_data[1], len(xv), "validation_data[1]"))
@@ -372,19 +461,24 @@ class Sequential:
                                  f"leaves an empty training or validation set")
             val = (x[-n_val:], onehot[-n_val:])
             x, onehot = x[:-n_val], onehot[:-n_val]
+        if val is not None and validation_steps is not None:
+            keep = utils._positive_int("validation_steps", validation_steps) * val_batch_size
+            val = (val[0][:keep], val[1][:keep])
         rng = utils._rng(seed)
 
         history = callbacks_module.History()
-        cbs = list(callbacks or [])
-        for cb in cbs:
-            if not isinstance(cb, callbacks_module.Callback):
-                raise TypeError(f"callbacks: expected cconv.callbacks.Callback objects, got "
-                                f"{type(cb).__name__}")
-        cbs = cbs + [history]
+        cbs = _check_callbacks(callbacks) + [history]
         if verbose:
             cbs.append(callbacks_module.ProgbarLogger(verbose))
         n = len(x)
         steps = -(-n // batch_size)
+        if steps_per_epoch is not None:
+            wanted = utils._positive_int("steps_per_epoch", steps_per_epoch)
+            if wanted > steps:
+                raise ValueError(f"steps_per_epoch: {wanted} batches of {batch_size} need "
+                                 f"{wanted * batch_size} samples, but x has {n}")
+            steps = wanted
+        seen_per_epoch = min(n, steps * batch_size)
         log_keys = list(self._logs(0.0, 0, 1))
         if val is not None:
             log_keys += ["val_" + k for k in log_keys]
@@ -398,7 +492,7 @@ class Sequential:
         self.stop_training = False
         for cb in cbs:
             cb.on_train_begin()
-        for epoch in range(epochs):
+        for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
             order = rng.permutation(n) if shuffle else np.arange(n)
@@ -414,9 +508,9 @@ class Sequential:
                 logs = self._logs(loss_sum, correct, seen)
                 for cb in cbs:
                     cb.on_train_batch_end(step, logs)
-            logs = self._logs(loss_sum, correct, n)
-            if val is not None:
-                logs.update(self._evaluate_onehot(val[0], val[1], "val_"))
+            logs = self._logs(loss_sum, correct, seen_per_epoch)
+            if val is not None and (epoch + 1) % validation_freq == 0:
+                logs.update(self._evaluate_onehot(val[0], val[1], val_batch_size, "val_"))
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -431,40 +525,145 @@ class Sequential:
                      [self.input_shape] + [layer.output_shape for layer in self.layers])
         return max(1, INFERENCE_CHUNK_BYTES // (widest * np.dtype(self.dtype).itemsize))
 
-    def _evaluate_onehot(self, x, onehot, prefix=""):
+    def _chunks(self, n, batch_size):
+        """(start, stop, batches) for each chunk of cconv's own size over n samples, where
+        batches lists the (step, start, stop) of the batch_size batches that end in it:
+        callbacks hear of batches as Keras reports them, after their chunk is done."""
+        chunk, step = self._inference_chunk(), 0
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            batches = []
+            while step * batch_size < n and min(n, (step + 1) * batch_size) <= stop:
+                batches.append((step, step * batch_size, min(n, (step + 1) * batch_size)))
+                step += 1
+            yield start, stop, batches
+
+    def _evaluate_onehot(self, x, onehot, batch_size, prefix="", cbs=()):
+        """The logs of evaluate. Sums go chunk by chunk, so they do not depend on
+        batch_size, which only sets when callbacks are told of progress."""
         loss_sum, correct = 0.0, 0
-        chunk = self._inference_chunk()
-        for start in range(0, len(x), chunk):
-            ob = onehot[start:start + chunk]
-            losses_, _, out = self._loss_and_grad(ob, x[start:start + chunk], False, None)
+        for start, stop, batches in self._chunks(len(x), batch_size):
+            ob = onehot[start:stop]
+            losses_, _, out = self._loss_and_grad(ob, x[start:stop], False, None)
+            hits = out.argmax(axis=1) == ob.argmax(axis=1)
+            for step, _, end in batches if cbs else ():
+                for cb in cbs:
+                    cb.on_test_batch_begin(step)
+                logs = self._logs(loss_sum + float(losses_[:end - start].sum()),
+                                  correct + int(hits[:end - start].sum()), end)
+                for cb in cbs:
+                    cb.on_test_batch_end(step, logs)
             loss_sum += float(losses_.sum())
-            correct += int((out.argmax(axis=1) == ob.argmax(axis=1)).sum())
+            correct += int(hits.sum())
         return self._logs(loss_sum, correct, len(x), prefix)
 
-    def evaluate(self, x, y, batch_size=32, return_dict=False, verbose=0):
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
+                 steps=None, callbacks=None, return_dict=False):
         """Loss (and accuracy) over (x, y). Returns [loss, acc], or loss alone without
-        metrics, or a dict with return_dict=True. batch_size is checked, as in Keras, but
-        the work goes in chunks of cconv's choosing: the results do not depend on it."""
+        metrics, or a dict with return_dict=True. steps caps the number of batches.
+        verbose="auto" prints a line on a terminal only. The work goes in chunks of
+        cconv's choosing: batch_size sets only what callbacks hear, never the result."""
         self._require_compiled("evaluate")
-        x = self._check_x(x)
-        onehot = self._check_y(y, len(x))
-        self._check_batch_size(batch_size)
-        logs = self._evaluate_onehot(x, onehot)
+        _refuse({"sample_weight": sample_weight}, "evaluate",
+                "cconv's losses weigh every sample alike")
+        with self._guard.reading(self.name, "evaluate"):
+            x = self._check_x(_required("x", x))
+            onehot = self._check_y(_required("y", y), len(x))
+            batch_size = self._check_batch_size(batch_size)
+            verbose = _verbosity(verbose)
+            if steps is not None:
+                keep = utils._positive_int("steps", steps) * batch_size
+                x, onehot = x[:keep], onehot[:keep]
+            cbs = _check_callbacks(callbacks)
+            for cb in cbs:
+                cb.set_model(self)
+                cb.set_params({"steps": -(-len(x) // batch_size), "verbose": verbose})
+                cb.on_test_begin()
+            started = time.perf_counter()
+            logs = self._evaluate_onehot(x, onehot, batch_size, cbs=cbs)
+            for cb in cbs:
+                cb.on_test_end(logs)
         if verbose:
-            print(callbacks_module._format_logs(logs))
+            steps_run = -(-len(x) // batch_size)
+            print(f"{steps_run}/{steps_run} - "
+                  f"{callbacks_module._format_seconds(time.perf_counter() - started)} - "
+                  f"{callbacks_module._format_logs(logs)}")
         if return_dict:
             return logs
         values = list(logs.values())
         return values if len(values) > 1 else values[0]
 
-    def predict(self, x, batch_size=32):
+    def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
         """The model's output (probabilities after a softmax). As in evaluate, the work
-        goes in chunks of cconv's choosing, and batch_size does not change the result."""
+        goes in chunks of cconv's choosing, and batch_size does not change the result.
+        steps caps the number of batches; verbose="auto" prints a line on a terminal
+        only. From another thread during a fit, it waits for the weight update in
+        progress and holds the next one back: it sees one set of weights."""
         x = self._check_x(x)
-        self._check_batch_size(batch_size)
+        batch_size = self._check_batch_size(batch_size)
+        verbose = _verbosity(verbose)
+        if steps is not None:
+            x = x[:utils._positive_int("steps", steps) * batch_size]
+        cbs = _check_callbacks(callbacks)
         ops.check_size("predict output", (len(x),) + self.output_shape, self.dtype)
         out = np.empty((len(x),) + self.output_shape, dtype=self.dtype)
-        chunk = self._inference_chunk()
-        for start in range(0, len(x), chunk):
-            out[start:start + chunk] = self._forward(x[start:start + chunk], False)
+        n_steps = -(-len(x) // batch_size)
+        started = time.perf_counter()
+        with self._guard.reading():
+            for cb in cbs:
+                cb.set_model(self)
+                cb.set_params({"steps": n_steps, "verbose": verbose})
+                cb.on_predict_begin()
+            for start, stop, batches in self._chunks(len(x), batch_size):
+                out[start:stop] = self._forward(x[start:stop], False)
+                for step, first, end in batches if cbs else ():
+                    for cb in cbs:
+                        cb.on_predict_batch_begin(step)
+                    for cb in cbs:
+                        cb.on_predict_batch_end(step, {"outputs": out[first:end]})
+            for cb in cbs:
+                cb.on_predict_end()
+        if verbose:
+            print(f"{n_steps}/{n_steps} - "
+                  f"{callbacks_module._format_seconds(time.perf_counter() - started)}")
         return out
+
+
+def _required(name, value):
+    if value is None:
+        raise ValueError(f"{name}: required, got None")
+    return value
+
+
+def _non_negative_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
+    return int(value)
+
+
+def _refuse(arguments, where, why):
+    """A ValueError naming the arguments, among {name: value}, that are set, when cconv
+    has no meaning for them."""
+    given = {k: v for k, v in arguments.items() if v is not None}
+    if given:
+        names = ", ".join(f"{k}={v!r}" for k, v in given.items())
+        raise ValueError(f"{where}: {names} not supported ({why})")
+
+
+def _verbosity(verbose, fit=False):
+    """verbose as 0, 1 or 2. "auto": fit shows a bar on a terminal and a line per epoch
+    elsewhere; evaluate and predict print a line on a terminal and nothing elsewhere."""
+    if verbose == "auto":
+        return 1 if sys.stdout.isatty() else (2 if fit else 0)
+    if isinstance(verbose, bool) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose: expected 0, 1, 2 or 'auto', got {verbose!r}")
+    return int(verbose)
+
+
+def _check_callbacks(callbacks):
+    cbs = list(callbacks or [])
+    for cb in cbs:
+        if not isinstance(cb, callbacks_module.Callback):
+            raise TypeError(f"callbacks: expected cconv.callbacks.Callback objects, got "
+                            f"{type(cb).__name__}")
+    return cbs

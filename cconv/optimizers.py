@@ -1,4 +1,5 @@
 """Optimizers update a model's weights in place from its gradients."""
+import inspect
 import numbers
 
 import numpy as np
@@ -14,9 +15,61 @@ def _positive_float(name, value):
     return float(value)
 
 
+# Keras optimizer options that have one value here: {option: that value}
+_KERAS_FIXED = {"use_ema": False, "nesterov": False, "amsgrad": False}
+# Keras options that only matter when another option is on (use_ema)
+_KERAS_IGNORED = ("name", "ema_momentum")
+
+
 class Optimizer:
+    keras_name = None  # Keras's default name, which its configs and weight files carry
+    iterations = 0
+
     def update(self, params, grads):
         """params and grads: lists of arrays, in the same order every step."""
+        raise NotImplementedError
+
+    def get_config(self):
+        """The constructor's arguments, in the dict shape of the Keras optimizer's config."""
+        return {"name": self.keras_name, "learning_rate": self.learning_rate,
+                "weight_decay": None, "clipnorm": None, "global_clipnorm": None,
+                "clipvalue": None, "use_ema": False, "ema_momentum": 0.99,
+                "ema_overwrite_frequency": None, "loss_scale_factor": None,
+                "gradient_accumulation_steps": None}
+
+    @classmethod
+    def from_config(cls, config):
+        """The optimizer a config describes; options cconv lacks raise a ValueError
+        naming them."""
+        label = f"optimizer {cls.__name__}"
+        if not isinstance(config, dict):
+            raise ValueError(f"{label}: expected a config dict, got {config!r}")
+        accepted = inspect.signature(cls.__init__).parameters
+        kwargs = {}
+        for key, value in config.items():
+            if key in _KERAS_IGNORED:
+                continue
+            if key in _KERAS_FIXED:
+                if value not in (None, _KERAS_FIXED[key]):
+                    raise ValueError(f"{label}: {key}={value!r} is not supported by cconv")
+            elif key in accepted and key != "self":
+                if isinstance(value, dict):  # a learning-rate schedule
+                    raise ValueError(f"{label}: {key}={value.get('class_name', value)!r} "
+                                     f"is not supported by cconv (only a number)")
+                kwargs[key] = value
+            elif value is not None:
+                raise ValueError(f"{label}: option {key}={value!r} is not supported by cconv")
+        try:
+            return cls(**kwargs)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"{label}: {exc}") from None
+
+    def slots(self, params):
+        """The state kept per weight array, in Keras's order: for each weight, its slot
+        arrays (zeros before the first update)."""
+        return []
+
+    def set_slots(self, slots, iterations):
         raise NotImplementedError
 
 
@@ -30,8 +83,25 @@ class SGD(Optimizer):
             raise ValueError(f"momentum: expected a float in [0, 1), got {momentum!r}")
         self.momentum = float(momentum)
         self.velocities = None
+        self.iterations = 0
+
+    keras_name = "SGD"
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": False}
+
+    def slots(self, params):
+        if self.momentum == 0.0:
+            return []
+        return [v.copy() for v in self.velocities] if self.velocities is not None \
+            else [np.zeros_like(p) for p in params]
+
+    def set_slots(self, slots, iterations):
+        self.iterations = iterations
+        self.velocities = [np.array(s) for s in slots] if self.momentum else None
 
     def update(self, params, grads):
+        self.iterations += 1
         if self.momentum == 0.0:
             for p, g in zip(params, grads):
                 p -= p.dtype.type(self.learning_rate) * g
@@ -66,6 +136,22 @@ class Adam(Optimizer):
         self.iterations = 0
         self.moments = None
 
+    keras_name = "adam"
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon, "amsgrad": False}
+
+    def slots(self, params):
+        if self.moments is None:
+            return [np.zeros_like(p) for p in params for _ in range(2)]
+        return [a.copy() for pair in self.moments for a in pair]
+
+    def set_slots(self, slots, iterations):
+        self.iterations = iterations
+        self.moments = [(np.array(slots[i]), np.array(slots[i + 1]))
+                        for i in range(0, len(slots), 2)]
+
     def update(self, params, grads):
         if self.moments is None:
             self.moments = [(np.zeros_like(p), np.zeros_like(p)) for p in params]
@@ -79,6 +165,24 @@ class Adam(Optimizer):
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+
+
+def serialize(optimizer):
+    return {"module": "keras.optimizers", "class_name": type(optimizer).__name__,
+            "config": optimizer.get_config(), "registered_name": None}
+
+
+def deserialize(value):
+    """An optimizer from a name ("adam") or a Keras config dict."""
+    if isinstance(value, str):
+        return get(value)
+    if not isinstance(value, dict) or not isinstance(value.get("class_name"), str):
+        raise ValueError(f"optimizer: expected a name or a config dict, got {value!r}")
+    cls = OPTIMIZERS.get(value["class_name"].lower())
+    if cls is None:
+        raise ValueError(f"optimizer: {value['class_name']!r} is not one cconv has "
+                         f"(SGD, Adam)")
+    return cls.from_config(value.get("config") or {})
 
 
 def get(optimizer):

@@ -1,0 +1,33 @@
+"""keras.models's names: Sequential, load_model, clone_model."""
+from cconv import layers as layers_module
+from cconv.model import Sequential
+from cconv.saving import load_model
+
+__all__ = ["Sequential", "load_model", "clone_model"]
+
+
+def clone_model(model, input_tensors=None, clone_function=None, call_function=None,
+                recursive=False, **kwargs):
+    """A new, uncompiled model with model's layers and fresh weights (drawn as any new
+    model's are), as keras.models.clone_model makes. clone_function(layer) makes each
+    new layer; by default type(layer).from_config(layer.get_config()). recursive has
+    nothing to do here: a Sequential of cconv's layers nests no model."""
+    if not isinstance(model, Sequential):
+        raise TypeError(f"model: expected a cconv Sequential, got {type(model).__name__}")
+    refused = {"input_tensors": input_tensors, "call_function": call_function, **kwargs}
+    refused = {k: v for k, v in refused.items() if v is not None}
+    if refused:
+        raise ValueError(f"clone_model: {', '.join(refused)} not supported (cconv has no "
+                         f"symbolic tensors or functional models)")
+    if clone_function is None:
+        def clone_function(layer):
+            return type(layer).from_config(layer.get_config())
+    new_layers = []
+    for layer in model.layers:
+        new = clone_function(layer)
+        if not isinstance(new, layers_module.Layer):
+            raise TypeError(f"clone_function: expected it to return a cconv layer for "
+                            f"{layer.name!r}, got {type(new).__name__}")
+        new_layers.append(new)
+    items = ([layers_module.Input(model.input_shape)] if model.input_shape else []) + new_layers
+    return Sequential(items, dtype=model.dtype, name=model.name)

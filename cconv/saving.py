@@ -1,0 +1,379 @@
+"""Whole models in Keras 3's `.keras` format, and Sequential's config.
+
+A `.keras` file is a zip of three members (the layout keras/src/saving/saving_lib.py
+reads and writes):
+- config.json: {"module": "keras", "class_name": "Sequential", "config": {...},
+  "build_config": {"input_shape": [null, ...]}, "compile_config": {...}};
+- metadata.json: {"keras_version": ..., "date_saved": ...};
+- model.weights.h5: each layer's weights as datasets layers/<key>/vars/0, 1, ...
+  (kernel, bias), where the key is the layer's class in snake case, numbered within the
+  model (conv2d, conv2d_1, dense, ...; never the layer's name); the optimizer's as
+  optimizer/vars/0 (iterations), 1 (learning rate), then for each weight its slots
+  (SGD: momentum; Adam: m, v).
+
+Loading reads and checks everything (members, sizes, config, every dataset's name and
+shape) before it makes the model; a file it cannot use raises a ValueError naming the
+file and what is wrong. It never unpickles and imports nothing a file names, except
+cconv's own initializer functions. h5py is needed only here (pip install "cconv[h5]").
+"""
+import datetime
+import io
+import json
+import os
+import zipfile
+import zlib
+
+import numpy as np
+
+from cconv import layers as layers_module
+from cconv import losses, optimizers
+from cconv._io import atomic_write
+
+CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
+# The Keras release whose .keras files cconv's were checked against (tests/test_keras_interop.py)
+KERAS_VERSION = "3.15.1"
+_JSON_LIMIT = 16 << 20       # bytes a config.json or metadata.json may expand to
+_H5_SLACK = 8 << 20          # HDF5's own structures, beyond the arrays themselves
+_MAX_SLOTS = 2               # Adam's m and v per weight
+_DTYPES = ("float32", "float64")
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError('.keras files need h5py, which cconv installs only on request: '
+                          'pip install "cconv[h5]" (or pip install h5py)') from None
+    return h5py
+
+
+# ---- configs -------------------------------------------------------------------------
+def serialize_layer(layer, dtype):
+    config = layer.get_config()
+    config["dtype"] = layers_module.dtype_policy(dtype)
+    module = "cconv.layers" if type(layer).__name__ in layers_module.CCONV_LAYERS \
+        else "keras.layers"
+    out = {"module": module, "class_name": type(layer).__name__, "config": config,
+           "registered_name": None if module == "keras.layers"
+           else f"cconv>{type(layer).__name__}"}
+    if layer.built:
+        out["build_config"] = {"input_shape": [None, *layer.input_shape]}
+    return out
+
+
+def sequential_config(model):
+    layer_configs = []
+    if model.input_shape is not None:
+        inp = layers_module.Input(model.input_shape, name="input_layer")
+        layer_configs.append({"module": "keras.layers", "class_name": "InputLayer",
+                              "config": {**inp.get_config(), "dtype": model.dtype.name},
+                              "registered_name": None})
+    layer_configs += [serialize_layer(layer, model.dtype) for layer in model.layers]
+    config = {"name": model.name, "trainable": True,
+              "dtype": layers_module.dtype_policy(model.dtype), "layers": layer_configs}
+    if model.input_shape is not None:
+        config["build_input_shape"] = [None, *model.input_shape]
+    return config
+
+
+def _layer_class(entry, custom_objects):
+    name = entry.get("class_name")
+    registered = entry.get("registered_name")
+    for key in (registered, name):
+        if key in custom_objects:
+            return custom_objects[key]
+    if entry.get("module", "keras.layers") == "cconv.layers" or \
+            (isinstance(registered, str) and registered.startswith("cconv>")):
+        cls = layers_module.CCONV_LAYERS.get(name)
+    else:
+        cls = layers_module.KERAS_LAYERS.get(name)
+    if cls is None:
+        known = sorted(set(layers_module.KERAS_LAYERS) | set(layers_module.CCONV_LAYERS))
+        raise ValueError(f"layer {name!r} ({(entry.get('config') or {}).get('name')!r}) is "
+                         f"not one cconv has ({', '.join(known)})")
+    return cls
+
+
+def sequential_from_config(config, custom_objects=None):
+    """A Sequential from Keras's Sequential config (or get_config's); nothing is built
+    until every layer's config has been checked."""
+    from cconv.model import Sequential
+    custom_objects = dict(custom_objects or {})
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        raise ValueError(f"Sequential config: expected a dict with a 'layers' list, got "
+                         f"{type(config).__name__}")
+    # Keras keeps a dtype per layer (its Sequential's own stays at floatx when only the
+    # layers are given one); cconv computes every layer in one dtype: the layers' common
+    # one, else the model's.
+    layer_dtypes = {layers_module.policy_name(f"layer {(e.get('config') or {}).get('name')!r}:"
+                                              f" dtype", (e.get("config") or {}).get("dtype"))
+                    for e in config["layers"] if isinstance(e, dict)
+                    and e.get("class_name") != "InputLayer"} - {None}
+    if len(layer_dtypes) > 1:
+        raise ValueError(f"Sequential: the layers' dtypes differ ({sorted(layer_dtypes)}); "
+                         f"cconv computes every layer in the model's one dtype")
+    dtype = layer_dtypes.pop() if layer_dtypes else (
+        layers_module.policy_name("Sequential: dtype", config.get("dtype")) or "float32")
+    if dtype not in _DTYPES:
+        raise ValueError(f"Sequential: dtype {dtype!r} is not supported by cconv (only "
+                         f"float32 or float64)")
+    if config.get("trainable", True) is not True:
+        raise ValueError("Sequential: trainable=False is not supported by cconv")
+    items, input_shape = [], None
+    for i, entry in enumerate(config["layers"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            raise ValueError(f"Sequential config: layers[{i}] is not a layer's config dict")
+        if entry.get("class_name") == "InputLayer":
+            if i != 0:
+                raise ValueError("Sequential config: an InputLayer must come first")
+            inp = layers_module.Input.from_config(entry["config"])
+            input_shape = inp.shape
+            items.append(inp)
+            continue
+        cls = _layer_class(entry, custom_objects)
+        items.append(cls.from_config(entry["config"], custom_objects)
+                     if issubclass(cls, layers_module.Layer) else cls.from_config(
+                         entry["config"]))
+    build_shape = config.get("build_input_shape")
+    if input_shape is None and isinstance(build_shape, list) and len(build_shape) >= 2:
+        items.insert(0, layers_module.Input(tuple(build_shape[1:])))
+    return Sequential(items, dtype=dtype, name=config.get("name") or "sequential")
+
+
+def compile_config(model):
+    return {"optimizer": optimizers.serialize(model.optimizer),
+            "loss": losses.serialize(model.loss), "loss_weights": None,
+            "metrics": list(model.metrics) or None, "weighted_metrics": None,
+            "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
+
+
+def compile_from_config(model, config):
+    """Compile model as a Keras compile_config says; options cconv lacks raise."""
+    if not isinstance(config, dict):
+        raise ValueError(f"compile_config: expected a dict, got {config!r}")
+    metrics = config.get("metrics")
+    if isinstance(metrics, dict):  # Keras writes {output name: [...]} for some models
+        raise ValueError(f"compile_config: per-output metrics {metrics!r} are not "
+                         f"supported by cconv")
+    for i, m in enumerate(metrics or []):
+        if not isinstance(m, str):
+            raise ValueError(f"compile_config: metric {m!r} is not supported by cconv "
+                             f"(only 'accuracy')")
+    model.compile(optimizer=optimizers.deserialize(config.get("optimizer", "rmsprop")),
+                  loss=losses.deserialize(config.get("loss")),
+                  loss_weights=config.get("loss_weights"), metrics=metrics,
+                  weighted_metrics=config.get("weighted_metrics"))
+
+
+# ---- writing -------------------------------------------------------------------------
+def _h5_keys(model):
+    """Each layer's group under layers/ in model.weights.h5, as Keras numbers them."""
+    keys, used = [], {}
+    for layer in model.layers:
+        base = layers_module.default_name(type(layer))
+        n = used.get(base, 0)
+        used[base] = n + 1
+        keys.append(base if n == 0 else f"{base}_{n}")
+    return keys
+
+
+def _weights_h5(model):
+    """model.weights.h5's bytes: each layer's weights, then the optimizer's state."""
+    h5py = _h5py()
+    buf = io.BytesIO()
+    params = [layer.params[k] for layer, k in model._weight_keys()] if model.built else []
+    with h5py.File(buf, "w") as f:
+        for layer, key in zip(model.layers, _h5_keys(model)):
+            group = f.create_group(f"layers/{key}/vars")
+            group.attrs["name"] = layer.name
+            for i, k in enumerate(k for k in layer.weight_names if k in layer.params):
+                group.create_dataset(str(i), data=layer.params[k])
+        f.create_group("vars").attrs["name"] = model.name
+        if model.compiled and model.built:
+            opt = model.optimizer
+            group = f.create_group("optimizer/vars")
+            group.attrs["name"] = opt.keras_name
+            group.create_dataset("0", data=np.int64(opt.iterations))
+            group.create_dataset("1", data=np.float32(opt.learning_rate))
+            for i, slot in enumerate(opt.slots(params), start=2):
+                group.create_dataset(str(i), data=slot)
+    return buf.getvalue()
+
+
+def save_model(model, filepath, overwrite=True):
+    path = os.fspath(filepath)
+    if not path.endswith(".keras"):
+        raise ValueError(f"filepath: expected a name ending in .keras, got {path!r} (for "
+                         f"weights alone, use save_weights with a .npz name)")
+    if not overwrite and os.path.exists(path):
+        raise FileExistsError(f"filepath: {path} exists and overwrite=False")
+    if not model.built and model.input_shape is not None:
+        model.build()
+    config = {"module": "keras", "class_name": "Sequential",
+              "config": sequential_config(model), "registered_name": None}
+    if model.built:
+        config["build_config"] = {"input_shape": [None, *model.input_shape]}
+    if model.compiled:
+        config["compile_config"] = compile_config(model)
+    from cconv import __version__
+    metadata = {"keras_version": KERAS_VERSION, "cconv_version": __version__,
+                "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
+    weights = _weights_h5(model)  # before the temporary file: an error leaves nothing
+    with atomic_write(path, suffix=".keras.tmp") as f:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_DEFLATED) as z:
+            z.writestr(METADATA, json.dumps(metadata))
+            z.writestr(CONFIG, json.dumps(config))
+            # HDF5 of floats barely compresses; storing it keeps saves fast
+            z.writestr(zipfile.ZipInfo(WEIGHTS, date_time=(1980, 1, 1, 0, 0, 0)), weights,
+                       compress_type=zipfile.ZIP_STORED)
+
+
+# ---- reading -------------------------------------------------------------------------
+class _Bad(ValueError):
+    """A problem with the file, before the file's name is added."""
+
+
+def _read_member(z, name, limit):
+    info = z.getinfo(name)
+    if info.file_size > limit:
+        raise _Bad(f"{name} expands to {info.file_size:,} bytes, more than the "
+                   f"{limit:,} this model can need (a damaged file or a zip bomb)")
+    with z.open(info) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise _Bad(f"{name} expands beyond {limit:,} bytes")
+    return data
+
+
+def _json(z, name):
+    try:
+        return json.loads(_read_member(z, name, _JSON_LIMIT))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _Bad(f"{name} is not valid JSON ({exc})") from None
+
+
+def _expected_datasets(model, compiled):
+    """{dataset path: (shape, kinds)} that model.weights.h5 must hold for this model."""
+    want = {}
+    for layer, key in zip(model.layers, _h5_keys(model)):
+        for i, k in enumerate(k for k in layer.weight_names if k in layer.params):
+            want[f"layers/{key}/vars/{i}"] = (layer.params[k].shape, "f")
+    if compiled:
+        want["optimizer/vars/0"] = ((), "iu")
+        want["optimizer/vars/1"] = ((), "f")
+        params = [layer.params[k] for layer, k in model._weight_keys()]
+        for i, slot in enumerate(model.optimizer.slots(params), start=2):
+            want[f"optimizer/vars/{i}"] = (slot.shape, "f")
+    return want
+
+
+def _read_weights(model, data, compiled, skip_optimizer):
+    """{dataset path: array} from model.weights.h5's bytes, each checked against the
+    model: no dataset missing, none extra, every shape and kind right. skip_optimizer:
+    the optimizer's datasets are passed over (load_model(compile=False))."""
+    h5py = _h5py()
+    want = _expected_datasets(model, compiled)
+    found = {}
+    try:
+        with h5py.File(io.BytesIO(data), "r") as f:
+            def visit(name, obj):
+                if isinstance(obj, h5py.Dataset) and not (
+                        skip_optimizer and name.startswith("optimizer/")):
+                    found[name] = obj
+            f.visititems(visit)
+            if compiled and {n for n in found if n.startswith("optimizer/")} == \
+                    {"optimizer/vars/0", "optimizer/vars/1"}:
+                # an optimizer that has not stepped: Keras may write no slots for it
+                want = {k: v for k, v in want.items()
+                        if not k.startswith("optimizer/vars/") or k in found}
+            missing = sorted(set(want) - set(found))
+            extra = sorted(set(found) - set(want))
+            if missing or extra:
+                raise _Bad(f"{WEIGHTS} does not match the config: "
+                           + "; ".join(p for p in (
+                               f"missing {', '.join(missing)}" if missing else "",
+                               f"unexpected {', '.join(extra)}" if extra else "") if p))
+            arrays = {}
+            for name, (shape, kinds) in want.items():
+                ds = found[name]
+                if ds.shape != tuple(shape):
+                    raise _Bad(f"{WEIGHTS}: {name} has shape {ds.shape}, the config "
+                               f"needs {tuple(shape)}")
+                if ds.dtype.kind not in kinds:
+                    raise _Bad(f"{WEIGHTS}: {name} has dtype {ds.dtype}, expected "
+                               f"{'a float' if kinds == 'f' else 'an integer'}")
+                arrays[name] = ds[()]
+    except (OSError, KeyError, RuntimeError, TypeError) as exc:  # h5py's damaged-file errors
+        raise _Bad(f"{WEIGHTS} is not a readable HDF5 file ({exc})") from None
+    for name, arr in arrays.items():
+        if not np.all(np.isfinite(arr)):
+            raise _Bad(f"{WEIGHTS}: {name} contains NaN or inf")
+    return arrays
+
+
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
+    """The model in a .keras file written by cconv or by Keras 3 (Sequential models of
+    the layers cconv has), with its weights and, when compile=True and the file was
+    compiled, its optimizer and optimizer state. safe_mode is accepted for Keras's
+    sake: cconv never runs code a file names."""
+    path = os.fspath(filepath)
+    try:
+        return _load(path, custom_objects, compile)
+    except _Bad as exc:
+        raise ValueError(f"load_model: {path}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"load_model: {path}: {exc}") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        raise ValueError(f"load_model: {path} is not a readable .keras zip "
+                         f"({type(exc).__name__}: {exc})") from None
+
+
+def _load(path, custom_objects, compile_):
+    with open(path, "rb") as raw, zipfile.ZipFile(raw) as z:
+        names = set(z.namelist())
+        if CONFIG not in names:
+            raise _Bad(f"no {CONFIG} inside: not a .keras file")
+        if WEIGHTS not in names:
+            raise _Bad(f"no {WEIGHTS} inside (Keras's .npz or sharded weight stores are "
+                       f"not supported; save with its default .h5 store)")
+        unknown = sorted(n for n in names - {CONFIG, METADATA, WEIGHTS} if not n.endswith("/"))
+        if unknown:
+            raise _Bad(f"holds members cconv does not know: {', '.join(unknown)}")
+        config = _json(z, CONFIG)
+        if not isinstance(config, dict) or config.get("class_name") != "Sequential":
+            got = config.get("class_name") if isinstance(config, dict) else config
+            raise _Bad(f"{CONFIG} describes a {got!r}; cconv loads Sequential models only")
+        model = sequential_from_config(config.get("config"), custom_objects)
+        if not model.built:
+            shape = (config.get("build_config") or {}).get("input_shape")
+            if isinstance(shape, list) and len(shape) >= 2:
+                model.build(tuple(shape[1:]))
+        # Keras writes {} for a model that was never compiled
+        compile_config = config.get("compile_config") or None
+        compiled = compile_ and compile_config is not None
+        if compiled:
+            compile_from_config(model, compile_config)
+        limit = _H5_SLACK + (1 + _MAX_SLOTS) * sum(
+            p.nbytes for layer in model.layers for p in layer.params.values())
+        data = _read_member(z, WEIGHTS, limit)
+        if not model.built:
+            return model  # saved before it knew its input: no weights to read
+        arrays = _read_weights(model, data, compiled,
+                               skip_optimizer=compile_config is not None and not compiled)
+    model.set_weights([arrays[f"layers/{key}/vars/{i}"]
+                       for layer, key in zip(model.layers, _h5_keys(model))
+                       for i, _ in enumerate(k for k in layer.weight_names
+                                             if k in layer.params)])
+    if compiled:
+        opt = model.optimizer
+        slots = [arrays[k] for k in sorted((k for k in arrays if k.startswith("optimizer/")
+                                            and k not in ("optimizer/vars/0",
+                                                          "optimizer/vars/1")),
+                                           key=lambda k: int(k.rsplit("/", 1)[1]))]
+        iterations = int(arrays["optimizer/vars/0"])
+        if slots:
+            opt.set_slots([np.ascontiguousarray(a, dtype=model.dtype) for a in slots],
+                          iterations)
+        else:
+            opt.iterations = iterations
+    return model

@@ -1,0 +1,81 @@
+"""Small models with every layer cconv has, for the round-trip tests (configs, copies,
+.keras files, Keras interop)."""
+import numpy as np
+
+import cconv
+from cconv.layers import (Activation, Conv2D, Dense, Dropout, Flatten, Input, KernelPooling,
+                          MaxPooling2D)
+
+OPTIMIZERS = {
+    "sgd": lambda: cconv.optimizers.SGD(0.05),
+    "sgd_momentum": lambda: cconv.optimizers.SGD(0.05, momentum=0.9),
+    "adam": lambda: cconv.optimizers.Adam(0.01),
+}
+
+
+def keras_layers_model(dtype="float32", with_input=True):
+    """Every layer Keras has too: both paddings, with and without bias, each activation."""
+    return cconv.Sequential(([Input((12, 12, 2))] if with_input else []) + [
+        Conv2D(4, 3, activation="tanh"),
+        MaxPooling2D(2, padding="same"),
+        Conv2D(3, (2, 3), activation="relu", padding="same", use_bias=False),
+        Dropout(0.3),
+        Flatten(),
+        Dense(6),
+        Activation("relu"),
+        Dense(5, activation="softmax"),
+    ], dtype=dtype)
+
+
+def kernel_pooling_model(dtype="float32", with_input=True):
+    """cconv's own KernelPooling, a linear conv and logits."""
+    return cconv.Sequential(([Input((10, 10, 1))] if with_input else []) + [
+        Conv2D(5, 3, kernel_initializer="he_normal", bias_initializer="ones"),
+        Activation("tanh"),
+        KernelPooling("max"),
+        Flatten(),
+        Dropout(0.2),
+        Dense(5, kernel_initializer="glorot_normal"),
+    ], dtype=dtype)
+
+
+MODELS = {"keras_layers": keras_layers_model, "kernel_pooling": kernel_pooling_model}
+
+
+def data(model_name, n=20, seed=0):
+    shape = (12, 12, 2) if model_name == "keras_layers" else (10, 10, 1)
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n,) + shape), rng.integers(0, 5, n)
+
+
+def make(model_name, dtype="float32", optimizer="adam", compiled=True, trained=True,
+         with_input=True):
+    """The model, seeded; compiled with `optimizer`; trained two epochs when asked."""
+    cconv.utils.set_random_seed(7)
+    model = MODELS[model_name](dtype, with_input)
+    if compiled:
+        loss = (cconv.losses.SparseCategoricalCrossentropy(from_logits=True)
+                if model_name == "kernel_pooling" else "sparse_categorical_crossentropy")
+        model.compile(optimizer=OPTIMIZERS[optimizer](), loss=loss, metrics=["accuracy"])
+    if trained:
+        x, y = data(model_name)
+        model.fit(x, y, batch_size=8, epochs=2, verbose=0, seed=1)
+    return model
+
+
+def same_bits(a, b):
+    return all(u.dtype == v.dtype and u.shape == v.shape and np.array_equal(u, v)
+               for u, v in zip(a, b)) and len(a) == len(b)
+
+
+def need(module, extra):
+    """module, imported; without it the test skips, saying which extra installs it, or
+    fails when CCONV_REQUIRE_EXTRAS is set (CI installs every extra)."""
+    import importlib
+    import os
+
+    import pytest
+    if os.environ.get("CCONV_REQUIRE_EXTRAS"):
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f'{module} is not installed (pip install '
+                                              f'".[{extra}]")')
