@@ -78,6 +78,14 @@ def keras_adam(w, grads, lr, beta_1, beta_2, epsilon):
     return w
 
 
+class FrozenOptimizer(cconv.optimizers.Optimizer):
+    """Leaves the weights alone, so that a model's outputs during fit are known in
+    advance: what fit reports can then be worked out by hand."""
+
+    def update(self, params, grads):
+        pass
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

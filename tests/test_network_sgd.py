@@ -80,9 +80,10 @@ def oracle_sgd_step(model, params, x, onehot, masks, lr):
 
 
 def small_gemm_net():
-    """Multi-channel 3x3 convolutions: the GEMM kernels' paths, forward and backward."""
-    model = cconv.Sequential([Input((12, 12, 1)), Conv2D(4, 3, activation="tanh", padding="same"),
-                              Conv2D(8, 3, activation="relu"), MaxPooling2D(2), Flatten(),
+    """Multi-channel 3x3 convolutions (the GEMM kernels' paths, forward and backward), and
+    a tanh convolution fused with its pooling."""
+    model = cconv.Sequential([Input((12, 12, 1)), Conv2D(4, 3, activation="relu", padding="same"),
+                              Conv2D(8, 3, activation="tanh"), MaxPooling2D(2), Flatten(),
                               Dropout(0.3), Dense(10, activation="softmax")], dtype="float64")
     model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     return model

@@ -11,7 +11,7 @@ import cconv
 from cconv import layers as layers_module
 from cconv import presets
 from cconv.layers import Activation, Conv2D, Dense, Dropout, Input
-from conftest import numerical_grad, rel_error
+from conftest import FrozenOptimizer, numerical_grad, rel_error
 
 
 def softmax(z):
@@ -91,13 +91,6 @@ def test_validation_split_holds_out_the_last_samples_before_shuffling(n, split, 
     assert validated == list(range(split_at, n)) * 2
 
 
-class Frozen(cconv.optimizers.Optimizer):
-    """Leaves the weights alone, so the model's predictions during fit are known."""
-
-    def update(self, params, grads):
-        pass
-
-
 def test_history_is_the_mean_over_every_sample_of_the_epoch():
     """Keras's training loss and accuracy for an epoch are means over all its samples
     (each batch weighted by its size), not the last batch's nor a mean of batch means."""
@@ -107,7 +100,7 @@ def test_history_is_the_mean_over_every_sample_of_the_epoch():
     y = rng.integers(0, 3, n)
     cconv.utils.set_random_seed(2)
     model = cconv.Sequential([Input((4,)), Dense(3, activation="softmax")], dtype="float64")
-    model.compile(optimizer=Frozen(), loss="sparse_categorical_crossentropy",
+    model.compile(optimizer=FrozenOptimizer(), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     w, b = model.get_weights()
     p = softmax(x @ w + b)
