@@ -73,6 +73,15 @@ def test_shuffled_batches_cover_every_sample_once_in_a_new_order_each_epoch():
     assert orders[0] != orders[1] != orders[2]
 
 
+def test_shuffle_is_on_by_default():
+    """Keras's fit shuffles unless told not to."""
+    log = []
+    x, y = ids_and_labels(30)
+    recording_model(log).fit(x, y, batch_size=30, epochs=1, verbose=0, seed=3)
+    [(training, order)] = [entry for entry in log if entry[0]]
+    assert sorted(order) == list(range(30)) and order != list(range(30))
+
+
 @pytest.mark.parametrize("n,split", [(20, 0.25), (10, 0.25), (10, 0.3), (7, 0.5), (100, 0.1),
                                      (9, 0.05 + 0.1)])
 @pytest.mark.parametrize("shuffle", [False, True])
@@ -269,6 +278,18 @@ def test_softmax_backward_unfused_against_finite_differences(case):
         assert rel_error(got, numerical_grad(loss, arr)) < 1e-6
 
 
+def test_softmax_layer_backward_is_the_jacobian_written_out():
+    """Activation("softmax").backward(g) for each row is J^T g, J = diag(p) - p p^T."""
+    rng = np.random.default_rng(12)
+    z, g = rng.standard_normal((5, 7)), rng.standard_normal((5, 7))
+    cconv.utils.set_random_seed(0)
+    layer = cconv.Sequential([Input((7,)), Activation("softmax")], dtype="float64").layers[0]
+    p = softmax(z)
+    np.testing.assert_allclose(layer.forward(z, training=True), p, rtol=1e-14)
+    want = np.stack([(np.diag(pi) - np.outer(pi, pi)).T @ gi for pi, gi in zip(p, g)])
+    np.testing.assert_allclose(layer.backward(g), want, rtol=1e-12, atol=1e-15)
+
+
 def test_standalone_dropout_layer_trained_with_sgd():
     """Dense -> Dropout -> Dense (no fused step): the loss the model reports is the loss
     with the mask it drew, kept inputs scaled by 1 / (1 - rate), and the SGD step is that
@@ -321,3 +342,17 @@ def test_weights_file_keys_and_order_are_pinned(tmp_path, preset, keys):
             _, layer, name = key.split(".")
             np.testing.assert_array_equal(data[key], by_name[layer].params[name])
         assert str(data["meta.preset"]) == preset
+
+
+def test_load_weights_reads_the_documented_layout(tmp_path):
+    """A file written by hand in the pinned layout loads each array into its layer."""
+    cconv.utils.set_random_seed(1)
+    model = presets.build_fixed()
+    rng = np.random.default_rng(13)
+    arrays = {key: rng.standard_normal(shape).astype(np.float32) for key, shape in FIXED_KEYS}
+    np.savez(tmp_path / "by_hand.npz", **arrays)
+    model.load_weights(tmp_path / "by_hand.npz")
+    by_name = {layer.name: layer for layer in model.layers}
+    for key, _ in FIXED_KEYS:
+        _, layer, name = key.split(".")
+        np.testing.assert_array_equal(by_name[layer].params[name], arrays[key])

@@ -49,7 +49,8 @@ MUTANTS = [
     Mutant("conv_grad_sign_1ch", "single-channel conv: weight gradient with its sign flipped",
            [("cconv/ops/conv.py", "    grad_w = partial_w.sum(axis=0)\n",
              "    grad_w = -partial_w.sum(axis=0)\n")],
-           ["tests/ops/test_conv.py", "tests/test_network_sgd.py", "tests/test_model.py"]),
+           ["tests/ops/test_conv.py", "tests/test_network_sgd.py", "tests/test_model.py",
+            "tests/test_fuzz.py", "tests/test_mnist_e2e.py"]),
     Mutant("conv_grad_sign_gemm", "multi-channel (GEMM) conv: weight gradient sign flipped",
            [("cconv/ops/conv.py",
              "        _gemm.conv_backward_weights(x, grad_out, grad_w, work, pad_top, pad_left, "
@@ -119,7 +120,8 @@ MUTANTS = [
            "(load_weights unchanged)",
            [("cconv/model.py", "for i, (layer, k) in enumerate(self._weight_keys())}",
              "for i, (layer, k) in enumerate(self._weight_keys()[::-1])}")],
-           ["tests/test_model.py", "tests/test_semantics.py", "tests/test_reliability.py"]),
+           ["tests/test_model.py", "tests/test_semantics.py", "tests/test_reliability.py",
+            "tests/test_cli.py::test_train_tf_preset"]),
     Mutant("convpool_relu_grad_for_tanh", "fused conv+pool backward applies relu's "
            "derivative to a tanh conv",
            [("cconv/fusion.py",
@@ -173,7 +175,8 @@ MUTANTS = [
              "expected = [f\"{i:03d}.{layer.name}.{k}\" for i, (layer, k) in enumerate(keys)]",
              "expected = [f\"{len(keys) - 1 - i:03d}.{layer.name}.{k}\" "
              "for i, (layer, k) in enumerate(keys)]")],
-           ["tests/test_semantics.py", "tests/test_model.py", "tests/test_reliability.py"]),
+           ["tests/test_semantics.py", "tests/test_model.py", "tests/test_reliability.py",
+            "tests/test_cli.py::test_train_tf_preset"]),
 ]
 
 
