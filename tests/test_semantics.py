@@ -278,6 +278,30 @@ def test_softmax_backward_unfused_against_finite_differences(case):
         assert rel_error(got, numerical_grad(loss, arr)) < 1e-6
 
 
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_categorical_labels_that_are_not_one_hot(from_logits):
+    """Keras's categorical cross-entropy takes any label weights y: the loss is
+    -sum(y * log p) and the step must be its gradient, also when a row of y does not
+    sum to 1 (there the gradient wrt the logits is p * sum(y) - y, not p - y)."""
+    rng = np.random.default_rng(14)
+    n = 6
+    x = rng.standard_normal((n, 4))
+    y = rng.uniform(0, 1, (n, 3)) * rng.choice([0.5, 1.0, 2.0], (n, 1))
+    cconv.utils.set_random_seed(5)
+    model = cconv.Sequential([Input((4,)), Dense(3, activation=None if from_logits
+                                                 else "softmax")], dtype="float64")
+    model.compile(optimizer=cconv.optimizers.SGD(0.5),
+                  loss=cconv.losses.CategoricalCrossentropy(from_logits=from_logits))
+    grads, weights, history = one_sgd_step_gradients(model, x, y)
+
+    def loss():
+        return -(y * np.log(softmax(x @ weights[0] + weights[1]))).sum(axis=1).mean()
+
+    np.testing.assert_allclose(history.history["loss"][0], loss(), rtol=1e-12)
+    for got, arr in zip(grads, weights):
+        assert rel_error(got, numerical_grad(loss, arr)) < 1e-6
+
+
 def test_softmax_layer_backward_is_the_jacobian_written_out():
     """Activation("softmax").backward(g) for each row is J^T g, J = diag(p) - p p^T."""
     rng = np.random.default_rng(12)
