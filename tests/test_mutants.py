@@ -1,6 +1,6 @@
 """tools/mutants.py stays usable: every mutant still plants (its text occurs exactly once
 in today's source) and names tests that exist. Running the mutants is the tool's job
-(about 15 minutes), not the suite's."""
+(10 minutes), not the suite's."""
 import importlib.util
 from pathlib import Path
 

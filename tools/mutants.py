@@ -17,8 +17,9 @@ only means something if the test passed before.
 
     python tools/mutants.py --list              the mutants and what each plants
     python tools/mutants.py --check             only check that every substitution applies
-    python tools/mutants.py                     run them all (about 15 minutes on 2 cores)
-    python tools/mutants.py --only shuffle_ignored --only glorot_limit
+    python tools/mutants.py                     run them all (10 minutes here, 2-3 of them
+                                                rebuilding a level for the kernel mutant)
+    python tools/mutants.py --only shuffle_ignored --only glorot_limit_sqrt3
     python tools/mutants.py --jobs 2            two mutants at a time
 
 Tests that need MNIST (marked [MNIST] below) read CCONV_DATA_DIR, as in the suite; without
