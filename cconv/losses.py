@@ -65,10 +65,12 @@ class Loss:
         return out
 
     def value_and_grad_logits(self, onehot, logits):
-        """(per-sample losses, d(mean loss)/d(logits))."""
+        """(per-sample losses, d(mean loss)/d(logits)). For label rows y that do not sum
+        to 1 (categorical labels may be any weights, as in Keras) the gradient of
+        -sum(y * log softmax(z)) is p * sum(y) - y; a one-hot row makes it p - y."""
         log_p = _log_softmax(logits)
         losses = -(onehot * log_p).sum(axis=1)
-        grad = (np.exp(log_p) - onehot) / len(logits)
+        grad = (np.exp(log_p) * onehot.sum(axis=1, keepdims=True) - onehot) / len(logits)
         return losses, grad
 
     def value_and_grad_probs(self, onehot, probs):

@@ -454,13 +454,14 @@ class Sequential:
             xv = self._check_x(validation_data[0], "validation_data[0]")
             val = (xv, self._check_y(validation_data[1], len(xv), "validation_data[1]"))
         elif validation_split > 0:
-            # Like Keras: the last fraction of the data, taken before any shuffling.
-            n_val = int(len(x) * validation_split)
-            if n_val == 0 or n_val == len(x):
+            # Like Keras: the last fraction of the data, taken before any shuffling; the
+            # training part is floor(n * (1 - split)) samples, as Keras rounds it.
+            split_at = int(np.floor(len(x) * (1.0 - validation_split)))
+            if split_at == 0 or split_at == len(x):
                 raise ValueError(f"validation_split: {validation_split} of {len(x)} samples "
                                  f"leaves an empty training or validation set")
-            val = (x[-n_val:], onehot[-n_val:])
-            x, onehot = x[:-n_val], onehot[:-n_val]
+            val = (x[split_at:], onehot[split_at:])
+            x, onehot = x[:split_at], onehot[:split_at]
         if val is not None and validation_steps is not None:
             keep = utils._positive_int("validation_steps", validation_steps) * val_batch_size
             val = (val[0][:keep], val[1][:keep])

@@ -8,6 +8,55 @@ import pytest
 
 import cconv
 
+# CCONV_REQUIRE_TEST_DEPS=1 (set by .ci/run): a test that skips is a failure, so that a
+# missing test dependency (hypothesis, matplotlib, mlxtend, the installed `cconv` script)
+# cannot make tests vanish. Only these skips are allowed, because they depend on the
+# machine, not on what is installed: skip reasons (substrings) and why.
+ALLOWED_SKIPS = {
+    "kernel larger than the image": "test_conv: parameter combinations with no 'valid' output",
+    "the level was forced": "test_levels: the caller forced a level (CCONV_CPU_CAPABILITY)",
+    "which this CPU or build lacks": "test_levels: the CPU lacks AVX2 or AVX-512",
+    "no other level to run here": "test_levels: the CPU runs only the default level",
+    "needs Linux /proc": "test_reliability: RSS is read from Linux's /proc",
+    "reads ELF symbol names": "test_reliability: Linux shared libraries only",
+    "no C compiler on PATH": "test_reliability: nothing to ask whether OpenMP was possible",
+    "this compiler cannot build and run OpenMP programs": "test_reliability: no OpenMP here",
+}
+REQUIRE_TEST_DEPS = os.environ.get("CCONV_REQUIRE_TEST_DEPS") == "1"
+
+
+def _unallowed_skip(report):
+    """The reason of a skip that CCONV_REQUIRE_TEST_DEPS=1 turns into a failure, or None."""
+    if not (REQUIRE_TEST_DEPS and report.skipped) or not isinstance(report.longrepr, tuple):
+        return None
+    reason = str(report.longrepr[2])
+    return None if any(allowed in reason for allowed in ALLOWED_SKIPS) else reason
+
+
+def _fail_skip(report, reason):
+    report.outcome = "failed"
+    report.longrepr = (f"skipped ({reason}), but CCONV_REQUIRE_TEST_DEPS=1 allows only the "
+                       f"skips listed in tests/conftest.py ALLOWED_SKIPS: install the test "
+                       f"dependencies (pip install '.[test]') and the data it names")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = (yield).get_result()
+    reason = _unallowed_skip(report)
+    if reason is not None:
+        _fail_skip(report, reason)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    """A whole module skipped at import (pytest.importorskip at module level)."""
+    report = (yield).get_result()
+    reason = _unallowed_skip(report)
+    if reason is not None:
+        _fail_skip(report, reason)
+
+
 DTYPES = [np.float32, np.float64]
 # The one tolerance table: rtol and atol for a value that sums few terms (tol() scales
 # atol for longer sums), and eps, the relative rounding of one term, with margin.
@@ -76,6 +125,14 @@ def keras_adam(w, grads, lr, beta_1, beta_2, epsilon):
         v = beta_2 * v + (1 - beta_2) * g * g
         w = w - lr * np.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t) * m / (np.sqrt(v) + epsilon)
     return w
+
+
+class FrozenOptimizer(cconv.optimizers.Optimizer):
+    """Leaves the weights alone, so that a model's outputs during fit are known in
+    advance: what fit reports can then be worked out by hand."""
+
+    def update(self, params, grads):
+        pass
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import pytest
 import cconv
 from cconv.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint
 from cconv.layers import Conv2D, Dense, Flatten, Input
+from conftest import FrozenOptimizer
 
 
 class StubModel:
@@ -290,9 +291,43 @@ def test_csv_logger_rows_match_history(tmp_path):
     assert len(rows) == 1 + 3 + 2 and rows[0][0] == "epoch"
     assert [r[0] for r in rows[1:]] == ["0", "1", "2", "0", "1"]
     # without append, the file starts over
-    model.fit(x, y, epochs=1, verbose=0, callbacks=[CSVLogger(path, separator=";")])
-    assert read_csv(path, ";") == [["epoch", "accuracy", "loss"], read_csv(path, ";")[1]]
+    history = model.fit(x, y, epochs=1, verbose=0,
+                        callbacks=[CSVLogger(path, separator=";")]).history
+    rows = read_csv(path, ";")
+    assert rows[0] == ["epoch", "accuracy", "loss"] and len(rows) == 2
+    assert [float(v) for v in rows[1][1:]] == [history["accuracy"][0], history["loss"][0]]
     assert os.listdir(tmp_path) == ["log.csv"]
+
+
+def test_csv_logger_rows_are_the_epoch_means_worked_out_by_hand(tmp_path):
+    """With weights that do not move, every epoch's row is known in advance: the mean
+    loss and accuracy over all 45 training and all 13 validation samples (batches of 10,
+    so the last batch of each is short), from the softmax of the weights."""
+    rng = np.random.default_rng(8)
+    x, y = rng.standard_normal((45, 5)), rng.integers(0, 3, 45)
+    xv, yv = rng.standard_normal((13, 5)), rng.integers(0, 3, 13)
+    cconv.utils.set_random_seed(6)
+    model = cconv.Sequential([Input((5,)), Dense(3, activation="softmax")], dtype="float64")
+    model.compile(optimizer=FrozenOptimizer(), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    w, b = model.get_weights()
+
+    def means(xs, ys):
+        z = xs @ w + b
+        p = np.exp(z - z.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        return (p.argmax(axis=1) == ys).mean(), -np.log(p[np.arange(len(ys)), ys]).mean()
+
+    want = [*means(x, y), *means(xv, yv)]
+    path = tmp_path / "log.csv"
+    model.fit(x, y, batch_size=10, epochs=2, verbose=0, validation_data=(xv, yv),
+              callbacks=[CSVLogger(path)])
+    rows = read_csv(path)
+    assert rows[0] == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    for epoch, row in enumerate(rows[1:]):
+        assert row[0] == str(epoch)
+        np.testing.assert_allclose([float(v) for v in row[1:]], want, rtol=1e-12)
+    assert len(rows) == 3
 
 
 def test_csv_logger_marks_missing_values(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cconv import layers, oracle
+from cconv import layers, oracle, presets
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grokking_ch10.py"
 
@@ -151,9 +151,55 @@ def test_train_fixed_save_plots_then_evaluate(tmp_path, mnist_dir):
     assert float(got.group(1)) == pytest.approx(float(epochs[-1][2]), abs=1.01e-4)
 
 
+def describe(model):
+    """A model's layers and training setup, as plain values to compare with a literal."""
+    out = []
+    for layer in model.layers:
+        config = {k: getattr(layer, k) for k in ("filters", "kernel_size", "padding", "units",
+                                                 "rate", "pool_size", "use_bias")
+                  if hasattr(layer, k)}
+        if layer.activation is not None:
+            config["activation"] = layer.activation.name
+        out.append((type(layer).__name__, config, layer.output_shape))
+    opt = model.optimizer
+    return out, (type(opt).__name__, opt.learning_rate, getattr(opt, "momentum", None),
+                 type(model.loss).__name__, model.loss.from_logits)
+
+
+def test_presets_are_the_chapter_and_the_tutorial_networks():
+    """The networks written out from their sources, not from cconv.presets: chapter 10
+    (16 3x3 tanh kernels, dropout 0.5, dense 10 softmax, SGD with the book's 2 / 128 on
+    batches of 128 of the first 1,000 images) and TensorFlow's tutorial (two 5x5 'same'
+    relu convolutions of 32 and 64 with 2x2 max pooling, dense 1024 relu, dropout 0.5,
+    dense 10 logits, Adam 1e-4, batches of 50 of all 60,000 images)."""
+    fixed = presets.get("fixed")
+    assert describe(fixed.build()) == ([
+        ("Conv2D", dict(filters=16, kernel_size=(3, 3), padding="valid", use_bias=True,
+                        activation="tanh"), (26, 26, 16)),
+        ("Dropout", dict(rate=0.5), (26, 26, 16)),
+        ("Flatten", {}, (10816,)),
+        ("Dense", dict(units=10, use_bias=True, activation="softmax"), (10,)),
+    ], ("SGD", 2 / 128, 0.0, "SparseCategoricalCrossentropy", False))
+    assert (fixed.batch_size, fixed.train_images) == (128, 1000)
+    tf = presets.get("tf")
+    conv = dict(kernel_size=(5, 5), padding="same", use_bias=True, activation="relu")
+    assert describe(tf.build()) == ([
+        ("Conv2D", dict(filters=32, **conv), (28, 28, 32)),
+        ("MaxPooling2D", dict(pool_size=(2, 2), padding="valid"), (14, 14, 32)),
+        ("Conv2D", dict(filters=64, **conv), (14, 14, 64)),
+        ("MaxPooling2D", dict(pool_size=(2, 2), padding="valid"), (7, 7, 64)),
+        ("Flatten", {}, (3136,)),
+        ("Dense", dict(units=1024, use_bias=True, activation="relu"), (1024,)),
+        ("Dropout", dict(rate=0.5), (1024,)),
+        ("Dense", dict(units=10, use_bias=True, activation="linear"), (10,)),
+    ], ("Adam", 1e-4, None, "SparseCategoricalCrossentropy", True))
+    assert (tf.batch_size, tf.train_images) == (50, 60000)
+
+
 def test_train_fixed_is_the_examples_network(tmp_path, mnist_dir):
-    """The CLI and examples/grokking_ch10.py share one definition: same seed, same test
-    accuracy after an epoch."""
+    """The CLI and examples/grokking_ch10.py train the same network the same way: same
+    seed, same test accuracy after an epoch. (What that network is, is checked against
+    the chapter by test_presets_are_the_chapter_and_the_tutorial_networks.)"""
     run = cconv("train", "--preset", "fixed", "--epochs", "1", "--data", mnist_dir,
                 cwd=tmp_path)
     assert run.returncode == 0, run.stderr
@@ -179,11 +225,39 @@ def test_train_book_prints_the_books_numbers(tmp_path, mnist_dir):
                         run.stdout), run.stdout
 
 
+def numpy_tf_accuracy(path, mnist_dir, limit):
+    """Accuracy of the tf preset's saved weights on the first `limit` test images, layer
+    by layer in the float64 oracle."""
+    from cconv.datasets import mnist
+    _, (x_test, y_test) = mnist.load_data(mnist_dir)
+    with np.load(path) as w:
+        k1, b1, k2, b2, w3, b3, w4, b4 = (w[f"{i:03d}.{name}"].astype(np.float64) for i, name
+                                          in enumerate(["conv2d.kernel", "conv2d.bias",
+                                                        "conv2d_1.kernel", "conv2d_1.bias",
+                                                        "dense.kernel", "dense.bias",
+                                                        "dense_1.kernel", "dense_1.bias"]))
+        assert str(w["meta.preset"]) == "tf"
+    h = x_test[:limit, :, :, None].astype(np.float64) / 255
+    h, _ = oracle.max_pool2d(oracle.conv2d(h, k1, b1, "same", "relu"), 2)
+    h, _ = oracle.max_pool2d(oracle.conv2d(h, k2, b2, "same", "relu"), 2)
+    h = oracle.relu(h.reshape(limit, -1) @ w3 + b3)
+    return float(((h @ w4 + b4).argmax(axis=1) == y_test[:limit]).mean())
+
+
 def test_train_tf_preset(tmp_path, mnist_dir):
+    """The val_accuracy that training prints and the accuracy that evaluate prints are
+    both the saved weights' accuracy on those 100 test images, worked out in NumPy."""
     run = cconv("train", "--preset", "tf", "--epochs", "1", "--limit", "100", "--save",
                 "tf.npz", "--data", mnist_dir, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "100 training and 100 test images, 1 epoch, batch 50" in run.stdout
-    assert re.search(r"^2/2 - .* val_accuracy: [0-9.]+$", run.stdout, re.M), run.stdout
+    trained = re.search(r"^2/2 - .* val_accuracy: ([0-9.]+)$", run.stdout, re.M)
+    assert trained, run.stdout
+    want = numpy_tf_accuracy(tmp_path / "tf.npz", mnist_dir, 100)
+    assert float(trained.group(1)) == pytest.approx(want, abs=1e-4)
     run = cconv("evaluate", "tf.npz", "--data", mnist_dir, "--limit", "100", cwd=tmp_path)
-    assert run.returncode == 0 and run.stdout.startswith("preset tf, 100 test images")
+    assert run.returncode == 0, run.stderr
+    got = re.fullmatch(r"preset tf, 100 test images: loss [0-9.]+, accuracy ([0-9.]+)\n",
+                       run.stdout)
+    assert got, run.stdout
+    assert float(got.group(1)) == pytest.approx(want, abs=1e-4)

@@ -638,13 +638,17 @@ def reference_predict(model, x):
     return out
 
 
+SMALL_MODEL_LR = 0.1
+
+
 def small_model(dtype, padding, loss):
     cconv.utils.set_random_seed(0)
     model = cconv.Sequential([Input((6, 5, 2)), Conv2D(3, 3, activation="tanh",
                                                        padding=padding),
                               Dropout(0.5), Flatten(), Dense(4, activation="softmax")],
                              dtype=dtype)
-    model.compile(optimizer=cconv.optimizers.SGD(0.1), loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=cconv.optimizers.SGD(SMALL_MODEL_LR), loss=loss,
+                  metrics=["accuracy"])
     return model
 
 
@@ -653,16 +657,50 @@ LABEL_DTYPES = [np.int64, np.uint8, np.int8, np.float32, np.float64, np.bool_, n
 BATCH = st.sampled_from([1, 3, 32, 10**12, None, 0, -2, 2.5, "8", True, np.int32(2)])
 
 
-def fit_and_predict(model, x, y, batch_size, epochs, dtype):
-    """fit either trains (finite weights that moved) or refuses and leaves the weights
-    alone; predict either refuses or matches the NumPy reference."""
+def one_hot_reference(y):
+    """Labels as float64 one-hot rows of 4 classes, as the model reads them."""
+    yv = np.asarray(y).astype(np.float64)
+    return yv if yv.ndim == 2 and yv.shape[1] == 4 else np.eye(4)[yv.astype(int).ravel()]
+
+
+def sgd_step_reference(model, weights, x, y, lr):
+    """small_model's weights after one SGD step over all of (x, y), in the float64 oracle,
+    with the dropout mask the step drew."""
+    k, kb, w, wb = (a.astype(np.float64) for a in weights)
+    x = np.asarray(x, dtype=np.float64)
+    n, padding, mask = len(x), model.layers[0].padding, model.layers[1].saved["mask"]
+    h = oracle.tanh(oracle.conv2d(x, k, kb, padding))
+    d, _ = oracle.dropout(h, 0.5, mask=mask)
+    z = oracle.dense(d.reshape(n, -1), w, wb)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    onehot = one_hot_reference(y)  # categorical rows may be any weights: p * sum(y) - y
+    gd, gw, gwb = oracle.dense_backward(d.reshape(n, -1), w,
+                                        (p * onehot.sum(axis=1, keepdims=True) - onehot) / n)
+    gh = oracle.tanh_backward(h, oracle.dropout_backward(gd.reshape(h.shape), mask, 0.5))
+    _, gk, gkb = oracle.conv2d_backward(x, k, gh, padding, need_grad_x=False)
+    return [a - lr * g for a, g in zip((k, kb, w, wb), (gk, gkb, gw, gwb))]
+
+
+def fit_and_predict(model, x, y, batch_size, epochs, dtype, one_step_lr=None):
+    """fit either trains (finite weights that moved; given one_step_lr, the fit does not
+    shuffle and, when it is one SGD step over all of x, must give the oracle's weights) or
+    refuses and leaves the weights alone; predict either refuses or matches the NumPy
+    reference."""
     before = model.get_weights()
     ok, history = outcome(lambda: model.fit(x, y, batch_size=batch_size, epochs=epochs,
-                                            verbose=0, seed=1))
+                                            verbose=0, seed=1, shuffle=one_step_lr is None))
     if ok:
         assert len(history.history["loss"]) == epochs
         assert all(np.isfinite(w).all() for w in model.get_weights())
         assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+        one_batch = (32 if batch_size is None else int(batch_size)) >= len(np.asarray(x))
+        if one_step_lr is not None and epochs == 1 and one_batch:
+            event("fit: one SGD step checked against the oracle")
+            want = sgd_step_reference(model, before, x, y, one_step_lr)
+            tolerance = dict(rtol=1e-4, atol=1e-5) if dtype == "float32" else dict(rtol=1e-9)
+            for got, exp in zip(model.get_weights(), want):
+                np.testing.assert_allclose(got, exp, **tolerance)
     else:  # a refused fit leaves the weights alone
         assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
     ok, probs = outcome(lambda: model.predict(x, batch_size=batch_size))
@@ -703,13 +741,25 @@ def test_fit_evaluate_predict(dtype, padding, loss, n, batch_size, epochs, data)
     if ok:
         xf = np.asarray(x, dtype=np.float64)
         p = reference_predict(model, xf)
-        yv = np.asarray(y).astype(np.float64)
-        onehot = yv if yv.ndim == 2 and yv.shape[1] == 4 else np.eye(4)[yv.astype(int).ravel()]
+        onehot = one_hot_reference(y)
         want_loss = -np.mean(np.sum(onehot * np.log(p), axis=1))
         want_acc = np.mean(p.argmax(1) == onehot.argmax(1))
         assert result[0] == pytest.approx(want_loss, rel=1e-4, abs=1e-5)
         # a near tie may flip one argmax in float32
         assert abs(result[1] - want_acc) <= (1 / len(xf) if dtype == "float32" else 0)
+
+
+@fuzz(50)
+@given(st.sampled_from(["float32", "float64"]), st.sampled_from(["valid", "same"]),
+       st.sampled_from(["sparse_categorical_crossentropy", "categorical_crossentropy"]),
+       st.integers(1, 9), st.data())
+def test_one_fit_step_is_the_oracles(dtype, padding, loss, n, data):
+    """Inputs in every layout and dtype, labels in every form: a fit of one SGD step over
+    all of them either refuses or moves the weights as the oracle does."""
+    model = small_model(dtype, padding, loss)
+    x = data.draw(arrays((n, 6, 5, 2), np.float64, mutate=False))
+    y = data.draw(labels(n, loss))
+    fit_and_predict(model, x, y, None, 1, dtype, one_step_lr=SMALL_MODEL_LR)
 
 
 @fuzz(60)

@@ -121,14 +121,30 @@ def test_awkward_inputs_work_unscaled():
 
 
 def test_history_and_validation():
+    """The last epoch's val_loss and val_accuracy are the trained weights' loss and
+    accuracy, worked out in NumPy, on the held-out samples: the last 5 of 20 with
+    validation_split=0.25, or validation_data."""
     rng = np.random.default_rng(4)
     x, y = rng.standard_normal((20, 10, 9, 2)), rng.integers(0, 4, 20)
-    model = small_model()
+    model = small_model("float64")
+
+    def loss_and_accuracy(xs, ys):
+        k, kb, w, wb = model.get_weights()
+        p = softmax(oracle.dense(oracle.tanh(oracle.conv2d(xs, k, kb)).reshape(len(xs), -1),
+                                 w, wb))
+        return -np.log(p[np.arange(len(ys)), ys]).mean(), (p.argmax(axis=1) == ys).mean()
+
     h = model.fit(x, y, batch_size=8, epochs=3, verbose=0, validation_split=0.25)
     assert sorted(h.history) == ["accuracy", "loss", "val_accuracy", "val_loss"]
     assert all(len(v) == 3 for v in h.history.values())
+    loss, acc = loss_and_accuracy(x[15:], y[15:])
+    np.testing.assert_allclose(h.history["val_loss"][-1], loss, rtol=1e-10)
+    assert h.history["val_accuracy"][-1] == acc
     h = model.fit(x, y, epochs=2, verbose=0, validation_data=(x[:5], y[:5]))
     assert len(h.history["val_loss"]) == 2
+    loss, acc = loss_and_accuracy(x[:5], y[:5])
+    np.testing.assert_allclose(h.history["val_loss"][-1], loss, rtol=1e-10)
+    assert h.history["val_accuracy"][-1] == acc
 
 
 def test_categorical_and_sparse_agree():

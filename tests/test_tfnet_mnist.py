@@ -18,12 +18,18 @@ def test_tf_tutorial_network_learns(mnist_dir):
 
     The network is the tutorial's; only the learning rate is Adam's usual 1e-3 instead of
     the tutorial's 1e-4, which needs hundreds of steps to get past the large initial
-    logits of its stddev-0.1 initialisation (at 1e-4, 60 steps gave 0.71-0.73). At 1e-3,
-    seeds 1 and 2 gave 0.857 and 0.853 here. Floor 0.7: seven times chance (0.1), so a
-    run that diverges (as it did, to NaN, with a fast-math Adam) or learns from
-    mislabelled or unscaled data fails; 0.15 below the measured runs, so a change of
-    seed or of summation order does not. Whether each gradient is right is for the
-    oracle and finite-difference tests."""
+    logits of its stddev-0.1 initialisation (at 1e-4, 60 steps gave 0.71-0.73).
+
+    Floor 0.82, from runs measured here (seeds 1 / 2 / 3) of the network and of broken
+    copies of it:
+        correct                                      0.851 / 0.842 / 0.844
+        both convolutions frozen at their start      0.765 / 0.768 / 0.801
+        the convolutions' gradients' signs flipped   0.566 / 0.413 / 0.351
+        relu's derivative ignored (taken as 1)       0.763 / 0.712 / 0.778
+    The test runs seed 1 (0.851; the bits are the same on any thread count). A run that
+    diverges (as it did, to NaN, with a fast-math Adam) or learns from mislabelled or
+    unscaled data is far below. Whether each gradient is right is for the oracle and
+    finite-difference tests."""
     run = subprocess.run(
         [sys.executable, str(EXAMPLE), "--limit", "2000", "--test-limit", "1000", "--epochs",
          "1", "--learning-rate", "1e-3", "--seed", "1", "--data", mnist_dir],
@@ -33,5 +39,5 @@ def test_tf_tutorial_network_learns(mnist_dir):
                        r"([0-9.]+);", run.stdout, re.M)
     assert len(lines) == 1, run.stdout
     test_acc = float(lines[0][3])
-    assert test_acc > 0.7, run.stdout
+    assert test_acc > 0.82, run.stdout
     assert "(MaxPooling2D)" in run.stdout and "3,274,634" in run.stdout  # the whole network

@@ -1,0 +1,387 @@
+#!/usr/bin/env python3
+"""Plant deliberate bugs in a copy of cconv, one at a time, and see which tests catch them.
+
+Each mutant is a list of exact text substitutions (file, old text, new text); each old text
+must occur exactly once in its file, or the run stops and says so (the source moved on:
+update the mutant). For every mutant, the working tree (tracked and untracked files, minus
+ignored ones) and the compiled kernels are copied into a temporary folder, the bug is
+planted there, and the mutant's tests run against the copy. A mutant that touches the
+kernels' sources (cconv/_kernels/) is rebuilt at one level, the one this CPU uses, and
+run with CCONV_CPU_CAPABILITY forcing it. The checkout itself is never modified.
+
+A mutant no test fails "survived": a missing test, unless the bug is truly harmless.
+The goal is every mutant killed by at least two test functions (the cases of one
+parametrized test count once). First, unless --no-baseline, the
+union of the selected mutants' tests runs on an unmutated copy and must pass: a kill
+only means something if the test passed before.
+
+    python tools/mutants.py --list              the mutants and what each plants
+    python tools/mutants.py --check             only check that every substitution applies
+    python tools/mutants.py                     run them all (10 minutes here, 2-3 of them
+                                                rebuilding a level for the kernel mutant)
+    python tools/mutants.py --only shuffle_ignored --only glorot_limit_sqrt3
+    python tools/mutants.py --jobs 2            two mutants at a time
+
+Tests that need MNIST (marked [MNIST] below) read CCONV_DATA_DIR, as in the suite; without
+it they skip, which counts as not killing. Exit status 1 if a mutant survived (or a run
+broke), else 0. Run it before calling an issue about tests resolved.
+"""
+import argparse
+import concurrent.futures
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import namedtuple
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+KERNELS = "cconv/_kernels/"
+
+Mutant = namedtuple("Mutant", "name description edits tests")
+Mutant.__doc__ = """edits: [(path relative to the repo, old text, new text)], each old text
+exactly once in its file; tests: pytest arguments (files or node ids) that should kill it."""
+
+MUTANTS = [
+    # ---- the kernels' layer (ops, fused steps, optimizers' kernels) ----
+    Mutant("conv_grad_sign_1ch", "single-channel conv: weight gradient with its sign flipped",
+           [("cconv/ops/conv.py", "    grad_w = partial_w.sum(axis=0)\n",
+             "    grad_w = -partial_w.sum(axis=0)\n")],
+           ["tests/ops/test_conv.py", "tests/test_network_sgd.py", "tests/test_model.py",
+            "tests/test_fuzz.py", "tests/test_mnist_e2e.py"]),
+    Mutant("conv_grad_sign_gemm", "multi-channel (GEMM) conv: weight gradient sign flipped",
+           [("cconv/ops/conv.py",
+             "        _gemm.conv_backward_weights(x, grad_out, grad_w, work, pad_top, pad_left, "
+             "threads)\n",
+             "        _gemm.conv_backward_weights(x, grad_out, grad_w, work, pad_top, pad_left, "
+             "threads)\n        np.negative(grad_w, out=grad_w)\n")],
+           ["tests/ops/test_conv.py", "tests/test_network_sgd.py", "tests/test_model.py"]),
+    Mutant("conv_grad_sign_winograd", "Winograd 5x5 conv: weight gradient sign flipped",
+           [("cconv/ops/conv.py", "grad_w[:] = winograd_backward_weights(",
+             "grad_w[:] = -winograd_backward_weights(")],
+           ["tests/ops/test_conv.py", "tests/ops/test_winograd.py", "tests/test_network_sgd.py"]),
+    Mutant("tanh_grad_unfused", "tanh's derivative taken as 1 - y (layer by layer)",
+           [("cconv/ops/elementwise.py",
+             "    return _gate(_elementwise.tanh_backward, y, grad_out)\n",
+             "    return grad_out * (1 - y)\n")],
+           ["tests/ops/test_elementwise.py", "tests/test_network_sgd.py", "tests/test_model.py"]),
+    Mutant("tanh_grad_fused", "tanh's derivative taken as 1 - y in the fused dense backward",
+           [("cconv/ops/fused.py", "keep_scale(y.dtype, rate), y, act, grad_x,",
+             "keep_scale(y.dtype, rate), y, check_activation(None) if activation == 'tanh' "
+             "else act, grad_x,"),
+            ("cconv/ops/fused.py", "                                                 "
+             "get_num_threads())\n    return grad_x\n",
+             "                                                 get_num_threads())\n"
+             "        if activation == 'tanh':\n            grad_x *= 1 - y\n    return grad_x\n")],
+           ["tests/ops/test_fused.py", "tests/test_fusion.py", "tests/test_network_sgd.py"]),
+    Mutant("maxpool_ties_last", "max pooling: a tie in a 2x2 window goes to the later pixel "
+           "(kernel: _convpool.pxd, which max_pool2d and the fused conv+pool share)",
+           [("cconv/_kernels/_convpool.pxd", "            v = p[F + c]\n            t = v > m\n",
+             "            v = p[F + c]\n            t = v >= m\n")],
+           ["tests/ops/test_pool.py", "tests/ops/test_fused.py", "tests/test_fusion.py",
+            "tests/test_network_sgd.py"]),
+    Mutant("conv_bias_grad_dropped", "conv bias gradient left at zero (both conv paths)",
+           [("cconv/ops/conv.py", "    grad_b = partial_b.sum(axis=0)\n",
+             "    grad_b = 0 * partial_b.sum(axis=0)\n"),
+            ("cconv/ops/conv.py", "    grad_b = grad_out.reshape(-1, f).sum(axis=0, dtype=np.float64)",
+             "    grad_b = 0 * grad_out.reshape(-1, f).sum(axis=0, dtype=np.float64)")],
+           ["tests/ops/test_conv.py", "tests/test_network_sgd.py", "tests/test_model.py"]),
+    Mutant("dropout_forward_unscaled", "dropout's forward pass scales kept inputs by 1, "
+           "not 1 / (1 - rate)",
+           [("cconv/ops/elementwise.py", "    scale = keep_scale(x.dtype, rate)\n",
+             "    scale = x.dtype.type(1)\n")],
+           ["tests/ops/test_elementwise.py", "tests/test_semantics.py",
+            "tests/test_network_sgd.py", "tests/test_model.py"]),
+    Mutant("dropout_fused_backward_unscaled", "the fused dense backward scales dropout's "
+           "gradient by 1",
+           [("cconv/ops/fused.py", "keep_scale(y.dtype, rate), y, act, grad_x,",
+             "y.dtype.type(1), y, act, grad_x,")],
+           ["tests/ops/test_fused.py", "tests/test_fusion.py", "tests/test_network_sgd.py"]),
+    Mutant("adam_no_bias_correction", "Adam's step without the bias corrections",
+           [("cconv/ops/optim.py",
+             "    alpha = lr * np.sqrt(1.0 - b2 ** int(step)) / (1.0 - b1 ** int(step))\n",
+             "    alpha = lr\n")],
+           ["tests/ops/test_optim.py", "tests/test_model.py"]),
+    # ---- the API ----
+    Mutant("evaluate_skips_last_batch", "evaluate (and validation) skips the last batch",
+           [("cconv/model.py", "        for start, stop, batches in self._chunks(len(x), batch_size):\n"
+                               "            ob = onehot",
+             "        for start, stop, batches in self._chunks(len(x) - batch_size, batch_size):\n"
+             "            ob = onehot")],
+           ["tests/test_model.py", "tests/test_callbacks.py", "tests/test_semantics.py"]),
+    Mutant("mnist_labels_shifted", "MNIST labels paired with the wrong images (each image "
+           "gets its neighbour's label) [MNIST]",
+           [("cconv/datasets/mnist.py", "    return (x_train, y_train), (x_test, y_test)\n",
+             "    return (x_train, np.roll(y_train, 1)), (x_test, np.roll(y_test, 1))\n")],
+           ["tests/test_datasets.py", "tests/test_mnist_e2e.py"]),
+    Mutant("save_weights_reversed", "save_weights writes the arrays in reverse order "
+           "(load_weights unchanged)",
+           [("cconv/model.py", "for i, (layer, k) in enumerate(self._weight_keys())}",
+             "for i, (layer, k) in enumerate(self._weight_keys()[::-1])}")],
+           ["tests/test_model.py", "tests/test_semantics.py", "tests/test_reliability.py",
+            "tests/test_cli.py::test_train_tf_preset"]),
+    Mutant("convpool_relu_grad_for_tanh", "fused conv+pool backward applies relu's "
+           "derivative to a tanh conv",
+           [("cconv/fusion.py",
+             "grad = ops.activation_backward(conv.activation.name, self.saved[\"y\"], grad)",
+             "grad = ops.activation_backward(\"relu\" if conv.activation.name == \"tanh\" "
+             "else conv.activation.name, self.saved[\"y\"], grad)")],
+           ["tests/test_fusion.py", "tests/test_network_sgd.py"]),
+    # ---- Keras's semantics ----
+    Mutant("shuffle_ignored", "fit ignores shuffle=True",
+           [("cconv/model.py", "order = rng.permutation(n) if shuffle else np.arange(n)",
+             "order = np.arange(n)")],
+           ["tests/test_semantics.py", "tests/test_model.py"]),
+    Mutant("validation_split_first", "validation_split holds out the first fraction, not "
+           "the last",
+           [("cconv/model.py", "            val = (x[split_at:], onehot[split_at:])\n"
+                               "            x, onehot = x[:split_at], onehot[:split_at]\n",
+             "            val = (x[:len(x) - split_at], onehot[:len(x) - split_at])\n"
+             "            x, onehot = x[len(x) - split_at:], onehot[len(x) - split_at:]\n")],
+           ["tests/test_semantics.py", "tests/test_model.py"]),
+    Mutant("momentum_never_decays", "SGD's velocity is never multiplied by momentum",
+           [("cconv/optimizers.py", "            v *= p.dtype.type(self.momentum)\n", "")],
+           ["tests/test_semantics.py", "tests/test_model.py"]),
+    Mutant("glorot_limit_sqrt3", "glorot_uniform's limit sqrt(3 / (fan_in + fan_out))",
+           [("cconv/layers.py", "    return np.sqrt(6.0 / (fan_in + fan_out))\n",
+             "    return np.sqrt(3.0 / (fan_in + fan_out))\n")],
+           ["tests/test_semantics.py", "tests/test_model.py"]),
+    Mutant("history_accuracy_last_batch", "fit's history reports the last batch's "
+           "accuracy as the epoch's",
+           [("cconv/model.py", "            logs = self._logs(loss_sum, correct, seen_per_epoch)\n",
+             "            logs = self._logs(loss_sum, correct, seen_per_epoch)\n"
+             "            if self.metrics:\n"
+             "                logs[\"accuracy\"] = batch_correct / len(idx)\n")],
+           ["tests/test_semantics.py", "tests/test_callbacks.py", "tests/test_model.py"]),
+    Mutant("softmax_backward_drops_term", "softmax's own backward pass (not folded into "
+           "the loss) drops the - sum(g * y) term",
+           [("cconv/layers.py",
+             "            return y * (grad - (grad * y).sum(axis=-1, keepdims=True))\n",
+             "            return y * grad\n")],
+           ["tests/test_semantics.py", "tests/test_model.py"]),
+    Mutant("dropout_layer_backward_unscaled", "the standalone Dropout layer's backward "
+           "scales by 1, not 1 / (1 - rate)",
+           [("cconv/layers.py",
+             "        return ops.dropout_backward(grad, self.saved[\"mask\"], self.rate)\n",
+             "        return ops.dropout_backward(grad, self.saved[\"mask\"], 0.0)\n")],
+           ["tests/test_semantics.py", "tests/test_network_sgd.py", "tests/test_model.py"]),
+    Mutant("weights_file_reversed", "save_weights and load_weights both reverse the order: a "
+           "wrong file format that round-trips",
+           [("cconv/model.py", "for i, (layer, k) in enumerate(self._weight_keys())}",
+             "for i, (layer, k) in enumerate(self._weight_keys()[::-1])}"),
+            ("cconv/model.py",
+             "expected = [f\"{i:03d}.{layer.name}.{k}\" for i, (layer, k) in enumerate(keys)]",
+             "expected = [f\"{len(keys) - 1 - i:03d}.{layer.name}.{k}\" "
+             "for i, (layer, k) in enumerate(keys)]")],
+           ["tests/test_semantics.py", "tests/test_model.py", "tests/test_reliability.py",
+            "tests/test_cli.py::test_train_tf_preset"]),
+]
+
+
+class MutantError(Exception):
+    """A mutant that cannot be planted as written."""
+
+
+def source_files():
+    """The working tree as it is (tracked and untracked, minus ignored files) and the
+    compiled kernels, relative to REPO."""
+    listed = subprocess.run(
+        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        check=True, capture_output=True).stdout.decode().split("\0")
+    files = [f for f in listed if f and (REPO / f).is_file()]
+    files += [str(p.relative_to(REPO)) for p in (REPO / KERNELS).rglob("*.so")]
+    return files
+
+
+def copy_tree(dest):
+    for rel in source_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+
+
+def planted(mutant, read=lambda rel: (REPO / rel).read_text()):
+    """{path: new text} with the mutant's substitutions applied; each must match once."""
+    texts = {}
+    for rel, old, new in mutant.edits:
+        text = texts.get(rel)
+        if text is None:
+            text = read(rel)
+        count = text.count(old)
+        if count != 1:
+            raise MutantError(f"{mutant.name}: {rel}: the text to replace occurs {count} times "
+                              f"(expected once); update the mutant:\n{old}")
+        texts[rel] = text.replace(old, new)
+    return texts
+
+
+def touches_kernels(mutant):
+    return any(rel.startswith(KERNELS) for rel, _, _ in mutant.edits)
+
+
+def level_in_use():
+    """The kernel level the import picks on this CPU (the best one built)."""
+    return subprocess.run([sys.executable, "-c", "import cconv; print(cconv.cpu_capability())"],
+                          cwd=REPO, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def run_pytest(copy, tests, env):
+    """(return code, failing node ids, output) of pytest on `tests` in the copy."""
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--tb=no", "-rfE",
+           *tests]
+    run = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True)
+    failed = re.findall(r"^(?:FAILED|ERROR) (\S+)", run.stdout, re.M)
+    return run.returncode, sorted(set(failed)), run.stdout + run.stderr
+
+
+def test_env(copy, level=None):
+    env = dict(os.environ, PYTHONPATH=str(copy))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("CCONV_OFFLINE", "1")
+    if level:
+        env["CCONV_CPU_CAPABILITY"] = level
+    return env
+
+
+def grouped(node_ids):
+    """[(test function, number of its failing cases)]: parametrized cases counted once."""
+    counts = {}
+    for node in node_ids:
+        function = node.split("[", 1)[0]
+        counts[function] = counts.get(function, 0) + 1
+    return sorted(counts.items())
+
+
+Result = namedtuple("Result", "mutant killers status seconds")
+
+
+def wait_while(path):
+    while path and os.path.exists(path):
+        time.sleep(15)
+
+
+def run_mutant(mutant, workdir, quiet_file):
+    """Plant `mutant` in a fresh copy, rebuild if it touches the kernels, run its tests."""
+    wait_while(quiet_file)
+    start = time.monotonic()
+    copy = Path(tempfile.mkdtemp(prefix=f"mutant-{mutant.name}-", dir=workdir))
+    try:
+        copy_tree(copy)
+        for rel, text in planted(mutant, lambda rel: (copy / rel).read_text()).items():
+            (copy / rel).write_text(text)
+        level = None
+        if touches_kernels(mutant):
+            level = level_in_use()
+            build = subprocess.run(
+                [sys.executable, "setup.py", "build_ext", "--inplace", "-q"], cwd=copy,
+                env=dict(os.environ, CCONV_LEVELS=level), capture_output=True, text=True)
+            if build.returncode:
+                tail = (build.stdout + build.stderr)[-3000:]
+                return Result(mutant, [], f"build failed:\n{tail}", time.monotonic() - start)
+        code, failed, output = run_pytest(copy, mutant.tests, test_env(copy, level))
+        if code not in (0, 1):
+            status = f"pytest exited with {code}:\n{output[-3000:]}"
+        else:
+            status = "killed" if failed else "SURVIVED"
+        return Result(mutant, failed, status, time.monotonic() - start)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def baseline(mutants, workdir):
+    """The selected mutants' tests on an unmutated copy: (ok, message)."""
+    tests = sorted({t for m in mutants for t in m.tests})
+    copy = Path(tempfile.mkdtemp(prefix="mutant-baseline-", dir=workdir))
+    try:
+        copy_tree(copy)
+        code, failed, output = run_pytest(copy, tests, test_env(copy))
+        if code != 0:
+            return False, (f"the tests fail without any mutant (exit {code}): "
+                           f"{failed or output[-3000:]}")
+        return True, output.strip().splitlines()[-1]
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--list", action="store_true", help="list the mutants and exit")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that every substitution applies exactly once")
+    parser.add_argument("--only", action="append", metavar="NAME",
+                        help="run only this mutant (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, help="mutants run at once (default 1)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip running the tests on an unmutated copy first")
+    parser.add_argument("--wait-while-exists", metavar="FILE",
+                        help="before each run, wait while FILE exists (shared machines)")
+    args = parser.parse_args(argv)
+
+    names = [m.name for m in MUTANTS]
+    assert len(set(names)) == len(names), "two mutants share a name"
+    chosen = MUTANTS
+    if args.only:
+        unknown = sorted(set(args.only) - set(names))
+        if unknown:
+            parser.error(f"--only: unknown mutants {unknown}; --list shows them")
+        chosen = [m for m in MUTANTS if m.name in args.only]
+    if args.jobs < 1:
+        parser.error(f"--jobs: expected a positive int, got {args.jobs}")
+
+    if args.list:
+        for m in chosen:
+            where = ", ".join(sorted({rel for rel, _, _ in m.edits}))
+            print(f"{m.name:34s} {m.description}\n{'':34s} in {where}; tests: "
+                  f"{' '.join(m.tests)}")
+        return 0
+    try:
+        for m in chosen:
+            planted(m)
+    except MutantError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"all {len(chosen)} mutants apply")
+        return 0
+
+    with tempfile.TemporaryDirectory(prefix="cconv-mutants-") as workdir:
+        if not args.no_baseline:
+            wait_while(args.wait_while_exists)
+            ok, message = baseline(chosen, workdir)
+            print(f"baseline: {message}", flush=True)
+            if not ok:
+                return 2
+        results = []
+        with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(run_mutant, m, workdir, args.wait_while_exists)
+                       for m in chosen]
+            for future in concurrent.futures.as_completed(futures):
+                r = future.result()
+                results.append(r)
+                print(f"{r.mutant.name}: {r.status.splitlines()[0]}, {len(r.killers)} "
+                      f"failing tests, {r.seconds:.0f} s", flush=True)
+    results.sort(key=lambda r: names.index(r.mutant.name))
+    print("\nmutant -> tests that kill it")
+    for r in results:
+        print(f"\n{r.mutant.name} ({len(grouped(r.killers))} test functions, "
+              f"{len(r.killers)} cases): {r.mutant.description}")
+        if r.status not in ("killed", "SURVIVED"):
+            print("  " + r.status.replace("\n", "\n  "))
+        for function, cases in grouped(r.killers):
+            print(f"  {function}" + (f" [{cases} cases]" if cases > 1 else ""))
+        if r.status == "SURVIVED":
+            print("  SURVIVED: no test failed")
+    survivors = [r.mutant.name for r in results if r.status != "killed"]
+    single = [r.mutant.name for r in results
+              if r.status == "killed" and len(grouped(r.killers)) < 2]
+    print(f"\n{len(results) - len(survivors)} of {len(results)} killed"
+          + (f"; survived or broke: {', '.join(survivors)}" if survivors else "")
+          + (f"; killed by one test only: {', '.join(single)}" if single else ""))
+    return 1 if survivors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
