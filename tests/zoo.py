@@ -69,13 +69,8 @@ def same_bits(a, b):
 
 
 def need(module, extra):
-    """module, imported; without it the test skips, saying which extra installs it, or
-    fails when CCONV_REQUIRE_EXTRAS is set (CI installs every extra)."""
-    import importlib
-    import os
-
+    """module, imported; without it the test skips, saying which extra installs it (a
+    failure in CI, where CCONV_REQUIRE_TEST_DEPS=1 allows no such skip)."""
     import pytest
-    if os.environ.get("CCONV_REQUIRE_EXTRAS"):
-        return importlib.import_module(module)
     return pytest.importorskip(module, reason=f'{module} is not installed (pip install '
                                               f'".[{extra}]")')
