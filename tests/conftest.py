@@ -40,6 +40,15 @@ def _fail_skip(report, reason):
                        f"dependencies (pip install '.[test]') and the data it names")
 
 
+def same_cconv_env(**changes):
+    """os.environ with changes, for a subprocess that must import the cconv this process
+    imported (the installed one in CI, not the unbuilt sources of the checkout)."""
+    env = dict(os.environ, **changes)
+    package_root = str(Path(cconv.__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
+    return env
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     report = (yield).get_result()

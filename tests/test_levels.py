@@ -22,12 +22,12 @@ import pytest
 
 import cconv
 from cconv._kernels import _levels
+from conftest import same_cconv_env
 
 TESTS = Path(__file__).resolve().parent
-# The op tests that each level must pass: tests/ops/ once they move there.
-OP_TEST_FILES = ("test_oracle_agreement.py", "test_fast_paths.py", "test_gemm_paths.py",
-                 "test_winograd.py", "test_convpool.py", "test_fusion.py",
-                 "test_pool_adam.py", "test_gradcheck.py")
+# What each level must pass: every op against the oracle, gradients against finite
+# differences, fused steps against unfused ones (each with its same-bits-on-any-thread test).
+LEVEL_TESTS = ("ops", "test_gradcheck.py", "test_fusion.py")
 FMA_LEVELS = ("avx2", "avx512")  # x86-64 levels with FMA; aarch64's default has it too
 
 X86 = "x86_64"
@@ -156,11 +156,8 @@ def _run_at(level, args, cwd, timeout=1800):
     """`python args...` with $CCONV_CPU_CAPABILITY=level, importing the cconv this
     process imported (the installed one in CI), from `cwd`, an empty folder: from the
     checkout, `python -m` would import the sources first."""
-    env = dict(os.environ, CCONV_CPU_CAPABILITY=level)
-    package_root = str(Path(cconv.__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, *args], env=same_cconv_env(CCONV_CPU_CAPABILITY=level),
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
 def _other_levels():
@@ -182,19 +179,11 @@ def test_forced_level_is_reported(level, tmp_path):
     assert run.stdout.strip() == level
 
 
-def _op_tests():
-    ops = TESTS / "ops"
-    if ops.is_dir():
-        return [str(ops)]
-    files = [str(TESTS / name) for name in OP_TEST_FILES if (TESTS / name).exists()]
-    assert files, f"no op tests found in {TESTS}"
-    return files
-
-
 @_levels_param(_other_levels())
 def test_op_tests_pass_at_level(level, tmp_path):
     run = _run_at(level, ["-m", "pytest", "-q", "-p", "no:cacheprovider",
-                          "--rootdir", str(TESTS.parent), *_op_tests()], tmp_path)
+                          "--rootdir", str(TESTS.parent), *(str(TESTS / t) for t in LEVEL_TESTS)],
+                  tmp_path)
     tail = "\n".join(run.stdout.splitlines()[-40:])
     assert run.returncode == 0, f"op tests at {level}:\n{tail}\n{run.stderr[-2000:]}"
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import cconv
+from conftest import same_cconv_env
 from zoo import MODELS, OPTIMIZERS, data, make, need, same_bits
 
 h5py = need("h5py", "h5")
@@ -295,7 +296,7 @@ def test_kill_9_during_saves_never_damages_the_file(tmp_path):
         while True:
             model.save({str(path)!r})
     """)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env = same_cconv_env()
     killed_with_temporary = False
     for attempt in range(4):
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
