@@ -72,10 +72,10 @@ def test_predict_and_evaluate_match_numpy_in_any_batch_size():
 
 
 @pytest.mark.parametrize("make", ["small", "tf"])
-def test_predict_rows_do_not_depend_on_their_chunk(rng, monkeypatch, make):
+def test_predict_rows_do_not_depend_on_their_chunk(rng, monkeypatch, threads, make):
     """predict picks its own chunk size; each row must come out the same bits whatever
     rows share its chunk: alone, in the chunks of a small chunk budget (with a ragged
-    last chunk), or all at once, at any batch_size."""
+    last chunk), or all at once, at any batch_size and thread count."""
     model = small_model() if make == "small" else tf_style_model()
     x = rng.random((45,) + model.input_shape).astype(np.float32)
     alone = np.concatenate([model.predict(x[i:i + 1]) for i in range(len(x))])
@@ -83,8 +83,10 @@ def test_predict_rows_do_not_depend_on_their_chunk(rng, monkeypatch, make):
                  [model.input_shape] + [layer.output_shape for layer in model.layers]) * 4
     monkeypatch.setattr(cconv.model, "INFERENCE_CHUNK_BYTES", 7 * widest)
     assert model._inference_chunk() == 7
-    for batch_size in (1, 32, 500, len(x)):
-        assert np.array_equal(model.predict(x, batch_size=batch_size), alone)
+    for n_threads in (1, 2):
+        cconv.set_num_threads(n_threads)
+        for batch_size in (1, 32, 500, len(x)):
+            assert np.array_equal(model.predict(x, batch_size=batch_size), alone)
     monkeypatch.setattr(cconv.model, "INFERENCE_CHUNK_BYTES", 1 << 40)
     assert np.array_equal(model.predict(x), alone)
 
