@@ -225,8 +225,9 @@ def run_book(x_train, y_train, x_test, y_test, epochs):
             correct_cnt += correct
         test_correct_cnt = 0
         for s in range(0, len(test_images), 500):
-            layer_1 = ops.conv2d(test_images[s:s + 500], kernels, activation="tanh")
-            layer_2 = ops.dense(layer_1.reshape(len(layer_1), -1), weights_1_2)
+            # tanh(conv) then dense, fused: the test pass never stores the conv output
+            layer_2 = ops.conv2d_dense(test_images[s:s + 500], kernels, None, weights_1_2,
+                                       None, activation="tanh")
             test_correct_cnt += int((layer_2.argmax(axis=1) == y_test[s:s + 500]).sum())
         test_acc.append(test_correct_cnt / float(len(test_images)))
         train_acc.append(correct_cnt / float(len(images)))

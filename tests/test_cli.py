@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from cconv import layers, oracle, presets
+from conftest import same_cconv_env
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grokking_ch10.py"
 
 
 def cconv(*args, cwd, timeout=600):
     return subprocess.run([sys.executable, "-m", "cconv", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=same_cconv_env())
 
 
 def test_help(tmp_path):
@@ -206,7 +207,7 @@ def test_train_fixed_is_the_examples_network(tmp_path, mnist_dir):
     cli_acc = re.search(r"val_accuracy: ([0-9.]+)$", run.stdout, re.M).group(1)
     example = subprocess.run([sys.executable, str(EXAMPLE), "--epochs", "1", "--data",
                               mnist_dir], capture_output=True, text=True, timeout=600,
-                             cwd=tmp_path)
+                             cwd=tmp_path, env=same_cconv_env())
     assert example.returncode == 0, example.stderr
     book_line = re.search(r"^I:0 Test-Acc:([0-9.]+) ", example.stdout, re.M).group(1)
     assert f"{float(book_line):.4f}" == cli_acc

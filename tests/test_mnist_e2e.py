@@ -25,6 +25,7 @@ import pytest
 import cconv
 from cconv import presets
 from cconv.datasets import mnist
+from conftest import same_cconv_env
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grokking_ch10.py"
 EPOCHS = 10
@@ -34,7 +35,8 @@ EPOCHS = 10
 def example_run(mnist_dir):
     """examples/grokking_ch10.py --epochs 10 (seed 1): its stdout and test accuracies."""
     run = subprocess.run([sys.executable, str(EXAMPLE), "--epochs", str(EPOCHS), "--data",
-                          mnist_dir], capture_output=True, text=True, timeout=600)
+                          mnist_dir], capture_output=True, text=True, timeout=600,
+                         env=same_cconv_env())
     assert run.returncode == 0, run.stderr
     lines = re.findall(r"^I:(\d+) Test-Acc:([0-9.]+) Train-Acc:([0-9.]+)$", run.stdout, re.M)
     assert [int(i) for i, _, _ in lines] == list(range(EPOCHS)), run.stdout
