@@ -4,7 +4,6 @@ and keeps what its backward pass needs from the last training forward pass in it
 
 Shapes given to layers exclude the batch axis, as in Keras.
 """
-import importlib
 import inspect
 import numbers
 import re
@@ -102,9 +101,18 @@ def serialize_initializer(spec):
             "registered_name": f"{module}>{qualname}"}
 
 
+def _cconv_initializers():
+    """The initializer functions cconv's own modules define, by the registered name a
+    config gives them: the only ones a file can name (a file must never choose what
+    gets imported or called)."""
+    from cconv import presets  # imports this module: looked up at load time
+    return {f"{f.__module__}>{f.__qualname__}": f
+            for f in (presets.tutorial_normal, presets.tutorial_bias)}
+
+
 def deserialize_initializer(what, value, custom_objects=None):
-    """The initializer a config names: one of cconv's, one in custom_objects, or a
-    function of cconv's own modules. Nothing else is imported."""
+    """The initializer a config names: one of cconv's, one in custom_objects, or one of
+    the functions _cconv_initializers lists. Nothing is imported by a name in the file."""
     custom_objects = custom_objects or {}
     if isinstance(value, str):
         value = {"class_name": value, "config": {}}
@@ -124,16 +132,9 @@ def deserialize_initializer(what, value, custom_objects=None):
                              f"cconv (only without options; a seed comes from "
                              f"cconv.utils.set_random_seed)")
         return name
-    if isinstance(registered, str) and registered.startswith("cconv.") and ">" in registered:
-        module_name, _, qualname = registered.partition(">")
-        try:
-            obj = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError):
-            obj = None
-        if callable(obj):
-            return obj
+    own = _cconv_initializers().get(registered) if isinstance(registered, str) else None
+    if own is not None:
+        return own
     raise ValueError(f"{what}: initializer {registered or class_name!r} is not one cconv "
                      f"has ({', '.join(KERAS_INITIALIZERS.values())}); pass it in "
                      f"custom_objects={{{(registered or class_name)!r}: function}}")

@@ -147,7 +147,19 @@ def _reshape(f):
     f["layers/dense/vars/0"] = np.zeros((3, 3), np.float32)
 
 
+def _initializer_named(registered):
+    module, _, qualname = registered.partition(">")
+    return _config_edit(lambda c: _set_layer_option(c, "kernel_initializer", {
+        "module": module, "class_name": qualname, "config": {},
+        "registered_name": registered}))
+
+
 HOSTILE = {
+    # a file must not choose what is imported or called
+    "initializer runs a module": (_initializer_named("cconv.__main__>main"),
+                                  "cconv.__main__>main"),
+    "initializer is os.system": (_initializer_named("cconv.model>os.system"),
+                                 "cconv.model>os.system"),
     "not a zip": (lambda c: None, "not a readable .keras zip"),
     "invalid json": (lambda c: {"config.json": b"{not json"}, "not valid JSON"),
     "no config": (lambda c: {"config.json": None}, "no config.json"),
