@@ -267,6 +267,21 @@ def _expected_datasets(model, compiled):
     return want
 
 
+def _check_in_file(h5py, name, ds):
+    """Refuse a dataset whose data are not stored in this file: external raw storage
+    and virtual datasets read whatever paths the file names on this machine."""
+    if ds.is_virtual:
+        raise _Bad(f"{WEIGHTS}: {name} is a virtual dataset (its data would be read "
+                   f"from other files); only datasets stored in the file are read")
+    if ds.external is not None:
+        raise _Bad(f"{WEIGHTS}: {name} has external storage ({len(ds.external)} other "
+                   f"file(s)); only datasets stored in the file are read")
+    layout = ds.id.get_create_plist().get_layout()
+    if layout not in (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED, h5py.h5d.COMPACT):
+        raise _Bad(f"{WEIGHTS}: {name} has storage layout {layout}; only contiguous, "
+                   f"chunked or compact datasets stored in the file are read")
+
+
 def _read_weights(model, data, compiled, skip_optimizer):
     """{dataset path: array} from model.weights.h5's bytes, each checked against the
     model: no dataset missing, none extra, every shape and kind right. skip_optimizer:
@@ -277,9 +292,10 @@ def _read_weights(model, data, compiled, skip_optimizer):
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
             def visit(name, obj):
-                if isinstance(obj, h5py.Dataset) and not (
-                        skip_optimizer and name.startswith("optimizer/")):
-                    found[name] = obj
+                if isinstance(obj, h5py.Dataset):
+                    _check_in_file(h5py, name, obj)
+                    if not (skip_optimizer and name.startswith("optimizer/")):
+                        found[name] = obj
             f.visititems(visit)
             if compiled and {n for n in found if n.startswith("optimizer/")} == \
                     {"optimizer/vars/0", "optimizer/vars/1"}:

@@ -209,6 +209,42 @@ def test_hostile_file_is_refused_naming_it(tmp_path, case):
     assert digest(path) == before and os.listdir(tmp_path) == ["m.keras"]
 
 
+def _external(secret):
+    secret.write_bytes(np.arange(4, dtype=np.float32).tobytes())
+
+    def edit(f):
+        del f["layers/conv2d/vars/1"]
+        f.create_dataset("layers/conv2d/vars/1", shape=(4,), dtype=np.float32,
+                         external=[(str(secret), 0, 16)])
+    return edit
+
+
+def _virtual(secret):
+    with h5py.File(secret, "w") as g:
+        g["x"] = np.arange(4, dtype=np.float32)
+
+    def edit(f):
+        del f["layers/conv2d/vars/1"]
+        layout = h5py.VirtualLayout(shape=(4,), dtype=np.float32)
+        layout[:] = h5py.VirtualSource(str(secret), "x", shape=(4,))
+        f.create_virtual_dataset("layers/conv2d/vars/1", layout)
+    return edit
+
+
+@pytest.mark.parametrize("kind, edit", [("external", _external), ("virtual", _virtual)])
+def test_weights_never_read_other_files(tmp_path, kind, edit):
+    """A dataset whose data live in another file (external raw storage, a virtual
+    dataset) would read any path the file names on this machine into the weights."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    path, content = _saved(tmp_path)
+    rewrite(path, {"model.weights.h5": edit_h5(content["model.weights.h5"],
+                                               edit(secrets / "secret"))})
+    with pytest.raises(ValueError, match=f"layers/conv2d/vars/1 .*{kind}") as info:
+        cconv.models.load_model(path)
+    assert str(path) in str(info.value)
+
+
 @pytest.mark.parametrize("cut", [0.1, 0.5, 0.9, 0.999])
 def test_truncated_file(tmp_path, cut):
     path, _ = _saved(tmp_path)
