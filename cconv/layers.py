@@ -182,6 +182,11 @@ def _truncated_normal(rng, shape, stddev):
 
 
 def _init(spec, shape, fans, dtype, rng, what):
+    """A new weight drawn by spec; zeros without any draw when rng is None (the weights
+    are about to be loaded)."""
+    if rng is None:
+        ops.check_size(what, shape, dtype)
+        return np.zeros(shape, dtype=dtype)
     ops.check_size(what, shape, np.float64)  # the initializers draw in float64
     if callable(spec):
         arr = np.asarray(spec(shape, dtype, rng))
@@ -233,11 +238,22 @@ class Layer:
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def weight_shapes(self, input_shape):
+        """{weight name: shape} for this layer on inputs of input_shape, in the order the
+        weights are made (and saved)."""
+        return {}
+
     def build(self, input_shape, dtype, rng):
+        """Make the weights, drawn from rng; zeros, drawing nothing, when rng is None."""
         self.input_shape = tuple(input_shape)
         self.output_shape = tuple(self.compute_output_shape(self.input_shape))
         self.dtype = np.dtype(dtype)
         self.built = True
+
+    def _init_weights(self, fans, rng):
+        for key, shape in self.weight_shapes(self.input_shape).items():
+            self.params[key] = _init(getattr(self, f"{key}_initializer"), shape, fans,
+                                     self.dtype, rng, f"{key}_initializer")
 
     def forward(self, x, training=False, rng=None):
         return self.activate(self.forward_linear(x, training, rng), training)
@@ -461,17 +477,17 @@ class Conv2D(Layer):
                                              self.padding)
         return (oh, ow, f)
 
+    def weight_shapes(self, input_shape):
+        kh, kw = self.kernel_size
+        shapes = {"kernel": (kh, kw, input_shape[2], self.filters)}
+        if self.use_bias:
+            shapes["bias"] = (self.filters,)
+        return shapes
+
     def build(self, input_shape, dtype, rng):
         super().build(input_shape, dtype, rng)
         kh, kw = self.kernel_size
-        c = self.input_shape[2]
-        shape = (kh, kw, c, self.filters)
-        fans = (kh * kw * c, kh * kw * self.filters)
-        self.params["kernel"] = _init(self.kernel_initializer, shape, fans, dtype, rng,
-                                      "kernel_initializer")
-        if self.use_bias:
-            self.params["bias"] = _init(self.bias_initializer, (self.filters,), fans, dtype,
-                                        rng, "bias_initializer")
+        self._init_weights((kh * kw * self.input_shape[2], kh * kw * self.filters), rng)
 
     def forward(self, x, training=False, rng=None):
         if self.activation.name not in ops.FUSED_ACTIVATIONS:
@@ -534,14 +550,15 @@ class Dense(Layer):
                              f"{input_shape}; add Flatten() before it")
         return (self.units,)
 
+    def weight_shapes(self, input_shape):
+        shapes = {"kernel": (input_shape[0], self.units)}
+        if self.use_bias:
+            shapes["bias"] = (self.units,)
+        return shapes
+
     def build(self, input_shape, dtype, rng):
         super().build(input_shape, dtype, rng)
-        fans = (self.input_shape[0], self.units)
-        self.params["kernel"] = _init(self.kernel_initializer, fans, fans, dtype, rng,
-                                      "kernel_initializer")
-        if self.use_bias:
-            self.params["bias"] = _init(self.bias_initializer, (self.units,), fans, dtype, rng,
-                                        "bias_initializer")
+        self._init_weights((self.input_shape[0], self.units), rng)
 
     def forward_linear(self, x, training=False, rng=None):
         if training:

@@ -83,8 +83,9 @@ class Sequential:
             raise ValueError(f"layers: two layers are named {layer.name!r}")
         self.layers.append(layer)
 
-    def build(self, input_shape=None):
-        """Create the weights, using the global seed (cconv.utils.set_random_seed)."""
+    def build(self, input_shape=None, initialize=True):
+        """Create the weights, using the global seed (cconv.utils.set_random_seed);
+        initialize=False: zeros, drawing nothing (for weights loaded next)."""
         if self.built:
             return
         if input_shape is not None:
@@ -94,7 +95,7 @@ class Sequential:
                              "Input(shape) or call fit/predict first")
         if not self.layers:
             raise ValueError("build: the model has no layers")
-        rng = utils._rng()
+        rng = utils._rng() if initialize else None
         shape = self.input_shape
         for i, layer in enumerate(self.layers):
             layer.build(shape, self.dtype, rng)

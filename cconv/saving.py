@@ -19,6 +19,7 @@ cconv's own initializer functions. h5py is needed only here (pip install "cconv[
 import datetime
 import io
 import json
+import math
 import os
 import zipfile
 import zlib
@@ -26,7 +27,7 @@ import zlib
 import numpy as np
 
 from cconv import layers as layers_module
-from cconv import losses, optimizers
+from cconv import losses, ops, optimizers
 from cconv._io import atomic_write
 
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
@@ -98,6 +99,14 @@ def sequential_from_config(config, custom_objects=None):
     """A Sequential from Keras's Sequential config (or get_config's); nothing is built
     until every layer's config has been checked."""
     from cconv.model import Sequential
+    layers, input_shape, dtype, name = _sequential_parts(config, custom_objects)
+    inputs = [] if input_shape is None else [layers_module.Input(input_shape)]
+    return Sequential(inputs + layers, dtype=dtype, name=name)
+
+
+def _sequential_parts(config, custom_objects):
+    """(layers, input shape or None, dtype, name) of a Sequential config, every layer's
+    config checked; nothing built."""
     custom_objects = dict(custom_objects or {})
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise ValueError(f"Sequential config: expected a dict with a 'layers' list, got "
@@ -126,18 +135,26 @@ def sequential_from_config(config, custom_objects=None):
         if entry.get("class_name") == "InputLayer":
             if i != 0:
                 raise ValueError("Sequential config: an InputLayer must come first")
-            inp = layers_module.Input.from_config(entry["config"])
-            input_shape = inp.shape
-            items.append(inp)
+            input_shape = layers_module.Input.from_config(entry["config"]).shape
             continue
         cls = _layer_class(entry, custom_objects)
         items.append(cls.from_config(entry["config"], custom_objects)
                      if issubclass(cls, layers_module.Layer) else cls.from_config(
                          entry["config"]))
-    build_shape = config.get("build_input_shape")
-    if input_shape is None and isinstance(build_shape, list) and len(build_shape) >= 2:
-        items.insert(0, layers_module.Input(tuple(build_shape[1:])))
-    return Sequential(items, dtype=dtype, name=config.get("name") or "sequential")
+    if input_shape is None:
+        input_shape = _batch_shape("Sequential: build_input_shape",
+                                   config.get("build_input_shape"))
+    return items, input_shape, dtype, config.get("name") or "sequential"
+
+
+def _batch_shape(what, shape):
+    """A config's [null, d1, ...] as (d1, ...), or None when it gives none."""
+    if not isinstance(shape, list) or len(shape) < 2:
+        return None
+    try:
+        return layers_module.Input(tuple(shape[1:])).shape
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}: {exc}") from exc
 
 
 def compile_config(model):
@@ -344,7 +361,29 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
                          f"({type(exc).__name__}: {exc})") from None
 
 
+def _entry(config, key):
+    """config[key] as a dict ({} when absent)."""
+    value = config.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Bad(f"{CONFIG}: {key} should be a dict, got {type(value).__name__}")
+    return value
+
+
+def _weights_nbytes(layers, input_shape, dtype):
+    """The bytes the layers' weights take on inputs of input_shape, from the layers'
+    configs alone; more than this machine's memory is refused."""
+    count, shape = 0, tuple(input_shape)
+    for layer in layers:
+        count += sum(math.prod(s) for s in layer.weight_shapes(shape).values())
+        shape = tuple(layer.compute_output_shape(shape))
+    ops.check_size("the config's weights", ((1 + _MAX_SLOTS) * count,), dtype)
+    return count * np.dtype(dtype).itemsize
+
+
 def _load(path, custom_objects, compile_):
+    from cconv.model import Sequential
     with open(path, "rb") as raw, zipfile.ZipFile(raw) as z:
         names = set(z.namelist())
         if CONFIG not in names:
@@ -359,21 +398,33 @@ def _load(path, custom_objects, compile_):
         if not isinstance(config, dict) or config.get("class_name") != "Sequential":
             got = config.get("class_name") if isinstance(config, dict) else config
             raise _Bad(f"{CONFIG} describes a {got!r}; cconv loads Sequential models only")
-        model = sequential_from_config(config.get("config"), custom_objects)
-        if not model.built:
-            shape = (config.get("build_config") or {}).get("input_shape")
-            if isinstance(shape, list) and len(shape) >= 2:
-                model.build(tuple(shape[1:]))
+        layers, input_shape, dtype, name = _sequential_parts(config.get("config"),
+                                                             custom_objects)
+        if input_shape is None:
+            input_shape = _batch_shape(f"{CONFIG}: build_config.input_shape",
+                                       _entry(config, "build_config").get("input_shape"))
+        model = Sequential(layers, dtype=dtype, name=name)
         # Keras writes {} for a model that was never compiled
         compile_config = config.get("compile_config") or None
         compiled = compile_ and compile_config is not None
+        if input_shape is None:  # saved before it knew its input: no weights to read
+            _read_member(z, WEIGHTS, _H5_SLACK)
+        else:
+            # The weights' sizes follow from the config alone: the file must hold them
+            # all before any memory is spent on them, and what is made is zeros (no
+            # random draws) since the file's values replace them.
+            need = _weights_nbytes(layers, input_shape, model.dtype)
+            declared = z.getinfo(WEIGHTS).file_size
+            if declared < need:
+                raise _Bad(f"{WEIGHTS} holds {declared:,} bytes, fewer than the "
+                           f"{need:,} the config's weights need")
+            limit = _H5_SLACK + (1 + _MAX_SLOTS) * need
+            data = _read_member(z, WEIGHTS, limit)
+            model.build(input_shape, initialize=False)
         if compiled:
             compile_from_config(model, compile_config)
-        limit = _H5_SLACK + (1 + _MAX_SLOTS) * sum(
-            p.nbytes for layer in model.layers for p in layer.params.values())
-        data = _read_member(z, WEIGHTS, limit)
         if not model.built:
-            return model  # saved before it knew its input: no weights to read
+            return model
         arrays = _read_weights(model, data, compiled,
                                skip_optimizer=compile_config is not None and not compiled)
     model.set_weights([arrays[f"layers/{key}/vars/{i}"]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -174,7 +175,7 @@ HOSTILE = {
     "mixed dtype": (_config_edit(lambda c: _set_layer_option(c, "dtype", "float16")), "float16"),
     "nesterov": (_config_edit(lambda c: c["compile_config"]["optimizer"]["config"].update(
         nesterov=True)), "nesterov"),
-    "not an h5": (lambda c: {"model.weights.h5": b"\x89HDF\r\n" + b"\0" * 200},
+    "not an h5": (lambda c: {"model.weights.h5": b"\x89HDF\r\n" + b"\0" * 20000},
                   "not a readable HDF5"),
     "wrong shape": (_weights_edit(_reshape), r"layers/dense/vars/0 has shape \(3, 3\)"),
     "missing dataset": (_weights_edit(lambda f: f.__delitem__("layers/conv2d/vars/1")),
@@ -243,6 +244,38 @@ def test_weights_never_read_other_files(tmp_path, kind, edit):
     with pytest.raises(ValueError, match=f"layers/conv2d/vars/1 .*{kind}") as info:
         cconv.models.load_model(path)
     assert str(path) in str(info.value)
+
+
+def test_config_bomb_is_refused_before_any_weight_is_made(tmp_path):
+    """A tiny config can ask for huge layers: the weights member must hold them all
+    before any memory is spent on them."""
+    path = tmp_path / "m.keras"
+    cconv.Sequential([cconv.Input((1000,)), cconv.layers.Dense(1)]).save(path)
+    config = json.loads(members(path)["config.json"])
+    config["config"]["layers"][1]["config"]["units"] = 20_000
+    rewrite(path, {"config.json": json.dumps(config).encode()})
+    need = (1000 * 20_000 + 20_000) * 4  # kernel and bias, float32
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=f"fewer than the {need:,} the config") as info:
+            cconv.models.load_model(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(info.value)
+    assert peak < need / 10
+
+
+def test_load_draws_nothing_from_the_global_seed(tmp_path):
+    path, _ = _saved(tmp_path)
+
+    def fresh():
+        return cconv.Sequential([cconv.Input((3,)), cconv.layers.Dense(2)]).get_weights()[0]
+    cconv.utils.set_random_seed(5)
+    expected = fresh()
+    cconv.utils.set_random_seed(5)
+    cconv.models.load_model(path)
+    np.testing.assert_array_equal(fresh(), expected)
 
 
 @pytest.mark.parametrize("cut", [0.1, 0.5, 0.9, 0.999])
