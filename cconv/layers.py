@@ -120,13 +120,18 @@ def deserialize_initializer(what, value, custom_objects=None):
         raise ValueError(f"{what}: expected an initializer's name or config dict, got "
                          f"{value!r}")
     class_name, registered = value["class_name"], value.get("registered_name")
+    options = value.get("config")
+    if not isinstance(registered, (str, type(None))) or not isinstance(options,
+                                                                       (dict, type(None))):
+        raise ValueError(f"{what}: expected a string registered_name and a dict config, "
+                         f"got {registered!r} and {options!r}")
     for key in (registered, class_name):
         if key in custom_objects:
             return custom_objects[key]
     by_class = {v: k for k, v in KERAS_INITIALIZERS.items()}
     name = class_name if class_name in KERAS_INITIALIZERS else by_class.get(class_name)
     if name is not None and value.get("module", "keras.initializers") == "keras.initializers":
-        options = {k: v for k, v in (value.get("config") or {}).items() if v is not None}
+        options = {k: v for k, v in (options or {}).items() if v is not None}
         if options:
             raise ValueError(f"{what}: {class_name} with {options} is not supported by "
                              f"cconv (only without options; a seed comes from "
@@ -149,7 +154,10 @@ def dtype_policy(dtype):
 def policy_name(what, value):
     """The dtype name in a config's "dtype" entry (a policy dict, a string or None)."""
     if isinstance(value, dict):
-        value = (value.get("config") or {}).get("name")
+        config = value.get("config") or {}
+        if not isinstance(config, dict):
+            raise ValueError(f"{what}: expected a policy's config dict, got {config!r}")
+        value = config.get("name")
     if value is None or isinstance(value, str):
         return value
     raise ValueError(f"{what}: expected a dtype name or policy, got {value!r}")
@@ -353,7 +361,7 @@ class Layer:
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{label}: {exc}") from None
+            raise ValueError(f"{label}: {exc}") from exc
 
     def __getstate__(self):
         # What the last batch left (saved inputs, gradients) and per-thread scratch are

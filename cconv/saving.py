@@ -77,9 +77,12 @@ def sequential_config(model):
     return config
 
 
-def _layer_class(entry, custom_objects):
+def _layer_class(i, entry, custom_objects):
     name = entry.get("class_name")
     registered = entry.get("registered_name")
+    if not isinstance(name, str) or not isinstance(registered, (str, type(None))):
+        raise ValueError(f"Sequential config: layers[{i}]: class_name and registered_name "
+                         f"should be strings, got {name!r} and {registered!r}")
     for key in (registered, name):
         if key in custom_objects:
             return custom_objects[key]
@@ -90,7 +93,7 @@ def _layer_class(entry, custom_objects):
         cls = layers_module.KERAS_LAYERS.get(name)
     if cls is None:
         known = sorted(set(layers_module.KERAS_LAYERS) | set(layers_module.CCONV_LAYERS))
-        raise ValueError(f"layer {name!r} ({(entry.get('config') or {}).get('name')!r}) is "
+        raise ValueError(f"layer {name!r} ({entry['config'].get('name')!r}) is "
                          f"not one cconv has ({', '.join(known)})")
     return cls
 
@@ -111,13 +114,15 @@ def _sequential_parts(config, custom_objects):
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise ValueError(f"Sequential config: expected a dict with a 'layers' list, got "
                          f"{type(config).__name__}")
+    for i, entry in enumerate(config["layers"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            raise ValueError(f"Sequential config: layers[{i}] is not a layer's config dict")
     # Keras keeps a dtype per layer (its Sequential's own stays at floatx when only the
     # layers are given one); cconv computes every layer in one dtype: the layers' common
     # one, else the model's.
-    layer_dtypes = {layers_module.policy_name(f"layer {(e.get('config') or {}).get('name')!r}:"
-                                              f" dtype", (e.get("config") or {}).get("dtype"))
-                    for e in config["layers"] if isinstance(e, dict)
-                    and e.get("class_name") != "InputLayer"} - {None}
+    layer_dtypes = {layers_module.policy_name(f"layer {e['config'].get('name')!r}: dtype",
+                                              e["config"].get("dtype"))
+                    for e in config["layers"] if e.get("class_name") != "InputLayer"} - {None}
     if len(layer_dtypes) > 1:
         raise ValueError(f"Sequential: the layers' dtypes differ ({sorted(layer_dtypes)}); "
                          f"cconv computes every layer in the model's one dtype")
@@ -130,14 +135,12 @@ def _sequential_parts(config, custom_objects):
         raise ValueError("Sequential: trainable=False is not supported by cconv")
     items, input_shape = [], None
     for i, entry in enumerate(config["layers"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
-            raise ValueError(f"Sequential config: layers[{i}] is not a layer's config dict")
         if entry.get("class_name") == "InputLayer":
             if i != 0:
                 raise ValueError("Sequential config: an InputLayer must come first")
             input_shape = layers_module.Input.from_config(entry["config"]).shape
             continue
-        cls = _layer_class(entry, custom_objects)
+        cls = _layer_class(i, entry, custom_objects)
         items.append(cls.from_config(entry["config"], custom_objects)
                      if issubclass(cls, layers_module.Layer) else cls.from_config(
                          entry["config"]))
@@ -172,7 +175,9 @@ def compile_from_config(model, config):
     if isinstance(metrics, dict):  # Keras writes {output name: [...]} for some models
         raise ValueError(f"compile_config: per-output metrics {metrics!r} are not "
                          f"supported by cconv")
-    for i, m in enumerate(metrics or []):
+    if not isinstance(metrics, (list, type(None))):
+        raise ValueError(f"compile_config: metrics should be a list, got {metrics!r}")
+    for m in metrics or []:
         if not isinstance(m, str):
             raise ValueError(f"compile_config: metric {m!r} is not supported by cconv "
                              f"(only 'accuracy')")
@@ -267,6 +272,8 @@ def _json(z, name):
         return json.loads(_read_member(z, name, _JSON_LIMIT))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _Bad(f"{name} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise _Bad(f"{name} is nested too deeply to be a model's config") from None
 
 
 def _expected_datasets(model, compiled):
@@ -354,8 +361,8 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
         return _load(path, custom_objects, compile)
     except _Bad as exc:
         raise ValueError(f"load_model: {path}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"load_model: {path}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a config's values of the wrong type or range
+        raise ValueError(f"load_model: {path}: {exc}") from exc
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise ValueError(f"load_model: {path} is not a readable .keras zip "
                          f"({type(exc).__name__}: {exc})") from None

@@ -161,6 +161,33 @@ HOSTILE = {
                                   "cconv.__main__>main"),
     "initializer is os.system": (_initializer_named("cconv.model>os.system"),
                                  "cconv.model>os.system"),
+    # every part of config.json of the wrong JSON type
+    "deep json": (lambda c: {"config.json": b"[" * 100_000 + b"]" * 100_000},
+                  "config.json is nested too deeply"),
+    "layer config a list": (_config_edit(lambda c: c["config"]["layers"][1].update(
+        config=[1, 2])), r"layers\[1\] is not a layer's config dict"),
+    "layer config a string": (_config_edit(lambda c: c["config"]["layers"][1].update(
+        config="conv")), r"layers\[1\] is not a layer's config dict"),
+    "class name a list": (_config_edit(lambda c: c["config"]["layers"][1].update(
+        class_name=["Dense"])), "class_name"),
+    "dtype config a list": (_config_edit(lambda c: _set_layer_option(c, "dtype", {
+        "class_name": "DTypePolicy", "config": ["float32"]})), "dtype"),
+    "initializer config a list": (_config_edit(lambda c: _set_layer_option(
+        c, "kernel_initializer", {"class_name": "GlorotUniform", "config": [1]})),
+        "kernel_initializer"),
+    "initializer name a list": (_config_edit(lambda c: _set_layer_option(
+        c, "kernel_initializer", {"class_name": "GlorotUniform", "registered_name": [1]})),
+        "kernel_initializer"),
+    "build_config a list": (_config_edit(lambda c: (
+        c["config"]["layers"].pop(0), c["config"].pop("build_input_shape"),
+        c.update(build_config=[1]))), "build_config should be a dict"),
+    "build shape of strings": (_config_edit(lambda c: (
+        c["config"]["layers"].pop(0), c["config"].update(build_input_shape=[None, "a"]))),
+        "build_input_shape"),
+    "kernel_size a string": (_config_edit(lambda c: _set_layer_option(c, "kernel_size", "x")),
+                             "kernel_size"),
+    "metrics a number": (_config_edit(lambda c: c["compile_config"].update(metrics=5)),
+                         "metrics"),
     "not a zip": (lambda c: None, "not a readable .keras zip"),
     "invalid json": (lambda c: {"config.json": b"{not json"}, "not valid JSON"),
     "no config": (lambda c: {"config.json": None}, "no config.json"),
