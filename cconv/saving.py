@@ -172,15 +172,10 @@ def compile_from_config(model, config):
     if not isinstance(config, dict):
         raise ValueError(f"compile_config: expected a dict, got {config!r}")
     metrics = config.get("metrics")
-    if isinstance(metrics, dict):  # Keras writes {output name: [...]} for some models
-        raise ValueError(f"compile_config: per-output metrics {metrics!r} are not "
-                         f"supported by cconv")
+    # Keras writes {output name: [...]} for some models; compile checks the names
     if not isinstance(metrics, (list, type(None))):
-        raise ValueError(f"compile_config: metrics should be a list, got {metrics!r}")
-    for m in metrics or []:
-        if not isinstance(m, str):
-            raise ValueError(f"compile_config: metric {m!r} is not supported by cconv "
-                             f"(only 'accuracy')")
+        raise ValueError(f"compile_config: metrics should be a list of names (per-output "
+                         f"metrics are not supported by cconv), got {metrics!r}")
     model.compile(optimizer=optimizers.deserialize(config.get("optimizer", "rmsprop")),
                   loss=losses.deserialize(config.get("loss")),
                   loss_weights=config.get("loss_weights"), metrics=metrics,
@@ -312,7 +307,7 @@ def _read_weights(model, data, compiled, skip_optimizer):
     the optimizer's datasets are passed over (load_model(compile=False))."""
     h5py = _h5py()
     want = _expected_datasets(model, compiled)
-    found = {}
+    found, stateless = {}, False
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
             def visit(name, obj):
@@ -324,6 +319,8 @@ def _read_weights(model, data, compiled, skip_optimizer):
             if compiled and {n for n in found if n.startswith("optimizer/")} == \
                     {"optimizer/vars/0", "optimizer/vars/1"}:
                 # an optimizer that has not stepped: Keras may write no slots for it
+                stateless = any(k.startswith("optimizer/vars/") and k not in found
+                                for k in want)
                 want = {k: v for k, v in want.items()
                         if not k.startswith("optimizer/vars/") or k in found}
             missing = sorted(set(want) - set(found))
@@ -348,6 +345,12 @@ def _read_weights(model, data, compiled, skip_optimizer):
     for name, arr in arrays.items():
         if not np.all(np.isfinite(arr)):
             raise _Bad(f"{WEIGHTS}: {name} contains NaN or inf")
+    if compiled:
+        iterations = int(arrays["optimizer/vars/0"])
+        if iterations < 0 or (stateless and iterations != 0):
+            raise _Bad(f"{WEIGHTS}: the optimizer's iterations is {iterations}"
+                       + (" with no state saved (only an optimizer that has not stepped "
+                          "may omit it)" if stateless else "; expected >= 0"))
     return arrays
 
 

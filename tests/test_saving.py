@@ -155,6 +155,12 @@ def _initializer_named(registered):
         "registered_name": registered}))
 
 
+def _drop_slots(f):
+    for key in [k for k in f["optimizer/vars"] if int(k) >= 2]:
+        del f["optimizer/vars"][key]
+    f["optimizer/vars/0"][()] = 2
+
+
 HOSTILE = {
     # a file must not choose what is imported or called
     "initializer runs a module": (_initializer_named("cconv.__main__>main"),
@@ -212,6 +218,10 @@ HOSTILE = {
                       "unexpected layers/conv2d/vars/2"),
     "missing optimizer slot": (_weights_edit(lambda f: f.__delitem__("optimizer/vars/4")),
                                "missing optimizer/vars/4"),
+    # Adam would resume with zero moments but step-N bias correction
+    "iterations without state": (_weights_edit(_drop_slots), "iterations is 2.* no state"),
+    "negative iterations": (_weights_edit(lambda f: f["optimizer/vars/0"].__setitem__(
+        (), -3)), "iterations is -3"),
     "nan": (_weights_edit(lambda f: f["layers/conv2d/vars/1"].__setitem__(0, np.nan)),
             "NaN"),
     "string dataset": (_weights_edit(lambda f: (f.__delitem__("layers/conv2d/vars/1"),
