@@ -217,13 +217,15 @@ class Sequential:
                 atomic_write(path, suffix=".npz.tmp") as f:
             np.savez(f, **arrays)
 
-    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+    def save(self, filepath, overwrite=True, zipped=None, include_optimizer=True, **kwargs):
         """Save the whole model (layers, weights, optimizer state) as Keras 3's .keras
         zip, which keras.models.load_model and cconv.models.load_model open. Written
         under a temporary name and renamed. Needs h5py (pip install "cconv[h5]")."""
         from cconv import saving
-        _refuse({"zipped": None if zipped in (None, True) else zipped, **kwargs}, "save",
-                "cconv writes the zipped .keras format only")
+        _refuse({"zipped": None if zipped in (None, True) else zipped,
+                 "include_optimizer": None if include_optimizer else include_optimizer,
+                 **kwargs}, "save", "cconv writes the zipped .keras format, with the "
+                "optimizer and its state, only")
         with self._guard.reading(self.name, "save"):
             saving.save_model(self, filepath, overwrite=overwrite)
 

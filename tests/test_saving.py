@@ -117,6 +117,10 @@ def test_save_refuses_other_names_and_overwrite_false(tmp_path):
         model.save(tmp_path / "m.keras", overwrite=False)
     with pytest.raises(ValueError, match="zipped"):
         model.save(tmp_path / "n.keras", zipped=False)
+    with pytest.raises(ValueError, match="include_optimizer=False"):
+        model.save(tmp_path / "n.keras", include_optimizer=False)
+    model.save(tmp_path / "n.keras", include_optimizer=True)  # Keras's default
+    assert cconv.models.load_model(tmp_path / "n.keras").compiled
 
 
 # ---- hostile files -------------------------------------------------------------------
