@@ -13,8 +13,9 @@ reads and writes):
 
 Loading reads and checks everything (members, sizes, config, every dataset's name and
 shape) before it makes the model; a file it cannot use raises a ValueError naming the
-file and what is wrong. It never unpickles and imports nothing a file names, except
-cconv's own initializer functions. h5py is needed only here (pip install "cconv[h5]").
+file and what is wrong. It never unpickles and imports nothing a file names (an
+initializer is looked up in a fixed list of cconv's own, or in custom_objects). h5py
+is needed only here (pip install "cconv[h5]").
 """
 import datetime
 import io
