@@ -4,7 +4,6 @@ and keeps what its backward pass needs from the last training forward pass in it
 
 Shapes given to layers exclude the batch axis, as in Keras.
 """
-import importlib
 import inspect
 import numbers
 import re
@@ -102,9 +101,18 @@ def serialize_initializer(spec):
             "registered_name": f"{module}>{qualname}"}
 
 
+def _cconv_initializers():
+    """The initializer functions cconv's own modules define, by the registered name a
+    config gives them: the only ones a file can name (a file must never choose what
+    gets imported or called)."""
+    from cconv import presets  # imports this module: looked up at load time
+    return {f"{f.__module__}>{f.__qualname__}": f
+            for f in (presets.tutorial_normal, presets.tutorial_bias)}
+
+
 def deserialize_initializer(what, value, custom_objects=None):
-    """The initializer a config names: one of cconv's, one in custom_objects, or a
-    function of cconv's own modules. Nothing else is imported."""
+    """The initializer a config names: one of cconv's, one in custom_objects, or one of
+    the functions _cconv_initializers lists. Nothing is imported by a name in the file."""
     custom_objects = custom_objects or {}
     if isinstance(value, str):
         value = {"class_name": value, "config": {}}
@@ -112,28 +120,26 @@ def deserialize_initializer(what, value, custom_objects=None):
         raise ValueError(f"{what}: expected an initializer's name or config dict, got "
                          f"{value!r}")
     class_name, registered = value["class_name"], value.get("registered_name")
+    options = value.get("config")
+    if not isinstance(registered, (str, type(None))) or not isinstance(options,
+                                                                       (dict, type(None))):
+        raise ValueError(f"{what}: expected a string registered_name and a dict config, "
+                         f"got {registered!r} and {options!r}")
     for key in (registered, class_name):
         if key in custom_objects:
             return custom_objects[key]
     by_class = {v: k for k, v in KERAS_INITIALIZERS.items()}
     name = class_name if class_name in KERAS_INITIALIZERS else by_class.get(class_name)
     if name is not None and value.get("module", "keras.initializers") == "keras.initializers":
-        options = {k: v for k, v in (value.get("config") or {}).items() if v is not None}
+        options = {k: v for k, v in (options or {}).items() if v is not None}
         if options:
             raise ValueError(f"{what}: {class_name} with {options} is not supported by "
                              f"cconv (only without options; a seed comes from "
                              f"cconv.utils.set_random_seed)")
         return name
-    if isinstance(registered, str) and registered.startswith("cconv.") and ">" in registered:
-        module_name, _, qualname = registered.partition(">")
-        try:
-            obj = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError):
-            obj = None
-        if callable(obj):
-            return obj
+    own = _cconv_initializers().get(registered) if isinstance(registered, str) else None
+    if own is not None:
+        return own
     raise ValueError(f"{what}: initializer {registered or class_name!r} is not one cconv "
                      f"has ({', '.join(KERAS_INITIALIZERS.values())}); pass it in "
                      f"custom_objects={{{(registered or class_name)!r}: function}}")
@@ -148,7 +154,10 @@ def dtype_policy(dtype):
 def policy_name(what, value):
     """The dtype name in a config's "dtype" entry (a policy dict, a string or None)."""
     if isinstance(value, dict):
-        value = (value.get("config") or {}).get("name")
+        config = value.get("config") or {}
+        if not isinstance(config, dict):
+            raise ValueError(f"{what}: expected a policy's config dict, got {config!r}")
+        value = config.get("name")
     if value is None or isinstance(value, str):
         return value
     raise ValueError(f"{what}: expected a dtype name or policy, got {value!r}")
@@ -181,6 +190,11 @@ def _truncated_normal(rng, shape, stddev):
 
 
 def _init(spec, shape, fans, dtype, rng, what):
+    """A new weight drawn by spec; zeros without any draw when rng is None (the weights
+    are about to be loaded)."""
+    if rng is None:
+        ops.check_size(what, shape, dtype)
+        return np.zeros(shape, dtype=dtype)
     ops.check_size(what, shape, np.float64)  # the initializers draw in float64
     if callable(spec):
         arr = np.asarray(spec(shape, dtype, rng))
@@ -232,11 +246,22 @@ class Layer:
     def compute_output_shape(self, input_shape):
         return input_shape
 
+    def weight_shapes(self, input_shape):
+        """{weight name: shape} for this layer on inputs of input_shape, in the order the
+        weights are made (and saved)."""
+        return {}
+
     def build(self, input_shape, dtype, rng):
+        """Make the weights, drawn from rng; zeros, drawing nothing, when rng is None."""
         self.input_shape = tuple(input_shape)
         self.output_shape = tuple(self.compute_output_shape(self.input_shape))
         self.dtype = np.dtype(dtype)
         self.built = True
+
+    def _init_weights(self, fans, rng):
+        for key, shape in self.weight_shapes(self.input_shape).items():
+            self.params[key] = _init(getattr(self, f"{key}_initializer"), shape, fans,
+                                     self.dtype, rng, f"{key}_initializer")
 
     def forward(self, x, training=False, rng=None):
         return self.activate(self.forward_linear(x, training, rng), training)
@@ -336,7 +361,7 @@ class Layer:
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{label}: {exc}") from None
+            raise ValueError(f"{label}: {exc}") from exc
 
     def __getstate__(self):
         # What the last batch left (saved inputs, gradients) and per-thread scratch are
@@ -460,17 +485,17 @@ class Conv2D(Layer):
                                              self.padding)
         return (oh, ow, f)
 
+    def weight_shapes(self, input_shape):
+        kh, kw = self.kernel_size
+        shapes = {"kernel": (kh, kw, input_shape[2], self.filters)}
+        if self.use_bias:
+            shapes["bias"] = (self.filters,)
+        return shapes
+
     def build(self, input_shape, dtype, rng):
         super().build(input_shape, dtype, rng)
         kh, kw = self.kernel_size
-        c = self.input_shape[2]
-        shape = (kh, kw, c, self.filters)
-        fans = (kh * kw * c, kh * kw * self.filters)
-        self.params["kernel"] = _init(self.kernel_initializer, shape, fans, dtype, rng,
-                                      "kernel_initializer")
-        if self.use_bias:
-            self.params["bias"] = _init(self.bias_initializer, (self.filters,), fans, dtype,
-                                        rng, "bias_initializer")
+        self._init_weights((kh * kw * self.input_shape[2], kh * kw * self.filters), rng)
 
     def forward(self, x, training=False, rng=None):
         if self.activation.name not in ops.FUSED_ACTIVATIONS:
@@ -533,14 +558,15 @@ class Dense(Layer):
                              f"{input_shape}; add Flatten() before it")
         return (self.units,)
 
+    def weight_shapes(self, input_shape):
+        shapes = {"kernel": (input_shape[0], self.units)}
+        if self.use_bias:
+            shapes["bias"] = (self.units,)
+        return shapes
+
     def build(self, input_shape, dtype, rng):
         super().build(input_shape, dtype, rng)
-        fans = (self.input_shape[0], self.units)
-        self.params["kernel"] = _init(self.kernel_initializer, fans, fans, dtype, rng,
-                                      "kernel_initializer")
-        if self.use_bias:
-            self.params["bias"] = _init(self.bias_initializer, (self.units,), fans, dtype, rng,
-                                        "bias_initializer")
+        self._init_weights((self.input_shape[0], self.units), rng)
 
     def forward_linear(self, x, training=False, rng=None):
         if training:

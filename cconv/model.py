@@ -83,8 +83,9 @@ class Sequential:
             raise ValueError(f"layers: two layers are named {layer.name!r}")
         self.layers.append(layer)
 
-    def build(self, input_shape=None):
-        """Create the weights, using the global seed (cconv.utils.set_random_seed)."""
+    def build(self, input_shape=None, initialize=True):
+        """Create the weights, using the global seed (cconv.utils.set_random_seed);
+        initialize=False: zeros, drawing nothing (for weights loaded next)."""
         if self.built:
             return
         if input_shape is not None:
@@ -94,7 +95,7 @@ class Sequential:
                              "Input(shape) or call fit/predict first")
         if not self.layers:
             raise ValueError("build: the model has no layers")
-        rng = utils._rng()
+        rng = utils._rng() if initialize else None
         shape = self.input_shape
         for i, layer in enumerate(self.layers):
             layer.build(shape, self.dtype, rng)
@@ -216,13 +217,15 @@ class Sequential:
                 atomic_write(path, suffix=".npz.tmp") as f:
             np.savez(f, **arrays)
 
-    def save(self, filepath, overwrite=True, zipped=None, **kwargs):
+    def save(self, filepath, overwrite=True, zipped=None, include_optimizer=True, **kwargs):
         """Save the whole model (layers, weights, optimizer state) as Keras 3's .keras
         zip, which keras.models.load_model and cconv.models.load_model open. Written
         under a temporary name and renamed. Needs h5py (pip install "cconv[h5]")."""
         from cconv import saving
-        _refuse({"zipped": None if zipped in (None, True) else zipped, **kwargs}, "save",
-                "cconv writes the zipped .keras format only")
+        _refuse({"zipped": None if zipped in (None, True) else zipped,
+                 "include_optimizer": None if include_optimizer else include_optimizer,
+                 **kwargs}, "save", "cconv writes the zipped .keras format, with the "
+                "optimizer and its state, only")
         with self._guard.reading(self.name, "save"):
             saving.save_model(self, filepath, overwrite=overwrite)
 

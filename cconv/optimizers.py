@@ -62,7 +62,7 @@ class Optimizer:
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{label}: {exc}") from None
+            raise ValueError(f"{label}: {exc}") from exc
 
     def slots(self, params):
         """The state kept per weight array, in Keras's order: for each weight, its slot

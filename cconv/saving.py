@@ -13,12 +13,14 @@ reads and writes):
 
 Loading reads and checks everything (members, sizes, config, every dataset's name and
 shape) before it makes the model; a file it cannot use raises a ValueError naming the
-file and what is wrong. It never unpickles and imports nothing a file names, except
-cconv's own initializer functions. h5py is needed only here (pip install "cconv[h5]").
+file and what is wrong. It never unpickles and imports nothing a file names (an
+initializer is looked up in a fixed list of cconv's own, or in custom_objects). h5py
+is needed only here (pip install "cconv[h5]").
 """
 import datetime
 import io
 import json
+import math
 import os
 import zipfile
 import zlib
@@ -26,7 +28,7 @@ import zlib
 import numpy as np
 
 from cconv import layers as layers_module
-from cconv import losses, optimizers
+from cconv import losses, ops, optimizers
 from cconv._io import atomic_write
 
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
@@ -76,9 +78,12 @@ def sequential_config(model):
     return config
 
 
-def _layer_class(entry, custom_objects):
+def _layer_class(i, entry, custom_objects):
     name = entry.get("class_name")
     registered = entry.get("registered_name")
+    if not isinstance(name, str) or not isinstance(registered, (str, type(None))):
+        raise ValueError(f"Sequential config: layers[{i}]: class_name and registered_name "
+                         f"should be strings, got {name!r} and {registered!r}")
     for key in (registered, name):
         if key in custom_objects:
             return custom_objects[key]
@@ -89,7 +94,7 @@ def _layer_class(entry, custom_objects):
         cls = layers_module.KERAS_LAYERS.get(name)
     if cls is None:
         known = sorted(set(layers_module.KERAS_LAYERS) | set(layers_module.CCONV_LAYERS))
-        raise ValueError(f"layer {name!r} ({(entry.get('config') or {}).get('name')!r}) is "
+        raise ValueError(f"layer {name!r} ({entry['config'].get('name')!r}) is "
                          f"not one cconv has ({', '.join(known)})")
     return cls
 
@@ -98,17 +103,27 @@ def sequential_from_config(config, custom_objects=None):
     """A Sequential from Keras's Sequential config (or get_config's); nothing is built
     until every layer's config has been checked."""
     from cconv.model import Sequential
+    layers, input_shape, dtype, name = _sequential_parts(config, custom_objects)
+    inputs = [] if input_shape is None else [layers_module.Input(input_shape)]
+    return Sequential(inputs + layers, dtype=dtype, name=name)
+
+
+def _sequential_parts(config, custom_objects):
+    """(layers, input shape or None, dtype, name) of a Sequential config, every layer's
+    config checked; nothing built."""
     custom_objects = dict(custom_objects or {})
     if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
         raise ValueError(f"Sequential config: expected a dict with a 'layers' list, got "
                          f"{type(config).__name__}")
+    for i, entry in enumerate(config["layers"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            raise ValueError(f"Sequential config: layers[{i}] is not a layer's config dict")
     # Keras keeps a dtype per layer (its Sequential's own stays at floatx when only the
     # layers are given one); cconv computes every layer in one dtype: the layers' common
     # one, else the model's.
-    layer_dtypes = {layers_module.policy_name(f"layer {(e.get('config') or {}).get('name')!r}:"
-                                              f" dtype", (e.get("config") or {}).get("dtype"))
-                    for e in config["layers"] if isinstance(e, dict)
-                    and e.get("class_name") != "InputLayer"} - {None}
+    layer_dtypes = {layers_module.policy_name(f"layer {e['config'].get('name')!r}: dtype",
+                                              e["config"].get("dtype"))
+                    for e in config["layers"] if e.get("class_name") != "InputLayer"} - {None}
     if len(layer_dtypes) > 1:
         raise ValueError(f"Sequential: the layers' dtypes differ ({sorted(layer_dtypes)}); "
                          f"cconv computes every layer in the model's one dtype")
@@ -121,23 +136,29 @@ def sequential_from_config(config, custom_objects=None):
         raise ValueError("Sequential: trainable=False is not supported by cconv")
     items, input_shape = [], None
     for i, entry in enumerate(config["layers"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
-            raise ValueError(f"Sequential config: layers[{i}] is not a layer's config dict")
         if entry.get("class_name") == "InputLayer":
             if i != 0:
                 raise ValueError("Sequential config: an InputLayer must come first")
-            inp = layers_module.Input.from_config(entry["config"])
-            input_shape = inp.shape
-            items.append(inp)
+            input_shape = layers_module.Input.from_config(entry["config"]).shape
             continue
-        cls = _layer_class(entry, custom_objects)
+        cls = _layer_class(i, entry, custom_objects)
         items.append(cls.from_config(entry["config"], custom_objects)
                      if issubclass(cls, layers_module.Layer) else cls.from_config(
                          entry["config"]))
-    build_shape = config.get("build_input_shape")
-    if input_shape is None and isinstance(build_shape, list) and len(build_shape) >= 2:
-        items.insert(0, layers_module.Input(tuple(build_shape[1:])))
-    return Sequential(items, dtype=dtype, name=config.get("name") or "sequential")
+    if input_shape is None:
+        input_shape = _batch_shape("Sequential: build_input_shape",
+                                   config.get("build_input_shape"))
+    return items, input_shape, dtype, config.get("name") or "sequential"
+
+
+def _batch_shape(what, shape):
+    """A config's [null, d1, ...] as (d1, ...), or None when it gives none."""
+    if not isinstance(shape, list) or len(shape) < 2:
+        return None
+    try:
+        return layers_module.Input(tuple(shape[1:])).shape
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{what}: {exc}") from exc
 
 
 def compile_config(model):
@@ -152,13 +173,10 @@ def compile_from_config(model, config):
     if not isinstance(config, dict):
         raise ValueError(f"compile_config: expected a dict, got {config!r}")
     metrics = config.get("metrics")
-    if isinstance(metrics, dict):  # Keras writes {output name: [...]} for some models
-        raise ValueError(f"compile_config: per-output metrics {metrics!r} are not "
-                         f"supported by cconv")
-    for i, m in enumerate(metrics or []):
-        if not isinstance(m, str):
-            raise ValueError(f"compile_config: metric {m!r} is not supported by cconv "
-                             f"(only 'accuracy')")
+    # Keras writes {output name: [...]} for some models; compile checks the names
+    if not isinstance(metrics, (list, type(None))):
+        raise ValueError(f"compile_config: metrics should be a list of names (per-output "
+                         f"metrics are not supported by cconv), got {metrics!r}")
     model.compile(optimizer=optimizers.deserialize(config.get("optimizer", "rmsprop")),
                   loss=losses.deserialize(config.get("loss")),
                   loss_weights=config.get("loss_weights"), metrics=metrics,
@@ -250,6 +268,8 @@ def _json(z, name):
         return json.loads(_read_member(z, name, _JSON_LIMIT))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _Bad(f"{name} is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise _Bad(f"{name} is nested too deeply to be a model's config") from None
 
 
 def _expected_datasets(model, compiled):
@@ -267,23 +287,41 @@ def _expected_datasets(model, compiled):
     return want
 
 
+def _check_in_file(h5py, name, ds):
+    """Refuse a dataset whose data are not stored in this file: external raw storage
+    and virtual datasets read whatever paths the file names on this machine."""
+    if ds.is_virtual:
+        raise _Bad(f"{WEIGHTS}: {name} is a virtual dataset (its data would be read "
+                   f"from other files); only datasets stored in the file are read")
+    if ds.external is not None:
+        raise _Bad(f"{WEIGHTS}: {name} has external storage ({len(ds.external)} other "
+                   f"file(s)); only datasets stored in the file are read")
+    layout = ds.id.get_create_plist().get_layout()
+    if layout not in (h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED, h5py.h5d.COMPACT):
+        raise _Bad(f"{WEIGHTS}: {name} has storage layout {layout}; only contiguous, "
+                   f"chunked or compact datasets stored in the file are read")
+
+
 def _read_weights(model, data, compiled, skip_optimizer):
     """{dataset path: array} from model.weights.h5's bytes, each checked against the
     model: no dataset missing, none extra, every shape and kind right. skip_optimizer:
     the optimizer's datasets are passed over (load_model(compile=False))."""
     h5py = _h5py()
     want = _expected_datasets(model, compiled)
-    found = {}
+    found, stateless = {}, False
     try:
         with h5py.File(io.BytesIO(data), "r") as f:
             def visit(name, obj):
-                if isinstance(obj, h5py.Dataset) and not (
-                        skip_optimizer and name.startswith("optimizer/")):
-                    found[name] = obj
+                if isinstance(obj, h5py.Dataset):
+                    _check_in_file(h5py, name, obj)
+                    if not (skip_optimizer and name.startswith("optimizer/")):
+                        found[name] = obj
             f.visititems(visit)
             if compiled and {n for n in found if n.startswith("optimizer/")} == \
                     {"optimizer/vars/0", "optimizer/vars/1"}:
                 # an optimizer that has not stepped: Keras may write no slots for it
+                stateless = any(k.startswith("optimizer/vars/") and k not in found
+                                for k in want)
                 want = {k: v for k, v in want.items()
                         if not k.startswith("optimizer/vars/") or k in found}
             missing = sorted(set(want) - set(found))
@@ -308,6 +346,12 @@ def _read_weights(model, data, compiled, skip_optimizer):
     for name, arr in arrays.items():
         if not np.all(np.isfinite(arr)):
             raise _Bad(f"{WEIGHTS}: {name} contains NaN or inf")
+    if compiled:
+        iterations = int(arrays["optimizer/vars/0"])
+        if iterations < 0 or (stateless and iterations != 0):
+            raise _Bad(f"{WEIGHTS}: the optimizer's iterations is {iterations}"
+                       + (" with no state saved (only an optimizer that has not stepped "
+                          "may omit it)" if stateless else "; expected >= 0"))
     return arrays
 
 
@@ -321,14 +365,36 @@ def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
         return _load(path, custom_objects, compile)
     except _Bad as exc:
         raise ValueError(f"load_model: {path}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"load_model: {path}: {exc}") from None
+    except (TypeError, ValueError) as exc:  # a config's values of the wrong type or range
+        raise ValueError(f"load_model: {path}: {exc}") from exc
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise ValueError(f"load_model: {path} is not a readable .keras zip "
                          f"({type(exc).__name__}: {exc})") from None
 
 
+def _entry(config, key):
+    """config[key] as a dict ({} when absent)."""
+    value = config.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise _Bad(f"{CONFIG}: {key} should be a dict, got {type(value).__name__}")
+    return value
+
+
+def _weights_nbytes(layers, input_shape, dtype):
+    """The bytes the layers' weights take on inputs of input_shape, from the layers'
+    configs alone; more than this machine's memory is refused."""
+    count, shape = 0, tuple(input_shape)
+    for layer in layers:
+        count += sum(math.prod(s) for s in layer.weight_shapes(shape).values())
+        shape = tuple(layer.compute_output_shape(shape))
+    ops.check_size("the config's weights", ((1 + _MAX_SLOTS) * count,), dtype)
+    return count * np.dtype(dtype).itemsize
+
+
 def _load(path, custom_objects, compile_):
+    from cconv.model import Sequential
     with open(path, "rb") as raw, zipfile.ZipFile(raw) as z:
         names = set(z.namelist())
         if CONFIG not in names:
@@ -343,21 +409,33 @@ def _load(path, custom_objects, compile_):
         if not isinstance(config, dict) or config.get("class_name") != "Sequential":
             got = config.get("class_name") if isinstance(config, dict) else config
             raise _Bad(f"{CONFIG} describes a {got!r}; cconv loads Sequential models only")
-        model = sequential_from_config(config.get("config"), custom_objects)
-        if not model.built:
-            shape = (config.get("build_config") or {}).get("input_shape")
-            if isinstance(shape, list) and len(shape) >= 2:
-                model.build(tuple(shape[1:]))
+        layers, input_shape, dtype, name = _sequential_parts(config.get("config"),
+                                                             custom_objects)
+        if input_shape is None:
+            input_shape = _batch_shape(f"{CONFIG}: build_config.input_shape",
+                                       _entry(config, "build_config").get("input_shape"))
+        model = Sequential(layers, dtype=dtype, name=name)
         # Keras writes {} for a model that was never compiled
         compile_config = config.get("compile_config") or None
         compiled = compile_ and compile_config is not None
+        if input_shape is None:  # saved before it knew its input: no weights to read
+            _read_member(z, WEIGHTS, _H5_SLACK)
+        else:
+            # The weights' sizes follow from the config alone: the file must hold them
+            # all before any memory is spent on them, and what is made is zeros (no
+            # random draws) since the file's values replace them.
+            need = _weights_nbytes(layers, input_shape, model.dtype)
+            declared = z.getinfo(WEIGHTS).file_size
+            if declared < need:
+                raise _Bad(f"{WEIGHTS} holds {declared:,} bytes, fewer than the "
+                           f"{need:,} the config's weights need")
+            limit = _H5_SLACK + (1 + _MAX_SLOTS) * need
+            data = _read_member(z, WEIGHTS, limit)
+            model.build(input_shape, initialize=False)
         if compiled:
             compile_from_config(model, compile_config)
-        limit = _H5_SLACK + (1 + _MAX_SLOTS) * sum(
-            p.nbytes for layer in model.layers for p in layer.params.values())
-        data = _read_member(z, WEIGHTS, limit)
         if not model.built:
-            return model  # saved before it knew its input: no weights to read
+            return model
         arrays = _read_weights(model, data, compiled,
                                skip_optimizer=compile_config is not None and not compiled)
     model.set_weights([arrays[f"layers/{key}/vars/{i}"]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
 import zipfile
 
 import numpy as np
@@ -116,6 +117,10 @@ def test_save_refuses_other_names_and_overwrite_false(tmp_path):
         model.save(tmp_path / "m.keras", overwrite=False)
     with pytest.raises(ValueError, match="zipped"):
         model.save(tmp_path / "n.keras", zipped=False)
+    with pytest.raises(ValueError, match="include_optimizer=False"):
+        model.save(tmp_path / "n.keras", include_optimizer=False)
+    model.save(tmp_path / "n.keras", include_optimizer=True)  # Keras's default
+    assert cconv.models.load_model(tmp_path / "n.keras").compiled
 
 
 # ---- hostile files -------------------------------------------------------------------
@@ -147,7 +152,52 @@ def _reshape(f):
     f["layers/dense/vars/0"] = np.zeros((3, 3), np.float32)
 
 
+def _initializer_named(registered):
+    module, _, qualname = registered.partition(">")
+    return _config_edit(lambda c: _set_layer_option(c, "kernel_initializer", {
+        "module": module, "class_name": qualname, "config": {},
+        "registered_name": registered}))
+
+
+def _drop_slots(f):
+    for key in [k for k in f["optimizer/vars"] if int(k) >= 2]:
+        del f["optimizer/vars"][key]
+    f["optimizer/vars/0"][()] = 2
+
+
 HOSTILE = {
+    # a file must not choose what is imported or called
+    "initializer runs a module": (_initializer_named("cconv.__main__>main"),
+                                  "cconv.__main__>main"),
+    "initializer is os.system": (_initializer_named("cconv.model>os.system"),
+                                 "cconv.model>os.system"),
+    # every part of config.json of the wrong JSON type
+    "deep json": (lambda c: {"config.json": b"[" * 100_000 + b"]" * 100_000},
+                  "config.json is nested too deeply"),
+    "layer config a list": (_config_edit(lambda c: c["config"]["layers"][1].update(
+        config=[1, 2])), r"layers\[1\] is not a layer's config dict"),
+    "layer config a string": (_config_edit(lambda c: c["config"]["layers"][1].update(
+        config="conv")), r"layers\[1\] is not a layer's config dict"),
+    "class name a list": (_config_edit(lambda c: c["config"]["layers"][1].update(
+        class_name=["Dense"])), "class_name"),
+    "dtype config a list": (_config_edit(lambda c: _set_layer_option(c, "dtype", {
+        "class_name": "DTypePolicy", "config": ["float32"]})), "dtype"),
+    "initializer config a list": (_config_edit(lambda c: _set_layer_option(
+        c, "kernel_initializer", {"class_name": "GlorotUniform", "config": [1]})),
+        "kernel_initializer"),
+    "initializer name a list": (_config_edit(lambda c: _set_layer_option(
+        c, "kernel_initializer", {"class_name": "GlorotUniform", "registered_name": [1]})),
+        "kernel_initializer"),
+    "build_config a list": (_config_edit(lambda c: (
+        c["config"]["layers"].pop(0), c["config"].pop("build_input_shape"),
+        c.update(build_config=[1]))), "build_config should be a dict"),
+    "build shape of strings": (_config_edit(lambda c: (
+        c["config"]["layers"].pop(0), c["config"].update(build_input_shape=[None, "a"]))),
+        "build_input_shape"),
+    "kernel_size a string": (_config_edit(lambda c: _set_layer_option(c, "kernel_size", "x")),
+                             "kernel_size"),
+    "metrics a number": (_config_edit(lambda c: c["compile_config"].update(metrics=5)),
+                         "metrics"),
     "not a zip": (lambda c: None, "not a readable .keras zip"),
     "invalid json": (lambda c: {"config.json": b"{not json"}, "not valid JSON"),
     "no config": (lambda c: {"config.json": None}, "no config.json"),
@@ -162,7 +212,7 @@ HOSTILE = {
     "mixed dtype": (_config_edit(lambda c: _set_layer_option(c, "dtype", "float16")), "float16"),
     "nesterov": (_config_edit(lambda c: c["compile_config"]["optimizer"]["config"].update(
         nesterov=True)), "nesterov"),
-    "not an h5": (lambda c: {"model.weights.h5": b"\x89HDF\r\n" + b"\0" * 200},
+    "not an h5": (lambda c: {"model.weights.h5": b"\x89HDF\r\n" + b"\0" * 20000},
                   "not a readable HDF5"),
     "wrong shape": (_weights_edit(_reshape), r"layers/dense/vars/0 has shape \(3, 3\)"),
     "missing dataset": (_weights_edit(lambda f: f.__delitem__("layers/conv2d/vars/1")),
@@ -172,6 +222,10 @@ HOSTILE = {
                       "unexpected layers/conv2d/vars/2"),
     "missing optimizer slot": (_weights_edit(lambda f: f.__delitem__("optimizer/vars/4")),
                                "missing optimizer/vars/4"),
+    # Adam would resume with zero moments but step-N bias correction
+    "iterations without state": (_weights_edit(_drop_slots), "iterations is 2.* no state"),
+    "negative iterations": (_weights_edit(lambda f: f["optimizer/vars/0"].__setitem__(
+        (), -3)), "iterations is -3"),
     "nan": (_weights_edit(lambda f: f["layers/conv2d/vars/1"].__setitem__(0, np.nan)),
             "NaN"),
     "string dataset": (_weights_edit(lambda f: (f.__delitem__("layers/conv2d/vars/1"),
@@ -195,6 +249,74 @@ def test_hostile_file_is_refused_naming_it(tmp_path, case):
         cconv.models.load_model(path)
     assert str(path) in str(info.value)
     assert digest(path) == before and os.listdir(tmp_path) == ["m.keras"]
+
+
+def _external(secret):
+    secret.write_bytes(np.arange(4, dtype=np.float32).tobytes())
+
+    def edit(f):
+        del f["layers/conv2d/vars/1"]
+        f.create_dataset("layers/conv2d/vars/1", shape=(4,), dtype=np.float32,
+                         external=[(str(secret), 0, 16)])
+    return edit
+
+
+def _virtual(secret):
+    with h5py.File(secret, "w") as g:
+        g["x"] = np.arange(4, dtype=np.float32)
+
+    def edit(f):
+        del f["layers/conv2d/vars/1"]
+        layout = h5py.VirtualLayout(shape=(4,), dtype=np.float32)
+        layout[:] = h5py.VirtualSource(str(secret), "x", shape=(4,))
+        f.create_virtual_dataset("layers/conv2d/vars/1", layout)
+    return edit
+
+
+@pytest.mark.parametrize("kind, edit", [("external", _external), ("virtual", _virtual)])
+def test_weights_never_read_other_files(tmp_path, kind, edit):
+    """A dataset whose data live in another file (external raw storage, a virtual
+    dataset) would read any path the file names on this machine into the weights."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    path, content = _saved(tmp_path)
+    rewrite(path, {"model.weights.h5": edit_h5(content["model.weights.h5"],
+                                               edit(secrets / "secret"))})
+    with pytest.raises(ValueError, match=f"layers/conv2d/vars/1 .*{kind}") as info:
+        cconv.models.load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_config_bomb_is_refused_before_any_weight_is_made(tmp_path):
+    """A tiny config can ask for huge layers: the weights member must hold them all
+    before any memory is spent on them."""
+    path = tmp_path / "m.keras"
+    cconv.Sequential([cconv.Input((1000,)), cconv.layers.Dense(1)]).save(path)
+    config = json.loads(members(path)["config.json"])
+    config["config"]["layers"][1]["config"]["units"] = 20_000
+    rewrite(path, {"config.json": json.dumps(config).encode()})
+    need = (1000 * 20_000 + 20_000) * 4  # kernel and bias, float32
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=f"fewer than the {need:,} the config") as info:
+            cconv.models.load_model(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(path) in str(info.value)
+    assert peak < need / 10
+
+
+def test_load_draws_nothing_from_the_global_seed(tmp_path):
+    path, _ = _saved(tmp_path)
+
+    def fresh():
+        return cconv.Sequential([cconv.Input((3,)), cconv.layers.Dense(2)]).get_weights()[0]
+    cconv.utils.set_random_seed(5)
+    expected = fresh()
+    cconv.utils.set_random_seed(5)
+    cconv.models.load_model(path)
+    np.testing.assert_array_equal(fresh(), expected)
 
 
 @pytest.mark.parametrize("cut", [0.1, 0.5, 0.9, 0.999])
