@@ -1,6 +1,8 @@
 """Callbacks with Keras names and hooks. fit() calls, in order: on_train_begin, then per
 epoch on_epoch_begin, on_train_batch_begin/end per batch, on_epoch_end(epoch, logs), and
-finally on_train_end. Setting model.stop_training = True ends training after the epoch.
+finally on_train_end. Setting model.stop_training = True ends the epoch after the
+current batch (its on_epoch_end still runs, with that epoch's partial logs) and training
+with it.
 evaluate() and predict() call the on_test_* and on_predict_* hooks of the callbacks
 passed to them."""
 import csv

@@ -479,7 +479,6 @@ class Sequential:
                 raise ValueError(f"steps_per_epoch: {wanted} batches of {batch_size} need "
                                  f"{wanted * batch_size} samples, but x has {n}")
             steps = wanted
-        seen_per_epoch = min(n, steps * batch_size)
         log_keys = list(self._logs(0.0, 0, 1))
         if val is not None:
             log_keys += ["val_" + k for k in log_keys]
@@ -509,7 +508,9 @@ class Sequential:
                 logs = self._logs(loss_sum, correct, seen)
                 for cb in cbs:
                     cb.on_train_batch_end(step, logs)
-            logs = self._logs(loss_sum, correct, seen_per_epoch)
+                if self.stop_training:  # as Keras: the epoch ends after this batch
+                    break
+            logs = self._logs(loss_sum, correct, seen)
             if val is not None and (epoch + 1) % validation_freq == 0:
                 logs.update(self._evaluate_onehot(val[0], val[1], val_batch_size, "val_"))
             for cb in cbs:

@@ -127,6 +127,38 @@ def test_history_is_the_mean_over_every_sample_of_the_epoch():
     np.testing.assert_allclose(h.history["loss"], [losses.mean()] * 2, rtol=1e-12)
 
 
+def test_stop_training_in_a_batch_ends_the_epoch_after_that_batch():
+    """Keras 3 breaks out of the batch loop right after on_train_batch_end when
+    stop_training is set; on_epoch_end still runs, with means over the batches run."""
+    rng = np.random.default_rng(4)
+    n, batch = 50, 16
+    x = rng.standard_normal((n, 4))
+    y = rng.integers(0, 3, n)
+    model = cconv.Sequential([Input((4,)), Dense(3, activation="softmax")], dtype="float64")
+    model.compile(optimizer=FrozenOptimizer(), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    w, b = model.get_weights()
+    p = softmax(x @ w + b)
+    losses, right = -np.log(p[np.arange(n), y]), p.argmax(axis=1) == y
+
+    class StopAtSecondBatch(cconv.callbacks.Callback):
+        steps, epochs = [], []
+
+        def on_train_batch_end(self, step, logs=None):
+            self.steps.append(step)
+            if step == 1:
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(epoch)
+
+    cb = StopAtSecondBatch()
+    h = model.fit(x, y, batch_size=batch, epochs=3, shuffle=False, verbose=0, callbacks=[cb])
+    assert cb.steps == [0, 1] and cb.epochs == [0]
+    np.testing.assert_allclose(h.history["loss"], [losses[:2 * batch].mean()], rtol=1e-12)
+    np.testing.assert_allclose(h.history["accuracy"], [right[:2 * batch].mean()], rtol=1e-15)
+
+
 # ---- optimizers ------------------------------------------------------------------------
 
 
