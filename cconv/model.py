@@ -186,17 +186,20 @@ class Sequential:
         weights = list(weights)
         if len(weights) != len(keys):
             raise ValueError(f"set_weights: expected {len(keys)} arrays, got {len(weights)}")
-        before = [dict(layer.params) for layer in self.layers]
-        start = 0
-        try:
-            for layer in self.layers:
-                n = len(layer.get_weights())
-                layer.set_weights(weights[start:start + n])
-                start += n
-        except BaseException:  # all or nothing: no layer keeps its new weights
-            for layer, params in zip(self.layers, before):
-                layer.params = params
-            raise
+        # a write, as an optimizer step: a predict in another thread sees the old
+        # weights or the new ones, never a mix
+        with self._guard.updating():
+            before = [dict(layer.params) for layer in self.layers]
+            start = 0
+            try:
+                for layer in self.layers:
+                    n = len(layer.get_weights())
+                    layer.set_weights(weights[start:start + n])
+                    start += n
+            except BaseException:  # all or nothing: no layer keeps its new weights
+                for layer, params in zip(self.layers, before):
+                    layer.params = params
+                raise
 
     def save_weights(self, path, metadata=None):
         """Save to an .npz file (no pickles). The file is written under a temporary name
