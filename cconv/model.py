@@ -475,7 +475,7 @@ class Sequential:
         if verbose:
             cbs.append(callbacks_module.ProgbarLogger(verbose))
         n = len(x)
-        steps = -(-n // batch_size)
+        steps = batches_per_pass = -(-n // batch_size)
         if steps_per_epoch is not None:
             wanted = utils._positive_int("steps_per_epoch", steps_per_epoch)
             if wanted > steps:
@@ -495,15 +495,22 @@ class Sequential:
         self.stop_training = False
         for cb in cbs:
             cb.on_train_begin()
+        # As Keras 3 (trainers/epoch_iterator.py): with steps_per_epoch, one pass over
+        # the data goes on across epochs; an epoch that reaches the end of the pass ends
+        # there (shorter), and the next epoch starts a new pass, in a new order.
+        order, done = None, batches_per_pass  # done: batches of the pass trained on
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
-            order = rng.permutation(n) if shuffle else np.arange(n)
+            if done == batches_per_pass:
+                order = rng.permutation(n) if shuffle else np.arange(n)
+                done = 0
             loss_sum, correct, seen = 0.0, 0, 0
-            for step in range(steps):
+            for step in range(min(steps, batches_per_pass - done)):
                 for cb in cbs:
                     cb.on_train_batch_begin(step)
-                idx = order[step * batch_size:(step + 1) * batch_size]
+                idx = order[done * batch_size:(done + 1) * batch_size]
+                done += 1
                 batch_loss, batch_correct = self._train_step(x[idx], onehot[idx], rng)
                 loss_sum += batch_loss
                 correct += batch_correct

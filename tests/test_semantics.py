@@ -73,6 +73,51 @@ def test_shuffled_batches_cover_every_sample_once_in_a_new_order_each_epoch():
     assert orders[0] != orders[1] != orders[2]
 
 
+def epoch_batches(log, per_epoch):
+    """The recorded training batches, split into epochs of the given batch counts."""
+    batches, out = [ids for training, ids in log if training], []
+    for count in per_epoch:
+        out.append(batches[:count])
+        batches = batches[count:]
+    assert batches == []
+    return out
+
+
+class BatchCounter(cconv.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.per_epoch = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.per_epoch.append(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.per_epoch[-1] += 1
+
+
+def test_steps_per_epoch_carries_one_pass_over_the_data_across_epochs():
+    """Keras 3 (keras/src/trainers/epoch_iterator.py): with steps_per_epoch the pass over
+    the data goes on from one epoch to the next, its last (partial) batch included; an
+    epoch that reaches the end of the pass stops there, and the next starts a new pass.
+    20 samples in batches of 6 make a pass of 4 batches; 3 steps per epoch: epochs of
+    3, 1, 3, 1 batches."""
+    log, counter = [], BatchCounter()
+    x, y = ids_and_labels(20)
+    h = recording_model(log).fit(x, y, batch_size=6, epochs=4, steps_per_epoch=3,
+                                 shuffle=False, verbose=0, callbacks=[counter])
+    one_pass = [list(range(0, 6)), list(range(6, 12)), list(range(12, 18)), [18, 19]]
+    assert counter.per_epoch == [3, 1, 3, 1] and len(h.history["loss"]) == 4
+    assert epoch_batches(log, [3, 1, 3, 1]) == [one_pass[:3], one_pass[3:]] * 2
+
+    log = []
+    recording_model(log).fit(x, y, batch_size=6, epochs=4, steps_per_epoch=2, shuffle=True,
+                             verbose=0, seed=1)
+    epochs = [sum(batches, []) for batches in epoch_batches(log, [2, 2, 2, 2])]
+    first, second = epochs[0] + epochs[1], epochs[2] + epochs[3]
+    assert sorted(first) == sorted(second) == list(range(20))
+    assert first != second  # the second pass is in a new order
+
+
 def test_shuffle_is_on_by_default():
     """Keras's fit shuffles unless told not to."""
     log = []
