@@ -1,15 +1,9 @@
 """Atomic file writes: a temporary file beside the target, renamed into place."""
 import contextlib
 import os
+import secrets
 import socket
-import tempfile
-
-
-def _default_mode():
-    # mkstemp creates 0600 files; give the final file the mode open() would have.
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+import stat
 
 
 def _alive(pid):
@@ -37,7 +31,7 @@ def remove_stale_temporaries(folder, prefix, suffix):
     for name in names:
         if not (name.startswith(prefix) and name.endswith(suffix)):
             continue
-        # mkstemp's random part never holds "-", so the last two "-" end host and pid
+        # the random part (hex) never holds "-", so the last two "-" end host and pid
         parts = name[len(prefix):len(name) - len(suffix)].rsplit("-", 2)
         if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
             continue
@@ -57,16 +51,32 @@ def atomic_write(path, prefix=".cconv-", suffix=".tmp"):
     what a killed process left (remove_stale_temporaries)."""
     folder = os.path.dirname(os.path.abspath(path))
     remove_stale_temporaries(folder, prefix, suffix)
-    fd, tmp = tempfile.mkstemp(prefix=f"{prefix}{socket.gethostname()}-{os.getpid()}-",
-                               suffix=suffix, dir=folder)
+    fd, tmp = _create_temporary(folder, f"{prefix}{socket.gethostname()}-{os.getpid()}-",
+                                suffix)
     try:
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())  # data on disk before the rename makes it visible
-        os.chmod(tmp, _default_mode())
+        try:  # an existing file keeps its mode (a 0600 checkpoint stays private)
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        except FileNotFoundError:
+            pass
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _create_temporary(folder, prefix, suffix):
+    """A new file prefix + random + suffix in folder, opened for writing. Mode 0o666 goes
+    through the process umask, as open() would apply it: the umask is never changed, which
+    would race with other threads creating files. The random part holds no "-"."""
+    flags = os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = os.path.join(folder, f"{prefix}{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue

@@ -1,6 +1,8 @@
 """Callbacks with Keras names and hooks. fit() calls, in order: on_train_begin, then per
 epoch on_epoch_begin, on_train_batch_begin/end per batch, on_epoch_end(epoch, logs), and
-finally on_train_end. Setting model.stop_training = True ends training after the epoch.
+finally on_train_end. Setting model.stop_training = True ends the epoch after the
+current batch (its on_epoch_end still runs, with that epoch's partial logs) and training
+with it.
 evaluate() and predict() call the on_test_* and on_predict_* hooks of the callbacks
 passed to them."""
 import csv
@@ -193,7 +195,11 @@ class _Monitor(Callback):
         self._lower_is_better()
 
     def _current(self, logs):
+        """The monitored value, or None on an epoch without validation (validation_freq
+        > 1) when it watches a val_* value: as in Keras, that epoch is skipped."""
         logs = logs or {}
+        if self.monitor.startswith("val_") and not any(k.startswith("val_") for k in logs):
+            return None
         if self.monitor not in logs:
             raise ValueError(f"{self._owner}: monitor={self.monitor!r} is not in this "
                              f"epoch's logs; available: {', '.join(logs) or 'none'}")
@@ -245,7 +251,7 @@ class EarlyStopping(_Monitor):
 
     def on_epoch_end(self, epoch, logs=None):
         current = self._current(logs)
-        if epoch < self.start_from_epoch:
+        if current is None or epoch < self.start_from_epoch:
             return
         if self.restore_best_weights and self.best_weights is None:
             # until something improves, the first watched epoch is the best one
@@ -318,6 +324,9 @@ class ModelCheckpoint(_Monitor):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
+        current = self._current(logs) if self.save_best_only else None
+        if self.save_best_only and current is None:
+            return  # no validation this epoch: nothing to compare, nothing to save
         try:
             path = self.filepath.format(epoch=epoch + 1, **logs)
         except (KeyError, IndexError, ValueError) as exc:
@@ -325,7 +334,6 @@ class ModelCheckpoint(_Monitor):
                              f"formatted ({type(exc).__name__}: {exc}); fields available: "
                              f"epoch, {', '.join(logs)}") from None
         if self.save_best_only:
-            current = self._current(logs)
             if not self._better(current, self.best):
                 if self.verbose:
                     print(f"Epoch {epoch + 1}: {self.monitor} did not improve from "

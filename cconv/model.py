@@ -187,17 +187,20 @@ class Sequential:
         weights = list(weights)
         if len(weights) != len(keys):
             raise ValueError(f"set_weights: expected {len(keys)} arrays, got {len(weights)}")
-        before = [dict(layer.params) for layer in self.layers]
-        start = 0
-        try:
-            for layer in self.layers:
-                n = len(layer.get_weights())
-                layer.set_weights(weights[start:start + n])
-                start += n
-        except BaseException:  # all or nothing: no layer keeps its new weights
-            for layer, params in zip(self.layers, before):
-                layer.params = params
-            raise
+        # a write, as an optimizer step: a predict in another thread sees the old
+        # weights or the new ones, never a mix
+        with self._guard.updating():
+            before = [dict(layer.params) for layer in self.layers]
+            start = 0
+            try:
+                for layer in self.layers:
+                    n = len(layer.get_weights())
+                    layer.set_weights(weights[start:start + n])
+                    start += n
+            except BaseException:  # all or nothing: no layer keeps its new weights
+                for layer, params in zip(self.layers, before):
+                    layer.params = params
+                raise
 
     def save_weights(self, path, metadata=None):
         """Save to an .npz file (no pickles). The file is written under a temporary name
@@ -475,14 +478,13 @@ class Sequential:
         if verbose:
             cbs.append(callbacks_module.ProgbarLogger(verbose))
         n = len(x)
-        steps = -(-n // batch_size)
+        steps = batches_per_pass = -(-n // batch_size)
         if steps_per_epoch is not None:
             wanted = utils._positive_int("steps_per_epoch", steps_per_epoch)
             if wanted > steps:
                 raise ValueError(f"steps_per_epoch: {wanted} batches of {batch_size} need "
                                  f"{wanted * batch_size} samples, but x has {n}")
             steps = wanted
-        seen_per_epoch = min(n, steps * batch_size)
         log_keys = list(self._logs(0.0, 0, 1))
         if val is not None:
             log_keys += ["val_" + k for k in log_keys]
@@ -496,15 +498,22 @@ class Sequential:
         self.stop_training = False
         for cb in cbs:
             cb.on_train_begin()
+        # As Keras 3 (trainers/epoch_iterator.py): with steps_per_epoch, one pass over
+        # the data goes on across epochs; an epoch that reaches the end of the pass ends
+        # there (shorter), and the next epoch starts a new pass, in a new order.
+        order, done = None, batches_per_pass  # done: batches of the pass trained on
         for epoch in range(initial_epoch, epochs):
             for cb in cbs:
                 cb.on_epoch_begin(epoch)
-            order = rng.permutation(n) if shuffle else np.arange(n)
+            if done == batches_per_pass:
+                order = rng.permutation(n) if shuffle else np.arange(n)
+                done = 0
             loss_sum, correct, seen = 0.0, 0, 0
-            for step in range(steps):
+            for step in range(min(steps, batches_per_pass - done)):
                 for cb in cbs:
                     cb.on_train_batch_begin(step)
-                idx = order[step * batch_size:(step + 1) * batch_size]
+                idx = order[done * batch_size:(done + 1) * batch_size]
+                done += 1
                 batch_loss, batch_correct = self._train_step(x[idx], onehot[idx], rng)
                 loss_sum += batch_loss
                 correct += batch_correct
@@ -512,7 +521,9 @@ class Sequential:
                 logs = self._logs(loss_sum, correct, seen)
                 for cb in cbs:
                     cb.on_train_batch_end(step, logs)
-            logs = self._logs(loss_sum, correct, seen_per_epoch)
+                if self.stop_training:  # as Keras: the epoch ends after this batch
+                    break
+            logs = self._logs(loss_sum, correct, seen)
             if val is not None and (epoch + 1) % validation_freq == 0:
                 logs.update(self._evaluate_onehot(val[0], val[1], val_batch_size, "val_"))
             for cb in cbs:

@@ -12,6 +12,7 @@ Run:  python examples/sweep_dask.py                       (a LocalCluster of 2 p
 Needs: pip install "cconv[dask]" (dask[distributed]); data as for grokking_ch10.py.
 """
 import argparse
+import contextlib
 import itertools
 import sys
 import time
@@ -77,12 +78,15 @@ def main(argv=None):
     y = y_train[:TRAIN_IMAGES]
     images = x_test[:, :, :, None] / 255.0
 
-    cluster = None
-    if args.scheduler is None:
-        # one task and one OpenMP thread per worker: the workers share this machine's cores
-        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                               env={"OMP_NUM_THREADS": "1"})
-    with Client(args.scheduler or cluster) as client:
+    with contextlib.ExitStack() as stack:  # the cluster closes even when the sweep fails
+        cluster = None
+        if args.scheduler is None:
+            # one task and one OpenMP thread per worker: the workers share this machine's
+            # cores
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=args.workers, threads_per_worker=1, processes=True,
+                env={"OMP_NUM_THREADS": "1"}))
+        client = stack.enter_context(Client(args.scheduler or cluster))
         start = time.perf_counter()
         models = sweep(client, x, y, args.learning_rates, args.seeds, args.epochs)
         print(f"{len(models)} fits in {time.perf_counter() - start:.1f} s on "
@@ -96,8 +100,6 @@ def main(argv=None):
         agree = np.array_equal(probs, models[best].predict(images, batch_size=500))
         print(f"best: learning rate {best[0]:g}, seed {best[1]}; predicted "
               f"{len(probs)} images on the cluster, the same bits as here: {agree}")
-    if cluster is not None:
-        cluster.close()
     return 0
 
 

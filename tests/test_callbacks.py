@@ -103,6 +103,39 @@ def test_early_stopping_is_reusable():
     assert (run, model.restored) == (3, 1)
 
 
+def test_epochs_without_validation_are_skipped_by_hand():
+    """validation_freq > 1: epochs whose logs hold no val_* value are skipped, as Keras 3
+    does (no wait counted, nothing saved). Best 1.0 at epoch 1; 1.2 at epoch 3 does not
+    beat it: wait 1 = patience -> stop at epoch 3, restore epoch 1."""
+    model = StubModel()
+    cb = EarlyStopping(patience=1, restore_best_weights=True)
+    cb.set_model(model)
+    cb.set_params({"epochs": 6, "metrics": ["loss", "val_loss"]})
+    cb.on_train_begin()
+    logs = [{"loss": 0.0}, {"loss": 0.0, "val_loss": 1.0}, {"loss": 0.0},
+            {"loss": 0.0, "val_loss": 1.2}, {"loss": 0.0}, {"loss": 0.0, "val_loss": 0.5}]
+    for epoch, epoch_logs in enumerate(logs):
+        model.epoch = epoch
+        cb.on_epoch_end(epoch, epoch_logs)
+        if model.stop_training:
+            break
+    cb.on_train_end()
+    assert (epoch, cb.stopped_epoch, model.restored) == (3, 3, 1)
+
+
+def test_validation_freq_with_val_monitors_in_a_real_fit(tmp_path):
+    x, y, xv, yv = small_problem()
+    rec = Recorder()
+    checkpoint = ModelCheckpoint(str(tmp_path / "ckpt-{epoch}-{val_loss:.3f}.npz"),
+                                 save_best_only=True)
+    small_model().fit(x, y, batch_size=16, epochs=4, verbose=0, validation_data=(xv, yv),
+                      validation_freq=2, callbacks=[rec, checkpoint, EarlyStopping(patience=5)])
+    assert len(rec.logs) == 4
+    saved = sorted(name.split("-")[1] for name in os.listdir(tmp_path))
+    # saved only after epochs that validated (2 and 4): epoch 2 is always the first best
+    assert saved[0] == "2" and set(saved) <= {"2", "4"}
+
+
 def small_problem(seed=3):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((48, 6, 6, 1))

@@ -53,3 +53,41 @@ def test_sweep_on_a_local_cluster_equals_the_same_fits_here(monkeypatch):
     want = np.concatenate([sweep.predict_block(test_x[i:i + 128], local)
                            for i in range(0, len(test_x), 128)])
     assert probs.shape == (300, 10) and np.array_equal(probs, want)
+
+
+def test_the_local_cluster_is_closed_when_the_sweep_fails(monkeypatch):
+    sweep = load_example(monkeypatch)
+    closed = []
+
+    class FakeCluster:  # no processes: only whether main() closes what it opened
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.close()
+
+        def close(self):
+            closed.append("cluster")
+
+    class FakeClient(FakeCluster):
+        def close(self):
+            closed.append("client")
+
+    def failing_sweep(*args, **kwargs):
+        raise RuntimeError("a task failed")
+    monkeypatch.setattr(distributed, "LocalCluster", FakeCluster)
+    monkeypatch.setattr(distributed, "Client", FakeClient)
+    monkeypatch.setattr(sweep, "sweep", failing_sweep)
+    x = np.zeros((4, 28, 28), np.uint8)
+    monkeypatch.setattr(sweep.mnist, "load_data",
+                        lambda path=None: ((x, np.zeros(4, int)), (x, np.zeros(4, int))))
+    try:
+        sweep.main(["--epochs", "1"])
+    except RuntimeError as exc:
+        assert "a task failed" in str(exc)
+    else:
+        raise AssertionError("the sweep's failure was swallowed")
+    assert closed == ["client", "cluster"]

@@ -382,3 +382,29 @@ def test_build_has_openmp_when_the_compiler_does(tmp_path):
     if built.returncode != 0 or subprocess.run([str(tmp_path / "omp")]).returncode != 0:
         pytest.skip("this compiler cannot build and run OpenMP programs")
     assert _config.openmp_enabled(), "the compiler supports OpenMP but cconv was built without"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX file modes and umask")
+def test_saves_never_change_the_umask_and_keep_an_existing_files_mode(tmp_path, monkeypatch):
+    """A save must not set the process umask (another thread creating a file meanwhile
+    would get 0666), a new file gets the mode open() gives it (0666 less the umask), and
+    an existing file keeps its mode: a 0600 checkpoint does not become world-readable."""
+    model = tiny()
+    old_umask = os.umask(0o027)
+    try:
+        calls = []
+        real_umask = os.umask
+        monkeypatch.setattr(os, "umask", lambda mask: calls.append(mask) or real_umask(mask))
+        fresh = tmp_path / "fresh.npz"
+        model.save_weights(fresh)
+        assert calls == []
+        assert fresh.stat().st_mode & 0o777 == 0o666 & ~0o027
+        private = tmp_path / "private.npz"
+        private.write_bytes(b"old")
+        private.chmod(0o600)
+        model.save_weights(private)
+        assert private.stat().st_mode & 0o777 == 0o600
+        assert private.read_bytes() != b"old"
+    finally:
+        monkeypatch.undo()
+        os.umask(old_umask)

@@ -70,7 +70,52 @@ def test_shuffled_batches_cover_every_sample_once_in_a_new_order_each_epoch():
     for order in orders:
         assert sorted(order) == list(range(n))
         assert order != list(range(n))  # 1 in 40! that a true shuffle leaves it sorted
-    assert orders[0] != orders[1] != orders[2]
+    assert len({tuple(order) for order in orders}) == epochs  # every epoch its own order
+
+
+def epoch_batches(log, per_epoch):
+    """The recorded training batches, split into epochs of the given batch counts."""
+    batches, out = [ids for training, ids in log if training], []
+    for count in per_epoch:
+        out.append(batches[:count])
+        batches = batches[count:]
+    assert batches == []
+    return out
+
+
+class BatchCounter(cconv.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.per_epoch = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.per_epoch.append(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.per_epoch[-1] += 1
+
+
+def test_steps_per_epoch_carries_one_pass_over_the_data_across_epochs():
+    """Keras 3 (keras/src/trainers/epoch_iterator.py): with steps_per_epoch the pass over
+    the data goes on from one epoch to the next, its last (partial) batch included; an
+    epoch that reaches the end of the pass stops there, and the next starts a new pass.
+    20 samples in batches of 6 make a pass of 4 batches; 3 steps per epoch: epochs of
+    3, 1, 3, 1 batches."""
+    log, counter = [], BatchCounter()
+    x, y = ids_and_labels(20)
+    h = recording_model(log).fit(x, y, batch_size=6, epochs=4, steps_per_epoch=3,
+                                 shuffle=False, verbose=0, callbacks=[counter])
+    one_pass = [list(range(0, 6)), list(range(6, 12)), list(range(12, 18)), [18, 19]]
+    assert counter.per_epoch == [3, 1, 3, 1] and len(h.history["loss"]) == 4
+    assert epoch_batches(log, [3, 1, 3, 1]) == [one_pass[:3], one_pass[3:]] * 2
+
+    log = []
+    recording_model(log).fit(x, y, batch_size=6, epochs=4, steps_per_epoch=2, shuffle=True,
+                             verbose=0, seed=1)
+    epochs = [sum(batches, []) for batches in epoch_batches(log, [2, 2, 2, 2])]
+    first, second = epochs[0] + epochs[1], epochs[2] + epochs[3]
+    assert sorted(first) == sorted(second) == list(range(20))
+    assert first != second  # the second pass is in a new order
 
 
 def test_shuffle_is_on_by_default():
@@ -125,6 +170,38 @@ def test_history_is_the_mean_over_every_sample_of_the_epoch():
     h = model.fit(x, y, batch_size=batch, epochs=2, shuffle=True, verbose=0)
     np.testing.assert_allclose(h.history["accuracy"], [right.mean()] * 2, rtol=1e-15)
     np.testing.assert_allclose(h.history["loss"], [losses.mean()] * 2, rtol=1e-12)
+
+
+def test_stop_training_in_a_batch_ends_the_epoch_after_that_batch():
+    """Keras 3 breaks out of the batch loop right after on_train_batch_end when
+    stop_training is set; on_epoch_end still runs, with means over the batches run."""
+    rng = np.random.default_rng(4)
+    n, batch = 50, 16
+    x = rng.standard_normal((n, 4))
+    y = rng.integers(0, 3, n)
+    model = cconv.Sequential([Input((4,)), Dense(3, activation="softmax")], dtype="float64")
+    model.compile(optimizer=FrozenOptimizer(), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    w, b = model.get_weights()
+    p = softmax(x @ w + b)
+    losses, right = -np.log(p[np.arange(n), y]), p.argmax(axis=1) == y
+
+    class StopAtSecondBatch(cconv.callbacks.Callback):
+        steps, epochs = [], []
+
+        def on_train_batch_end(self, step, logs=None):
+            self.steps.append(step)
+            if step == 1:
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append(epoch)
+
+    cb = StopAtSecondBatch()
+    h = model.fit(x, y, batch_size=batch, epochs=3, shuffle=False, verbose=0, callbacks=[cb])
+    assert cb.steps == [0, 1] and cb.epochs == [0]
+    np.testing.assert_allclose(h.history["loss"], [losses[:2 * batch].mean()], rtol=1e-12)
+    np.testing.assert_allclose(h.history["accuracy"], [right[:2 * batch].mean()], rtol=1e-15)
 
 
 # ---- optimizers ------------------------------------------------------------------------

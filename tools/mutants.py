@@ -151,8 +151,10 @@ MUTANTS = [
            ["tests/test_semantics.py", "tests/test_model.py"]),
     Mutant("history_accuracy_last_batch", "fit's history reports the last batch's "
            "accuracy as the epoch's",
-           [("cconv/model.py", "            logs = self._logs(loss_sum, correct, seen_per_epoch)\n",
-             "            logs = self._logs(loss_sum, correct, seen_per_epoch)\n"
+           [("cconv/model.py", "                    break\n"
+             "            logs = self._logs(loss_sum, correct, seen)\n",
+             "                    break\n"
+             "            logs = self._logs(loss_sum, correct, seen)\n"
              "            if self.metrics:\n"
              "                logs[\"accuracy\"] = batch_correct / len(idx)\n")],
            ["tests/test_semantics.py", "tests/test_callbacks.py", "tests/test_model.py"]),
