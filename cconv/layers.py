@@ -434,6 +434,16 @@ class Input:
         return cls(shape=tuple(shape[1:]), dtype=dtype, name=name)
 
 
+def _weights_config(layer):
+    """The part of Keras's config that Conv2D and Dense share: bias and initializers, and
+    the regularizers and constraints cconv does not have."""
+    return {"use_bias": layer.use_bias,
+            "kernel_initializer": serialize_initializer(layer.kernel_initializer),
+            "bias_initializer": serialize_initializer(layer.bias_initializer),
+            "kernel_regularizer": None, "bias_regularizer": None,
+            "activity_regularizer": None, "kernel_constraint": None, "bias_constraint": None}
+
+
 class Conv2D(Layer):
     """2-D convolution, stride 1, channels-last: (H, W, C) -> (OH, OW, filters).
 
@@ -464,12 +474,7 @@ class Conv2D(Layer):
                 "kernel_size": list(self.kernel_size), "strides": [1, 1],
                 "padding": self.padding, "data_format": "channels_last",
                 "dilation_rate": [1, 1], "groups": 1, "activation": self.activation.name,
-                "use_bias": self.use_bias,
-                "kernel_initializer": serialize_initializer(self.kernel_initializer),
-                "bias_initializer": serialize_initializer(self.bias_initializer),
-                "kernel_regularizer": None, "bias_regularizer": None,
-                "activity_regularizer": None, "kernel_constraint": None,
-                "bias_constraint": None}
+                **_weights_config(self)}
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -545,12 +550,7 @@ class Dense(Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units,
-                "activation": self.activation.name, "use_bias": self.use_bias,
-                "kernel_initializer": serialize_initializer(self.kernel_initializer),
-                "bias_initializer": serialize_initializer(self.bias_initializer),
-                "kernel_regularizer": None, "bias_regularizer": None,
-                "activity_regularizer": None, "kernel_constraint": None,
-                "bias_constraint": None}
+                "activation": self.activation.name, **_weights_config(self)}
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 1:

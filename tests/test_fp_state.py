@@ -12,6 +12,8 @@ import textwrap
 
 import pytest
 
+from conftest import same_cconv_env
+
 CHECK = textwrap.dedent("""
     import numpy as np
     import cconv
@@ -43,7 +45,7 @@ CHECK = textwrap.dedent("""
 def test_subnormals_survive_import_and_kernels(tmp_path):
     # from an empty folder: from the checkout, `python -c` would import the sources
     result = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True,
-                            timeout=300, cwd=tmp_path)
+                            timeout=300, cwd=tmp_path, env=same_cconv_env())
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
 
 

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 from matplotlib.image import imread  # noqa: E402
 
 from cconv import plot  # noqa: E402
+from conftest import same_cconv_env  # noqa: E402
 
 
 def conv_model(channels=1, filters=6, activation="tanh", size=9):
@@ -178,5 +179,5 @@ def test_import_cconv_does_not_import_matplotlib(tmp_path):
     code = "import sys, cconv, cconv.plot; print('matplotlib' in sys.modules)"
     # from outside the checkout, so that the tested cconv is the one on the path
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, cwd=tmp_path)
+                         check=True, cwd=tmp_path, env=same_cconv_env())
     assert out.stdout.strip() == "False"

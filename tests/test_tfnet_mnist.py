@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import same_cconv_env
+
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tf_tutorial_cnn.py"
 
 
@@ -33,7 +35,7 @@ def test_tf_tutorial_network_learns(mnist_dir):
     run = subprocess.run(
         [sys.executable, str(EXAMPLE), "--limit", "2000", "--test-limit", "1000", "--epochs",
          "1", "--learning-rate", "1e-3", "--seed", "1", "--data", mnist_dir],
-        capture_output=True, text=True, timeout=600)
+        capture_output=True, text=True, timeout=600, env=same_cconv_env())
     assert run.returncode == 0, run.stderr
     lines = re.findall(r"^epoch (\d+)/1: loss ([0-9.]+), train acc ([0-9.]+), test acc "
                        r"([0-9.]+);", run.stdout, re.M)
