@@ -42,7 +42,8 @@ def _fail_skip(report, reason):
 
 def same_cconv_env(**changes):
     """os.environ with changes, for a subprocess that must import the cconv this process
-    imported (the installed one in CI, not the unbuilt sources of the checkout)."""
+    imported (the installed one in CI, not the unbuilt sources of the checkout). Run
+    `python -c` or `-m` from another folder: they put the current one first on sys.path."""
     env = dict(os.environ, **changes)
     package_root = str(Path(cconv.__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))

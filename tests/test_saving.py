@@ -422,7 +422,7 @@ def test_kill_9_during_saves_never_damages_the_file(tmp_path):
     killed_with_temporary = False
     for attempt in range(20):  # a busy machine stretches the moments between writes
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
-                                env=env)
+                                env=env, cwd=tmp_path)
         assert proc.stdout.readline().strip() == b"ready"
         time.sleep(0.3 + 0.07 * (attempt % 5))
         proc.kill()
