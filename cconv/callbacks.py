@@ -13,6 +13,7 @@ import os
 import sys
 import time
 
+from cconv import utils
 from cconv._io import atomic_write
 
 
@@ -206,12 +207,6 @@ class _Monitor(Callback):
         return float(logs[self.monitor])
 
 
-def _non_negative_int(owner, name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{owner}: {name}: expected a non-negative int, got {value!r}")
-    return int(value)
-
-
 class EarlyStopping(_Monitor):
     """Stop training when `monitor` has not improved for `patience` epochs (Keras's).
 
@@ -234,9 +229,9 @@ class EarlyStopping(_Monitor):
             raise ValueError(f"EarlyStopping: baseline: expected a number or None, got "
                              f"{baseline!r}")
         self.min_delta = abs(float(min_delta))
-        self.patience = _non_negative_int("EarlyStopping", "patience", patience)
-        self.start_from_epoch = _non_negative_int("EarlyStopping", "start_from_epoch",
-                                                  start_from_epoch)
+        self.patience = utils._non_negative_int("EarlyStopping: patience", patience)
+        self.start_from_epoch = utils._non_negative_int("EarlyStopping: start_from_epoch",
+                                                        start_from_epoch)
         self.verbose = verbose
         self.baseline = None if baseline is None else float(baseline)
         self.restore_best_weights = bool(restore_best_weights)

@@ -442,7 +442,7 @@ class Sequential:
         val_batch_size = self._check_batch_size(validation_batch_size, batch_size,
                                                 "validation_batch_size")
         epochs = utils._positive_int("epochs", epochs)
-        initial_epoch = _non_negative_int("initial_epoch", initial_epoch)
+        initial_epoch = utils._non_negative_int("initial_epoch", initial_epoch)
         validation_freq = utils._positive_int("validation_freq", validation_freq)
         verbose = _verbosity(verbose, fit=True)
         if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
@@ -590,17 +590,17 @@ class Sequential:
                 keep = utils._positive_int("steps", steps) * batch_size
                 x, onehot = x[:keep], onehot[:keep]
             cbs = _check_callbacks(callbacks)
+            n_steps = -(-len(x) // batch_size)
             for cb in cbs:
                 cb.set_model(self)
-                cb.set_params({"steps": -(-len(x) // batch_size), "verbose": verbose})
+                cb.set_params({"steps": n_steps, "verbose": verbose})
                 cb.on_test_begin()
             started = time.perf_counter()
             logs = self._evaluate_onehot(x, onehot, batch_size, cbs=cbs)
             for cb in cbs:
                 cb.on_test_end(logs)
         if verbose:
-            steps_run = -(-len(x) // batch_size)
-            print(f"{steps_run}/{steps_run} - "
+            print(f"{n_steps}/{n_steps} - "
                   f"{callbacks_module._format_seconds(time.perf_counter() - started)} - "
                   f"{callbacks_module._format_logs(logs)}")
         if return_dict:
@@ -648,12 +648,6 @@ def _required(name, value):
     if value is None:
         raise ValueError(f"{name}: required, got None")
     return value
-
-
-def _non_negative_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
-    return int(value)
 
 
 def _refuse(arguments, where, why):

@@ -40,6 +40,13 @@ def _positive_int(name, value):
     return int(value)
 
 
+def _non_negative_int(name, value):
+    """value as an int >= 0, or a ValueError naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
+    return int(value)
+
+
 def _numeric_array(name, a, what="a numeric array"):
     """a (or a list of numbers) as a numeric ndarray; a TypeError naming `name` else."""
     if isinstance(a, (list, tuple)):
