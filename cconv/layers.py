@@ -326,9 +326,12 @@ class Layer:
     _scratch_attrs = ()
 
     def get_config(self):
-        """The constructor's arguments, in the dict shape of the Keras layer's config."""
+        """The constructor's arguments, in the dict shape of the Keras layer's config,
+        with the options cconv has at one value (KERAS_FIXED) at that value."""
         return {"name": self.name, "trainable": True,
-                "dtype": dtype_policy(getattr(self, "dtype", None) or "float32")}
+                "dtype": dtype_policy(getattr(self, "dtype", None) or "float32"),
+                **{k: list(v) if isinstance(v, tuple) else v
+                   for k, v in self.KERAS_FIXED.items()}}
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
@@ -471,10 +474,8 @@ class Conv2D(Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
-                "kernel_size": list(self.kernel_size), "strides": [1, 1],
-                "padding": self.padding, "data_format": "channels_last",
-                "dilation_rate": [1, 1], "groups": 1, "activation": self.activation.name,
-                **_weights_config(self)}
+                "kernel_size": list(self.kernel_size), "padding": self.padding,
+                "activation": self.activation.name, **_weights_config(self)}
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
@@ -628,9 +629,6 @@ class Flatten(Layer):
 
     KERAS_FIXED = {"data_format": "channels_last"}
 
-    def get_config(self):
-        return {**super().get_config(), "data_format": "channels_last"}
-
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
@@ -667,8 +665,7 @@ class MaxPooling2D(Layer):
 
     def get_config(self):
         return {**super().get_config(), "pool_size": list(self.pool_size),
-                "padding": self.padding, "strides": list(self.strides),
-                "data_format": "channels_last"}
+                "padding": self.padding, "strides": list(self.strides)}
 
     def compute_output_shape(self, input_shape):
         if len(input_shape) != 3:
