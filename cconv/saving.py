@@ -195,6 +195,14 @@ def _h5_keys(model):
     return keys
 
 
+def _h5_weight_paths(model):
+    """(dataset path, layer, weight key) for each weight, in model._weight_keys' order,
+    with the paths Keras gives them: layers/<key>/vars/<i>."""
+    for layer, key in zip(model.layers, _h5_keys(model)):
+        for i, k in enumerate(k for k in layer.weight_names if k in layer.params):
+            yield f"layers/{key}/vars/{i}", layer, k
+
+
 def _weights_h5(model):
     """model.weights.h5's bytes: each layer's weights, then the optimizer's state."""
     h5py = _h5py()
@@ -202,10 +210,9 @@ def _weights_h5(model):
     params = [layer.params[k] for layer, k in model._weight_keys()] if model.built else []
     with h5py.File(buf, "w") as f:
         for layer, key in zip(model.layers, _h5_keys(model)):
-            group = f.create_group(f"layers/{key}/vars")
-            group.attrs["name"] = layer.name
-            for i, k in enumerate(k for k in layer.weight_names if k in layer.params):
-                group.create_dataset(str(i), data=layer.params[k])
+            f.create_group(f"layers/{key}/vars").attrs["name"] = layer.name
+        for path, layer, k in _h5_weight_paths(model):
+            f.create_dataset(path, data=layer.params[k])
         f.create_group("vars").attrs["name"] = model.name
         if model.compiled and model.built:
             opt = model.optimizer
@@ -274,10 +281,7 @@ def _json(z, name):
 
 def _expected_datasets(model, compiled):
     """{dataset path: (shape, kinds)} that model.weights.h5 must hold for this model."""
-    want = {}
-    for layer, key in zip(model.layers, _h5_keys(model)):
-        for i, k in enumerate(k for k in layer.weight_names if k in layer.params):
-            want[f"layers/{key}/vars/{i}"] = (layer.params[k].shape, "f")
+    want = {path: (layer.params[k].shape, "f") for path, layer, k in _h5_weight_paths(model)}
     if compiled:
         want["optimizer/vars/0"] = ((), "iu")
         want["optimizer/vars/1"] = ((), "f")
@@ -438,10 +442,7 @@ def _load(path, custom_objects, compile_):
             return model
         arrays = _read_weights(model, data, compiled,
                                skip_optimizer=compile_config is not None and not compiled)
-    model.set_weights([arrays[f"layers/{key}/vars/{i}"]
-                       for layer, key in zip(model.layers, _h5_keys(model))
-                       for i, _ in enumerate(k for k in layer.weight_names
-                                             if k in layer.params)])
+    model.set_weights([arrays[path] for path, _, _ in _h5_weight_paths(model)])
     if compiled:
         opt = model.optimizer
         slots = [arrays[k] for k in sorted((k for k in arrays if k.startswith("optimizer/")
