@@ -1,6 +1,6 @@
 """keras.models's names: Sequential, load_model, clone_model."""
 from cconv import layers as layers_module
-from cconv.model import Sequential
+from cconv.model import Sequential, _refuse
 from cconv.saving import load_model
 
 __all__ = ["Sequential", "load_model", "clone_model"]
@@ -14,11 +14,8 @@ def clone_model(model, input_tensors=None, clone_function=None, call_function=No
     nothing to do here: a Sequential of cconv's layers nests no model."""
     if not isinstance(model, Sequential):
         raise TypeError(f"model: expected a cconv Sequential, got {type(model).__name__}")
-    refused = {"input_tensors": input_tensors, "call_function": call_function, **kwargs}
-    refused = {k: v for k, v in refused.items() if v is not None}
-    if refused:
-        raise ValueError(f"clone_model: {', '.join(refused)} not supported (cconv has no "
-                         f"symbolic tensors or functional models)")
+    _refuse({"input_tensors": input_tensors, "call_function": call_function, **kwargs},
+            "clone_model", "cconv has no symbolic tensors or functional models")
     if clone_function is None:
         def clone_function(layer):
             return type(layer).from_config(layer.get_config())
