@@ -228,3 +228,9 @@ def conv2d_maxpool(x, w, b=None, padding="valid", activation=None, pool_size=2,
     h = conv2d(x, w, b, padding, activation)
     y, argmax = max_pool2d(h, pool_size, pool_padding)
     return y, (argmax if need_argmax else None)
+
+
+def legacy_coin_flips(shape, random_state=None):
+    """np.random's own draws, as uint8."""
+    draw = np.random.randint if random_state is None else random_state.randint
+    return draw(2, size=shape).astype(np.uint8)

@@ -165,21 +165,37 @@ def load(path):
 
 # ---- the book's listing ------------------------------------------------------------------
 BookRun = namedtuple("BookRun", "train_acc test_acc kernels weights_1_2")
+BookBuffers = namedtuple("BookBuffers", "layer_1 layer_1_delta")
 
 
-def book_train_step(layer_0, labels, kernels, weights_1_2, dropout_mask, alpha):
+def book_buffers(batch_size):
+    """Memory that book_train_step reuses from batch to batch: here, touching fresh
+    pages costs more than the arithmetic done in them."""
+    return BookBuffers(np.empty((batch_size, 25, 25, 16)), np.empty((batch_size, 25 * 25 * 16)))
+
+
+def book_train_step(layer_0, labels, kernels, weights_1_2, dropout_mask, alpha,
+                    buffers=None):
     """One batch of the book's training loop. layer_0 is (batch, 27, 27, 1), kernels
-    (3, 3, 1, 16), weights_1_2 (10000, 10). Returns (correct count, kernels, weights)."""
+    (3, 3, 1, 16), weights_1_2 (10000, 10); buffers from book_buffers(batch), or None for
+    new ones. Returns (correct count, kernels, weights)."""
     batch_size = len(layer_0)
-    layer_1 = ops.conv2d(layer_0, kernels, activation="tanh").reshape(batch_size, -1)
-    layer_1, _ = ops.dropout(layer_1, 0.5, mask=dropout_mask)
+    buffers = buffers or book_buffers(batch_size)
+    layer_1 = ops.conv2d(layer_0, kernels, activation="tanh", out=buffers.layer_1)
+    layer_1 = layer_1.reshape(batch_size, -1)
+    # in place; mask comes back as uint8
+    layer_1, mask = ops.dropout(layer_1, 0.5, mask=dropout_mask, out=layer_1)
     temp = np.exp(ops.dense(layer_1, weights_1_2))
     layer_2 = temp / np.sum(temp, axis=1, keepdims=True)
     correct = int((layer_2.argmax(axis=1) == labels.argmax(axis=1)).sum())
     layer_2_delta = (labels - layer_2) / (batch_size * layer_2.shape[0])
-    back, dense_update, _ = ops.dense_backward(layer_1, weights_1_2, layer_2_delta)
-    layer_1_delta = ops.tanh_backward(layer_1, back)
-    layer_1_delta, _ = ops.dropout(layer_1_delta, 0.0, mask=dropout_mask)
+    _, dense_update, _ = ops.dense_backward(layer_1, weights_1_2, layer_2_delta,
+                                            need_grad_x=False)
+    # The book's tanh_backward(layer_1, back) then the mask (rate 0: no x2), in one pass
+    # over memory; a 0/1 mask and a x1 scale are exact in either order.
+    layer_1_delta = ops.dense_backward_gated(layer_2_delta, weights_1_2, layer_1, mask,
+                                             rate=0.0, activation="tanh",
+                                             out=buffers.layer_1_delta)
     _, k_update, _ = ops.conv2d_backward(layer_0, kernels,
                                          layer_1_delta.reshape(batch_size, 25, 25, 16),
                                          need_grad_x=False)
@@ -214,21 +230,21 @@ def run_book(x_train, y_train, x_test, y_test, epochs):
     kernels = (0.02 * np.random.random((3 * 3, 16)) - 0.01).reshape(3, 3, 1, 16)
     weights_1_2 = 0.2 * np.random.random((25 * 25 * 16, 10)) - 0.1
     train_acc, test_acc = [], []
+    buffers = book_buffers(batch_size)
     for j in range(epochs):
         correct_cnt = 0
         for i in range(len(images) // batch_size):
             start, end = i * batch_size, (i + 1) * batch_size
-            dropout_mask = np.random.randint(2, size=(batch_size, 25 * 25 * 16))
+            # np.random.randint(2, size=(batch_size, 25 * 25 * 16)), drawn faster
+            dropout_mask = ops.legacy_coin_flips((batch_size, 25 * 25 * 16))
             correct, kernels, weights_1_2 = book_train_step(
                 crop(images[start:end]), onehot[start:end], kernels, weights_1_2,
-                dropout_mask, alpha)
+                dropout_mask, alpha, buffers)
             correct_cnt += correct
-        test_correct_cnt = 0
-        for s in range(0, len(test_images), 500):
-            # tanh(conv) then dense, fused: the test pass never stores the conv output
-            layer_2 = ops.conv2d_dense(test_images[s:s + 500], kernels, None, weights_1_2,
-                                       None, activation="tanh")
-            test_correct_cnt += int((layer_2.argmax(axis=1) == y_test[s:s + 500]).sum())
+        # tanh(conv) then dense, fused: the test pass never stores the conv output
+        layer_2 = ops.conv2d_dense(test_images, kernels, None, weights_1_2, None,
+                                   activation="tanh")
+        test_correct_cnt = int((layer_2.argmax(axis=1) == y_test).sum())
         test_acc.append(test_correct_cnt / float(len(test_images)))
         train_acc.append(correct_cnt / float(len(images)))
         print("I:" + str(j) + " Test-Acc:" + str(test_acc[-1]) +

@@ -285,12 +285,14 @@ cdef extern from * nogil:
     #define cconv_vd_bits_shl52(v) _mm512_castsi512_pd(_mm512_slli_epi64(_mm512_castpd_si512(v), 52))
     #define cconv_vd_lt_select(a, b, x, y) \
         _mm512_mask_blend_pd(_mm512_cmp_pd_mask((a), (b), _CMP_LT_OQ), (y), (x))
+    #define cconv_vd_lt_lanes(a, b) ((int)_mm512_cmp_pd_mask((a), (b), _CMP_LT_OQ))
     #elif CCONV_VD_LANES == 4
     #define cconv_vd_bits_and(a, b) _mm256_and_pd((a), (b))
     #define cconv_vd_bits_or(a, b) _mm256_or_pd((a), (b))
     #define cconv_vd_bits_andnot(a, b) _mm256_andnot_pd((a), (b))
     #define cconv_vd_bits_shl52(v) _mm256_castsi256_pd(_mm256_slli_epi64(_mm256_castpd_si256(v), 52))
     #define cconv_vd_lt_select(a, b, x, y) _mm256_blendv_pd((y), (x), _mm256_cmp_pd((a), (b), _CMP_LT_OQ))
+    #define cconv_vd_lt_lanes(a, b) _mm256_movemask_pd(_mm256_cmp_pd((a), (b), _CMP_LT_OQ))
     #elif CCONV_VD_LANES == 2 && defined(__SSE2__)
     #define cconv_vd_bits_and(a, b) _mm_and_pd((a), (b))
     #define cconv_vd_bits_or(a, b) _mm_or_pd((a), (b))
@@ -300,6 +302,7 @@ cdef extern from * nogil:
         __m128d m = _mm_cmplt_pd(a, b);
         return _mm_or_pd(_mm_and_pd(m, x), _mm_andnot_pd(m, y));
     }
+    #define cconv_vd_lt_lanes(a, b) _mm_movemask_pd(_mm_cmplt_pd((a), (b)))
     #elif CCONV_VD_LANES == 2
     #define cconv_vd_bits_and(a, b) \
         vreinterpretq_f64_u64(vandq_u64(vreinterpretq_u64_f64(a), vreinterpretq_u64_f64(b)))
@@ -309,6 +312,10 @@ cdef extern from * nogil:
         vreinterpretq_f64_u64(vbicq_u64(vreinterpretq_u64_f64(b), vreinterpretq_u64_f64(a)))
     #define cconv_vd_bits_shl52(v) vreinterpretq_f64_u64(vshlq_n_u64(vreinterpretq_u64_f64(v), 52))
     #define cconv_vd_lt_select(a, b, x, y) vbslq_f64(vcltq_f64((a), (b)), (x), (y))
+    static inline int cconv_vd_lt_lanes(float64x2_t a, float64x2_t b) {
+        uint64x2_t m = vcltq_f64(a, b);
+        return (int)(vgetq_lane_u64(m, 0) & 1) | (int)((vgetq_lane_u64(m, 1) & 1) << 1);
+    }
     #else
     static inline uint64_t cconv_bits_of(double v) { uint64_t u; memcpy(&u, &v, 8); return u; }
     static inline double cconv_double_of(uint64_t u) { double v; memcpy(&v, &u, 8); return v; }
@@ -317,7 +324,10 @@ cdef extern from * nogil:
     #define cconv_vd_bits_andnot(a, b) cconv_double_of(~cconv_bits_of(a) & cconv_bits_of(b))
     #define cconv_vd_bits_shl52(v) cconv_double_of(cconv_bits_of(v) << 52)
     #define cconv_vd_lt_select(a, b, x, y) ((a) < (b) ? (x) : (y))
+    #define cconv_vd_lt_lanes(a, b) ((a) < (b))
     #endif
+    /* cconv_vd_lt_lanes(a, b): a bit per lane where a < b, lane 0 lowest */
+    #define CCONV_VD_ALL_LANES ((1 << CCONV_VD_LANES) - 1)
 
     /* tanh for float64, on |x| with the sign put back (so tanh(-0.0) = -0.0).
        |x| < 0.625: |x| + |x| u P(u), u = x^2, P of degree 11: tanh(x) = x in float64
@@ -327,8 +337,12 @@ cdef extern from * nogil:
        that j * HI is exact, exp(r) = 1 + r + r^2 E(r), E of degree 9; 2^j is made from
        j's bits, which the addition of ROUND leaves in the low bits of s.
        P and E are least-squares fits of relative error at Chebyshev nodes made for cconv
-       (tools/fit_tanh64.py). Both branches are computed and one is selected per lane;
-       the scalar form takes one lane, so every path of a level gives the same bits. */
+       (tools/fit_tanh64.py). A vector computes only the branches its lanes need, and
+       selects one per lane when it needs both; below TINY the first branch rounds to |x|
+       exactly (|x| u P(u) is under 2^-55 |x|), so a vector of only such lanes, as a conv
+       over an image's blank margin gives, returns x as it is. The scalar form takes one
+       lane, so every path of a level gives the same bits. */
+    #define CCONV_TANH64_TINY 7.450580596923828e-09 /* 2^-27 */
     #define CCONV_TANH64_SMALL 0.625
     #define CCONV_TANH64_LIM 39.0
     #define CCONV_TANH64_LOG2E 1.4426950408889634
@@ -351,13 +365,13 @@ cdef extern from * nogil:
             acc = cconv_vd_fma(acc, u, cconv_vd_set1(c[k]));
         return acc;
     }
-    static inline cconv_vd cconv_vd_tanh(cconv_vd x) {
-        const cconv_vd one = cconv_vd_set1(1.0), sign = cconv_vd_set1(-0.0);
-        cconv_vd ax = cconv_vd_bits_andnot(sign, x);
+    static inline cconv_vd cconv_vd_tanh_small(cconv_vd ax) {
         cconv_vd u = cconv_vd_mul(ax, ax);
         cconv_vd p = cconv_vd_horner(cconv_tanh64_p, 12, u);
-        cconv_vd small = cconv_vd_fma(ax, cconv_vd_mul(u, p), ax);
-
+        return cconv_vd_fma(ax, cconv_vd_mul(u, p), ax);
+    }
+    static inline cconv_vd cconv_vd_tanh_large(cconv_vd ax) {
+        const cconv_vd one = cconv_vd_set1(1.0);
         /* min(LIM, y), not min(y, LIM): x86 min returns its second operand for a NaN */
         cconv_vd y = cconv_vd_min(cconv_vd_set1(CCONV_TANH64_LIM), cconv_vd_add(ax, ax));
         cconv_vd s = cconv_vd_add(cconv_vd_mul(y, cconv_vd_set1(CCONV_TANH64_LOG2E)),
@@ -368,9 +382,20 @@ cdef extern from * nogil:
         cconv_vd e = cconv_vd_horner(cconv_tanh64_e, 10, r);
         e = cconv_vd_add(cconv_vd_fma(cconv_vd_mul(r, r), e, r), one);
         e = cconv_vd_mul(e, cconv_vd_bits_shl52(s));
-        cconv_vd large = cconv_vd_sub(one, cconv_vd_div(cconv_vd_set1(2.0), cconv_vd_add(e, one)));
-
-        cconv_vd mag = cconv_vd_lt_select(ax, cconv_vd_set1(CCONV_TANH64_SMALL), small, large);
+        return cconv_vd_sub(one, cconv_vd_div(cconv_vd_set1(2.0), cconv_vd_add(e, one)));
+    }
+    static inline cconv_vd cconv_vd_tanh(cconv_vd x) {
+        const cconv_vd sign = cconv_vd_set1(-0.0), small = cconv_vd_set1(CCONV_TANH64_SMALL);
+        cconv_vd ax = cconv_vd_bits_andnot(sign, x), mag;
+        if (cconv_vd_lt_lanes(ax, cconv_vd_set1(CCONV_TANH64_TINY)) == CCONV_VD_ALL_LANES)
+            return x;
+        int lanes_small = cconv_vd_lt_lanes(ax, small);
+        if (lanes_small == CCONV_VD_ALL_LANES)
+            mag = cconv_vd_tanh_small(ax);
+        else if (lanes_small == 0)  /* NaN lanes too: the second branch gives their NaN */
+            mag = cconv_vd_tanh_large(ax);
+        else
+            mag = cconv_vd_lt_select(ax, small, cconv_vd_tanh_small(ax), cconv_vd_tanh_large(ax));
         return cconv_vd_bits_or(mag, cconv_vd_bits_and(sign, x));
     }
     static inline double cconv_tanh(double v) {

@@ -34,6 +34,8 @@ conv2d_maxpool (backward: max_pool2d_backward, then conv2d_backward; fusion rule
     ConvPool) -- fused.py: _conv_1ch if C == 1, _winograd then _pool where conv2d takes
     Winograd, else _gemm -- oracle.conv2d_maxpool -- test_fused.py
 adam_update -- optim.py: _optim -- oracle.adam_update -- test_optim.py
+legacy_coin_flips -- random.py: _random (np.random's MT19937 stream) --
+    oracle.legacy_coin_flips -- test_random.py
 conv_output_shape, pool_output_shape, check_size -- shape and memory helpers.
 """
 from cconv.ops import _scratch
@@ -47,6 +49,7 @@ from cconv.ops.fused import conv2d_dense, conv2d_maxpool, dense_backward_gated
 from cconv.ops.optim import adam_update
 from cconv.ops.pool import (KERNEL_POOL_MODES, kernel_pool, kernel_pool_backward,
                             max_pool2d, max_pool2d_backward, pool_output_shape)
+from cconv.ops.random import legacy_coin_flips
 
 __all__ = [
     "FLOAT_DTYPES", "FUSED_ACTIVATIONS", "PADDINGS", "DENSE_GEMM_MIN_UNITS",
@@ -56,4 +59,5 @@ __all__ = [
     "dropout", "dropout_backward", "dropout_mask",
     "max_pool2d", "max_pool2d_backward", "kernel_pool", "kernel_pool_backward",
     "conv2d_dense", "dense_backward_gated", "conv2d_maxpool", "adam_update",
+    "legacy_coin_flips",
 ]

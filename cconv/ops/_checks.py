@@ -85,8 +85,11 @@ def check_padding(padding, name="padding"):
     return padding
 
 
-def check_out(out, shape, dtype):
-    """A caller's `out` array: the right shape and dtype, writeable, C-contiguous."""
+def check_out(out, shape, dtype, reads=None, in_place=None):
+    """A caller's `out` array: the right shape and dtype, writeable, C-contiguous. `reads`
+    names the arrays the op reads ({name: array}), which out must not overlap (the
+    kernels would read what they had already written), except in_place, an elementwise
+    op's input, which out may be exactly."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out: expected a numpy array, got {type(out).__name__}")
     if out.shape != shape or out.dtype != dtype:
@@ -94,12 +97,22 @@ def check_out(out, shape, dtype):
                          f"{out.shape} and {out.dtype}")
     if not (out.flags.c_contiguous and out.flags.writeable):
         raise ValueError("out: expected a writeable, C-contiguous array")
+    for name, a in (reads or {}).items():
+        if np.may_share_memory(out, a) and not (a is in_place and _start(a) == _start(out)):
+            raise ValueError(f"out: must not overlap {name}"
+                             + (" (except by being it)" if a is in_place else ""))
     return out
 
 
-def output(name, out, shape, dtype):
-    """`out` checked, or a new array when the caller gave none."""
-    return empty(name, shape, dtype) if out is None else check_out(out, shape, dtype)
+def _start(a):
+    return a.__array_interface__["data"][0]
+
+
+def output(name, out, shape, dtype, reads=None, in_place=None):
+    """`out` checked (see check_out), or a new array when the caller gave none."""
+    if out is None:
+        return empty(name, shape, dtype)
+    return check_out(out, shape, dtype, reads, in_place)
 
 
 def check_activation(activation):

@@ -97,7 +97,8 @@ def conv2d(x, w, b=None, padding="valid", activation=None, out=None):
     x, w, (pad_top, pad_left) = check_conv(x, w, padding)
     act = check_activation(activation)
     b = bias("b", b, w.shape[3], x.dtype, f"w's {w.shape[3]} filters")
-    out = output("conv2d output", out, conv_output_shape(x.shape, w.shape, padding), x.dtype)
+    out = output("conv2d output", out, conv_output_shape(x.shape, w.shape, padding), x.dtype,
+                 reads={"x": x, "w": w, "b": b})
     if out.size:
         threads = get_num_threads()
         if x.shape[3] > 1:

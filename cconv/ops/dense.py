@@ -82,14 +82,14 @@ def dense_backward(x, w, grad_out, need_grad_x=True):
         _gemm_call(d, u, n, x, 1, d, grad_out, u, grad_w, u, 1, np.empty(0, dtype=x.dtype))
         grad_x = dense_grad_x_by_gemm(grad_out, w) if need_grad_x else None
         return grad_x, grad_w, grad_out.sum(axis=0)
-    w_t = transposed(w)
     threads = get_num_threads()
-    grad_w_t = np.zeros_like(w_t) if x.shape[0] == 0 else np.empty_like(w_t)
+    grad_w_t = np.zeros(w.shape[::-1], w.dtype) if x.shape[0] == 0 else np.empty(
+        w.shape[::-1], w.dtype)
     if x.shape[0] and grad_w_t.size:  # empty work must not loop over huge dimensions
         _dense_narrow.dense_backward_weights(x, grad_out, grad_w_t, DENSE_BLOCK, threads)
     grad_x = None
     if need_grad_x:
         grad_x = np.empty_like(x)
         if grad_x.size:
-            _dense_narrow.dense_backward_input(grad_out, w_t, grad_x, threads)
+            _dense_narrow.dense_backward_input(grad_out, transposed(w), grad_x, threads)
     return grad_x, np.ascontiguousarray(grad_w_t.T), grad_out.sum(axis=0)

@@ -8,7 +8,7 @@ import numpy as np
 from cconv._config import get_num_threads
 from cconv._kernels import _elementwise
 from cconv.ops._checks import (check_activation, check_mask, check_rate, check_seed, empty,
-                               flat_pair, float_array)
+                               flat_pair, float_array, output)
 
 
 def _unary(kernel, x):
@@ -87,13 +87,15 @@ def keep_scale(dtype, rate):
     return dtype.type(1.0 / (1.0 - rate))
 
 
-def dropout(x, rate, seed=None, mask=None):
+def dropout(x, rate, seed=None, mask=None, out=None):
     """Inverted dropout: zero each element with probability `rate`, scale the rest by
     1 / (1 - rate). Returns (y, mask). The mask comes from `seed` (see dropout_mask), or
-    is given as `mask` (0/1, the shape of x) to replay a known draw."""
+    is given as `mask` (0/1, the shape of x) to replay a known draw. `out` is an array to
+    write y into (x itself for in place), so that a caller can reuse memory."""
     x = float_array("x", x)
     rate = check_rate(rate)
-    out = np.empty_like(x)
+    out = output("dropout output", out, x.shape, x.dtype,
+                 reads={"x": x} if mask is None else {"x": x, "mask": mask}, in_place=x)
     scale = keep_scale(x.dtype, rate)
     if mask is None:
         if seed is None:

@@ -12,8 +12,8 @@ import numpy as np
 from cconv._config import get_num_threads
 from cconv._kernels import _conv_1ch, _dense_narrow, _gemm
 from cconv.ops import _scratch
-from cconv.ops._checks import (bias, check_activation, check_mask, check_rate, empty,
-                               float_array, output)
+from cconv.ops._checks import (bias, check_activation, check_mask, check_out, check_rate,
+                               empty, float_array, output)
 from cconv.ops.conv import check_conv, conv2d, conv_output_shape, conv_panels
 from cconv.ops.dense import dense, dense_by_gemm, dense_grad_x_by_gemm, transposed
 from cconv.ops.elementwise import activation_backward, dropout_backward, keep_scale
@@ -25,12 +25,13 @@ from cconv.ops.winograd import conv_winograd, takes_winograd
 CONV_POOL_BAND_BYTES = 24 * 1024
 
 
-def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None):
+def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None, out=None):
     """The gradient wrt z of dense(dropout(act(z))) given grad_out, the gradient wrt the
     dense output: dense_backward's grad_x, then dropout_backward (when mask is given, with
     `rate`), then the activation's backward given its output y (N, D). For dense layers
-    below DENSE_GEMM_MIN_UNITS units one kernel does all three, each block while it is in
-    cache; wider ones go through the GEMM and then the gates one by one."""
+    below DENSE_GEMM_MIN_UNITS units one kernel does all three, each row while it is in
+    cache, into `out` when given; wider ones go through the GEMM and then the gates one
+    by one."""
     grad_out = float_array("grad_out", grad_out, ndim=2)
     w = float_array("w", w, ndim=2, dtype=grad_out.dtype)
     y = float_array("y", y, ndim=2, dtype=grad_out.dtype)
@@ -41,12 +42,19 @@ def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None):
     rate = check_rate(rate)
     act = check_activation(activation)
     mask = np.empty((0, 0), dtype=np.uint8) if mask is None else check_mask(mask, y.shape)
+    if out is not None:
+        out = check_out(out, y.shape, y.dtype, reads={"grad_out": grad_out, "w": w, "y": y,
+                                                      "mask": mask})
     if dense_by_gemm(y, w):  # GEMM, then the gates one by one
-        grad_x = dense_grad_x_by_gemm(grad_out, w)
+        gated = dense_grad_x_by_gemm(grad_out, w)
         if mask.size:
-            grad_x = dropout_backward(grad_x, mask, rate)
-        return activation_backward(activation, y, grad_x)
-    grad_x = empty("dense_backward_gated output", y.shape, y.dtype)
+            gated = dropout_backward(gated, mask, rate)
+        gated = activation_backward(activation, y, gated)
+        if out is None:
+            return gated
+        out[...] = gated
+        return out
+    grad_x = empty("dense_backward_gated output", y.shape, y.dtype) if out is None else out
     if d == 0 or w.shape[1] == 0:
         grad_x[...] = 0
     elif n:
@@ -101,8 +109,11 @@ def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
         per_thread = _scratch.conv_dense_size(oh, ow, w.shape[0], w.shape[1], wp.shape[2],
                                               wp.shape[0], x.dtype)
         work = _scratch.workspace("conv2d_dense scratch", (threads, per_thread), x.dtype)
+        # Without a conv bias, a window of zeros adds nothing to the logits, unless a
+        # weight is inf or NaN (0 * inf is NaN): then every term is computed.
+        skip_blank = not b.size and np.isfinite(w).all() and np.isfinite(dense_w).all()
         _conv_1ch.conv2d_dense_forward(x, w, b, wp, dense_b, out, work, ow, pad_top,
-                                       pad_left, act, threads)
+                                       pad_left, act, skip_blank, threads)
     return out
 
 

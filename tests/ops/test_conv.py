@@ -250,6 +250,9 @@ def test_empty_batch(rng):
     (lambda: ops.conv2d(np.zeros((2, 5, 5, 1)), np.zeros((3, 3, 1, 2)), np.zeros(3)), "b:"),
     (lambda: ops.conv2d_backward(np.zeros((2, 5, 5, 1)), np.zeros((3, 3, 1, 2)),
                                  np.zeros((2, 4, 3, 2))), "grad_out"),
+    # an output written over the images it is computed from
+    (lambda: (lambda x: ops.conv2d(x, np.ones((1, 1, 1, 1)), out=x))(np.zeros((2, 5, 5, 1))),
+     "out: must not overlap x"),
 ])
 def test_bad_input_is_named(call, match):
     with pytest.raises((TypeError, ValueError), match=match):

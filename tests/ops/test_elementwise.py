@@ -66,6 +66,21 @@ def test_dropout(rng, dtype, rate):
                                oracle.dropout(x, rate, mask=given)[0], **tol(dtype))
 
 
+def test_dropout_into_out_and_in_place(rng):
+    x = rng.standard_normal((5, 300))
+    mask = rng.integers(0, 2, x.shape)
+    want = oracle.dropout(x, 0.5, mask=mask)[0]
+    out = np.full_like(x, np.nan)
+    assert ops.dropout(x, 0.5, mask=mask, out=out)[0] is out
+    np.testing.assert_allclose(out, want, rtol=0, atol=0)
+    y, _ = ops.dropout(x, 0.5, mask=mask, out=x)
+    assert y is x
+    np.testing.assert_allclose(x, want, rtol=0, atol=0)
+    # a shifted view of x would be read after being written
+    with pytest.raises(ValueError, match="out: must not overlap x"):
+        ops.dropout(x.reshape(-1)[:-5], 0.5, seed=1, out=x.reshape(-1)[5:])
+
+
 def test_dropout_masks_look_independent():
     """Neighbouring elements, neighbouring seeds and blocks of the kernel's work split
     must not share draws: correlations stay within a few standard errors of 0."""

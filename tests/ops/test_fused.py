@@ -116,6 +116,58 @@ def test_conv2d_dense_thread_count_invariant(rng, threads, dtype, padding):
     np.testing.assert_array_equal(results[0], results[2])
 
 
+def blank_margins(rng, n, h, w, dtype):
+    """Images that are zero outside a random box (a digit on MNIST's blank margins),
+    some all zero, some with a lone pixel in a corner or on an edge."""
+    x = np.zeros((n, h, w, 1), dtype)
+    for i in range(n):
+        top, left = rng.integers(0, h), rng.integers(0, w)
+        bottom, right = rng.integers(top, h + 1), rng.integers(left, w + 1)
+        x[i, top:bottom, left:right, 0] = rng.uniform(0, 1, (bottom - top, right - left))
+    x[1] = 0
+    x[2, 0, w - 1, 0], x[3, h - 1, 0, 0], x[4, h // 2, 0, 0] = 0.5, -0.25, 1.0
+    x[5, :, :, 0] *= rng.uniform(0, 1, (h, w)) < 0.3  # scattered pixels inside its box
+    x[6, 2, 3, 0] = -0.0
+    return x
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,kernel,padding", [((27, 27), (3, 3), "valid"),
+                                                  ((28, 28), (3, 3), "same"),
+                                                  ((12, 19), (2, 4), "valid"),
+                                                  ((9, 11), (5, 5), "same")])
+def test_conv2d_dense_skips_blank_windows_exactly(rng, dtype, shape, kernel, padding):
+    """Without a conv bias, windows of zeros are skipped: the logits must match the
+    oracle, and have the bits of the path that computes every window (a bias of zeros
+    turns the skipping off)."""
+    x = blank_margins(rng, 21, *shape, dtype)
+    w, _, dense_w, dense_b = weights(rng, x.shape, *kernel, 10, 7, padding, dtype)
+    zero_bias = np.zeros(10, dtype)
+    for activation in [None, "tanh", "relu"]:
+        got = ops.conv2d_dense(x, w, None, dense_w, dense_b, padding, activation)
+        assert_close(got, reference(x, w, None, dense_w, dense_b, padding, activation), dtype,
+                     dense_w.shape[0])
+        every = ops.conv2d_dense(x, w, zero_bias, dense_w, dense_b, padding, activation)
+        np.testing.assert_array_equal(got, every)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_conv2d_dense_blank_windows_meet_nonfinite_weights(rng, bad):
+    """0 * inf is NaN: with a non-finite weight no window is skipped, so the NaNs that
+    the unfused layers give are there."""
+    x = blank_margins(rng, 9, 12, 12, np.float64)
+    w, _, dense_w, _ = weights(rng, x.shape, 3, 3, 4, 3, "valid", np.float64)
+    dense_w[0, 1] = bad  # read by the top-left window, blank in most images
+    got = ops.conv2d_dense(x, w, None, dense_w, None, "valid", "tanh")
+    h = ops.conv2d(x, w, None, "valid", "tanh")
+    want = ops.dense(h.reshape(len(x), -1), dense_w)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    assert np.isnan(got[1, 1])
+    w[0, 0, 0, 0] = bad
+    np.testing.assert_array_equal(
+        np.isnan(ops.conv2d_dense(x, w, None, dense_w, None, "valid", "tanh")), True)
+
+
 def test_conv2d_dense_bad_input(rng):
     x = rng.uniform(0, 1, (2, 6, 6, 1)).astype(np.float32)
     w, b, dense_w, dense_b = weights(rng, x.shape, 3, 3, 4, 5, "valid", np.float32)
@@ -175,6 +227,22 @@ def test_dense_backward_gated_thread_count_invariant(rng, threads, dtype):
         results.append(ops.dense_backward_gated(g, w, y, mask, 0.5, "tanh"))
     np.testing.assert_array_equal(results[0], results[1])
     np.testing.assert_array_equal(results[0], results[2])
+
+
+@pytest.mark.parametrize("units", [10, 20])  # the narrow kernel and the GEMM path
+def test_dense_backward_gated_into_out(rng, units):
+    g = rng.standard_normal((6, units))
+    w = rng.standard_normal((40, units))
+    y = np.tanh(rng.standard_normal((6, 40)))
+    mask = (rng.uniform(0, 1, y.shape) >= 0.5).astype(np.uint8)
+    out = np.full(y.shape, np.nan)
+    got = ops.dense_backward_gated(g, w, y, mask, 0.5, "tanh", out=out)
+    assert got is out
+    np.testing.assert_array_equal(out, ops.dense_backward_gated(g, w, y, mask, 0.5, "tanh"))
+    with pytest.raises(ValueError, match="out: must not overlap y"):
+        ops.dense_backward_gated(g, w, y, mask, 0.5, "tanh", out=y)
+    with pytest.raises(ValueError, match="out: expected shape"):
+        ops.dense_backward_gated(g, w, y, mask, 0.5, "tanh", out=out[:, 1:])
 
 
 def test_dense_backward_gated_bad_input(rng):
