@@ -67,8 +67,9 @@ def parser(doc):
     p.add_argument("--competitors", default="torch,keras",
                    help="comma-separated from torch, keras; 'none' for cconv only")
     p.add_argument("--busy", type=int, default=0, metavar="N",
-                   help="time the rows while N other processes keep a core busy each "
-                        "(plain Python loops), as a user's browser or build would")
+                   help="after the quiet run, time the rows again while N other processes "
+                        "keep a core busy each (plain Python loops), as a user's browser or "
+                        "build would, and print each row's slowdown")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     return p
 
@@ -102,7 +103,8 @@ def import_cconv(spec):
     if level != spec.get("level"):
         raise RuntimeError(f"cconv runs CPU level {level!r}, but the row asked for "
                            f"{spec.get('level')!r}")
-    cconv.set_num_threads(spec["threads"])
+    if spec["threads"] != visible_cores():  # else as users run it: the adapting default
+        cconv.set_num_threads(spec["threads"])
     return cconv, {"version": f"cconv {cconv.__version__} at level {level or 'n/a'} "
                               f"from {spec['path']}"}
 
@@ -180,12 +182,20 @@ def competitor_rows(args):
     return [Row(names[k], k, "competitor") for k in wanted]
 
 
+def visible_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 class Worker:
     def __init__(self, script, row, threads, params, log_dir):
         env = dict(os.environ, **row.env,
                    OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                    MKL_NUM_THREADS=str(threads), TF_ENABLE_ONEDNN_OPTS="1",
                    TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+        if row.kind == "cconv" and threads == visible_cores():
+            # as users run it: $OMP_NUM_THREADS would fix the count, which otherwise
+            # adapts when other processes hold cores (cconv._config.Governor)
+            env.pop("OMP_NUM_THREADS")
         if "CCONV_CPU_CAPABILITY" not in row.env:
             env.pop("CCONV_CPU_CAPABILITY", None)
         if "path" in row.spec:
@@ -218,55 +228,76 @@ class Worker:
         self.proc.wait()
 
 
+def _time_rounds(workers, measure_keys, repeats):
+    """{(row label, measure): [seconds, ...]}: `repeats` rounds, each worker timing one run
+    of each measure in turn, who goes first rotating."""
+    times = {(w.row.label, m): [] for w in workers for m in measure_keys if m in w.measures}
+    for r in range(repeats):
+        for m in measure_keys:
+            for w in workers[r % len(workers):] + workers[:r % len(workers)]:
+                if m in w.measures:
+                    time.sleep(0.02)  # let the last worker's pool stop spinning
+                    times[w.row.label, m].append(w.time(m))
+    return times
+
+
+def _medians(workers, times):
+    medians = {w.row.label: {} for w in workers}
+    for (label, m), ts in times.items():
+        medians[label][m] = statistics.median(ts)
+    return medians
+
+
 def run(script, rows, measure_keys, args, params):
-    """{row label: {measure: median seconds}} and {row label: worker info}. Workers start
-    one at a time (so warm-ups do not overlap), then take turns, one run each."""
+    """({row label: {measure: median seconds}}, {row label: worker info}, busy), where
+    busy is None, or with --busy N the times of a second run beside N busy processes,
+    {(row label, measure): [seconds, ...]}. Workers start one at a time (so warm-ups do
+    not overlap), then take turns, one run each."""
     log_dir = tempfile.mkdtemp(prefix="cconv-bench-")
     workers = []
     for row in rows:
         print(f"  starting {row.label} ...", file=sys.stderr, flush=True)
         workers.append(Worker(script, row, args.threads, params, log_dir))
-    times = {(w.row.label, m): [] for w in workers for m in measure_keys if m in w.measures}
-    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
-            for _ in range(args.busy)]
-    try:
-        for r in range(args.repeats):
-            for m in measure_keys:
-                for w in workers[r % len(workers):] + workers[:r % len(workers)]:
-                    if m in w.measures:
-                        time.sleep(0.02)  # let the last worker's pool stop spinning
-                        times[w.row.label, m].append(w.time(m))
-    finally:
-        for b in busy:
-            b.kill()
-            b.wait()
+    quiet = _time_rounds(workers, measure_keys, args.repeats)
+    busy_times = None
+    if args.busy:
+        print(f"  again beside {args.busy} busy process(es) ...", file=sys.stderr, flush=True)
+        busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(args.busy)]
+        try:
+            busy_times = _time_rounds(workers, measure_keys, args.repeats)
+        finally:
+            for b in busy:
+                b.kill()
+                b.wait()
     for w in workers:
         w.close()
-    medians = {w.row.label: {} for w in workers}
-    for (label, m), ts in times.items():
-        medians[label][m] = statistics.median(ts)
-    return medians, {w.row.label: w.info for w in workers}
+    return _medians(workers, quiet), {w.row.label: w.info for w in workers}, busy_times
 
 
 class Results:
     """Medians of one run, {row label: {measure: seconds}}, with the summary printers."""
 
-    def __init__(self, rows, medians, infos, load_start):
+    def __init__(self, rows, medians, infos, load_start, busy=None, n_busy=0):
         self.rows, self.medians, self.infos = rows, medians, infos
         self.load_start = load_start
+        self.busy, self.n_busy = busy, n_busy  # times beside n_busy busy processes
 
     def find(self, **attrs):
         return next((r for r in self.rows
                      if all(getattr(r, k) == v for k, v in attrs.items())), None)
 
-    def speedup(self, mine, theirs, key):
-        """How many times faster row `mine` is than row `theirs` on `key` (None: n/a)."""
-        a, b = self.medians[mine.label].get(key), self.medians[theirs.label].get(key)
+    def speedup(self, mine, theirs, key, their_key=None):
+        """How many times faster row `mine` is on `key` than row `theirs` on `their_key`
+        (by default the same measure); None: n/a."""
+        a = self.medians[mine.label].get(key)
+        b = self.medians[theirs.label].get(their_key or key)
         return None if a is None or b is None else b / a
 
-    def _ratios(self, mine, theirs, keys):
-        return ", ".join(f"{k} {x:.2f}x" for k in keys
-                         if (x := self.speedup(mine, theirs, k)) is not None)
+    def _ratios(self, mine, theirs, keys, their_key=None):
+        return ", ".join(f"{k}{f' vs their {their_key}' if their_key else ''} {x:.2f}x"
+                         for k in keys
+                         if (x := self.speedup(mine, theirs, k, their_key)) is not None)
 
     def label_width(self):
         return max(len(r.label) for r in self.rows) + 2
@@ -279,14 +310,46 @@ class Results:
                 if a.role in ("level", PICKED) and b.role in ("old", "competitor"):
                     print(f"  {a.label} vs {b.label}: {self._ratios(a, b, keys)}")
 
-    def print_target(self, mine, theirs, keys, goal, what):
-        """One summary line: row `mine` at least `goal` times as fast as `theirs`."""
+    def print_target(self, mine, theirs, keys, goal, what, their_key=None):
+        """One summary line: row `mine` at least `goal` times as fast as `theirs` (on
+        their_key, when it is another measure of theirs)."""
         if mine is None or theirs is None:
             print(f"TARGET {what}: NOT MEASURED (a row is missing: see --help)")
             return
-        met = all((self.speedup(mine, theirs, k) or 0) >= goal for k in keys)
+        met = all((self.speedup(mine, theirs, k, their_key) or 0) >= goal for k in keys)
         print(f"TARGET {what}: {mine.label} vs {theirs.label}: "
-              f"{self._ratios(mine, theirs, keys)}: {'MET' if met else 'NOT MET'}")
+              f"{self._ratios(mine, theirs, keys, their_key)}: {'MET' if met else 'NOT MET'}")
+
+    def slowdown(self, row, key):
+        """(median, worst) of row's times beside the busy processes over its quiet median."""
+        ts = self.busy.get((row.label, key)) if self.busy else None
+        if not ts:
+            return None
+        quiet = self.medians[row.label][key]
+        return statistics.median(ts) / quiet, max(ts) / quiet
+
+    def print_slowdowns(self, measures):
+        print(f"\nbeside {self.n_busy} busy process(es): each row's median time over its "
+              f"quiet median (worst run in brackets)")
+        width = self.label_width()
+        for r in self.rows:
+            cells = [f"{m.key} {x[0]:.2f}x ({x[1]:.2f}x)" for m in measures
+                     if (x := self.slowdown(r, m.key))]
+            if cells:
+                print(f"  {r.label:<{width}}" + "   ".join(cells))
+
+    def print_busy_target(self, row, key, goals):
+        """The slowdown target: goals maps a busy-process count to its median bound; the
+        worst run stays under worst_goal whatever the count."""
+        what = f"{key} beside {self.n_busy} busy process(es)"
+        x = self.slowdown(row, key) if row and self.n_busy in goals else None
+        if x is None:
+            print(f"TARGET {what}: NOT MEASURED (run with --busy 1 or --busy 2)")
+            return
+        goal, worst_goal = goals[self.n_busy]
+        met = x[0] <= goal and x[1] <= worst_goal
+        print(f"TARGET {what}: {row.label} {x[0]:.2f}x slower (worst {x[1]:.2f}x), goal <= "
+              f"{goal}x (worst <= {worst_goal}x): {'MET' if met else 'NOT MET'}")
 
     def print_load(self):
         # Other processes on the same cores slow the rows, unevenly: say how busy it was.
@@ -313,17 +376,20 @@ def bench(script, args, params, title, measures, extra_rows=()):
     load_start = os.getloadavg()[0]
     config, rows = cconv_rows(args)
     rows += competitor_rows(args) + list(extra_rows)
-    medians, infos = run(script, rows, [m.key for m in measures], args, params)
+    medians, infos, busy = run(script, rows, [m.key for m in measures], args, params)
     print(title)
     print(f"machine: {_cpu_name()}, {os.cpu_count()} cores; {args.threads} threads per row, "
           f"each row in its own process, taking turns; median of {args.repeats}"
-          + (f"; {args.busy} other busy process(es) running" if args.busy else ""))
+          + (f"; then again beside {args.busy} busy process(es)" if args.busy else ""))
     print(config.rstrip())
     for label, info in infos.items():
         print(f"  {label}: {info['version']}")
     print()
     print_table(rows, medians, measures)
-    return Results(rows, medians, infos, load_start)
+    res = Results(rows, medians, infos, load_start, busy, args.busy)
+    if busy:
+        res.print_slowdowns(measures)
+    return res
 
 
 def _cpu_name():

@@ -2,6 +2,12 @@
 import os
 import platform
 import sys
+try:
+    import resource
+except ImportError:  # not on POSIX
+    resource = None
+import threading
+import time
 
 import numpy as np
 
@@ -10,6 +16,11 @@ from cconv._kernels import _config, _levels
 
 _num_threads = None
 MAX_THREADS = 1024
+# Settings of the OpenMP runtime that mean someone chose how its threads wait or how
+# many there are: then the thread count never adapts (see Governor). Read once, at
+# import, as the runtime reads them when it loads.
+USER_SETTINGS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+_USER_ENV = {k: os.environ[k] for k in USER_SETTINGS if k in os.environ}
 
 
 def _visible_cores():
@@ -19,28 +30,160 @@ def _visible_cores():
         return os.cpu_count() or 1
 
 
-def _default_threads():
-    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+def _env_threads():
+    env = _USER_ENV.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
         return min(int(env), MAX_THREADS)
-    return _visible_cores()
+    return None
+
+
+_ENV_THREADS = _env_threads()
+
+
+class Governor:
+    """The thread count when nobody chose one: every visible core while the kernels run
+    unhindered, fewer while other processes hold cores.
+
+    The signal is the process's CPU time over a step's wall time (a training batch, an
+    inference chunk). OpenMP's threads spin while they wait (the runtime's default), so
+    on a quiet machine t threads burn t seconds per second. When the scheduler parks one
+    of them to run another process, the others wait for it at every barrier, and the CPU
+    time falls short: below LOW of t per second twice in a row, the count drops to what
+    the process got. Every probe interval it tries one more thread, and keeps it if the
+    shortfall is gone; each failed try doubles the interval, up to PROBE_MAX. Results
+    never depend on the count, so switching costs nothing but time."""
+
+    WINDOW = 0.004           # s of step wall time per reading
+    LOW = 0.8                # CPU time / (threads x wall time) that counts as held up
+    PROBE_FIRST, PROBE_MAX = 0.05, 0.5  # s between tries of one more thread
+
+    def __init__(self, count_cores):
+        self.count_cores = count_cores  # the affinity may change: asked at each reading
+        self.cores = self.threads = count_cores()
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._wall = self._cpu = 0.0
+        self._preempted = 0
+        self._strikes = 0
+        self._probing = False
+        self._interval = self.PROBE_FIRST
+        self._next_probe = 0.0
+
+    def __enter__(self):
+        with self._lock:
+            self._in_flight += 1
+            self._start = (time.perf_counter(), time.process_time(), _preemptions()) \
+                if self._in_flight == 1 else None
+        return self
+
+    def __exit__(self, *exc):
+        wall_end, cpu_end, preempted = time.perf_counter(), time.process_time(), _preemptions()
+        with self._lock:
+            self._in_flight -= 1
+            start, self._start = self._start, None
+            # Steps of two Python threads at once share the process's CPU time: no reading.
+            if start is None or self._in_flight:
+                return False
+            self._wall += wall_end - start[0]
+            self._cpu += cpu_end - start[1]
+            self._preempted += preempted - start[2]
+            if self._wall >= self.WINDOW:
+                self._read(wall_end)
+        return False
+
+    def _read(self, now):
+        self.cores = self.count_cores()
+        self.threads = min(self.threads, self.cores)
+        # Both: a thread asleep on a quiet machine also lowers the CPU time, but leaves by
+        # itself; a preempted one did not.
+        held_up = self._cpu < self.LOW * self.threads * self._wall and self._preempted > 0
+        got = max(1, round(self._cpu / self._wall))
+        self._wall = self._cpu = 0.0
+        self._preempted = 0
+        if self._probing:  # one reading decides a try
+            self._probing = False
+            if held_up:
+                self.threads -= 1
+                self._interval = min(2 * self._interval, self.PROBE_MAX)
+            else:
+                self._interval = self.PROBE_FIRST
+            self._next_probe = now + self._interval
+            return
+        self._strikes = self._strikes + 1 if held_up and self.threads > 1 else 0
+        if self._strikes >= 2:
+            self._strikes = 0
+            self.threads = max(1, min(self.threads - 1, got))
+            self._next_probe = now + self._interval
+        elif self.threads < self.cores and now >= self._next_probe:
+            self.threads += 1
+            self._probing = True
+
+
+def _preemptions():
+    """How many times the scheduler has taken a core from this process's threads to run
+    something else (involuntary context switches); 0 where that is not counted."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw if resource else 0
+
+
+_governor = None
+
+
+def governor():
+    """The Governor to time steps with (a context manager), or a no-op one when the
+    thread count is someone's choice."""
+    global _governor
+    if _num_threads is not None or _USER_ENV:
+        return _FIXED
+    if _governor is None:
+        _governor = Governor(_visible_cores)
+    return _governor
+
+
+class _Fixed:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_FIXED = _Fixed()
 
 
 def set_num_threads(n):
-    """Set how many OpenMP threads the kernels use. Results do not depend on it."""
+    """Set how many OpenMP threads the kernels use. Results do not depend on it.
+    None goes back to the default: the visible cores, fewer while other processes take
+    them (unless $OMP_NUM_THREADS or the runtime's wait settings say otherwise)."""
     global _num_threads
+    if n is None:
+        _num_threads = None
+        return
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+        raise TypeError(f"set_num_threads: n must be an int or None, got {type(n).__name__}")
     if not 1 <= n <= MAX_THREADS:  # libgomp aborts the process when it cannot make them
         raise ValueError(f"set_num_threads: n must be in [1, {MAX_THREADS}], got {n}")
     _num_threads = int(n)
 
 
 def get_num_threads():
-    """Threads the kernels use: set_num_threads(), else $OMP_NUM_THREADS, else the cores."""
-    if _num_threads is None:
-        return _default_threads()
-    return _num_threads
+    """Threads the kernels use: set_num_threads(), else $OMP_NUM_THREADS, else the
+    visible cores, fewer while other processes hold some (see Governor)."""
+    if _num_threads is not None:
+        return _num_threads
+    if _ENV_THREADS is not None:
+        return _ENV_THREADS
+    gov = governor()
+    return gov.threads if gov is not _FIXED else _visible_cores()
+
+
+def _threads_line():
+    if _num_threads is not None:
+        why = "set_num_threads"
+    elif _USER_ENV:
+        why = "fixed: " + ", ".join(f"{k}={v}" for k, v in _USER_ENV.items())
+    else:
+        why = "adapting: fewer while other processes hold cores"
+    return f"{get_num_threads()} ({why}; cores visible: {_visible_cores()})"
 
 
 def cpu_capability():
@@ -78,7 +221,7 @@ def show_config(file=None):
         f"  python:       {platform.python_version()} ({sys.executable})",
         f"  cpu level:    {_cpu_line()}",
         f"  openmp:       {'yes' if _config.openmp_enabled() else 'NO (kernels run serially)'}",
-        f"  threads:      {get_num_threads()} (cores visible: {_visible_cores()})",
+        f"  threads:      {_threads_line()}",
         f"  numpy:        {np.__version__}",
         f"  numpy blas:   {_blas_info()}",
         f"  OPENBLAS_CORETYPE: {os.environ.get('OPENBLAS_CORETYPE', '(unset)')}",

@@ -17,7 +17,7 @@ import numpy as np
 
 from cconv import callbacks as callbacks_module
 from cconv import layers as layers_module
-from cconv import fusion, losses, ops, optimizers, utils
+from cconv import _config, fusion, losses, ops, optimizers, utils
 from cconv._guard import ModelBusyError, ModelGuard  # noqa: F401 (ModelBusyError: API)
 from cconv._io import atomic_write
 
@@ -514,7 +514,8 @@ class Sequential:
                     cb.on_train_batch_begin(step)
                 idx = order[done * batch_size:(done + 1) * batch_size]
                 done += 1
-                batch_loss, batch_correct = self._train_step(x[idx], onehot[idx], rng)
+                with _config.governor():  # times the step: see _config.Governor
+                    batch_loss, batch_correct = self._train_step(x[idx], onehot[idx], rng)
                 loss_sum += batch_loss
                 correct += batch_correct
                 seen += len(idx)
@@ -559,7 +560,8 @@ class Sequential:
         loss_sum, correct = 0.0, 0
         for start, stop, batches in self._chunks(len(x), batch_size):
             ob = onehot[start:stop]
-            losses_, _, out = self._loss_and_grad(ob, x[start:stop], False, None)
+            with _config.governor():
+                losses_, _, out = self._loss_and_grad(ob, x[start:stop], False, None)
             hits = out.argmax(axis=1) == ob.argmax(axis=1)
             for step, _, end in batches if cbs else ():
                 for cb in cbs:
@@ -630,7 +632,8 @@ class Sequential:
                 cb.set_params({"steps": n_steps, "verbose": verbose})
                 cb.on_predict_begin()
             for start, stop, batches in self._chunks(len(x), batch_size):
-                out[start:stop] = self._forward(x[start:stop], False)
+                with _config.governor():
+                    out[start:stop] = self._forward(x[start:stop], False)
                 for step, first, end in batches if cbs else ():
                     for cb in cbs:
                         cb.on_predict_batch_begin(step)

@@ -164,7 +164,8 @@ def mnist_dir():
 
 @pytest.fixture
 def threads():
-    """Lets a test change the thread count; restores it afterwards."""
-    before = cconv.get_num_threads()
+    """Lets a test change the thread count; restores it afterwards (None: the default,
+    which adapts to the machine's load)."""
+    before = cconv._config._num_threads
     yield
     cconv.set_num_threads(before)
