@@ -142,6 +142,8 @@ def probe(path, threads):
             " 'picked': getattr(cconv, 'cpu_capability', lambda: None)()}))")
     env = dict(os.environ, PYTHONPATH=_pythonpath(path), OMP_NUM_THREADS=str(threads))
     env.pop("CCONV_CPU_CAPABILITY", None)
+    if threads == visible_cores():  # as the rows run (see Worker)
+        env.pop("OMP_NUM_THREADS")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, cwd=tempfile.gettempdir())
     if out.returncode:
