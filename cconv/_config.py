@@ -2,12 +2,13 @@
 import os
 import platform
 import sys
+import threading
+import time
+
 try:
     import resource
 except ImportError:  # not on POSIX
     resource = None
-import threading
-import time
 
 import numpy as np
 
@@ -44,14 +45,16 @@ class Governor:
     """The thread count when nobody chose one: every visible core while the kernels run
     unhindered, fewer while other processes hold cores.
 
-    The signal is the process's CPU time over a step's wall time (a training batch, an
-    inference chunk). OpenMP's threads spin while they wait (the runtime's default), so
-    on a quiet machine t threads burn t seconds per second. When the scheduler parks one
-    of them to run another process, the others wait for it at every barrier, and the CPU
-    time falls short: below LOW of t per second twice in a row, the count drops to what
-    the process got. Every probe interval it tries one more thread, and keeps it if the
-    shortfall is gone; each failed try doubles the interval, up to PROBE_MAX. Results
-    never depend on the count, so switching costs nothing but time."""
+    Each step (a training batch, an inference chunk) is timed, and read in windows of
+    at least WINDOW seconds. OpenMP's threads spin while they wait (the runtime's
+    default), so on a quiet machine t threads burn about t seconds of CPU per second.
+    When the scheduler parks one of them to run another process, the others wait for it
+    at every barrier: the CPU time falls short of LOW x t per second, and the process
+    counts involuntary context switches. Both at once, in two windows in a row, and the
+    count drops to what the process got (a shortfall alone is a thread asleep between
+    parallel regions). From PROBE_FIRST seconds on, it tries one more thread for a
+    window and keeps it if neither shows; each try that fails doubles the wait, up to
+    PROBE_MAX. Results never depend on the count, so switching costs only time."""
 
     WINDOW = 0.004           # s of step wall time per reading
     LOW = 0.8                # CPU time / (threads x wall time) that counts as held up
@@ -94,8 +97,6 @@ class Governor:
     def _read(self, now):
         self.cores = self.count_cores()
         self.threads = min(self.threads, self.cores)
-        # Both: a thread asleep on a quiet machine also lowers the CPU time, but leaves by
-        # itself; a preempted one did not.
         held_up = self._cpu < self.LOW * self.threads * self._wall and self._preempted > 0
         got = max(1, round(self._cpu / self._wall))
         self._wall = self._cpu = 0.0
@@ -126,6 +127,15 @@ def _preemptions():
 
 
 _governor = None
+
+
+def _forget_governor():
+    global _governor
+    _governor = None  # a forked child starts afresh, its lock free and its readings its own
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_governor)
 
 
 def governor():
