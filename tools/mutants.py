@@ -180,6 +180,33 @@ MUTANTS = [
              "for i, (layer, k) in enumerate(keys)]")],
            ["tests/test_semantics.py", "tests/test_model.py", "tests/test_reliability.py",
             "tests/test_cli.py::test_train_tf_preset"]),
+    # ---- issue 13: the book's speed-ups, out=, the adapting thread count ----
+    Mutant("blank_span_short", "conv2d_dense skips one live output column too many at a "
+           "blank margin's edge",
+           [("cconv/_kernels/_conv_1ch.pyx.tp", "    hi = min(OW, last + 1)\n",
+             "    hi = min(OW, last)\n")],
+           ["tests/ops/test_fused.py", "tests/test_book.py"]),
+    Mutant("blank_skip_nonfinite", "conv2d_dense skips blank windows even beside an inf or "
+           "NaN weight",
+           [("cconv/ops/fused.py", "skip_blank = not b.size and np.isfinite(w).all() and "
+             "np.isfinite(dense_w).all()", "skip_blank = not b.size")],
+           ["tests/ops/test_fused.py"]),
+    Mutant("coin_flips_state_kept", "legacy_coin_flips draws without advancing the state",
+           [("cconv/ops/random.py", "    set_state(state)\n", "")],
+           ["tests/ops/test_random.py", "tests/test_book.py"]),
+    Mutant("out_overlap_unchecked", "an out= array that overlaps the op's input is accepted",
+           [("cconv/ops/_checks.py", "        if np.may_share_memory(out, a) and not",
+             "        if False and not")],
+           ["tests/ops/test_elementwise.py", "tests/ops/test_fused.py",
+            "tests/ops/test_conv.py"]),
+    Mutant("governor_ignores_preemption", "the thread count drops on a CPU-time shortfall "
+           "alone (threads asleep on a quiet machine)",
+           [("cconv/_config.py", " * self._wall and self._preempted > 0\n", " * self._wall\n")],
+           ["tests/test_governor.py"]),
+    Mutant("governor_never_probes", "once lowered, the thread count never tries more threads",
+           [("cconv/_config.py", "        elif self.threads < self.cores and now >= "
+             "self._next_probe:\n", "        elif False:\n")],
+           ["tests/test_governor.py"]),
 ]
 
 
