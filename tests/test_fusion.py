@@ -236,3 +236,27 @@ def test_fused_model_has_the_bits_of_the_unfused_one(dtype, monkeypatch):
         results.append(model.get_weights() + [model.predict(x)])
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_blank_images_meet_a_nonfinite_weight_as_the_layers_do(bad, monkeypatch):
+    """A bias-free conv model predicts through conv2d_dense, which skips the windows of
+    zeros, but not beside an inf or NaN weight: there the layers give NaN (0 * inf), and
+    so must the fused step."""
+    x = np.zeros((4, 9, 9, 1))
+    x[1, 3:6, 2:7, 0] = np.random.default_rng(5).random((3, 5))
+    results = []
+    for rules in (list(fusion.RULES), []):
+        monkeypatch.setattr(fusion, "RULES", rules)
+        rng = np.random.default_rng(6)  # the same weights for both
+        model = cconv.Sequential([Input((9, 9, 1)), Conv2D(4, 3, activation="tanh",
+                                                           use_bias=False),
+                                  Flatten(), Dense(3, use_bias=False)], dtype="float64")
+        model.set_weights([rng.uniform(-0.5, 0.5, w.shape) for w in model.get_weights()])
+        # as a diverged fit leaves it (set_weights refuses it): read by the top-left
+        # window, blank in every image but one
+        model.layers[-1].params["kernel"][0, 2] = bad
+        results.append(model.predict(x, verbose=0))
+    fused, layers = results
+    assert np.isnan(layers[:, 2]).all()
+    np.testing.assert_array_equal(np.isnan(fused), np.isnan(layers))

@@ -69,6 +69,19 @@ def test_probes_one_more_thread_backing_off_while_held_up():
     assert g.threads == 2
 
 
+def test_a_try_is_kept_when_the_shortfall_is_only_sleep():
+    """Right after a try, the woken thread's first window may fall short of its CPU time
+    without any preemption: that is no reason to drop it again."""
+    g = governor(2)
+    read(g, 0.0, 0.5, 2)
+    read(g, 0.01, 0.5, 2)
+    assert g.threads == 1
+    read(g, 1.0, 1.0, 0)
+    assert g.threads == 2 and g._probing
+    read(g, 1.001, 0.6, 0)
+    assert g.threads == 2 and g._interval == g.PROBE_FIRST
+
+
 def test_follows_a_smaller_affinity():
     cores = [4]
     g = _config.Governor(lambda: cores[0])

@@ -190,7 +190,8 @@ MUTANTS = [
            "NaN weight",
            [("cconv/ops/fused.py", "skip_blank = not b.size and np.isfinite(w).all() and "
              "np.isfinite(dense_w).all()", "skip_blank = not b.size")],
-           ["tests/ops/test_fused.py"]),
+           ["tests/ops/test_fused.py",
+            "tests/test_fusion.py::test_blank_images_meet_a_nonfinite_weight_as_the_layers_do"]),
     Mutant("coin_flips_state_kept", "legacy_coin_flips draws without advancing the state",
            [("cconv/ops/random.py", "    set_state(state)\n", "")],
            ["tests/ops/test_random.py", "tests/test_book.py"]),
@@ -202,11 +203,13 @@ MUTANTS = [
     Mutant("governor_ignores_preemption", "the thread count drops on a CPU-time shortfall "
            "alone (threads asleep on a quiet machine)",
            [("cconv/_config.py", " * self._wall and self._preempted > 0\n", " * self._wall\n")],
-           ["tests/test_governor.py"]),
+           ["tests/test_governor.py::test_quiet_readings_keep_every_core",
+            "tests/test_governor.py::test_a_try_is_kept_when_the_shortfall_is_only_sleep"]),
     Mutant("governor_never_probes", "once lowered, the thread count never tries more threads",
            [("cconv/_config.py", "        elif self.threads < self.cores and now >= "
              "self._next_probe:\n", "        elif False:\n")],
-           ["tests/test_governor.py"]),
+           ["tests/test_governor.py::test_probes_one_more_thread_backing_off_while_held_up",
+            "tests/test_governor.py::test_fewer_threads_beside_busy_processes_and_back_after"]),
 ]
 
 
