@@ -4,14 +4,13 @@ and keeps what its backward pass needs from the last training forward pass in it
 
 Shapes given to layers exclude the batch axis, as in Keras.
 """
-import inspect
 import numbers
 import re
 import threading
 
 import numpy as np
 
-from cconv import ops
+from cconv import ops, utils
 from cconv.ops._scratch import reused
 from cconv.utils import _positive_int
 
@@ -167,11 +166,6 @@ def default_name(cls):
     """Keras's default layer name: the class name in snake case (MaxPooling2D ->
     max_pooling2d)."""
     return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cls.__name__).lower()
-
-
-def _same(a, b):
-    norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
-    return norm(a) == norm(b)
 
 
 def _truncated_standard_normal(rng, shape):
@@ -345,26 +339,12 @@ class Layer:
         if config.pop("trainable", True) is not True:
             raise ValueError(f"{label}: trainable=False is not supported by cconv (it trains "
                              f"every layer)")
-        for key, only in cls.KERAS_FIXED.items():
-            value = config.pop(key, None)
-            if value is not None and not _same(value, only):
-                raise ValueError(f"{label}: {key}={value!r} is not supported by cconv "
-                                 f"(only {only!r})")
-        accepted = inspect.signature(cls.__init__).parameters
-        kwargs = {}
-        for key, value in config.items():
-            if key in accepted and key != "self":
-                kwargs[key] = value
-            elif value is not None:
-                raise ValueError(f"{label}: option {key}={value!r} is not supported by cconv")
+        kwargs = utils._keras_options(label, cls, config, cls.KERAS_FIXED)
         for key in ("kernel_initializer", "bias_initializer"):
             if key in kwargs:
                 kwargs[key] = deserialize_initializer(f"{label}: {key}", kwargs[key],
                                                       custom_objects)
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{label}: {exc}") from exc
+        return utils._construct(label, cls, kwargs)
 
     def __getstate__(self):
         # What the last batch left (saved inputs, gradients) and per-thread scratch are

@@ -6,6 +6,8 @@ stable (softmax(z) - y) / N.
 """
 import numpy as np
 
+from cconv import utils
+
 EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] before the log
 
 
@@ -37,21 +39,10 @@ class Loss:
     @classmethod
     def from_config(cls, config):
         label = f"loss {cls.__name__}"
-        if not isinstance(config, dict):
-            raise ValueError(f"{label}: expected a config dict, got {config!r}")
-        config = dict(config)
-        config.pop("name", None)
-        config.pop("dtype", None)
-        from_logits = config.pop("from_logits", False)
-        for key, only in cls.KERAS_FIXED.items():
-            value = config.pop(key, None)
-            if value is not None and value != only and not (key == "reduction"
-                                                            and value == "auto"):
-                raise ValueError(f"{label}: {key}={value!r} is not supported by cconv "
-                                 f"(only {only!r})")
-        unknown = {k: v for k, v in config.items() if v is not None}
-        if unknown:
-            raise ValueError(f"{label}: options {unknown} are not supported by cconv")
+        if isinstance(config, dict) and config.get("reduction") == "auto":
+            config = {**config, "reduction": "sum_over_batch_size"}  # Keras's alias of it
+        kwargs = utils._keras_options(label, cls, config, cls.KERAS_FIXED, ("name", "dtype"))
+        from_logits = kwargs.get("from_logits", False)
         if not isinstance(from_logits, bool):
             raise ValueError(f"{label}: from_logits: expected a bool, got {from_logits!r}")
         return cls(from_logits=from_logits)

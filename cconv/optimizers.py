@@ -1,10 +1,9 @@
 """Optimizers update a model's weights in place from its gradients."""
-import inspect
 import numbers
 
 import numpy as np
 
-from cconv import ops
+from cconv import ops, utils
 
 
 def _positive_float(name, value):
@@ -42,27 +41,12 @@ class Optimizer:
         """The optimizer a config describes; options cconv lacks raise a ValueError
         naming them."""
         label = f"optimizer {cls.__name__}"
-        if not isinstance(config, dict):
-            raise ValueError(f"{label}: expected a config dict, got {config!r}")
-        accepted = inspect.signature(cls.__init__).parameters
-        kwargs = {}
-        for key, value in config.items():
-            if key in _KERAS_IGNORED:
-                continue
-            if key in _KERAS_FIXED:
-                if value not in (None, _KERAS_FIXED[key]):
-                    raise ValueError(f"{label}: {key}={value!r} is not supported by cconv")
-            elif key in accepted and key != "self":
-                if isinstance(value, dict):  # a learning-rate schedule
-                    raise ValueError(f"{label}: {key}={value.get('class_name', value)!r} "
-                                     f"is not supported by cconv (only a number)")
-                kwargs[key] = value
-            elif value is not None:
-                raise ValueError(f"{label}: option {key}={value!r} is not supported by cconv")
-        try:
-            return cls(**kwargs)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{label}: {exc}") from exc
+        kwargs = utils._keras_options(label, cls, config, _KERAS_FIXED, _KERAS_IGNORED)
+        for key, value in kwargs.items():
+            if isinstance(value, dict):  # a learning-rate schedule
+                raise ValueError(f"{label}: {key}={value.get('class_name', value)!r} is not "
+                                 f"supported by cconv (only a number)")
+        return utils._construct(label, cls, kwargs)
 
     def slots(self, params):
         """The state kept per weight array, in Keras's order: for each weight, its slot

@@ -1,4 +1,5 @@
 """Small utilities in the spirit of keras.utils."""
+import inspect
 import numbers
 
 import numpy as np
@@ -45,6 +46,45 @@ def _non_negative_int(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise ValueError(f"{name}: expected an int >= 0, got {value!r}")
     return int(value)
+
+
+def _same_option(a, b):
+    """Config values equal, a list and a tuple of the same items included (JSON has no
+    tuples)."""
+    norm = lambda v: tuple(v) if isinstance(v, (list, tuple)) else v  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def _keras_options(label, cls, config, fixed=None, ignored=()):
+    """The arguments of cls(...) that a Keras config dict gives. Options cconv has at one
+    value only (fixed: {option: that value}) are refused at any other value; those in
+    `ignored` are dropped; any other that is not an argument of cls is refused unless
+    None. Every refusal is a ValueError naming label and the option."""
+    if not isinstance(config, dict):
+        raise ValueError(f"{label}: expected a config dict, got {config!r}")
+    fixed = fixed or {}
+    accepted = inspect.signature(cls.__init__).parameters
+    kwargs = {}
+    for key, value in config.items():
+        if key in ignored:
+            continue
+        if key in fixed:
+            if value is not None and not _same_option(value, fixed[key]):
+                raise ValueError(f"{label}: {key}={value!r} is not supported by cconv "
+                                 f"(only {fixed[key]!r})")
+        elif key in accepted and key != "self":
+            kwargs[key] = value
+        elif value is not None:
+            raise ValueError(f"{label}: option {key}={value!r} is not supported by cconv")
+    return kwargs
+
+
+def _construct(label, cls, kwargs):
+    """cls(**kwargs), its argument errors as ValueErrors naming label."""
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{label}: {exc}") from exc
 
 
 def _numeric_array(name, a, what="a numeric array"):
