@@ -491,9 +491,7 @@ class Sequential:
         # "metrics" (as in Keras 2) lets callbacks check their monitor before any batch
         params = {"epochs": epochs, "steps": steps, "batch_size": batch_size,
                   "verbose": verbose, "samples": n, "metrics": log_keys}
-        for cb in cbs:
-            cb.set_model(self)
-            cb.set_params(params)
+        self._attach(cbs, params)
         self.history = history
         self.stop_training = False
         for cb in cbs:
@@ -534,6 +532,11 @@ class Sequential:
         for cb in cbs:
             cb.on_train_end()
         return history
+
+    def _attach(self, cbs, params):
+        for cb in cbs:
+            cb.set_model(self)
+            cb.set_params(params)
 
     def _inference_chunk(self):
         """Images per forward pass of predict and evaluate (at least one)."""
@@ -593,18 +596,15 @@ class Sequential:
                 x, onehot = x[:keep], onehot[:keep]
             cbs = _check_callbacks(callbacks)
             n_steps = -(-len(x) // batch_size)
+            self._attach(cbs, {"steps": n_steps, "verbose": verbose})
             for cb in cbs:
-                cb.set_model(self)
-                cb.set_params({"steps": n_steps, "verbose": verbose})
                 cb.on_test_begin()
             started = time.perf_counter()
             logs = self._evaluate_onehot(x, onehot, batch_size, cbs=cbs)
             for cb in cbs:
                 cb.on_test_end(logs)
         if verbose:
-            print(f"{n_steps}/{n_steps} - "
-                  f"{callbacks_module._format_seconds(time.perf_counter() - started)} - "
-                  f"{callbacks_module._format_logs(logs)}")
+            _print_done(n_steps, started, logs)
         if return_dict:
             return logs
         values = list(logs.values())
@@ -627,9 +627,8 @@ class Sequential:
         n_steps = -(-len(x) // batch_size)
         started = time.perf_counter()
         with self._guard.reading():
+            self._attach(cbs, {"steps": n_steps, "verbose": verbose})
             for cb in cbs:
-                cb.set_model(self)
-                cb.set_params({"steps": n_steps, "verbose": verbose})
                 cb.on_predict_begin()
             for start, stop, batches in self._chunks(len(x), batch_size):
                 with _config.governor():
@@ -642,8 +641,7 @@ class Sequential:
             for cb in cbs:
                 cb.on_predict_end()
         if verbose:
-            print(f"{n_steps}/{n_steps} - "
-                  f"{callbacks_module._format_seconds(time.perf_counter() - started)}")
+            _print_done(n_steps, started)
         return out
 
 
@@ -670,6 +668,15 @@ def _verbosity(verbose, fit=False):
     if isinstance(verbose, bool) or verbose not in (0, 1, 2):
         raise ValueError(f"verbose: expected 0, 1, 2 or 'auto', got {verbose!r}")
     return int(verbose)
+
+
+def _print_done(n_steps, started, logs=None):
+    """evaluate's and predict's line: steps, time since `started`, and the logs if any."""
+    parts = [f"{n_steps}/{n_steps}",
+             callbacks_module._format_seconds(time.perf_counter() - started)]
+    if logs is not None:
+        parts.append(callbacks_module._format_logs(logs))
+    print(" - ".join(parts))
 
 
 def _check_callbacks(callbacks):

@@ -12,7 +12,6 @@ As a script, so that CI can also compare builds by different compilers:
     python tests/test_levels.py compare A.npz B.npz   fails if any array's bits differ
 """
 import io
-import os
 import subprocess
 import sys
 from pathlib import Path
