@@ -1,13 +1,13 @@
 """cconv: a small, fast, exact CNN trainer. Cython/OpenMP kernels, a Keras-like API."""
-__version__ = "0.1.0"
-
-from cconv import callbacks, layers, losses, models, ops, optimizers, utils
+from cconv import (callbacks, initializers, layers, losses, metrics, models, ops, optimizers,
+                   utils)
+from cconv._version import __version__
 from cconv._config import cpu_capability, get_num_threads, set_num_threads, show_config
 from cconv.layers import Input
 from cconv.model import ModelBusyError, NotCompiledError, Sequential
 
 __all__ = ["Sequential", "Input", "NotCompiledError", "ModelBusyError", "layers", "losses",
-           "models", "ops", "optimizers", "callbacks", "utils", "datasets", "show_config",
+           "initializers", "metrics", "models", "ops", "optimizers", "callbacks", "utils", "datasets", "show_config",
            "cpu_capability", "set_num_threads", "get_num_threads", "__version__"]
 
 

@@ -223,7 +223,7 @@ def _blas_info():
 
 def show_config(file=None):
     """Print the version, the CPU level, OpenMP, threads, numpy and its BLAS."""
-    from cconv import __version__
+    from cconv._version import __version__
 
     file = file or sys.stdout
     lines = [

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from cconv import utils
+from cconv import metrics, utils
 from cconv._io import atomic_write
 
 
@@ -142,7 +142,6 @@ class ProgbarLogger(Callback):
 
 
 _MODES = ("auto", "min", "max")
-_HIGHER_IS_BETTER = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy")
 
 
 def _check_log_key(owner, name, value, params):
@@ -175,10 +174,9 @@ class _Monitor(Callback):
         if self.mode != "auto":
             return self.mode == "min"
         base = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
-        if base == "loss":
-            return True
-        if base in _HIGHER_IS_BETTER:
-            return False
+        higher = metrics.higher_is_better(base)
+        if higher is not None:
+            return not higher
         raise ValueError(f"{self._owner}: cannot tell whether {self.monitor!r} should go "
                          f"up or down; pass mode='min' or mode='max'")
 

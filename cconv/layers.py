@@ -5,14 +5,13 @@ and keeps what its backward pass needs from the last training forward pass in it
 Shapes given to layers exclude the batch axis, as in Keras.
 """
 import numbers
-import re
 import threading
 
 import numpy as np
 
-from cconv import ops, utils
+from cconv import initializers, ops, utils
 from cconv.ops._scratch import reused
-from cconv.utils import _positive_int
+from cconv.utils import _positive_int, dtype_policy, policy_name
 
 ACTIVATIONS = ("linear", "tanh", "relu", "softmax")
 
@@ -55,149 +54,39 @@ def _pair(name, value):
 
 
 def _initializer(name, value):
-    if callable(value) or value in INITIALIZERS:
-        return value
-    raise ValueError(f"{name}: expected one of {sorted(INITIALIZERS)} or a callable "
-                     f"(shape, dtype, rng) -> array, got {value!r}")
+    """A layer's initializer argument: a name, config or class as an Initializer (see
+    cconv.initializers.get); an Initializer or a callable (shape, dtype, rng) as is."""
+    if isinstance(value, (str, dict)):
+        return initializers.deserialize(value, what=name)
+    try:
+        return initializers.get(value)
+    except ValueError:
+        raise ValueError(f"{name}: expected an initializer's name (one of "
+                         f"{sorted(initializers.ALIASES)}), an Initializer or a callable "
+                         f"(shape, dtype, rng) -> array, got {value!r}") from None
 
 
-def _glorot_limit(fan_in, fan_out):
-    return np.sqrt(6.0 / (fan_in + fan_out))
-
-
-INITIALIZERS = {
-    "glorot_uniform": lambda shape, fans, rng: rng.uniform(
-        -_glorot_limit(*fans), _glorot_limit(*fans), shape),
-    "glorot_normal": lambda shape, fans, rng: _truncated_normal(
-        rng, shape, np.sqrt(2.0 / sum(fans))),
-    "he_uniform": lambda shape, fans, rng: rng.uniform(
-        -np.sqrt(6.0 / fans[0]), np.sqrt(6.0 / fans[0]), shape),
-    "he_normal": lambda shape, fans, rng: _truncated_normal(rng, shape, np.sqrt(2.0 / fans[0])),
-    "zeros": lambda shape, fans, rng: np.zeros(shape),
-    "ones": lambda shape, fans, rng: np.ones(shape),
-}
-
-
-# cconv's initializer names and Keras's class names for them
-KERAS_INITIALIZERS = {"glorot_uniform": "GlorotUniform", "glorot_normal": "GlorotNormal",
-                      "he_uniform": "HeUniform", "he_normal": "HeNormal", "zeros": "Zeros",
-                      "ones": "Ones"}
-_SEEDLESS = ("zeros", "ones")
-
-
-def serialize_initializer(spec):
-    """An initializer as Keras writes it in a config: a dict naming its class."""
-    if isinstance(spec, str):
-        return {"module": "keras.initializers", "class_name": KERAS_INITIALIZERS[spec],
-                "config": {} if spec in _SEEDLESS else {"seed": None},
-                "registered_name": None}
-    module = getattr(spec, "__module__", None)
-    qualname = getattr(spec, "__qualname__", None)
-    if not module or not qualname or "<" in qualname:
-        raise ValueError(f"initializer: {spec!r} has no importable name, so no config can "
-                         f"name it; use a function defined at a module's top level")
-    return {"module": module, "class_name": qualname, "config": {},
-            "registered_name": f"{module}>{qualname}"}
-
-
-def _cconv_initializers():
-    """The initializer functions cconv's own modules define, by the registered name a
-    config gives them: the only ones a file can name (a file must never choose what
-    gets imported or called)."""
-    from cconv import presets  # imports this module: looked up at load time
-    return {f"{f.__module__}>{f.__qualname__}": f
-            for f in (presets.tutorial_normal, presets.tutorial_bias)}
-
-
-def deserialize_initializer(what, value, custom_objects=None):
-    """The initializer a config names: one of cconv's, one in custom_objects, or one of
-    the functions _cconv_initializers lists. Nothing is imported by a name in the file."""
-    custom_objects = custom_objects or {}
-    if isinstance(value, str):
-        value = {"class_name": value, "config": {}}
-    if not isinstance(value, dict) or not isinstance(value.get("class_name"), str):
-        raise ValueError(f"{what}: expected an initializer's name or config dict, got "
-                         f"{value!r}")
-    class_name, registered = value["class_name"], value.get("registered_name")
-    options = value.get("config")
-    if not isinstance(registered, (str, type(None))) or not isinstance(options,
-                                                                       (dict, type(None))):
-        raise ValueError(f"{what}: expected a string registered_name and a dict config, "
-                         f"got {registered!r} and {options!r}")
-    for key in (registered, class_name):
-        if key in custom_objects:
-            return custom_objects[key]
-    by_class = {v: k for k, v in KERAS_INITIALIZERS.items()}
-    name = class_name if class_name in KERAS_INITIALIZERS else by_class.get(class_name)
-    if name is not None and value.get("module", "keras.initializers") == "keras.initializers":
-        options = {k: v for k, v in (options or {}).items() if v is not None}
-        if options:
-            raise ValueError(f"{what}: {class_name} with {options} is not supported by "
-                             f"cconv (only without options; a seed comes from "
-                             f"cconv.utils.set_random_seed)")
-        return name
-    own = _cconv_initializers().get(registered) if isinstance(registered, str) else None
-    if own is not None:
-        return own
-    raise ValueError(f"{what}: initializer {registered or class_name!r} is not one cconv "
-                     f"has ({', '.join(KERAS_INITIALIZERS.values())}); pass it in "
-                     f"custom_objects={{{(registered or class_name)!r}: function}}")
-
-
-def dtype_policy(dtype):
-    """A dtype as Keras writes it in a layer's config."""
-    return {"module": "keras", "class_name": "DTypePolicy",
-            "config": {"name": np.dtype(dtype).name}, "registered_name": None}
-
-
-def policy_name(what, value):
-    """The dtype name in a config's "dtype" entry (a policy dict, a string or None)."""
-    if isinstance(value, dict):
-        config = value.get("config") or {}
-        if not isinstance(config, dict):
-            raise ValueError(f"{what}: expected a policy's config dict, got {config!r}")
-        value = config.get("name")
-    if value is None or isinstance(value, str):
-        return value
-    raise ValueError(f"{what}: expected a dtype name or policy, got {value!r}")
-
-
-def default_name(cls):
-    """Keras's default layer name: the class name in snake case (MaxPooling2D ->
-    max_pooling2d)."""
-    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cls.__name__).lower()
-
-
-def _truncated_standard_normal(rng, shape):
-    """Standard normal draws, those beyond two standard deviations drawn again."""
-    out = rng.standard_normal(shape)
-    bad = np.abs(out) > 2
-    while bad.any():
-        out[bad] = rng.standard_normal(int(bad.sum()))
-        bad = np.abs(out) > 2
-    return out
-
-
-def _truncated_normal(rng, shape, stddev):
-    # Keras scales the cut normal so that its standard deviation is `stddev`.
-    return _truncated_standard_normal(rng, shape) * (stddev / 0.87962566103423978)
-
-
-def _init(spec, shape, fans, dtype, rng, what):
+def _init(spec, shape, dtype, rng, what):
     """A new weight drawn by spec; zeros without any draw when rng is None (the weights
     are about to be loaded)."""
     if rng is None:
         ops.check_size(what, shape, dtype)
         return np.zeros(shape, dtype=dtype)
     ops.check_size(what, shape, np.float64)  # the initializers draw in float64
-    if callable(spec):
-        arr = np.asarray(spec(shape, dtype, rng))
-    else:
-        arr = INITIALIZERS[spec](shape, fans, rng)
+    arr = np.asarray(initializers.sample(spec, shape, dtype, rng))
     if arr.shape != tuple(shape):
         raise ValueError(f"{what}: the initializer returned shape {arr.shape}, "
                          f"expected {tuple(shape)}")
     return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def weight_keys(layers):
+    """(layer, weight name) for every weight the built layers hold, in the one order
+    that get_weights, set_weights and every weights file use: layer by layer, and
+    within a layer in the order of its weight_names."""
+    for layer in layers:
+        for key in layer.weight_keys():
+            yield layer, key
 
 
 class Layer:
@@ -252,9 +141,9 @@ class Layer:
         self.dtype = np.dtype(dtype)
         self.built = True
 
-    def _init_weights(self, fans, rng):
+    def _init_weights(self, rng):
         for key, shape in self.weight_shapes(self.input_shape).items():
-            self.params[key] = _init(getattr(self, f"{key}_initializer"), shape, fans,
+            self.params[key] = _init(getattr(self, f"{key}_initializer"), shape,
                                      self.dtype, rng, f"{key}_initializer")
 
     def forward(self, x, training=False, rng=None):
@@ -287,11 +176,15 @@ class Layer:
         """The backward pass given the gradient wrt this layer's pre-activation output."""
         return grad
 
+    def weight_keys(self):
+        """The names of the weights this layer holds, in order (see weight_keys)."""
+        return [k for k in self.weight_names if k in self.params]
+
     def get_weights(self):
-        return [self.params[k].copy() for k in self.weight_names if k in self.params]
+        return [self.params[k].copy() for k in self.weight_keys()]
 
     def set_weights(self, weights):
-        names = [k for k in self.weight_names if k in self.params]
+        names = self.weight_keys()
         if len(weights) != len(names):
             raise ValueError(f"set_weights: layer {self.name!r} expects {len(names)} arrays "
                              f"({', '.join(names) or 'none'}), got {len(weights)}")
@@ -342,8 +235,8 @@ class Layer:
         kwargs = utils._keras_options(label, cls, config, cls.KERAS_FIXED)
         for key in ("kernel_initializer", "bias_initializer"):
             if key in kwargs:
-                kwargs[key] = deserialize_initializer(f"{label}: {key}", kwargs[key],
-                                                      custom_objects)
+                kwargs[key] = initializers.deserialize(kwargs[key], custom_objects,
+                                                       what=f"{label}: {key}")
         return utils._construct(label, cls, kwargs)
 
     def __getstate__(self):
@@ -421,8 +314,8 @@ def _weights_config(layer):
     """The part of Keras's config that Conv2D and Dense share: bias and initializers, and
     the regularizers and constraints cconv does not have."""
     return {"use_bias": layer.use_bias,
-            "kernel_initializer": serialize_initializer(layer.kernel_initializer),
-            "bias_initializer": serialize_initializer(layer.bias_initializer),
+            "kernel_initializer": initializers.serialize(layer.kernel_initializer),
+            "bias_initializer": initializers.serialize(layer.bias_initializer),
             "kernel_regularizer": None, "bias_regularizer": None,
             "activity_regularizer": None, "kernel_constraint": None, "bias_constraint": None}
 
@@ -480,8 +373,7 @@ class Conv2D(Layer):
 
     def build(self, input_shape, dtype, rng):
         super().build(input_shape, dtype, rng)
-        kh, kw = self.kernel_size
-        self._init_weights((kh * kw * self.input_shape[2], kh * kw * self.filters), rng)
+        self._init_weights(rng)
 
     def forward(self, x, training=False, rng=None):
         if self.activation.name not in ops.FUSED_ACTIVATIONS:
@@ -547,7 +439,7 @@ class Dense(Layer):
 
     def build(self, input_shape, dtype, rng):
         super().build(input_shape, dtype, rng)
-        self._init_weights((self.input_shape[0], self.units), rng)
+        self._init_weights(rng)
 
     def forward_linear(self, x, training=False, rng=None):
         if training:

@@ -10,19 +10,14 @@ import numbers
 import os
 import sys
 import time
-import zipfile
-import zlib
 
 import numpy as np
 
 from cconv import callbacks as callbacks_module
 from cconv import layers as layers_module
-from cconv import _config, fusion, losses, ops, optimizers, utils
+from cconv import _config, fusion, losses, ops, optimizers, saving, utils
 from cconv._guard import ModelBusyError, ModelGuard  # noqa: F401 (ModelBusyError: API)
-from cconv._io import atomic_write
-
-METRICS = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy")
-META_PREFIX = "meta."  # arrays in a weights file that describe it; load_weights skips them
+from cconv.metrics import METRICS
 _FINITE_CHECK_ROWS = 4096  # check NaN/inf in slices: never a bool copy of all of x
 # predict and evaluate run the model on chunks whose largest activation is about this
 # size, whatever batch_size says: every row's output is computed on its own, so the
@@ -73,7 +68,7 @@ class Sequential:
             raise ValueError(f"add: layer {layer.name!r} already belongs to a model")
         taken = {l.name for l in self.layers}
         if layer.name is None:
-            base = layers_module.default_name(type(layer))
+            base = utils.default_name(type(layer))
             i, name = 0, base
             while name in taken:
                 i += 1
@@ -135,14 +130,12 @@ class Sequential:
 
     def get_config(self):
         """Keras's Sequential config: name, dtype, the layers' configs."""
-        from cconv import saving
         return saving.sequential_config(self)
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         """The (uncompiled) model a config describes, built when it gives the input shape."""
-        from cconv import saving
-        return saving.sequential_from_config(config, custom_objects)
+        return saving.sequential_from_config(config, custom_objects, cls=cls)
 
     def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
                 show_trainable=False, layer_range=None):
@@ -170,8 +163,8 @@ class Sequential:
 
     # ---- weights ---------------------------------------------------------------------
     def _weight_keys(self):
-        return [(layer, k) for layer in self.layers for k in layer.weight_names
-                if k in layer.params]
+        """[(layer, weight name)] in the one order of weights (layers.weight_keys)."""
+        return list(layers_module.weight_keys(self.layers))
 
     def get_weights(self):
         if not self.built:
@@ -208,23 +201,13 @@ class Sequential:
         str -> str, is stored beside the weights as "meta.<key>" string arrays."""
         if not self.built:
             self.build()
-        path = os.fspath(path)
-        arrays = {f"{i:03d}.{layer.name}.{k}": layer.params[k]
-                  for i, (layer, k) in enumerate(self._weight_keys())}
-        for key, value in (metadata or {}).items():
-            if not isinstance(key, str) or not isinstance(value, str):
-                raise TypeError(f"metadata: expected a dict of str -> str, got "
-                                f"{key!r}: {value!r}")
-            arrays[META_PREFIX + key] = np.array(value)
-        with self._guard.reading(self.name, "save_weights"), \
-                atomic_write(path, suffix=".npz.tmp") as f:
-            np.savez(f, **arrays)
+        with self._guard.reading(self.name, "save_weights"):
+            saving.save_weights(self, path, metadata)
 
     def save(self, filepath, overwrite=True, zipped=None, include_optimizer=True, **kwargs):
         """Save the whole model (layers, weights, optimizer state) as Keras 3's .keras
         zip, which keras.models.load_model and cconv.models.load_model open. Written
         under a temporary name and renamed. Needs h5py (pip install "cconv[h5]")."""
-        from cconv import saving
         _refuse({"zipped": None if zipped in (None, True) else zipped,
                  "include_optimizer": None if include_optimizer else include_optimizer,
                  **kwargs}, "save", "cconv writes the zipped .keras format, with the "
@@ -237,32 +220,7 @@ class Sequential:
         if not self.built:
             self.build()
         path = os.fspath(path)
-        keys = self._weight_keys()
-        expected = [f"{i:03d}.{layer.name}.{k}" for i, (layer, k) in enumerate(keys)]
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                found = sorted(k for k in data.files if not k.startswith(META_PREFIX))
-                if found != sorted(expected):
-                    raise ValueError(f"load_weights: {path} holds arrays {found}, but this "
-                                     f"model expects {expected}")
-                arrays = [data[k] for k in expected]
-        # MemoryError: a corrupt .npy header declaring a huge shape; RuntimeError (and its
-        # NotImplementedError): a flipped bit marking a member encrypted or compressed
-        # by an unknown method
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError,
-                RuntimeError) as exc:
-            raise ValueError(f"load_weights: cannot read {path} as an .npz file: {exc}") from exc
-        except ValueError as exc:
-            if str(exc).startswith("load_weights:"):
-                raise
-            raise ValueError(f"load_weights: {path} is not a valid weights file: {exc}") from exc
-        for (layer, k), arr, key in zip(keys, arrays, expected):
-            if arr.dtype.kind != "f":
-                raise ValueError(f"load_weights: {path}: {key} has dtype {arr.dtype}, "
-                                 f"expected a float array")
-            if arr.shape != layer.params[k].shape:
-                raise ValueError(f"load_weights: {path}: {key} has shape {arr.shape}, "
-                                 f"expected {layer.params[k].shape}")
+        arrays = saving.load_weights(self, path)
         try:
             self.set_weights(arrays)
         except (TypeError, ValueError) as exc:
@@ -286,7 +244,7 @@ class Sequential:
         metrics = list(metrics or [])
         for m in metrics:
             if m not in METRICS:
-                raise ValueError(f"metrics: expected names from {METRICS}, got {m!r}")
+                raise ValueError(f"metrics: expected names from {tuple(METRICS)}, got {m!r}")
         self.optimizer, self.loss = optimizer, loss
         self.metrics = ["accuracy"] if metrics else []
         self.compiled = True

@@ -1,9 +1,17 @@
 """keras.models's names: Sequential, load_model, clone_model."""
 from cconv import layers as layers_module
+from cconv import saving
 from cconv.model import Sequential, _refuse
-from cconv.saving import load_model
 
 __all__ = ["Sequential", "load_model", "clone_model"]
+
+
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
+    """The model in a .keras file written by cconv or by Keras 3 (Sequential models of
+    the layers cconv has), with its weights and, when compile=True and the file was
+    compiled, its optimizer and optimizer state. safe_mode is accepted for Keras's
+    sake: cconv never runs code a file names. See cconv.saving."""
+    return saving.load_model(filepath, custom_objects, compile, safe_mode, cls=Sequential)
 
 
 def clone_model(model, input_tensors=None, clone_function=None, call_function=None,

@@ -15,15 +15,14 @@ Images go in as MNIST's uint8 (N, 28, 28) arrays; `Preset.prepare` turns them in
 what the model takes (a channel axis, pixels / 255, and for "book" the 27x27 crop).
 A weights file saved by `save` records its preset's name, so `load` can rebuild it.
 """
-import os
-import zipfile
 from collections import namedtuple
 
 import numpy as np
 
-import cconv
-from cconv import layers, losses, ops, optimizers
-from cconv.model import META_PREFIX
+from cconv import layers, losses, ops, optimizers, saving
+from cconv._version import __version__
+from cconv.initializers import tutorial_bias, tutorial_normal  # noqa: F401 (presets' API)
+from cconv.models import Sequential
 
 BOOK_ALPHA, BATCH_SIZE, TRAIN_IMAGES = 2.0, 128, 1000
 TF_BATCH_SIZE = 50
@@ -32,7 +31,7 @@ TF_BATCH_SIZE = 50
 def build_fixed(dtype="float32"):
     """Chapter 10 done right, compiled. The book updates with alpha = 2 times a gradient
     divided by batch_size**2, i.e. SGD with learning rate 2 / 128 on the mean loss."""
-    model = cconv.Sequential([
+    model = Sequential([
         layers.Input((28, 28, 1)),
         layers.Conv2D(16, 3, activation="tanh"),
         layers.Dropout(0.5),
@@ -48,7 +47,7 @@ def build_book(dtype="float64"):
     """The network the book's test pass computes: a 'valid' 3x3 conv of the 27x27
     top-left crop without biases, tanh, a dense layer without biases. Its argmax is the
     book's prediction; the softmax only adds a loss to report."""
-    model = cconv.Sequential([
+    model = Sequential([
         layers.Input((27, 27, 1)),
         layers.Conv2D(16, 3, activation="tanh", use_bias=False),
         layers.Flatten(),
@@ -59,18 +58,9 @@ def build_book(dtype="float64"):
     return model
 
 
-def tutorial_normal(shape, dtype, rng):
-    """tf.truncated_normal(stddev=0.1): draws beyond two standard deviations are redrawn."""
-    return (layers._truncated_standard_normal(rng, shape) * 0.1).astype(dtype)
-
-
-def tutorial_bias(shape, dtype, rng):
-    return np.full(shape, 0.1, dtype=dtype)
-
-
 def build_tf(dtype="float32", learning_rate=1e-4):
     init = dict(kernel_initializer=tutorial_normal, bias_initializer=tutorial_bias)
-    model = cconv.Sequential([
+    model = Sequential([
         layers.Input((28, 28, 1)),
         layers.Conv2D(32, 5, activation="relu", padding="same", **init),
         layers.MaxPooling2D(pool_size=2),
@@ -123,32 +113,14 @@ def get(name):
 def save(model, preset, path):
     """model.save_weights(path), recording the preset's name in the file."""
     get(preset)
-    model.save_weights(path, metadata={"preset": preset, "cconv_version": cconv.__version__})
+    model.save_weights(path, metadata={"preset": preset, "cconv_version": __version__})
 
 
 def read_preset(path):
     """The preset name recorded in a weights file by `save`."""
-    path = os.fspath(path)
-    try:
-        data = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-        # numpy reports a file that is neither .npz nor .npy as "pickled data"
-        raise ValueError(f"cannot read {path} as an .npz weights file "
-                         f"({type(exc).__name__})") from exc
-    if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path} holds a single .npy array, not an .npz weights file")
-    with data:
-        key = META_PREFIX + "preset"
-        if key not in data.files:
-            raise ValueError(f"{path} does not record a preset (it was not saved by "
-                             f"'cconv train --save'); load it with Sequential.load_weights")
-        try:
-            name = data[key]
-        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
-            raise ValueError(f"{path}: cannot read its preset entry ({exc})") from exc
-    if name.dtype.kind != "U" or name.ndim != 0:
-        raise ValueError(f"{path}: its preset entry is not a string")
-    name = str(name)
+    name = saving.read_metadata(
+        path, "preset", "does not record a preset (it was not saved by 'cconv train "
+        "--save'); load it with Sequential.load_weights")
     if name not in PRESETS:
         raise ValueError(f"{path} was saved for preset {name!r}, which this cconv does not "
                          f"know (known: {', '.join(sorted(PRESETS))})")

@@ -1,4 +1,10 @@
-"""Whole models in Keras 3's `.keras` format, and Sequential's config.
+"""Every file format of cconv: whole models in Keras 3's `.keras` format (with
+Sequential's config), weights in `.npz` files, and the metadata those `.npz` files carry
+(the preset a `cconv train --save` file was trained as).
+
+This module sits below cconv.model: it never imports it. Functions that make a model
+take its class (`cls=Sequential`, which cconv.models and cconv.model pass); those that
+read or write one use its methods and attributes.
 
 A `.keras` file is a zip of three members (the layout keras/src/saving/saving_lib.py
 reads and writes):
@@ -15,7 +21,11 @@ Loading reads and checks everything (members, sizes, config, every dataset's nam
 shape) before it makes the model; a file it cannot use raises a ValueError naming the
 file and what is wrong. It never unpickles and imports nothing a file names (an
 initializer is looked up in a fixed list of cconv's own, or in custom_objects). h5py
-is needed only here (pip install "cconv[h5]").
+is needed only for .keras files (pip install "cconv[h5]").
+
+An `.npz` weights file holds one array per weight, named "<i:03d>.<layer name>.<weight
+name>" in the model's order of weights (cconv.layers.weight_keys), and string arrays
+named META_PREFIX + key for its metadata.
 """
 import datetime
 import io
@@ -28,8 +38,9 @@ import zlib
 import numpy as np
 
 from cconv import layers as layers_module
-from cconv import losses, ops, optimizers
+from cconv import losses, ops, optimizers, utils
 from cconv._io import atomic_write
+from cconv._version import __version__
 
 CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
 # The Keras release whose .keras files cconv's were checked against (tests/test_keras_interop.py)
@@ -38,6 +49,7 @@ _JSON_LIMIT = 16 << 20       # bytes a config.json or metadata.json may expand t
 _H5_SLACK = 8 << 20          # HDF5's own structures, beyond the arrays themselves
 _MAX_SLOTS = 2               # Adam's m and v per weight
 _DTYPES = ("float32", "float64")
+META_PREFIX = "meta."  # arrays in a weights file that describe it; load_weights skips them
 
 
 def _h5py():
@@ -52,7 +64,7 @@ def _h5py():
 # ---- configs -------------------------------------------------------------------------
 def serialize_layer(layer, dtype):
     config = layer.get_config()
-    config["dtype"] = layers_module.dtype_policy(dtype)
+    config["dtype"] = utils.dtype_policy(dtype)
     module = "cconv.layers" if type(layer).__name__ in layers_module.CCONV_LAYERS \
         else "keras.layers"
     out = {"module": module, "class_name": type(layer).__name__, "config": config,
@@ -72,7 +84,7 @@ def sequential_config(model):
                               "registered_name": None})
     layer_configs += [serialize_layer(layer, model.dtype) for layer in model.layers]
     config = {"name": model.name, "trainable": True,
-              "dtype": layers_module.dtype_policy(model.dtype), "layers": layer_configs}
+              "dtype": utils.dtype_policy(model.dtype), "layers": layer_configs}
     if model.input_shape is not None:
         config["build_input_shape"] = [None, *model.input_shape]
     return config
@@ -99,13 +111,12 @@ def _layer_class(i, entry, custom_objects):
     return cls
 
 
-def sequential_from_config(config, custom_objects=None):
-    """A Sequential from Keras's Sequential config (or get_config's); nothing is built
-    until every layer's config has been checked."""
-    from cconv.model import Sequential
+def sequential_from_config(config, custom_objects=None, *, cls):
+    """A cls (Sequential) from Keras's Sequential config (or get_config's); nothing is
+    built until every layer's config has been checked."""
     layers, input_shape, dtype, name = _sequential_parts(config, custom_objects)
     inputs = [] if input_shape is None else [layers_module.Input(input_shape)]
-    return Sequential(inputs + layers, dtype=dtype, name=name)
+    return cls(inputs + layers, dtype=dtype, name=name)
 
 
 def _sequential_parts(config, custom_objects):
@@ -121,14 +132,14 @@ def _sequential_parts(config, custom_objects):
     # Keras keeps a dtype per layer (its Sequential's own stays at floatx when only the
     # layers are given one); cconv computes every layer in one dtype: the layers' common
     # one, else the model's.
-    layer_dtypes = {layers_module.policy_name(f"layer {e['config'].get('name')!r}: dtype",
+    layer_dtypes = {utils.policy_name(f"layer {e['config'].get('name')!r}: dtype",
                                               e["config"].get("dtype"))
                     for e in config["layers"] if e.get("class_name") != "InputLayer"} - {None}
     if len(layer_dtypes) > 1:
         raise ValueError(f"Sequential: the layers' dtypes differ ({sorted(layer_dtypes)}); "
                          f"cconv computes every layer in the model's one dtype")
     dtype = layer_dtypes.pop() if layer_dtypes else (
-        layers_module.policy_name("Sequential: dtype", config.get("dtype")) or "float32")
+        utils.policy_name("Sequential: dtype", config.get("dtype")) or "float32")
     if dtype not in _DTYPES:
         raise ValueError(f"Sequential: dtype {dtype!r} is not supported by cconv (only "
                          f"float32 or float64)")
@@ -188,7 +199,7 @@ def _h5_keys(model):
     """Each layer's group under layers/ in model.weights.h5, as Keras numbers them."""
     keys, used = [], {}
     for layer in model.layers:
-        base = layers_module.default_name(type(layer))
+        base = utils.default_name(type(layer))
         n = used.get(base, 0)
         used[base] = n + 1
         keys.append(base if n == 0 else f"{base}_{n}")
@@ -196,10 +207,10 @@ def _h5_keys(model):
 
 
 def _h5_weight_paths(model):
-    """(dataset path, layer, weight key) for each weight, in model._weight_keys' order,
-    with the paths Keras gives them: layers/<key>/vars/<i>."""
+    """(dataset path, layer, weight key) for each weight, in the model's order
+    (cconv.layers.weight_keys), with the paths Keras gives them: layers/<key>/vars/<i>."""
     for layer, key in zip(model.layers, _h5_keys(model)):
-        for i, k in enumerate(k for k in layer.weight_names if k in layer.params):
+        for i, k in enumerate(layer.weight_keys()):
             yield f"layers/{key}/vars/{i}", layer, k
 
 
@@ -207,7 +218,7 @@ def _weights_h5(model):
     """model.weights.h5's bytes: each layer's weights, then the optimizer's state."""
     h5py = _h5py()
     buf = io.BytesIO()
-    params = [layer.params[k] for layer, k in model._weight_keys()] if model.built else []
+    params = [layer.params[k] for layer, k in layers_module.weight_keys(model.layers)] if model.built else []
     with h5py.File(buf, "w") as f:
         for layer, key in zip(model.layers, _h5_keys(model)):
             f.create_group(f"layers/{key}/vars").attrs["name"] = layer.name
@@ -240,7 +251,6 @@ def save_model(model, filepath, overwrite=True):
         config["build_config"] = {"input_shape": [None, *model.input_shape]}
     if model.compiled:
         config["compile_config"] = compile_config(model)
-    from cconv import __version__
     metadata = {"keras_version": KERAS_VERSION, "cconv_version": __version__,
                 "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S")}
     weights = _weights_h5(model)  # before the temporary file: an error leaves nothing
@@ -285,7 +295,7 @@ def _expected_datasets(model, compiled):
     if compiled:
         want["optimizer/vars/0"] = ((), "iu")
         want["optimizer/vars/1"] = ((), "f")
-        params = [layer.params[k] for layer, k in model._weight_keys()]
+        params = [layer.params[k] for layer, k in layers_module.weight_keys(model.layers)]
         for i, slot in enumerate(model.optimizer.slots(params), start=2):
             want[f"optimizer/vars/{i}"] = (slot.shape, "f")
     return want
@@ -359,14 +369,14 @@ def _read_weights(model, data, compiled, skip_optimizer):
     return arrays
 
 
-def load_model(filepath, custom_objects=None, compile=True, safe_mode=True):
-    """The model in a .keras file written by cconv or by Keras 3 (Sequential models of
-    the layers cconv has), with its weights and, when compile=True and the file was
-    compiled, its optimizer and optimizer state. safe_mode is accepted for Keras's
-    sake: cconv never runs code a file names."""
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True, *, cls):
+    """The model (a cls, cconv's Sequential) in a .keras file written by cconv or by
+    Keras 3 (Sequential models of the layers cconv has), with its weights and, when
+    compile=True and the file was compiled, its optimizer and optimizer state.
+    safe_mode is accepted for Keras's sake: cconv never runs code a file names."""
     path = os.fspath(filepath)
     try:
-        return _load(path, custom_objects, compile)
+        return _load(path, custom_objects, compile, cls)
     except _Bad as exc:
         raise ValueError(f"load_model: {path}: {exc}") from None
     except (TypeError, ValueError) as exc:  # a config's values of the wrong type or range
@@ -397,8 +407,7 @@ def _weights_nbytes(layers, input_shape, dtype):
     return count * np.dtype(dtype).itemsize
 
 
-def _load(path, custom_objects, compile_):
-    from cconv.model import Sequential
+def _load(path, custom_objects, compile_, cls):
     with open(path, "rb") as raw, zipfile.ZipFile(raw) as z:
         names = set(z.namelist())
         if CONFIG not in names:
@@ -418,7 +427,7 @@ def _load(path, custom_objects, compile_):
         if input_shape is None:
             input_shape = _batch_shape(f"{CONFIG}: build_config.input_shape",
                                        _entry(config, "build_config").get("input_shape"))
-        model = Sequential(layers, dtype=dtype, name=name)
+        model = cls(layers, dtype=dtype, name=name)
         # Keras writes {} for a model that was never compiled
         compile_config = config.get("compile_config") or None
         compiled = compile_ and compile_config is not None
@@ -456,3 +465,85 @@ def _load(path, custom_objects, compile_):
         else:
             opt.iterations = iterations
     return model
+
+
+# ---- .npz weights --------------------------------------------------------------------
+def _npz_names(model):
+    """The array name of each weight in an .npz file, in the model's order."""
+    return [f"{i:03d}.{layer.name}.{k}"
+            for i, (layer, k) in enumerate(layers_module.weight_keys(model.layers))]
+
+
+def save_weights(model, path, metadata=None):
+    """Write a built model's weights to an .npz file (no pickles), under a temporary name
+    renamed into place. metadata, a dict of str -> str, is stored beside the weights as
+    META_PREFIX + key string arrays."""
+    path = os.fspath(path)
+    arrays = {name: layer.params[k] for name, (layer, k) in
+              zip(_npz_names(model), layers_module.weight_keys(model.layers))}
+    for key, value in (metadata or {}).items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise TypeError(f"metadata: expected a dict of str -> str, got "
+                            f"{key!r}: {value!r}")
+        arrays[META_PREFIX + key] = np.array(value)
+    with atomic_write(path, suffix=".npz.tmp") as f:
+        np.savez(f, **arrays)
+
+
+def load_weights(model, path):
+    """The arrays of an .npz weights file for a built model, in the model's order of
+    weights, each checked (names, float dtype, shape); a ValueError naming the file
+    else."""
+    path = os.fspath(path)
+    keys = list(layers_module.weight_keys(model.layers))
+    expected = _npz_names(model)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            found = sorted(k for k in data.files if not k.startswith(META_PREFIX))
+            if found != sorted(expected):
+                raise ValueError(f"load_weights: {path} holds arrays {found}, but this "
+                                 f"model expects {expected}")
+            arrays = [data[k] for k in expected]
+    # MemoryError: a corrupt .npy header declaring a huge shape; RuntimeError (and its
+    # NotImplementedError): a flipped bit marking a member encrypted or compressed
+    # by an unknown method
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, MemoryError,
+            RuntimeError) as exc:
+        raise ValueError(f"load_weights: cannot read {path} as an .npz file: {exc}") from exc
+    except ValueError as exc:
+        if str(exc).startswith("load_weights:"):
+            raise
+        raise ValueError(f"load_weights: {path} is not a valid weights file: {exc}") from exc
+    for (layer, k), arr, key in zip(keys, arrays, expected):
+        if arr.dtype.kind != "f":
+            raise ValueError(f"load_weights: {path}: {key} has dtype {arr.dtype}, "
+                             f"expected a float array")
+        if arr.shape != layer.params[k].shape:
+            raise ValueError(f"load_weights: {path}: {key} has shape {arr.shape}, "
+                             f"expected {layer.params[k].shape}")
+    return arrays
+
+
+def read_metadata(path, key, missing):
+    """The string stored under META_PREFIX + key in an .npz weights file. A ValueError
+    naming the file when it cannot be read, when it lacks the entry (`missing` says what
+    that means) or when the entry is not a string."""
+    path = os.fspath(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+        # numpy reports a file that is neither .npz nor .npy as "pickled data"
+        raise ValueError(f"cannot read {path} as an .npz weights file "
+                         f"({type(exc).__name__})") from exc
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds a single .npy array, not an .npz weights file")
+    with data:
+        if META_PREFIX + key not in data.files:
+            raise ValueError(f"{path} {missing}")
+        try:
+            value = data[META_PREFIX + key]
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{path}: cannot read its {key} entry ({exc})") from exc
+    if value.dtype.kind != "U" or value.ndim != 0:
+        raise ValueError(f"{path}: its {key} entry is not a string")
+    return str(value)

@@ -1,6 +1,7 @@
 """Small utilities in the spirit of keras.utils."""
 import inspect
 import numbers
+import re
 
 import numpy as np
 
@@ -85,6 +86,30 @@ def _construct(label, cls, kwargs):
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{label}: {exc}") from exc
+
+
+def dtype_policy(dtype):
+    """A dtype as Keras writes it in a layer's config."""
+    return {"module": "keras", "class_name": "DTypePolicy",
+            "config": {"name": np.dtype(dtype).name}, "registered_name": None}
+
+
+def policy_name(what, value):
+    """The dtype name in a config's "dtype" entry (a policy dict, a string or None)."""
+    if isinstance(value, dict):
+        config = value.get("config") or {}
+        if not isinstance(config, dict):
+            raise ValueError(f"{what}: expected a policy's config dict, got {config!r}")
+        value = config.get("name")
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{what}: expected a dtype name or policy, got {value!r}")
+
+
+def default_name(cls):
+    """Keras's default name of an object of class cls: the class name in snake case
+    (MaxPooling2D -> max_pooling2d, GlorotUniform -> glorot_uniform)."""
+    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cls.__name__).lower()
 
 
 def _numeric_array(name, a, what="a numeric array"):

@@ -109,7 +109,7 @@ def test_default_layer_names_are_keras_names():
     for cls in (cconv.layers.Conv2D, cconv.layers.Dense, cconv.layers.MaxPooling2D,
                 cconv.layers.Flatten, cconv.layers.Dropout, cconv.layers.Activation):
         keras_cls = getattr(keras.layers, cls.__name__)
-        assert cconv.layers.default_name(cls) == keras.src.utils.naming.to_snake_case(
+        assert cconv.utils.default_name(cls) == keras.src.utils.naming.to_snake_case(
             keras_cls.__name__)
 
 

@@ -255,63 +255,7 @@ def test_sgd_momentum_in_fit_follows_the_hand_written_gradient():
         np.testing.assert_allclose(got, exp, rtol=1e-11, atol=1e-13)
 
 
-# ---- initializers ----------------------------------------------------------------------
-
-TRUNC = 0.87962566103423978  # std of a standard normal cut at +-2: Keras divides by it
-# name -> (distribution, Keras's scale as a function of (fan_in, fan_out)): the uniform
-# limit, or the standard deviation after cutting at two standard deviations
-KERAS_INITIALIZERS = {
-    "glorot_uniform": ("uniform", lambda fi, fo: np.sqrt(6.0 / (fi + fo))),
-    "he_uniform": ("uniform", lambda fi, fo: np.sqrt(6.0 / fi)),
-    "glorot_normal": ("normal", lambda fi, fo: np.sqrt(2.0 / (fi + fo))),
-    "he_normal": ("normal", lambda fi, fo: np.sqrt(2.0 / fi)),
-    "zeros": ("constant", lambda fi, fo: 0.0),
-    "ones": ("constant", lambda fi, fo: 1.0),
-}
-
-
-def test_every_initializer_has_a_reference():
-    assert sorted(KERAS_INITIALIZERS) == sorted(layers_module.INITIALIZERS)
-
-
-def check_distribution(w, kind, scale):
-    if kind == "constant":
-        assert np.all(w == scale)
-        return
-    assert abs(w.mean()) < 0.02 * scale
-    if kind == "uniform":  # on [-limit, limit]: std limit / sqrt(3), reaching the ends
-        assert np.abs(w).max() <= scale
-        assert np.abs(w).max() > 0.999 * scale
-        np.testing.assert_allclose(w.std(), scale / np.sqrt(3), rtol=0.01)
-    else:  # std `scale` after cutting at two standard deviations of the uncut normal
-        bound = 2 * scale / TRUNC
-        assert np.abs(w).max() <= bound * (1 + 1e-12)
-        assert np.abs(w).max() > 0.99 * bound
-        np.testing.assert_allclose(w.std(), scale, rtol=0.01)
-
-
-@pytest.mark.parametrize("name", sorted(KERAS_INITIALIZERS))
-@pytest.mark.parametrize("layer,fans", [
-    (lambda init: Dense(600, kernel_initializer=init), (400, 600)),
-    # Keras's fans of a conv kernel (KH, KW, C, F): KH*KW*C in, KH*KW*F out
-    (lambda init: Conv2D(64, 5, kernel_initializer=init), (5 * 5 * 32, 5 * 5 * 64)),
-])
-def test_initializer_limits_on_a_large_layer(name, layer, fans):
-    cconv.utils.set_random_seed(7)
-    shape = (400,) if fans == (400, 600) else (12, 12, 32)
-    model = cconv.Sequential([Input(shape), layer(name)], dtype="float64")
-    kind, scale = KERAS_INITIALIZERS[name]
-    check_distribution(model.layers[0].params["kernel"], kind, scale(*fans))
-
-
-def test_default_initializers_are_glorot_uniform_and_zeros():
-    cconv.utils.set_random_seed(8)
-    model = cconv.Sequential([Input((6, 6, 40)), Conv2D(80, 3), Conv2D(50, 1)],
-                             dtype="float64")
-    conv, pointwise = model.layers
-    check_distribution(conv.params["kernel"], "uniform", np.sqrt(6.0 / (9 * 40 + 9 * 80)))
-    check_distribution(pointwise.params["kernel"], "uniform", np.sqrt(6.0 / (80 + 50)))
-    assert np.all(conv.params["bias"] == 0) and np.all(pointwise.params["bias"] == 0)
+# The initializers' distributions are tested in tests/test_initializers.py.
 
 
 # ---- backward passes the loss does not fold in -----------------------------------------

@@ -119,8 +119,8 @@ MUTANTS = [
            ["tests/test_datasets.py", "tests/test_mnist_e2e.py"]),
     Mutant("save_weights_reversed", "save_weights writes the arrays in reverse order "
            "(load_weights unchanged)",
-           [("cconv/model.py", "for i, (layer, k) in enumerate(self._weight_keys())}",
-             "for i, (layer, k) in enumerate(self._weight_keys()[::-1])}")],
+           [("cconv/saving.py", "zip(_npz_names(model), layers_module.weight_keys(model.layers))}",
+             "zip(_npz_names(model), list(layers_module.weight_keys(model.layers))[::-1])}")],
            ["tests/test_model.py", "tests/test_semantics.py", "tests/test_reliability.py",
             "tests/test_cli.py::test_train_tf_preset"]),
     Mutant("convpool_relu_grad_for_tanh", "fused conv+pool backward applies relu's "
@@ -146,9 +146,9 @@ MUTANTS = [
            [("cconv/optimizers.py", "            v *= p.dtype.type(self.momentum)\n", "")],
            ["tests/test_semantics.py", "tests/test_model.py"]),
     Mutant("glorot_limit_sqrt3", "glorot_uniform's limit sqrt(3 / (fan_in + fan_out))",
-           [("cconv/layers.py", "    return np.sqrt(6.0 / (fan_in + fan_out))\n",
-             "    return np.sqrt(3.0 / (fan_in + fan_out))\n")],
-           ["tests/test_semantics.py", "tests/test_model.py"]),
+           [("cconv/initializers.py", "    _args = (1.0, \"fan_avg\", \"uniform\")\n",
+             "    _args = (0.5, \"fan_avg\", \"uniform\")\n")],
+           ["tests/test_initializers.py", "tests/test_model.py"]),
     Mutant("history_accuracy_last_batch", "fit's history reports the last batch's "
            "accuracy as the epoch's",
            [("cconv/model.py", "                    break\n"
@@ -172,14 +172,43 @@ MUTANTS = [
            ["tests/test_semantics.py", "tests/test_network_sgd.py", "tests/test_model.py"]),
     Mutant("weights_file_reversed", "save_weights and load_weights both reverse the order: a "
            "wrong file format that round-trips",
-           [("cconv/model.py", "for i, (layer, k) in enumerate(self._weight_keys())}",
-             "for i, (layer, k) in enumerate(self._weight_keys()[::-1])}"),
-            ("cconv/model.py",
-             "expected = [f\"{i:03d}.{layer.name}.{k}\" for i, (layer, k) in enumerate(keys)]",
-             "expected = [f\"{len(keys) - 1 - i:03d}.{layer.name}.{k}\" "
-             "for i, (layer, k) in enumerate(keys)]")],
+           [("cconv/saving.py", "    return [f\"{i:03d}.{layer.name}.{k}\"\n",
+             "    return [f\"{999 - i:03d}.{layer.name}.{k}\"\n")],
            ["tests/test_semantics.py", "tests/test_model.py", "tests/test_reliability.py",
             "tests/test_cli.py::test_train_tf_preset"]),
+    # ---- issue 21: cconv.initializers ----
+    Mutant("variance_scaling_fan_in_is_fan_out", "VarianceScaling's mode fan_in divides by "
+           "fan_out", [("cconv/initializers.py", "        n = {\"fan_in\": fan_in, ",
+                        "        n = {\"fan_in\": fan_out, ")],
+           ["tests/test_initializers.py::test_variance_scaling_modes_and_distributions",
+            "tests/test_initializers.py::test_he_and_lecun_take_the_fan_in_of_a_conv_kernel",
+            "tests/test_initializers.py::test_names_in_layers_draw_keras_distribution"]),
+    Mutant("orthogonal_unsigned", "Orthogonal without the sign correction (Q of QR as "
+           "numpy returns it)",
+           [("cconv/initializers.py", "        q = q * np.sign(np.diag(r))\n", "")],
+           ["tests/test_initializers.py::"
+            "test_orthogonal_is_the_sign_corrected_q_of_the_seeded_normal_draw",
+            "tests/test_initializers.py::test_orthogonal_signs_make_it_uniform_over_rotations"]),
+    Mutant("he_normal_scale_one", "HeNormal with LeCun's scale 1 instead of 2",
+           [("cconv/initializers.py", "    _args = (2.0, \"fan_in\", \"truncated_normal\")\n",
+             "    _args = (1.0, \"fan_in\", \"truncated_normal\")\n")],
+           ["tests/test_initializers.py::test_each_class_draws_keras_distribution",
+            "tests/test_initializers.py::test_names_in_layers_draw_keras_distribution"]),
+    Mutant("seed_ignored", "a seeded initializer draws from the model's generator",
+           [("cconv/initializers.py", "            rng = np.random.default_rng(self.seed)\n",
+             "            rng = rng or utils._rng()\n")],
+           ["tests/test_initializers.py::test_seeded_initializers_repeat_their_bits",
+            "tests/test_initializers.py::"
+            "test_seeded_initializer_in_a_layer_gives_the_same_kernel_in_every_model",
+            "tests/test_initializers.py::test_seeded_initializers_cross_a_keras_file"]),
+    Mutant("legacy_initializer_names_dropped", "files naming cconv.presets>tutorial_* no "
+           "longer load", [("cconv/initializers.py",
+                            "LEGACY_NAMES = {\"cconv.presets>tutorial_normal\": tutorial_normal,",
+                            "LEGACY_NAMES = {\"cconv.presets>tutorial_normalX\": tutorial_normal,")],
+           ["tests/test_initializers.py::"
+            "test_tutorial_initializers_round_trip_by_name_and_by_their_legacy_names",
+            "tests/test_initializers.py::"
+            "test_a_keras_file_naming_the_legacy_tutorial_initializers_loads"]),
     # ---- issue 13: the book's speed-ups, out=, the adapting thread count ----
     Mutant("blank_span_short", "conv2d_dense skips one live output column too many at a "
            "blank margin's edge",
