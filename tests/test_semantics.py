@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 import cconv
-from cconv import layers as layers_module
 from cconv import presets
-from cconv.layers import Activation, Conv2D, Dense, Dropout, Input
+from cconv.layers import Activation, Dense, Dropout, Input
 from conftest import FrozenOptimizer, numerical_grad, rel_error
 
 
