@@ -152,18 +152,25 @@ GENERATED = os.path.join("build", "cconv-gen")
 BASELINE_MODULES = {"_config"}
 
 
+ACTIVATION_TABLE = os.path.join("cconv", "activations.py")
+
+
 def render_templates():
-    """*.tp -> build/cconv-gen/cconv/_kernels/*, only when the template is newer."""
+    """*.tp -> build/cconv-gen/cconv/_kernels/*, only when the template or the activation
+    table is newer. Templates see ELEMENTWISE: the table's rows that have a kernel code."""
     from Cython import Tempita
 
+    table = runpy.run_path(ACTIVATION_TABLE)
+    elementwise = [row for row in table["TABLE"] if row.code is not None]
     out_dir = os.path.join(GENERATED, "cconv", "_kernels")
     os.makedirs(out_dir, exist_ok=True)
     for template in glob.glob(os.path.join("cconv", "_kernels", "*.tp")):
         out = os.path.join(out_dir, os.path.basename(template)[:-3])
-        if os.path.exists(out) and os.path.getmtime(out) >= os.path.getmtime(template):
+        newest = max(os.path.getmtime(template), os.path.getmtime(ACTIVATION_TABLE))
+        if os.path.exists(out) and os.path.getmtime(out) >= newest:
             continue
         with open(template) as f:
-            text = Tempita.sub(f.read(), name=template)
+            text = Tempita.sub(f.read(), name=template, ELEMENTWISE=elementwise)
         with open(out + ".tmp", "w") as f:
             f.write(f"# Generated from {template} by setup.py: edit the template.\n{text}")
         os.replace(out + ".tmp", out)

@@ -71,7 +71,7 @@ def _conv_to_dense(layers, i, max_dropouts):
     """The run Conv2D (with an activation the kernels apply) -> up to max_dropouts
     Dropout -> Flatten -> Dense starting at i, or None."""
     conv = layers[i]
-    if type(conv) is not Conv2D or conv.activation.name not in ops.FUSED_ACTIVATIONS:
+    if type(conv) is not Conv2D or not conv.activation.fused:
         return None
     j = i + 1
     while j < len(layers) and j - i <= max_dropouts and type(layers[j]) is Dropout:
@@ -164,7 +164,7 @@ class ConvPool(Fused):
             return None
         conv, pool = layers[i], layers[i + 1]
         if type(conv) is Conv2D and type(pool) is MaxPooling2D \
-                and conv.activation.name in ops.FUSED_ACTIVATIONS:
+                and conv.activation.fused:
             return cls((conv, pool))
         return None
 

@@ -9,39 +9,29 @@ import threading
 
 import numpy as np
 
-from cconv import initializers, ops, utils
+from cconv import activations, initializers, ops, utils
 from cconv.ops._scratch import reused
 from cconv.utils import _positive_int, dtype_policy, policy_name
 
-ACTIVATIONS = ("linear", "tanh", "relu", "softmax")
-
-
-def _softmax(z):
-    shifted = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 class _Act:
-    """A layer's activation, by name: softmax here, the others through
-    ops.activation and ops.activation_backward. It keeps no state: its output, which
-    backward needs, is the layer's saved["y"]."""
+    """A layer's activation: a row of cconv.activations' table, computed by ops.activation
+    and ops.activation_backward. It keeps no state: what its backward pass needs, the
+    output or the input as the row's gradient_from says, is the layer's saved["y"] or
+    saved["z"]."""
 
-    def __init__(self, name):
-        if name is None:
-            name = "linear"
-        if name not in ACTIVATIONS:
-            raise ValueError(f"activation: expected one of {ACTIVATIONS} or None, got {name!r}")
-        self.name = name
+    def __init__(self, activation):
+        row = activations.row(activations.serialize(activation))
+        # plain values only (the table's formulas do not pickle)
+        self.name = row.name
+        self.fused = row.fused  # the kernels may apply it in place in training
+        self.gradient_from = row.gradient_from
 
     def forward(self, z):
-        return _softmax(z) if self.name == "softmax" else ops.activation(self.name, z)
+        return z if self.name == "linear" else ops.activation(self.name, z)
 
-    def backward(self, y, grad):
-        """The gradient wrt the activation's input, given its output y."""
-        if self.name == "softmax":
-            return y * (grad - (grad * y).sum(axis=-1, keepdims=True))
-        return ops.activation_backward(self.name, y, grad)
+    def backward(self, s, grad):
+        """The gradient wrt the activation's input, given its output or input s."""
+        return grad if self.name == "linear" else ops.activation_backward(self.name, s, grad)
 
 
 def _pair(name, value):
@@ -99,6 +89,7 @@ class Layer:
     - `saved`: what backward needs from the last training forward pass, by these keys:
         "x"       the input (Conv2D, Dense, KernelPooling);
         "y"       the activation's output (every layer with an activation);
+        "z"       the activation's input, for an activation whose gradient needs it;
         "mask"    the keep-mask, or None when rate is 0 (Dropout);
         "argmax", "x_shape"  where each window's max was, and the input shape
                   (MaxPooling2D).
@@ -154,12 +145,15 @@ class Layer:
         return x
 
     def activate(self, z, training):
-        """The layer's activation of z; in training, its output is saved["y"]."""
+        """The layer's activation of z; in training, its output is saved["y"] (and its
+        input saved["z"] when its gradient needs it)."""
         if self.activation is None:
             return z
         y = self.activation.forward(z)
         if training:
             self.saved["y"] = y
+            if self.activation.gradient_from == "input":
+                self.saved["z"] = z
         return y
 
     def backward(self, grad):
@@ -170,7 +164,8 @@ class Layer:
         """The gradient wrt the activation's input, given grad wrt its output."""
         if self.activation is None:
             return grad
-        return self.activation.backward(self.saved["y"], grad)
+        source = "y" if self.activation.gradient_from == "output" else "z"
+        return self.activation.backward(self.saved[source], grad)
 
     def backward_linear(self, grad):
         """The backward pass given the gradient wrt this layer's pre-activation output."""
@@ -376,7 +371,9 @@ class Conv2D(Layer):
         self._init_weights(rng)
 
     def forward(self, x, training=False, rng=None):
-        if self.activation.name not in ops.FUSED_ACTIVATIONS:
+        # The kernel applies the activation in place, except in training where its
+        # gradient needs its input, which the layer must keep.
+        if training and not self.activation.fused:
             return super().forward(x, training, rng)
         y = self._conv(x, training, self.activation.name)
         if training:
@@ -456,7 +453,8 @@ class Dense(Layer):
 
 
 class Activation(Layer):
-    """Activation("tanh" | "relu" | "softmax" | "linear"); softmax acts on the last axis."""
+    """Activation(name): any activation of cconv.activations (by its Keras name, an
+    alias, or one of that module's functions); softmax acts on the last axis."""
 
     def __init__(self, activation, name=None):
         super().__init__(name)

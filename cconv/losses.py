@@ -6,14 +6,9 @@ stable (softmax(z) - y) / N.
 """
 import numpy as np
 
-from cconv import utils
+from cconv import ops, utils
 
 EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] before the log
-
-
-def _log_softmax(z):
-    shifted = z - z.max(axis=1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
 class Loss:
@@ -59,7 +54,7 @@ class Loss:
         """(per-sample losses, d(mean loss)/d(logits)). For label rows y that do not sum
         to 1 (categorical labels may be any weights, as in Keras) the gradient of
         -sum(y * log softmax(z)) is p * sum(y) - y; a one-hot row makes it p - y."""
-        log_p = _log_softmax(logits)
+        log_p = ops.log_softmax(logits)
         losses = -(onehot * log_p).sum(axis=1)
         grad = (np.exp(log_p) * onehot.sum(axis=1, keepdims=True) - onehot) / len(logits)
         return losses, grad

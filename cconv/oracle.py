@@ -4,8 +4,12 @@ The one difference: ops' `out` and `out_argmax` arguments, arrays to write into 
 callers can reuse memory, exist only on the fast path; here every function returns new
 arrays. The test suite holds the compiled kernels to these. Nothing on the fast path
 imports this module. Arguments are assumed valid; the checking lives in cconv.ops.
+The activations are computed by cconv/activations.py's formulas, the table the kernels
+are rendered from.
 """
 import numpy as np
+
+from cconv import activations
 
 
 def _pads(padding, kh, kw):
@@ -56,31 +60,54 @@ def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
     return grad_x, grad_w, grad_b
 
 
+def _exact(f, *arrays):
+    """f of the arrays in long double (on x86-64, 11 bits more than float64), rounded
+    to the first array's dtype."""
+    return np.asarray(f(*(np.asarray(a, np.longdouble) for a in arrays))).astype(
+        arrays[0].dtype)
+
+
+def activation(name, x):
+    """The activation `name` of x, by its formula in cconv/activations.py's table: None
+    is the identity, softmax acts on the last axis."""
+    return _exact(activations.row(name).forward, x)
+
+
+def activation_backward(name, s, grad_out):
+    """The gradient through the activation `name`: grad_out times its derivative at s,
+    the activation's output or input as the table's gradient_from says."""
+    row = activations.row(name)
+    if row.name == "softmax":
+        return softmax_backward(s, grad_out)
+    return _exact(lambda g, a: g * row.derivative(a), grad_out, s)
+
+
 def tanh(x):
-    return np.tanh(x)
+    return activation("tanh", x)
 
 
 def tanh_backward(y, grad_out):
-    return grad_out * (1 - y * y)
+    return activation_backward("tanh", y, grad_out)
 
 
 def relu(x):
-    return np.maximum(x, 0).astype(x.dtype)
+    return activation("relu", x)
 
 
 def relu_backward(y, grad_out):
     return np.where(y > 0, grad_out, 0).astype(grad_out.dtype)
 
 
-def activation(name, z):
-    """The activation `name` of z: None and "linear" are the identity."""
-    return {"tanh": tanh, "relu": relu}.get(name, lambda a: a)(z)
+def softmax(x):
+    return activation("softmax", x)
 
 
-def activation_backward(name, y, grad_out):
-    """The gradient through the activation `name`, given its output y."""
-    gates = {"tanh": tanh_backward, "relu": relu_backward}
-    return gates[name](y, grad_out) if name in gates else grad_out
+def softmax_backward(y, grad_out):
+    return y * (grad_out - (grad_out * y).sum(axis=-1, keepdims=True))
+
+
+def log_softmax(x):
+    return _exact(lambda a: np.log(activations.row("softmax").forward(a)), x)
 
 
 _activation = activation  # for functions whose argument `activation` hides it

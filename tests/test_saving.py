@@ -208,7 +208,7 @@ HOSTILE = {
     "unknown layer": (_config_edit(lambda c: c["config"]["layers"][1].update(
         class_name="BatchNormalization")), "BatchNormalization"),
     "strides": (_config_edit(lambda c: _set_layer_option(c, "strides", [2, 2])), "strides"),
-    "activation": (_config_edit(lambda c: _set_layer_option(c, "activation", "selu")), "selu"),
+    "activation": (_config_edit(lambda c: _set_layer_option(c, "activation", "hard_shrink")), "hard_shrink"),
     "mixed dtype": (_config_edit(lambda c: _set_layer_option(c, "dtype", "float16")), "float16"),
     "nesterov": (_config_edit(lambda c: c["compile_config"]["optimizer"]["config"].update(
         nesterov=True)), "nesterov"),

@@ -149,7 +149,7 @@ def test_loss_configs_round_trip(loss):
     (layers.Conv2D, {"filters": 2, "kernel_size": 3, "dilation_rate": [2, 2]}, "dilation_rate"),
     (layers.Conv2D, {"filters": 2, "kernel_size": 3, "data_format": "channels_first"},
      "data_format"),
-    (layers.Conv2D, {"filters": 2, "kernel_size": 3, "activation": "gelu"}, "activation"),
+    (layers.Conv2D, {"filters": 2, "kernel_size": 3, "activation": "glu"}, "activation"),
     (layers.Dense, {"units": 2, "kernel_regularizer": {"class_name": "L2"}}, "kernel_regularizer"),
     (layers.Dense, {"units": 2, "kernel_initializer": {"class_name": "Identity",
                                                        "config": {}}}, "Identity"),

@@ -1,13 +1,13 @@
-"""Elementwise kernels over flat, C-contiguous arrays: tanh, relu, dropout.
+"""Elementwise kernels over flat, C-contiguous arrays: the activations, dropout.
 
 Work is cut into fixed blocks of BLOCK elements, handed out dynamically, so that on a
 busy machine a thread the OS pauses holds up no one. Every element's result depends on
-that element alone, in the same operations at any vector width: tanh is the SIMD
-layer's (its scalar form is one lane of the vector form), the rest is plain IEEE
-arithmetic that the compiler vectorises without fusing or reordering it, and the dropout
-hash is integer arithmetic. So results do not depend on the thread count, on the vector
-width, or (except tanh, whose fma is two roundings on the x86-64 default level) on the
-CPU level.
+that element alone, in the same operations at any vector width: the activations are
+_activations.pxd's, on the SIMD layer (a scalar is one lane of the vector form), the
+rest is plain IEEE arithmetic that the compiler vectorises without fusing or reordering
+it, and the dropout hash is integer arithmetic. So results do not depend on the thread
+count, on the vector width, or (except the activations whose fma is two roundings on
+the x86-64 default level) on the CPU level.
 """
 from cython cimport floating
 from cython.parallel cimport prange
@@ -15,7 +15,7 @@ from libc.math cimport ceil
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 
-from cconv._kernels._simd cimport tanh_array
+from cconv._kernels._activations cimport act_backward, act_forward, check_activation_code
 
 cdef Py_ssize_t BLOCK = 4096
 
@@ -24,45 +24,27 @@ cdef inline Py_ssize_t n_blocks(Py_ssize_t n) noexcept nogil:
     return (n + BLOCK - 1) // BLOCK
 
 
-def tanh_forward(const floating[::1] x, floating[::1] out, int num_threads):
-    cdef Py_ssize_t n = x.shape[0], blk, i, end
+def activation_forward(int code, const floating[::1] x, floating[::1] out, int num_threads):
+    """out = act(x) for the activation whose code is `code`."""
+    cdef Py_ssize_t n = x.shape[0], blk, end
+    check_activation_code(code)
     with nogil:
         for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
             end = min(n, (blk + 1) * BLOCK)
-            tanh_array(&x[blk * BLOCK], &out[blk * BLOCK], end - blk * BLOCK)
+            act_forward(code, &x[blk * BLOCK], &out[blk * BLOCK], end - blk * BLOCK)
 
 
-def tanh_backward(const floating[::1] y, const floating[::1] grad_out, floating[::1] out,
-                  int num_threads):
-    """out = grad_out * (1 - y**2), where y = tanh(z) from the forward pass."""
-    cdef Py_ssize_t n = y.shape[0], blk, i, end
+def activation_backward(int code, const floating[::1] s, const floating[::1] grad_out,
+                        floating[::1] out, int num_threads):
+    """out = grad_out * act'(.), given s: the activation's input or its output, as its
+    row in cconv/activations.py's table says."""
+    cdef Py_ssize_t n = s.shape[0], blk, end
+    check_activation_code(code)
     with nogil:
         for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
             end = min(n, (blk + 1) * BLOCK)
-            for i in range(blk * BLOCK, end):
-                out[i] = grad_out[i] * (1 - y[i] * y[i])
-
-
-def relu_forward(const floating[::1] x, floating[::1] out, int num_threads):
-    cdef Py_ssize_t n = x.shape[0], blk, i, end
-    with nogil:
-        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
-            end = min(n, (blk + 1) * BLOCK)
-            for i in range(blk * BLOCK, end):
-                out[i] = x[i] if x[i] > 0 else 0
-
-
-def relu_backward(const floating[::1] y, const floating[::1] grad_out, floating[::1] out,
-                  int num_threads):
-    """out = grad_out where the forward output y was positive, else 0."""
-    cdef Py_ssize_t n = y.shape[0], blk, i, end
-    cdef floating g
-    with nogil:
-        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
-            end = min(n, (blk + 1) * BLOCK)
-            for i in range(blk * BLOCK, end):
-                g = grad_out[i]  # read unconditionally, as in dropout_apply
-                out[i] = g if y[i] > 0 else 0
+            act_backward(code, &s[blk * BLOCK], &grad_out[blk * BLOCK], &out[blk * BLOCK],
+                         end - blk * BLOCK)
 
 
 cdef inline uint64_t mix64(uint64_t z) noexcept nogil:

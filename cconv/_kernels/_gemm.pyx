@@ -21,7 +21,8 @@ from libc.stdint cimport int32_t
 from libc.string cimport memcpy, memset
 
 from cconv._kernels._convpool cimport band_of, pool_rows
-from cconv._kernels._simd cimport VD_LANES, VF_LANES, activate
+from cconv._kernels._activations cimport activate, check_activation_code
+from cconv._kernels._simd cimport VD_LANES, VF_LANES
 from cconv._kernels._tile cimport TILE_MR, TILE_NR, panel_width, tile
 
 
@@ -387,6 +388,7 @@ def conv_forward(const floating[:, :, :, ::1] src, const floating[:, :, ::1] wpa
     cdef const floating* bias_p = &bias[0] if bias.shape[0] > 0 else NULL
     cdef floating* frame
     cdef Py_ssize_t n
+    check_activation_code(act)
     with nogil:
         # Dynamic, as in gemm: images are independent, so any assignment gives the same bits.
         for n in prange(N, num_threads=num_threads, schedule="dynamic"):
@@ -486,6 +488,7 @@ def conv_pool_forward(const floating[:, :, :, ::1] src, const floating[:, :, ::1
     cdef floating* band
     cdef int32_t* arg_n
     cdef Py_ssize_t n, bi, oy0, oy1, r0, r1
+    check_activation_code(act)
     with nogil:
         # Dynamic, as in conv_forward: images are independent.
         for n in prange(N, num_threads=num_threads, schedule="dynamic"):

@@ -4,7 +4,6 @@
 # last bits vary with the vector width and the CPU).
 from cython cimport floating
 
-from cconv._kernels._codes cimport ACT_RELU, ACT_TANH
 
 
 # The SIMD layer: one vector type per dtype whose width is the build's CPU level (see
@@ -326,6 +325,82 @@ cdef extern from * nogil:
     #define cconv_vd_lt_select(a, b, x, y) ((a) < (b) ? (x) : (y))
     #define cconv_vd_lt_lanes(a, b) ((a) < (b))
     #endif
+    /* The same for float32, and the two dtypes' remaining bit and select operations:
+       cconv_v?_le_select(a, b, x, y) is x where a <= b, else y (a NaN gives y);
+       cconv_v?_pow2i(k) is 2^k for an integer-valued k in the normal exponent range,
+       made from k's bits after adding CCONV_V?_POW2_ROUND, whose last bits are then
+       k + the exponent bias. */
+    #define CCONV_VF_POW2_ROUND 12583039.0f           /* 1.5 * 2^23 + 127 */
+    #define CCONV_VD_POW2_ROUND 6755399441056767.0    /* 1.5 * 2^52 + 1023 */
+    #if CCONV_VF_LANES == 16
+    #define cconv_vf_bits_and(a, b) _mm512_and_ps((a), (b))
+    #define cconv_vf_bits_or(a, b) _mm512_or_ps((a), (b))
+    #define cconv_vf_bits_andnot(a, b) _mm512_andnot_ps((a), (b))
+    #define cconv_vf_bits_xor(a, b) _mm512_xor_ps((a), (b))
+    #define cconv_vd_bits_xor(a, b) _mm512_xor_pd((a), (b))
+    #define cconv_vf_bits_shl23(v) _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(v), 23))
+    #define cconv_vf_lt_select(a, b, x, y) \
+        _mm512_mask_blend_ps(_mm512_cmp_ps_mask((a), (b), _CMP_LT_OQ), (y), (x))
+    #define cconv_vf_le_select(a, b, x, y) \
+        _mm512_mask_blend_ps(_mm512_cmp_ps_mask((a), (b), _CMP_LE_OQ), (y), (x))
+    #define cconv_vd_le_select(a, b, x, y) \
+        _mm512_mask_blend_pd(_mm512_cmp_pd_mask((a), (b), _CMP_LE_OQ), (y), (x))
+    #elif CCONV_VF_LANES == 8
+    #define cconv_vf_bits_and(a, b) _mm256_and_ps((a), (b))
+    #define cconv_vf_bits_or(a, b) _mm256_or_ps((a), (b))
+    #define cconv_vf_bits_andnot(a, b) _mm256_andnot_ps((a), (b))
+    #define cconv_vf_bits_xor(a, b) _mm256_xor_ps((a), (b))
+    #define cconv_vd_bits_xor(a, b) _mm256_xor_pd((a), (b))
+    #define cconv_vf_bits_shl23(v) _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(v), 23))
+    #define cconv_vf_lt_select(a, b, x, y) _mm256_blendv_ps((y), (x), _mm256_cmp_ps((a), (b), _CMP_LT_OQ))
+    #define cconv_vf_le_select(a, b, x, y) _mm256_blendv_ps((y), (x), _mm256_cmp_ps((a), (b), _CMP_LE_OQ))
+    #define cconv_vd_le_select(a, b, x, y) _mm256_blendv_pd((y), (x), _mm256_cmp_pd((a), (b), _CMP_LE_OQ))
+    #elif CCONV_VF_LANES == 4 && (defined(__SSE2__) || defined(_M_X64))
+    #define cconv_vf_bits_and(a, b) _mm_and_ps((a), (b))
+    #define cconv_vf_bits_or(a, b) _mm_or_ps((a), (b))
+    #define cconv_vf_bits_andnot(a, b) _mm_andnot_ps((a), (b))
+    #define cconv_vf_bits_xor(a, b) _mm_xor_ps((a), (b))
+    #define cconv_vd_bits_xor(a, b) _mm_xor_pd((a), (b))
+    #define cconv_vf_bits_shl23(v) _mm_castsi128_ps(_mm_slli_epi32(_mm_castps_si128(v), 23))
+    static inline __m128 cconv_vf_mask_select(__m128 m, __m128 x, __m128 y) {
+        return _mm_or_ps(_mm_and_ps(m, x), _mm_andnot_ps(m, y));
+    }
+    #define cconv_vf_lt_select(a, b, x, y) cconv_vf_mask_select(_mm_cmplt_ps((a), (b)), (x), (y))
+    #define cconv_vf_le_select(a, b, x, y) cconv_vf_mask_select(_mm_cmple_ps((a), (b)), (x), (y))
+    static inline __m128d cconv_vd_le_select(__m128d a, __m128d b, __m128d x, __m128d y) {
+        __m128d m = _mm_cmple_pd(a, b);
+        return _mm_or_pd(_mm_and_pd(m, x), _mm_andnot_pd(m, y));
+    }
+    #elif CCONV_VF_LANES == 4
+    #define cconv_vf_bits_and(a, b) \
+        vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(a), vreinterpretq_u32_f32(b)))
+    #define cconv_vf_bits_or(a, b) \
+        vreinterpretq_f32_u32(vorrq_u32(vreinterpretq_u32_f32(a), vreinterpretq_u32_f32(b)))
+    #define cconv_vf_bits_andnot(a, b) \
+        vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(b), vreinterpretq_u32_f32(a)))
+    #define cconv_vf_bits_xor(a, b) \
+        vreinterpretq_f32_u32(veorq_u32(vreinterpretq_u32_f32(a), vreinterpretq_u32_f32(b)))
+    #define cconv_vd_bits_xor(a, b) \
+        vreinterpretq_f64_u64(veorq_u64(vreinterpretq_u64_f64(a), vreinterpretq_u64_f64(b)))
+    #define cconv_vf_bits_shl23(v) vreinterpretq_f32_u32(vshlq_n_u32(vreinterpretq_u32_f32(v), 23))
+    #define cconv_vf_lt_select(a, b, x, y) vbslq_f32(vcltq_f32((a), (b)), (x), (y))
+    #define cconv_vf_le_select(a, b, x, y) vbslq_f32(vcleq_f32((a), (b)), (x), (y))
+    #define cconv_vd_le_select(a, b, x, y) vbslq_f64(vcleq_f64((a), (b)), (x), (y))
+    #else
+    static inline uint32_t cconv_bits_of_f(float v) { uint32_t u; memcpy(&u, &v, 4); return u; }
+    static inline float cconv_float_of(uint32_t u) { float v; memcpy(&v, &u, 4); return v; }
+    #define cconv_vf_bits_and(a, b) cconv_float_of(cconv_bits_of_f(a) & cconv_bits_of_f(b))
+    #define cconv_vf_bits_or(a, b) cconv_float_of(cconv_bits_of_f(a) | cconv_bits_of_f(b))
+    #define cconv_vf_bits_andnot(a, b) cconv_float_of(~cconv_bits_of_f(a) & cconv_bits_of_f(b))
+    #define cconv_vf_bits_xor(a, b) cconv_float_of(cconv_bits_of_f(a) ^ cconv_bits_of_f(b))
+    #define cconv_vd_bits_xor(a, b) cconv_double_of(cconv_bits_of(a) ^ cconv_bits_of(b))
+    #define cconv_vf_bits_shl23(v) cconv_float_of(cconv_bits_of_f(v) << 23)
+    #define cconv_vf_lt_select(a, b, x, y) ((a) < (b) ? (x) : (y))
+    #define cconv_vf_le_select(a, b, x, y) ((a) <= (b) ? (x) : (y))
+    #define cconv_vd_le_select(a, b, x, y) ((a) <= (b) ? (x) : (y))
+    #endif
+    #define cconv_vf_pow2i(k) cconv_vf_bits_shl23(cconv_vf_add((k), cconv_vf_set1(CCONV_VF_POW2_ROUND)))
+    #define cconv_vd_pow2i(k) cconv_vd_bits_shl52(cconv_vd_add((k), cconv_vd_set1(CCONV_VD_POW2_ROUND)))
     /* cconv_vd_lt_lanes(a, b): a bit per lane where a < b, lane 0 lowest */
     #define CCONV_VD_ALL_LANES ((1 << CCONV_VD_LANES) - 1)
 
@@ -404,46 +479,6 @@ cdef extern from * nogil:
     """
     double tanh_f64 "cconv_tanh"(double v)
     vd vd_tanh "cconv_vd_tanh"(vd v)
-
-
-cdef inline floating tanh_of(floating v) noexcept nogil:
-    if floating is float:
-        return tanh_f32(v)
-    else:
-        return tanh_f64(v)
-
-
-cdef inline void tanh_array(const floating* x, floating* out, Py_ssize_t n) noexcept nogil:
-    """out[i] = tanh(x[i]), a vector at a time (the scalar tail has the same bits); x and
-    out may be the same array."""
-    cdef Py_ssize_t i = 0, lanes = VF_LANES if floating is float else VD_LANES
-    while i + lanes <= n:
-        if floating is float:
-            vf_store(out + i, vf_tanh(vf_load(x + i)))
-        else:
-            vd_store(out + i, vd_tanh(vd_load(x + i)))
-        i += lanes
-    while i < n:
-        out[i] = tanh_of(x[i])
-        i += 1
-
-
-cdef inline floating activation_of(floating v, int act) noexcept nogil:
-    if act == ACT_TANH:
-        return tanh_of(v)
-    if act == ACT_RELU:
-        return v if v > 0 else 0
-    return v
-
-
-cdef inline void activate(floating* a, Py_ssize_t n, int act) noexcept nogil:
-    """Apply an activation in place to a[0:n]."""
-    cdef Py_ssize_t i
-    if act == ACT_TANH:
-        tanh_array(a, a, n)
-    elif act == ACT_RELU:
-        for i in range(n):
-            a[i] = a[i] if a[i] > 0 else 0
 
 
 # ---- 64-byte blocks: 16 float32 or 8 float64 lanes whatever the level ----------------

@@ -15,9 +15,14 @@ conv2d (conv2d_backward) -- conv.py: _conv_1ch if C == 1; else _winograd for 5x5
     test_winograd.py
 dense (dense_backward) -- dense.py: _gemm.gemm if units >= DENSE_GEMM_MIN_UNITS, else
     _dense_narrow -- oracle.dense (oracle.dense_backward) -- test_dense.py
-tanh, relu (tanh_backward, relu_backward) -- elementwise.py: _elementwise; by name:
-    activation, activation_backward -- oracle.tanh, oracle.relu (..._backward) --
+activation (activation_backward), by the name of any activation in
+    cconv/activations.py's table; tanh, relu (tanh_backward, relu_backward) --
+    elementwise.py: _elementwise on _activations.pxd.tp (the math, on the SIMD layer;
+    codes and dispatch rendered from the table) -- oracle.activation
+    (oracle.activation_backward), the table's formulas -- test_activations.py,
     test_elementwise.py
+softmax (softmax_backward), log_softmax -- elementwise.py, NumPy along the last axis --
+    oracle.softmax (oracle.softmax_backward), oracle.log_softmax -- test_activations.py
 dropout, dropout_mask (dropout_backward) -- elementwise.py: _elementwise (counter-based
     hash mask) -- oracle.dropout, oracle.dropout_mask (oracle.dropout_backward) --
     test_elementwise.py
@@ -39,12 +44,14 @@ legacy_coin_flips -- random.py: _random (np.random's MT19937 stream) --
 conv_output_shape, pool_output_shape, check_size -- shape and memory helpers.
 """
 from cconv.ops import _scratch
-from cconv.ops._checks import FLOAT_DTYPES, FUSED_ACTIVATIONS, PADDINGS, check_size
+from cconv.ops._checks import (FLOAT_DTYPES, KERNEL_ACTIVATIONS, PADDINGS, check_size,
+                               gradient_from)
 from cconv.ops.conv import conv2d, conv2d_backward, conv_output_shape
 from cconv.ops.dense import DENSE_GEMM_MIN_UNITS, dense, dense_backward
 from cconv.ops.elementwise import (activation, activation_backward, dropout,
-                                   dropout_backward, dropout_mask, relu, relu_backward,
-                                   tanh, tanh_backward)
+                                   dropout_backward, dropout_mask, log_softmax, relu,
+                                   relu_backward, softmax, softmax_backward, tanh,
+                                   tanh_backward)
 from cconv.ops.fused import conv2d_dense, conv2d_maxpool, dense_backward_gated
 from cconv.ops.optim import adam_update
 from cconv.ops.pool import (KERNEL_POOL_MODES, kernel_pool, kernel_pool_backward,
@@ -52,10 +59,11 @@ from cconv.ops.pool import (KERNEL_POOL_MODES, kernel_pool, kernel_pool_backward
 from cconv.ops.random import legacy_coin_flips
 
 __all__ = [
-    "FLOAT_DTYPES", "FUSED_ACTIVATIONS", "PADDINGS", "DENSE_GEMM_MIN_UNITS",
+    "FLOAT_DTYPES", "KERNEL_ACTIVATIONS", "gradient_from", "PADDINGS", "DENSE_GEMM_MIN_UNITS",
     "KERNEL_POOL_MODES", "check_size", "conv_output_shape", "pool_output_shape",
     "conv2d", "conv2d_backward", "dense", "dense_backward",
     "tanh", "tanh_backward", "relu", "relu_backward", "activation", "activation_backward",
+    "softmax", "softmax_backward", "log_softmax",
     "dropout", "dropout_backward", "dropout_mask",
     "max_pool2d", "max_pool2d_backward", "kernel_pool", "kernel_pool_backward",
     "conv2d_dense", "dense_backward_gated", "conv2d_maxpool", "adam_update",

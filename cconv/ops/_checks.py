@@ -13,9 +13,9 @@ from cconv._kernels import _config
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 PADDINGS = ("valid", "same")
-# The activations the kernels apply in place, by their codes (defined in _codes.pxd);
-# None means linear.
-FUSED_ACTIVATIONS = {None: _config.ACTIVATION_CODES["linear"], **_config.ACTIVATION_CODES}
+# The elementwise activations the kernels apply, by their codes (rendered into _config
+# from cconv/activations.py's table); None means linear.
+KERNEL_ACTIVATIONS = {None: _config.ACTIVATION_CODES["linear"], **_config.ACTIVATION_CODES}
 INT32_MAX = 2**31 - 1  # the kernels take C ints for sizes and argmax indices
 
 
@@ -115,13 +115,24 @@ def output(name, out, shape, dtype, reads=None, in_place=None):
     return check_out(out, shape, dtype, reads, in_place)
 
 
-def check_activation(activation):
-    """The kernels' code for a fused activation name."""
+def check_activation(activation, from_output=False):
+    """The kernels' code for an elementwise activation's name; with from_output, only an
+    activation whose gradient the kernels compute from its output is taken."""
     if not (activation is None or isinstance(activation, str)) \
-            or activation not in FUSED_ACTIVATIONS:
-        raise ValueError(f"activation: expected one of {list(FUSED_ACTIVATIONS)}, "
+            or activation not in KERNEL_ACTIVATIONS:
+        raise ValueError(f"activation: expected one of {list(KERNEL_ACTIVATIONS)}, "
                          f"got {activation!r}")
-    return FUSED_ACTIVATIONS[activation]
+    if from_output and gradient_from(activation) != "output":
+        takes = [name for name in _config.ACTIVATIONS if gradient_from(name) == "output"]
+        raise ValueError(f"activation: expected one whose gradient comes from its output "
+                         f"({[None] + takes}), got {activation!r}, whose gradient needs its "
+                         f"input")
+    return KERNEL_ACTIVATIONS[activation]
+
+
+def gradient_from(activation):
+    """"output" or "input": what activation_backward takes for this activation."""
+    return "output" if activation is None else _config.ACTIVATIONS[activation][1]
 
 
 def bias(name, b, n, dtype, what):

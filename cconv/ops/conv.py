@@ -12,7 +12,7 @@ import numpy as np
 from cconv._config import get_num_threads
 from cconv._kernels import _conv_1ch, _gemm
 from cconv.ops import _scratch
-from cconv.ops._checks import (FUSED_ACTIVATIONS, bias, check_activation, check_padding,
+from cconv.ops._checks import (KERNEL_ACTIVATIONS, bias, check_activation, check_padding,
                                empty, float_array, output)
 from cconv.ops.winograd import (conv_winograd, grad_takes_winograd, takes_winograd,
                                 winograd_backward_weights)
@@ -91,8 +91,9 @@ def conv2d(x, w, b=None, padding="valid", activation=None, out=None):
     """Stride-1 2-D convolution (cross-correlation, as in Keras) of x (N, H, W, C) with
     weights w (KH, KW, C, F), plus bias b (F,) when given. Returns (N, OH, OW, F).
 
-    activation "tanh" or "relu" is applied inside the kernel, while the output is still
-    in cache; the result equals tanh(conv2d(...)) to within rounding. `out` is an array
+    activation (None or an elementwise activation's name) is applied inside the kernel,
+    while the output is still in cache; the result equals activation(name, conv2d(...))
+    bit for bit. `out` is an array
     to write the result into, so that a caller can reuse memory across batches."""
     x, w, (pad_top, pad_left) = check_conv(x, w, padding)
     act = check_activation(activation)
@@ -177,5 +178,5 @@ def _backward_multichannel(x, w, grad_out, pad_top, pad_left, need_grad_x, threa
             w_flipped = np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2))
             _conv_multichannel(grad_out, w_flipped, np.empty(0, dtype=x.dtype), grad_x,
                                kh - 1 - pad_top, kw - 1 - pad_left,
-                               FUSED_ACTIVATIONS["linear"], threads)
+                               KERNEL_ACTIVATIONS["linear"], threads)
     return grad_x, grad_w, grad_b

@@ -1,6 +1,7 @@
-"""Elementwise ops: the activations tanh and relu with their backward passes, one
-dispatch by activation name for layers and fused steps, and dropout (kernels:
-_elementwise.pyx)."""
+"""Elementwise ops: every activation of cconv/activations.py's table by name, with its
+backward pass (tanh and relu also by their own names), softmax, and dropout (kernels:
+_elementwise.pyx on _activations.pxd)."""
+import functools
 import numbers
 
 import numpy as np
@@ -8,58 +9,86 @@ import numpy as np
 from cconv._config import get_num_threads
 from cconv._kernels import _elementwise
 from cconv.ops._checks import (check_activation, check_mask, check_rate, check_seed, empty,
-                               flat_pair, float_array, output)
-
-
-def _unary(kernel, x):
-    x = float_array("x", x)
-    out = np.empty_like(x)
-    kernel(x.reshape(-1), out.reshape(-1), get_num_threads())
-    return out
-
-
-def _gate(kernel, y, grad_out):
-    y, grad_out = flat_pair("y", y, "grad_out", grad_out)
-    out = np.empty_like(y)
-    kernel(y.reshape(-1), grad_out.reshape(-1), out.reshape(-1), get_num_threads())
-    return out
+                               flat_pair, float_array, gradient_from, output)
 
 
 def tanh(x):
     """Elementwise tanh."""
-    return _unary(_elementwise.tanh_forward, x)
+    return activation("tanh", x)
 
 
 def tanh_backward(y, grad_out):
     """grad_out * (1 - y**2): the gradient through tanh, given its output y."""
-    return _gate(_elementwise.tanh_backward, y, grad_out)
+    return activation_backward("tanh", y, grad_out)
 
 
 def relu(x):
     """Elementwise max(x, 0)."""
-    return _unary(_elementwise.relu_forward, x)
+    return activation("relu", x)
 
 
 def relu_backward(y, grad_out):
     """grad_out where the relu output y is positive, else 0."""
-    return _gate(_elementwise.relu_backward, y, grad_out)
+    return activation_backward("relu", y, grad_out)
 
 
-# The activations by name: (forward, backward given the output). None and "linear" are
-# the identity, and are not in the table.
-ACTIVATIONS = {"tanh": (tanh, tanh_backward), "relu": (relu, relu_backward)}
+def softmax(x):
+    """exp(x) / sum(exp(x)) along the last axis, shifted by the row's max (NumPy: a
+    row's sum is not elementwise work for the kernels)."""
+    x = float_array("x", x)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
-def activation(name, z):
-    """The activation `name` (None, "linear", "tanh" or "relu") of z."""
-    check_activation(name)
-    return z if name in (None, "linear") else ACTIVATIONS[name][0](z)
+def softmax_backward(y, grad_out):
+    """The gradient through softmax along the last axis, given its output y."""
+    y, grad_out = flat_pair("y", y, "grad_out", grad_out)
+    return y * (grad_out - (grad_out * y).sum(axis=-1, keepdims=True))
 
 
-def activation_backward(name, y, grad_out):
-    """The gradient through the activation `name`, given its output y."""
-    check_activation(name)
-    return grad_out if name in (None, "linear") else ACTIVATIONS[name][1](y, grad_out)
+def log_softmax(x):
+    """log(softmax(x)) along the last axis, without forming softmax."""
+    x = float_array("x", x)
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def activation(name, x, out=None):
+    """The activation `name` of x: None or an elementwise activation of
+    cconv/activations.py's table (by its kernel code), or "softmax" (last axis). `out`,
+    for the elementwise ones, is an array to write into (x itself for in place)."""
+    if name == "softmax":
+        return softmax(x)
+    code = check_activation(name)
+    x = float_array("x", x)
+    out = output("activation output", out, x.shape, x.dtype, reads={"x": x}, in_place=x)
+    _elementwise.activation_forward(code, x.reshape(-1), out.reshape(-1), get_num_threads())
+    return out
+
+
+def activation_backward(name, s, grad_out):
+    """The gradient through the activation `name` given grad_out, the gradient wrt its
+    output. s is the activation's output or its input, as gradient_from(name) says
+    (softmax: its output)."""
+    if name == "softmax":
+        return softmax_backward(s, grad_out)
+    code = check_activation(name)
+    s, grad_out = flat_pair("y" if gradient_from(name) == "output" else "x", s,
+                            "grad_out", grad_out)
+    out = np.empty_like(s)
+    _elementwise.activation_backward(code, s.reshape(-1), grad_out.reshape(-1),
+                                     out.reshape(-1), get_num_threads())
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def zero_at_zero(name):
+    """Whether the activation maps 0 to 0 (0 and -0, in both dtypes), asked of the
+    kernels themselves."""
+    if name == "softmax":
+        return False
+    return all(np.all(activation(name, np.array([0.0, -0.0], dtype)) == 0)
+               for dtype in (np.float32, np.float64))
 
 
 def dropout_mask(shape, rate, seed):

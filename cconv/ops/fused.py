@@ -16,7 +16,8 @@ from cconv.ops._checks import (bias, check_activation, check_mask, check_out, ch
                                empty, float_array, output)
 from cconv.ops.conv import check_conv, conv2d, conv_output_shape, conv_panels
 from cconv.ops.dense import dense, dense_by_gemm, dense_grad_x_by_gemm, transposed
-from cconv.ops.elementwise import activation_backward, dropout_backward, keep_scale
+from cconv.ops.elementwise import (activation_backward, dropout_backward, keep_scale,
+                                   zero_at_zero)
 from cconv.ops.pool import argmax_buffers, check_pool, max_pool2d, pool_output_shape
 from cconv.ops.winograd import conv_winograd, takes_winograd
 
@@ -40,7 +41,7 @@ def dense_backward_gated(grad_out, w, y, mask=None, rate=0.0, activation=None, o
         raise ValueError(f"grad_out: expected shape ({n}, U) for y of shape {y.shape} and w "
                          f"of shape (D={d}, U), got grad_out {grad_out.shape} and w {w.shape}")
     rate = check_rate(rate)
-    act = check_activation(activation)
+    act = check_activation(activation, from_output=True)
     mask = np.empty((0, 0), dtype=np.uint8) if mask is None else check_mask(mask, y.shape)
     if out is not None:
         out = check_out(out, y.shape, y.dtype, reads={"grad_out": grad_out, "w": w, "y": y,
@@ -86,7 +87,7 @@ def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
     (C == 1) the conv output is never stored: each image's rows are computed into cache
     and added to its logits at once, which saves writing the (N, OH, OW, F) output to
     memory and reading it back. Other images go layer by layer.
-    activation is the conv's: None, "linear", "tanh" or "relu"."""
+    activation is the conv's: None or an elementwise activation's name."""
     x, w, (pad_top, pad_left) = check_conv(x, w, padding)
     act = check_activation(activation)
     b = bias("b", b, w.shape[3], x.dtype, f"w's {w.shape[3]} filters")
@@ -111,7 +112,9 @@ def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
         work = _scratch.workspace("conv2d_dense scratch", (threads, per_thread), x.dtype)
         # Without a conv bias, a window of zeros adds nothing to the logits, unless a
         # weight is inf or NaN (0 * inf is NaN): then every term is computed.
-        skip_blank = not b.size and np.isfinite(w).all() and np.isfinite(dense_w).all()
+        # The activation must keep 0 at 0 too (sigmoid's 0.5 would add to the logits).
+        skip_blank = not b.size and zero_at_zero(activation) and np.isfinite(w).all() \
+            and np.isfinite(dense_w).all()
         _conv_1ch.conv2d_dense_forward(x, w, b, wp, dense_b, out, work, ow, pad_top,
                                        pad_left, act, skip_blank, threads)
     return out
