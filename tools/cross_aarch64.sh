@@ -42,7 +42,7 @@ mkdir -p "$out/cconv/_kernels/default"
     | xargs -I{} cp --parents {} "$out")
 suffix=.cpython-311-aarch64-linux-gnu.so
 warnings=0
-for c in "$work"/build/cconv-gen/levels/default/*.c "$work"/cconv/_kernels/_config.c; do
+for c in "$work"/build/cconv-gen/levels/default/*.c "$work"/build/cconv-gen/cconv/_kernels/_config.c; do
     module=$(basename "$c" .c)
     case "$c" in */levels/default/*) dest=$out/cconv/_kernels/default ;; *) dest=$out/cconv/_kernels ;; esac
     "$cc" "${flags[@]}" -I"$arch_inc" -I"$py_inc" -I"$np_inc" -c "$c" -o "$work/$module.o" \
