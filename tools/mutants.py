@@ -63,11 +63,40 @@ MUTANTS = [
            [("cconv/ops/conv.py", "grad_w[:] = winograd_backward_weights(",
              "grad_w[:] = -winograd_backward_weights(")],
            ["tests/ops/test_conv.py", "tests/ops/test_winograd.py", "tests/test_network_sgd.py"]),
-    Mutant("tanh_grad_unfused", "tanh's derivative taken as 1 - y (layer by layer)",
-           [("cconv/ops/elementwise.py",
-             "    return _gate(_elementwise.tanh_backward, y, grad_out)\n",
-             "    return grad_out * (1 - y)\n")],
+    Mutant("tanh_grad_unfused", "tanh's derivative taken as 1 - y in the kernels (every path)",
+           [("cconv/_kernels/_activations.pxd.tp",
+             "        return cconv_{{V}}_mul(g, cconv_{{V}}_sub(cconv_{{V}}_c(1.0), "
+             "cconv_{{V}}_mul(y, y)));\n",
+             "        return cconv_{{V}}_mul(g, cconv_{{V}}_sub(cconv_{{V}}_c(1.0), y));\n")],
            ["tests/ops/test_elementwise.py", "tests/test_network_sgd.py", "tests/test_model.py"]),
+    # ---- the activation table ----
+    Mutant("kernel_ignores_sigmoid", "the sigmoid kernel returns its input (a forgotten "
+           "branch run as linear)",
+           [("cconv/_kernels/_activations.pxd.tp",
+             "        cconv_{{V}}_sigmoid2(x, &s, &sm);\n        return s;\n",
+             "        cconv_{{V}}_sigmoid2(x, &s, &sm);\n        return x;\n")],
+           ["tests/ops/test_activations.py", "tests/test_network_sgd.py",
+            "tests/test_keras_activations.py"]),
+    Mutant("gradient_from_wrong_side", "a layer hands an activation's backward its output "
+           "where the table says its input (gelu, silu, elu...)",
+           [("cconv/layers.py",
+             '        source = "y" if self.activation.gradient_from == "output" else "z"\n',
+             '        source = "y"\n')],
+           ["tests/test_network_sgd.py", "tests/test_keras_activations.py"]),
+    Mutant("gelu_grad_density_sign", "gelu's derivative Phi(x) - x phi(x) instead of "
+           "Phi(x) + x phi(x)",
+           [("cconv/_kernels/_activations.pxd.tp",
+             "        return cconv_{{V}}_mul(g, cconv_{{V}}_fma(xc, phi, cdf));\n",
+             "        return cconv_{{V}}_mul(g, cconv_{{V}}_fma(xc, cconv_{{V}}_sub("
+             "cconv_{{V}}_zero(), phi), cdf));\n")],
+           ["tests/ops/test_activations.py", "tests/test_network_sgd.py",
+            "tests/test_keras_activations.py"]),
+    Mutant("oracle_gradient_from_output", "the oracle's table says elu's derivative comes "
+           "from the output (the kernels' codes unchanged)",
+           [("cconv/activations.py", '    ("elu", (), 6, "input", False,',
+             '    ("elu", (), 6, "output", False,')],
+           ["tests/ops/test_activations.py", "tests/test_gradcheck.py",
+            "tests/test_network_sgd.py"]),
     Mutant("tanh_grad_fused", "tanh's derivative taken as 1 - y in the fused dense backward",
            [("cconv/ops/fused.py", "keep_scale(y.dtype, rate), y, act, grad_x,",
              "keep_scale(y.dtype, rate), y, check_activation(None) if activation == 'tanh' "
@@ -160,9 +189,9 @@ MUTANTS = [
            ["tests/test_semantics.py", "tests/test_callbacks.py", "tests/test_model.py"]),
     Mutant("softmax_backward_drops_term", "softmax's own backward pass (not folded into "
            "the loss) drops the - sum(g * y) term",
-           [("cconv/layers.py",
-             "            return y * (grad - (grad * y).sum(axis=-1, keepdims=True))\n",
-             "            return y * grad\n")],
+           [("cconv/ops/elementwise.py",
+             "    return y * (grad_out - (grad_out * y).sum(axis=-1, keepdims=True))\n",
+             "    return y * grad_out\n")],
            ["tests/test_semantics.py", "tests/test_model.py"]),
     Mutant("dropout_layer_backward_unscaled", "the standalone Dropout layer's backward "
            "scales by 1, not 1 / (1 - rate)",
@@ -217,10 +246,15 @@ MUTANTS = [
            ["tests/ops/test_fused.py", "tests/test_book.py"]),
     Mutant("blank_skip_nonfinite", "conv2d_dense skips blank windows even beside an inf or "
            "NaN weight",
-           [("cconv/ops/fused.py", "skip_blank = not b.size and np.isfinite(w).all() and "
-             "np.isfinite(dense_w).all()", "skip_blank = not b.size")],
+           [("cconv/ops/fused.py", "zero_at_zero(activation) and np.isfinite(w).all() \\\n"
+             "            and np.isfinite(dense_w).all()", "zero_at_zero(activation)")],
            ["tests/ops/test_fused.py",
             "tests/test_fusion.py::test_blank_images_meet_a_nonfinite_weight_as_the_layers_do"]),
+    Mutant("blank_skip_any_activation", "conv2d_dense skips blank windows whatever the "
+           "activation (sigmoid's 0.5 at 0 then never reaches the logits)",
+           [("cconv/ops/fused.py", "skip_blank = not b.size and zero_at_zero(activation) and ",
+             "skip_blank = not b.size and ")],
+           ["tests/ops/test_fused.py"]),
     Mutant("coin_flips_state_kept", "legacy_coin_flips draws without advancing the state",
            [("cconv/ops/random.py", "    set_state(state)\n", "")],
            ["tests/ops/test_random.py", "tests/test_book.py"]),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cconv
-from cconv import ops, oracle
+from cconv import activations, ops, oracle
 from conftest import DTYPES, TOL, assert_close
 
 
@@ -49,7 +49,7 @@ def test_conv2d_dense_matches_oracle(rng, dtype, case, padding):
     n, h, w_, kh, kw, f, units = case
     x = rng.uniform(0, 1, (n, h, w_, 1)).astype(dtype)
     w, b, dense_w, dense_b = weights(rng, x.shape, kh, kw, f, units, padding, dtype)
-    for activation in [None, "linear", "tanh", "relu"]:
+    for activation in [None, *activations.ELEMENTWISE]:
         for cb, db in [(b, dense_b), (None, dense_b), (b, None), (None, None)]:
             got = ops.conv2d_dense(x, w, cb, dense_w, db, padding, activation)
             assert got.shape == (n, units) and got.dtype == dtype
@@ -143,7 +143,7 @@ def test_conv2d_dense_skips_blank_windows_exactly(rng, dtype, shape, kernel, pad
     x = blank_margins(rng, 21, *shape, dtype)
     w, _, dense_w, dense_b = weights(rng, x.shape, *kernel, 10, 7, padding, dtype)
     zero_bias = np.zeros(10, dtype)
-    for activation in [None, "tanh", "relu"]:
+    for activation in [None, *activations.ELEMENTWISE]:
         got = ops.conv2d_dense(x, w, None, dense_w, dense_b, padding, activation)
         assert_close(got, reference(x, w, None, dense_w, dense_b, padding, activation), dtype,
                      dense_w.shape[0])
