@@ -201,6 +201,29 @@ def _conv_case(out, key, rng, dtype, shape, kernel, padding):
         ops.conv2d_backward(x, w, g, padding=padding)
 
 
+def _activation_cases(out, name, dtype):
+    """Every elementwise activation of the table, forward and backward, on a wide range
+    with the edges (zeros, subnormals, huge values, infinities, NaN), a length that
+    leaves a tail after the last full vector at every width. Its own generator, so that
+    the other cases' inputs do not depend on the table's length."""
+    from cconv import activations, ops
+
+    rng = np.random.default_rng(11)
+    info = np.finfo(dtype)
+    edges = np.array([0.0, -0.0, info.smallest_subnormal, -info.smallest_subnormal,
+                      info.tiny / 3, -info.tiny / 3, 1e4, -1e4, info.max, -info.max,
+                      np.inf, -np.inf, np.nan], dtype)
+    x = np.concatenate([rng.standard_normal(1000).astype(dtype) * 8,
+                        rng.uniform(-120, 120, 200).astype(dtype), edges])
+    g = rng.standard_normal(x.shape).astype(dtype)
+    with np.errstate(all="ignore"):
+        for act in activations.ELEMENTWISE:
+            y = ops.activation(act, x)
+            out[f"{name}/act/{act}"] = y
+            s = x if ops.gradient_from(act) == "input" else y
+            out[f"{name}/act/{act}/backward"] = ops.activation_backward(act, s, g)
+
+
 def fingerprint():
     """Outputs and gradients of the ops, and of a short fit, on fixed inputs: arrays
     whose bits must be the same at every level with FMA."""
@@ -247,6 +270,7 @@ def fingerprint():
         out[f"{name}/tanh_backward"] = ops.tanh_backward(t, g)
         out[f"{name}/relu"] = r = ops.relu(a)
         out[f"{name}/relu_backward"] = ops.relu_backward(r, g)
+        _activation_cases(out, name, dtype)
         out[f"{name}/dropout"], mask = ops.dropout(a, 0.5, seed=3)
         out[f"{name}/dropout_backward"] = ops.dropout_backward(g, mask, 0.5)
         p = rng.standard_normal((2, 9, 8, 5)).astype(dtype)
