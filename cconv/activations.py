@@ -95,6 +95,14 @@ def _squareplus_root(x):
     return np.sqrt(x * x + SQUAREPLUS_B)
 
 
+def _squareplus(x):
+    """(x + sqrt(x^2 + b)) / 2, as b / (2 (sqrt(x^2 + b) - x)) below 0, where the sum
+    cancels."""
+    root = _squareplus_root(x)
+    with np.errstate(divide="ignore"):
+        return np.where(x < 0, SQUAREPLUS_B / (2 * (root - x)), (x + root) / 2)
+
+
 TABLE = tuple(Activation(*row) for row in (
     # name, aliases, code, gradient_from, fused, forward, derivative
     ("linear", (), 0, "output", True, lambda x: x, lambda y: np.ones_like(y)),
@@ -130,7 +138,7 @@ TABLE = tuple(Activation(*row) for row in (
     ("log_sigmoid", (), 18, "input", False, lambda x: -_softplus(-x), lambda x: _sigmoid(-x)),
     ("tanh_shrink", (), 19, "input", False, _tanh_shrink,
      lambda x: np.tanh(x) ** 2),
-    ("squareplus", (), 20, "input", False, lambda x: (x + _squareplus_root(x)) / 2,
+    ("squareplus", (), 20, "input", False, _squareplus,
      lambda x: (1 + x / _squareplus_root(x)) / 2),
     ("sparse_plus", (), 21, "input", False,
      lambda x: _where(x <= -1, 0.0, _where(x >= 1, x, (x + 1) ** 2 / 4)),
