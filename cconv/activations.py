@@ -58,7 +58,9 @@ def _phi_upper(x):
     z = z_wide.astype(np.float64)
     erfc = np.frompyfunc(math.erfc, 1, 1)(z).astype(np.longdouble)
     slope = 2 / np.sqrt(np.pi, dtype=np.longdouble) * np.exp(-z_wide * z_wide)
-    return 0.5 * (erfc - (z_wide - z) * slope)
+    with np.errstate(invalid="ignore"):
+        rounding = np.where(np.isfinite(z), z_wide - z, 0)
+    return 0.5 * (erfc - rounding * slope)
 
 
 def _tanh_shrink(x):
@@ -99,8 +101,16 @@ def _squareplus(x):
     """(x + sqrt(x^2 + b)) / 2, as b / (2 (sqrt(x^2 + b) - x)) below 0, where the sum
     cancels."""
     root = _squareplus_root(x)
-    with np.errstate(divide="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(x < 0, SQUAREPLUS_B / (2 * (root - x)), (x + root) / 2)
+
+
+def _squareplus_derivative(x):
+    """(1 + x / sqrt(x^2 + b)) / 2, as b / (2 root (root - x)) below 0."""
+    root = _squareplus_root(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x < 0, SQUAREPLUS_B / (2 * root * (root - x)),
+                        np.where(np.isinf(x), 1.0, (1 + x / root) / 2))
 
 
 TABLE = tuple(Activation(*row) for row in (
@@ -138,8 +148,7 @@ TABLE = tuple(Activation(*row) for row in (
     ("log_sigmoid", (), 18, "input", False, lambda x: -_softplus(-x), lambda x: _sigmoid(-x)),
     ("tanh_shrink", (), 19, "input", False, _tanh_shrink,
      lambda x: np.tanh(x) ** 2),
-    ("squareplus", (), 20, "input", False, _squareplus,
-     lambda x: (1 + x / _squareplus_root(x)) / 2),
+    ("squareplus", (), 20, "input", False, _squareplus, _squareplus_derivative),
     ("sparse_plus", (), 21, "input", False,
      lambda x: _where(x <= -1, 0.0, _where(x >= 1, x, (x + 1) ** 2 / 4)),
      lambda x: _where(x <= -1, 0.0, _where(x >= 1, 1.0, (x + 1) / 2))),

@@ -213,7 +213,7 @@ cdef extern from * nogil:
     static inline cconv_vf cconv_vf_tanh(cconv_vf v) {
         const cconv_vf lim = cconv_vf_set1(CCONV_TANH_LIM), one = cconv_vf_set1(1.0f);
         const cconv_vf minus_lim = cconv_vf_set1(-CCONV_TANH_LIM), minus_one = cconv_vf_set1(-1.0f);
-        cconv_vf x = cconv_vf_max(cconv_vf_min(v, lim), minus_lim);
+        cconv_vf x = cconv_vf_max(minus_lim, cconv_vf_min(lim, v));  /* a NaN stays */
         cconv_vf u = cconv_vf_mul(x, x);
         cconv_vf p = cconv_vf_fma(cconv_vf_set1(CCONV_TANH_P3), u, cconv_vf_set1(CCONV_TANH_P2));
         cconv_vf q = cconv_vf_fma(cconv_vf_set1(CCONV_TANH_Q3), u, cconv_vf_set1(CCONV_TANH_Q2));
@@ -224,7 +224,7 @@ cdef extern from * nogil:
         p = cconv_vf_fma(p, u, one);
         q = cconv_vf_fma(q, u, one);
         cconv_vf y = cconv_vf_div(cconv_vf_mul(x, p), q);
-        return cconv_vf_max(cconv_vf_min(y, one), minus_one);
+        return cconv_vf_max(minus_one, cconv_vf_min(one, y));
     }
     static inline float cconv_tanhf(float v) {
         return cconv_vf_first(cconv_vf_tanh(cconv_vf_set1(v)));
