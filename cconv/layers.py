@@ -13,6 +13,7 @@ from cconv import activations, initializers, ops, utils
 from cconv.ops._scratch import reused
 from cconv.utils import _positive_int, dtype_policy, policy_name
 
+
 class _Act:
     """A layer's activation: a row of cconv.activations' table, computed by ops.activation
     and ops.activation_backward. It keeps no state: what its backward pass needs, the
@@ -23,7 +24,8 @@ class _Act:
         row = activations.row(activations.serialize(activation))
         # plain values only (the table's formulas do not pickle)
         self.name = row.name
-        self.fused = row.fused  # the kernels may apply it in place in training
+        self.elementwise = row.code is not None  # the kernels may apply it in place
+        self.fused = row.fused  # ... in training too
         self.gradient_from = row.gradient_from
 
     def forward(self, z):
@@ -371,9 +373,9 @@ class Conv2D(Layer):
         self._init_weights(rng)
 
     def forward(self, x, training=False, rng=None):
-        # The kernel applies the activation in place, except in training where its
-        # gradient needs its input, which the layer must keep.
-        if training and not self.activation.fused:
+        # The kernel applies an elementwise activation in place, except in training
+        # where its gradient needs its input, which the layer must keep.
+        if not self.activation.elementwise or (training and not self.activation.fused):
             return super().forward(x, training, rng)
         y = self._conv(x, training, self.activation.name)
         if training:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import cconv
-from cconv import oracle
+from cconv import activations, oracle
 from cconv.layers import (Activation, Conv2D, Dense, Dropout, Flatten, Input, KernelPooling,
                           MaxPooling2D)
 from conftest import keras_adam
@@ -494,3 +494,18 @@ def read_only(a):
 def test_bad_layer_and_optimizer_arguments_are_named(make, error, match):
     with pytest.raises(error, match=match):
         make()
+
+
+@pytest.mark.parametrize("name", activations.NAMES)
+def test_every_activation_predicts_as_the_oracle(name):
+    """Conv2D, Activation and Dense with each activation of the table, at inference
+    (where the conv kernel applies an elementwise one in place), against the oracle's
+    layers one by one."""
+    rng = np.random.default_rng(8)
+    model = cconv.Sequential([Input((6, 6, 2)), Conv2D(3, 3, activation=name), Activation(name),
+                              Flatten(), Dense(4, activation=name)], dtype="float64")
+    x = rng.uniform(-1, 1, (5, 6, 6, 2))
+    (w, b), _, _, (dw, db) = (layer.get_weights() for layer in model.layers)
+    h = oracle.activation(name, oracle.activation(name, oracle.conv2d(x, w, b)))
+    want = oracle.activation(name, oracle.dense(h.reshape(5, -1), dw, db))
+    np.testing.assert_allclose(model.predict(x, verbose=0), want, rtol=1e-12, atol=1e-14)
