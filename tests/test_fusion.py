@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cconv
-from cconv import fusion, oracle
+from cconv import activations, fusion, oracle
 from cconv.layers import Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
 from conftest import DTYPES, assert_close, numerical_grad
 
@@ -34,21 +34,27 @@ def reference_probs(model, x):
     p = {k: v.astype(np.float64) for k, v in conv.params.items()}
     q = {k: v.astype(np.float64) for k, v in dense.params.items()}
     h = oracle.conv2d(x.astype(np.float64), p["kernel"], p.get("bias"), conv.padding)
-    h = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0)}.get(conv.activation.name,
-                                                                     lambda a: a)(h)
-    z = oracle.dense(h.reshape(len(h), -1), q["kernel"], q.get("bias"))
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    h = oracle.activation(conv.activation.name, h)
+    return oracle.softmax(oracle.dense(h.reshape(len(h), -1), q["kernel"], q.get("bias")))
 
 
 def fused_steps(model, training):
     return [s for s in fusion.plan(model.layers, training) if isinstance(s, fusion.ConvDense)]
 
 
+# The activations the fused kernels do not take (softmax, and those whose gradient needs
+# their input).
+NOT_FUSED = [name for name in activations.NAMES if name not in activations.FUSED]
+assert NOT_FUSED and "softmax" in NOT_FUSED
+
+# Every activation the fused kernels take (and None), each with one of the paddings and
+# dropout counts in turn: each pair of those meets at least one activation.
+FUSED_CASES = [(("valid", "same")[i % 2], activation, (1, 0, 2)[i % 3])
+               for i, activation in enumerate([None, *activations.FUSED])]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("padding,activation,dropouts", [("valid", "tanh", 1),
-                                                         ("same", "relu", 0),
-                                                         ("valid", None, 2)])
+@pytest.mark.parametrize("padding,activation,dropouts", FUSED_CASES)
 def test_model_uses_the_fused_step(rng, dtype, padding, activation, dropouts):
     model = ch10_model(dtype, padding, activation, dropouts)
     assert len(fused_steps(model, False)) == 1
@@ -68,7 +74,8 @@ def test_model_uses_the_fused_step(rng, dtype, padding, activation, dropouts):
 
 def test_rule_applies_only_where_it_should():
     assert fused_steps(ch10_model("float32", channels=3), False) == []
-    assert fused_steps(ch10_model("float32", activation="softmax"), False) == []
+    for name in NOT_FUSED:
+        assert fused_steps(ch10_model("float32", activation=name), False) == [], name
     cconv.utils.set_random_seed(0)
     model = cconv.Sequential([Input((8, 8, 1)), Conv2D(4, 3), MaxPooling2D(2), Flatten(),
                               Dense(3)])
@@ -82,9 +89,9 @@ def test_rule_applies_only_where_it_should():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("padding,activation,dropouts,channels", [("valid", "tanh", 1, 1),
-                                                                  ("same", "relu", 0, 1),
-                                                                  ("valid", None, 1, 2)])
+@pytest.mark.parametrize("padding,activation,dropouts,channels",
+                         [(padding, activation, min(dropouts, 1), 1 + i % 2)
+                          for i, (padding, activation, dropouts) in enumerate(FUSED_CASES)])
 def test_training_step_grads_match_oracle(rng, dtype, padding, activation, dropouts,
                                           channels):
     """One forward and backward through the training plan, against the oracle's grads
@@ -100,7 +107,7 @@ def test_training_step_grads_match_oracle(rng, dtype, padding, activation, dropo
     f64 = {k: v.astype(np.float64) for k, v in conv.params.items()}
     d64 = {k: v.astype(np.float64) for k, v in dense.params.items()}
     pre = oracle.conv2d(x.astype(np.float64), f64["kernel"], f64["bias"], padding)
-    h = {"tanh": np.tanh, "relu": lambda a: np.maximum(a, 0)}.get(activation, lambda a: a)(pre)
+    h = oracle.activation(activation, pre)
     mask = model.layers[1].saved["mask"] if dropouts else None
     rate = model.layers[1].rate if dropouts else 0.0
     dropped = h if mask is None else oracle.dropout(h, rate, mask=mask)[0]
@@ -121,8 +128,10 @@ def test_training_step_grads_match_oracle(rng, dtype, padding, activation, dropo
 def test_training_rule_applies_only_where_it_should():
     model = ch10_model("float32", dropouts=2)
     assert not any(isinstance(s, fusion.ConvDropoutDense) for s in fusion.plan(model.layers, True))
-    model = ch10_model("float32", activation="softmax")
-    assert not any(isinstance(s, fusion.ConvDropoutDense) for s in fusion.plan(model.layers, True))
+    for name in NOT_FUSED:
+        model = ch10_model("float32", activation=name)
+        assert not any(isinstance(s, fusion.ConvDropoutDense)
+                       for s in fusion.plan(model.layers, True)), name
     assert not any(isinstance(s, fusion.ConvDropoutDense)
                    for s in fusion.plan(ch10_model("float32").layers, False))
 
@@ -130,7 +139,7 @@ def test_training_rule_applies_only_where_it_should():
 # ---- ConvPool ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("activation", ["relu", "tanh", None])
+@pytest.mark.parametrize("activation", [None, *activations.FUSED])
 @pytest.mark.parametrize("c,padding,pool,pool_padding", [(1, "same", 2, "valid"),
                                                         (3, "valid", (2, 3), "same")])
 def test_conv_pool_step_gradients_by_finite_differences(activation, c, padding, pool,
@@ -179,10 +188,13 @@ def test_plan_fuses_conv_and_pool():
         assert [type(s).__name__ for s in steps] == ["ConvPool", "ConvPool", "Flatten",
                                                      "Dense"]
         assert steps[0].layers == tuple(model.layers[:2])
-    # Softmax is no activation the kernels apply: no fusion.
-    plain = cconv.Sequential([Input((6, 6, 1)), Conv2D(2, 3, activation="softmax"),
-                              MaxPooling2D(2), Flatten(), Dense(2)])
-    assert not any(isinstance(s, fusion.ConvPool) for s in plain._plans[True])
+    # An activation the fused kernels do not take (softmax, or one whose gradient needs
+    # its input): no fusion, in training or not.
+    for name in NOT_FUSED:
+        plain = cconv.Sequential([Input((6, 6, 1)), Conv2D(2, 3, activation=name),
+                                  MaxPooling2D(2), Flatten(), Dense(2)])
+        for training in (False, True):
+            assert not any(isinstance(s, fusion.ConvPool) for s in plain._plans[training]), name
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

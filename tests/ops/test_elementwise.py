@@ -1,12 +1,17 @@
-"""tanh, relu and dropout (cconv/ops/elementwise.py) against cconv.oracle: values,
-the float32 tanh's accuracy, the dropout hash's independence; the same bits on 1 and 2
-threads; bad input named."""
+"""tanh, relu, every activation by name and dropout (cconv/ops/elementwise.py) against
+cconv.oracle: values, the float32 tanh's accuracy, the dropout hash's independence; the
+same bits on 1 and 2 threads; bad input named."""
 import numpy as np
 import pytest
 
 import cconv
-from cconv import ops, oracle
+from cconv import activations, ops, oracle
 from conftest import DTYPES, check_op, tol
+
+
+# The activations that ops has a function of their own for (ops.tanh, ops.relu and their
+# _backward), besides ops.activation(name, x).
+SHORTCUTS = [name for name in activations.ELEMENTWISE if hasattr(ops, name)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -14,7 +19,7 @@ from conftest import DTYPES, check_op, tol
 def test_elementwise(rng, dtype, shape):
     x = rng.standard_normal(shape).astype(dtype) * 3
     g = rng.standard_normal(shape).astype(dtype)
-    for name in ("tanh", "relu"):
+    for name in SHORTCUTS:
         y = check_op(getattr(ops, name), getattr(oracle, name), (x,))
         check_op(getattr(ops, name + "_backward"), getattr(oracle, name + "_backward"), (y, g))
 
@@ -42,7 +47,7 @@ def test_float32_tanh_accuracy():
                           ops.tanh(z))
 
 
-@pytest.mark.parametrize("name", [None, "linear", "tanh", "relu"])
+@pytest.mark.parametrize("name", [None, *activations.ELEMENTWISE])
 def test_activation_by_name(rng, name):
     x = rng.standard_normal((3, 7)).astype(np.float32)
     g = rng.standard_normal(x.shape).astype(np.float32)

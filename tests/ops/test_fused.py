@@ -205,8 +205,8 @@ def test_dense_backward_gated_matches_oracle(rng, dtype, n, d, units):
     w = rng.standard_normal((d, units)).astype(dtype)
     z = rng.standard_normal((n, d)).astype(dtype)
     mask = (rng.uniform(0, 1, (n, d)) >= 0.3).astype(np.uint8)
-    for activation, y in [(None, z), ("linear", z), ("tanh", np.tanh(z).astype(dtype)),
-                          ("relu", np.maximum(z, 0))]:
+    for activation in [None, *activations.FUSED]:  # the gate takes these, from their output
+        y = oracle.activation(activation, z)
         for m, rate in [(mask, 0.3), (None, 0.0), (mask.astype(bool), 0.6)]:
             got = ops.dense_backward_gated(g, w, y, m, rate, activation)
             want = oracle.dense_backward_gated(g.astype(np.float64), w.astype(np.float64),
@@ -285,7 +285,13 @@ POOL_CASES = [  # (N, H, W, C), (KH, KW, F), padding, pool_size, pool_padding
     ((2, 13, 6, 1), (4, 3, 17), "same", (3, 2), "same"),  # PX-wide blocks do not fit rows
 ]
 
-ACTIVATIONS = [None, "linear", "tanh", "relu"]
+# Every activation of the table (and None), spread over the cases: each case tries the
+# next PER_CASE in turn (every one tried on two cases or more), rather than multiplying
+# the cases by them.
+ACTIVATIONS = [None, *activations.ELEMENTWISE]
+PER_CASE = max(4, -(-len(ACTIVATIONS) // len(POOL_CASES)))
+POOL_CASE_ACTIVATIONS = [(case, ACTIVATIONS[(i * PER_CASE + j) % len(ACTIVATIONS)])
+                         for i, case in enumerate(POOL_CASES) for j in range(PER_CASE)]
 
 
 def inputs(rng, case, dtype, bias=True):
@@ -297,8 +303,7 @@ def inputs(rng, case, dtype, bias=True):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", POOL_CASES)
-@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("case,activation", POOL_CASE_ACTIVATIONS)
 @pytest.mark.parametrize("bias", [True, False])
 def test_conv2d_maxpool_is_conv_then_pool(rng, dtype, case, activation, bias):
     _, _, padding, pool, pool_padding = case
@@ -362,7 +367,7 @@ def test_any_band_height_gives_the_same_bits(rng, case, monkeypatch):
 
 
 @pytest.mark.parametrize("case", [POOL_CASES[1], POOL_CASES[2], POOL_CASES[5]])
-@pytest.mark.parametrize("activation", ["tanh", "relu"])
+@pytest.mark.parametrize("activation", activations.FUSED)
 def test_same_bits_on_one_two_and_three_threads(rng, case, activation, threads):
     _, _, padding, pool, pool_padding = case
     x, w, b = inputs(rng, case, np.float32)

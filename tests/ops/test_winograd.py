@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import cconv
-from cconv import ops, oracle
+from cconv import activations, ops, oracle
 from conftest import DTYPES, numerical_grad, tol
 
 # tol() as for the direct GEMM path. Winograd's float32 error on the tutorial's conv2
@@ -55,19 +55,40 @@ def inputs(rng, dtype, case, padding):
     return x, k, b, g
 
 
+# Every activation of the table, which the output transform applies in place: that code
+# is the same at every tile, and the cases are there for the tiling, so the activations
+# are spread over the cases (each tries the next PER_CASE of the table in turn, every one
+# tried at least once per dtype) rather than multiplying them.
+PER_CASE = -(-len(activations.ELEMENTWISE) // len(CASE_PADDINGS))
+FORWARD_CASES = [(case, padding, tuple(activations.ELEMENTWISE[(i * PER_CASE + j)
+                                                               % len(activations.ELEMENTWISE)]
+                                       for j in range(PER_CASE)))
+                 for i, (case, padding) in enumerate(CASE_PADDINGS)]
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case,padding", CASE_PADDINGS)
-@pytest.mark.parametrize("activation", [None, "relu", "tanh"])
-def test_forward(rng, calls, dtype, case, padding, activation):
+@pytest.mark.parametrize("case,padding,names", FORWARD_CASES,
+                         ids=[f"case{CASES.index(c)}-{p}-{'+'.join(a)}"
+                              for c, p, a in FORWARD_CASES])
+def test_forward(rng, calls, dtype, case, padding, names):
+    """Against the oracle; then with activations of the table, applied in place: the
+    same bits as the elementwise op on the convolution's output
+    (tests/ops/test_activations.py holds that op to the oracle)."""
     n, h, w, c, f = case
     x, k, b, _ = inputs(rng, dtype, case, padding)
-    want = oracle.conv2d(x, k, b, padding)
-    if activation is not None:
-        want = getattr(oracle, activation)(want)
-    got = ops.conv2d(x, k, b, padding, activation)
+    got = ops.conv2d(x, k, b, padding)
     assert calls == [x.shape]
     assert got.dtype == dtype
-    np.testing.assert_allclose(got, want, **tol(dtype, 25 * c))
+    np.testing.assert_allclose(got, oracle.conv2d(x, k, b, padding), **tol(dtype, 25 * c))
+    for activation in names:
+        np.testing.assert_array_equal(ops.conv2d(x, k, b, padding, activation),
+                                      ops.activation(activation, got),
+                                      err_msg=f"activation={activation}")
+    assert calls == [x.shape] * (1 + len(names))
+
+
+def test_forward_cases_try_every_activation():
+    assert {a for _, _, names in FORWARD_CASES for a in names} == set(activations.ELEMENTWISE)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
