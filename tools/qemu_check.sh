@@ -22,7 +22,7 @@ import sys
 import numpy as np
 
 import cconv
-from cconv import ops, oracle, presets
+from cconv import activations, ops, oracle, presets
 
 expected, out = sys.argv[1], sys.argv[2]
 assert cconv.cpu_capability() == expected, (cconv.cpu_capability(), expected)
@@ -38,6 +38,13 @@ def close(name, got, want):
 for dtype in (np.float32, np.float64):
     a = (rng.standard_normal(5000) * 4).astype(dtype)
     close("tanh", ops.tanh(a), np.tanh(a.astype(np.float64)).astype(dtype))
+    g = rng.standard_normal(a.shape).astype(dtype)
+    for name in activations.ELEMENTWISE:  # every activation's SIMD code at this level
+        act = ops.activation(name, a)
+        close(name, act, oracle.activation(name, a))
+        s = act if activations.row(name).gradient_from == "output" else a
+        close(name + " backward", ops.activation_backward(name, s, g),
+              oracle.activation_backward(name, s, g))
     for shape, kernel in (((2, 14, 14, 1), (3, 3, 1, 16)),    # direct single-channel
                           ((2, 12, 12, 3), (3, 3, 3, 16)),    # GEMM
                           ((2, 12, 12, 8), (5, 5, 8, 16))):   # Winograd
@@ -78,6 +85,10 @@ for pair in Nehalem:default Haswell:avx2; do
     cpu=${pair%%:*} level=${pair#*:}
     start=$SECONDS
     # TCG warns about CPUID bits it does not emulate (tsc-deadline, hle, ...): harmless.
+    # Where the host forces OpenBLAS's kernels to its own CPU (OPENBLAS_CORETYPE, set on
+    # some machines here), numpy's import would run them on the emulated, older CPU:
+    # name the emulated one instead, for the emulated process only.
+    ${OPENBLAS_CORETYPE:+env OPENBLAS_CORETYPE=$cpu} \
     qemu-x86_64 -cpu "$cpu" "$(command -v "$python")" check.py "$level" "emulated-$cpu.npz" \
         2> >(grep -v "TCG doesn't support requested feature" >&2)
     CCONV_CPU_CAPABILITY=$level "$python" check.py "$level" "native-$cpu.npz" >/dev/null
