@@ -6,6 +6,7 @@ Shapes given to layers exclude the batch axis, as in Keras.
 """
 import numbers
 import threading
+import warnings
 
 import numpy as np
 
@@ -72,6 +73,31 @@ def _init(spec, shape, dtype, rng, what):
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
+def _input_shape_hint(input_shape, input_dim):
+    """Keras's legacy input_shape= / input_dim= of a layer: the shape of one sample, a
+    tuple of positive ints (input_dim=D is input_shape=(D,)), or None. Keras 3 warns, as
+    here, and a Sequential uses it only on its first layer (see Sequential.add)."""
+    if input_shape is None and input_dim is None:
+        return None
+    if input_shape is not None and input_dim is not None:
+        raise ValueError(f"give input_shape or input_dim, not both (got input_shape="
+                         f"{input_shape!r}, input_dim={input_dim!r})")
+    if input_dim is not None:
+        shape = (_positive_int("input_dim", input_dim),)
+    else:
+        if not isinstance(input_shape, (tuple, list)) or not input_shape:
+            raise TypeError(f"input_shape: expected a tuple of positive ints (one sample's "
+                            f"shape, without the batch axis), got {input_shape!r}")
+        if any(d is None for d in input_shape):
+            raise ValueError(f"input_shape: expected a tuple of positive ints, got "
+                             f"{input_shape!r} (cconv needs every size but the batch's)")
+        shape = tuple(_positive_int("input_shape", d) for d in input_shape)
+    warnings.warn("Do not pass an `input_shape`/`input_dim` argument to a layer. When using "
+                  "Sequential models, prefer using an `Input(shape)` object as the first "
+                  "layer in the model instead.", UserWarning, stacklevel=4)
+    return shape
+
+
 def weight_keys(layers):
     """(layer, weight name) for every weight the built layers hold, in the one order
     that get_weights, set_weights and every weights file use: layer by layer, and
@@ -109,8 +135,10 @@ class Layer:
     weight_names = ()
     activation = None
 
-    def __init__(self, name=None):
+    def __init__(self, name=None, *, input_shape=None, input_dim=None):
         self.name = name
+        # Keras's legacy hint: the model's input shape when this layer comes first
+        self._input_shape_arg = _input_shape_hint(input_shape, input_dim)
         self.built = False
         self.input_shape = None
         self.output_shape = None
@@ -329,8 +357,9 @@ class Conv2D(Layer):
     _scratch_attrs = ("_buffers",)
 
     def __init__(self, filters, kernel_size, activation=None, use_bias=True, padding="valid",
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None):
-        super().__init__(name)
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None, *,
+                 input_shape=None, input_dim=None):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
         self.filters = _positive_int("filters", filters)
         self.kernel_size = _pair("kernel_size", kernel_size)
         if padding not in ops.PADDINGS:
@@ -407,13 +436,16 @@ class Conv2D(Layer):
 
 
 class Dense(Layer):
-    """Fully connected: (D,) -> (units,). Put Flatten() before it for images."""
+    """Fully connected on the last axis, as in Keras: (..., D) -> (..., units). A flat
+    input (D,) is the usual case; on (d1, ..., D) every row of D features goes through
+    the same weights (Flatten() before it instead mixes them all)."""
 
     weight_names = ("kernel", "bias")
 
     def __init__(self, units, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None):
-        super().__init__(name)
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None, *,
+                 input_shape=None, input_dim=None):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
         self.units = _positive_int("units", units)
         self.use_bias = bool(use_bias)
         self.activation = _Act(activation)
@@ -425,13 +457,13 @@ class Dense(Layer):
                 "activation": self.activation.name, **_weights_config(self)}
 
     def compute_output_shape(self, input_shape):
-        if len(input_shape) != 1:
-            raise ValueError(f"Dense: expected a flat input of shape (features,), got "
-                             f"{input_shape}; add Flatten() before it")
-        return (self.units,)
+        if len(input_shape) < 1:
+            raise ValueError(f"Dense: expected an input of shape (..., features), got "
+                             f"{input_shape}")
+        return tuple(input_shape[:-1]) + (self.units,)
 
     def weight_shapes(self, input_shape):
-        shapes = {"kernel": (input_shape[0], self.units)}
+        shapes = {"kernel": (input_shape[-1], self.units)}
         if self.use_bias:
             shapes["bias"] = (self.units,)
         return shapes
@@ -440,17 +472,24 @@ class Dense(Layer):
         super().build(input_shape, dtype, rng)
         self._init_weights(rng)
 
+    # Above rank 2, the rows of the last axis are a batch of N * d1 * ... rows for the
+    # flat ops (a reshape, no copy for a contiguous x), and saved["x"] keeps that 2-D view.
     def forward_linear(self, x, training=False, rng=None):
+        rows = x if x.ndim == 2 else x.reshape(-1, x.shape[-1])
         if training:
-            self.saved["x"] = x
-        return ops.dense(x, self.params["kernel"], self.params.get("bias"))
+            self.saved["x"] = rows
+        out = ops.dense(rows, self.params["kernel"], self.params.get("bias"))
+        return out if x.ndim == 2 else out.reshape(x.shape[:-1] + (self.units,))
 
     def backward_linear(self, grad):
+        rows = grad if grad.ndim == 2 else grad.reshape(-1, self.units)
         grad_x, grad_w, grad_b = ops.dense_backward(self.saved["x"], self.params["kernel"],
-                                                    grad, self.need_input_grad)
+                                                    rows, self.need_input_grad)
         self.grads["kernel"] = grad_w
         if self.use_bias:
             self.grads["bias"] = grad_b
+        if grad_x is not None and grad.ndim != 2:
+            grad_x = grad_x.reshape(grad.shape[:-1] + (grad_x.shape[1],))
         return grad_x
 
 
@@ -458,8 +497,8 @@ class Activation(Layer):
     """Activation(name): any activation of cconv.activations (by its Keras name, an
     alias, or one of that module's functions); softmax acts on the last axis."""
 
-    def __init__(self, activation, name=None):
-        super().__init__(name)
+    def __init__(self, activation, name=None, *, input_shape=None, input_dim=None):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
         self.activation = _Act(activation)
 
     def get_config(self):
@@ -470,8 +509,8 @@ class Dropout(Layer):
     """During training, zero each input with probability `rate` and scale the rest by
     1 / (1 - rate); at inference, pass inputs through unchanged."""
 
-    def __init__(self, rate, name=None):
-        super().__init__(name)
+    def __init__(self, rate, name=None, *, input_shape=None, input_dim=None):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
             raise TypeError(f"rate: expected a float in [0, 1), got {type(rate).__name__}")
         if not 0.0 <= rate < 1.0:
@@ -501,6 +540,9 @@ class Flatten(Layer):
 
     KERAS_FIXED = {"data_format": "channels_last"}
 
+    def __init__(self, name=None, *, input_shape=None, input_dim=None):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
@@ -522,8 +564,9 @@ class MaxPooling2D(Layer):
     KERAS_FIXED = {"data_format": "channels_last"}
     _scratch_attrs = ("_buffers",)
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
-        super().__init__(name)
+    def __init__(self, pool_size=2, strides=None, padding="valid", name=None, *,
+                 input_shape=None, input_dim=None):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
         self.pool_size = _pair("pool_size", pool_size)
         strides = self.pool_size if strides is None else _pair("strides", strides)
         if strides != self.pool_size:
@@ -579,8 +622,8 @@ class KernelPooling(Layer):
     usual choice). Only that one map goes on. With "max", the gradient flows back only
     to the kernel that won at each position (the first, on a tie)."""
 
-    def __init__(self, mode="max", name=None):
-        super().__init__(name)
+    def __init__(self, mode="max", name=None, *, input_shape=None, input_dim=None):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
         if not isinstance(mode, str) or mode not in ops.KERNEL_POOL_MODES:
             raise ValueError(f"mode: expected one of {list(ops.KERNEL_POOL_MODES)}, "
                              f"got {mode!r}")

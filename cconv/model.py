@@ -30,8 +30,9 @@ class NotCompiledError(RuntimeError, ValueError):
 
 
 class Sequential:
-    """A linear stack of layers. The first item may be cconv.layers.Input(shape); without
-    it the model is built from the first data it sees.
+    """A linear stack of layers. The first item may be cconv.layers.Input(shape) (or the
+    first layer may say input_shape=, as Keras allows); without either the model is built
+    from the first data it sees.
 
     dtype is "float32" (default) or "float64" for weights and computation."""
 
@@ -66,6 +67,11 @@ class Sequential:
             raise ValueError("add: the model is already built; create a new Sequential")
         if layer.built:
             raise ValueError(f"add: layer {layer.name!r} already belongs to a model")
+        hint = getattr(layer, "_input_shape_arg", None)
+        if hint is not None and not self.layers and self.input_shape is None:
+            # Keras 3's legacy case: input_shape= on the first layer stands for an Input
+            # before it; on any other layer (or after an Input) it is ignored, as there.
+            self.input_shape = hint
         taken = {l.name for l in self.layers}
         if layer.name is None:
             base = utils.default_name(type(layer))

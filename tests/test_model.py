@@ -299,7 +299,7 @@ def test_fit_or_evaluate_before_compile():
     (lambda: Dense(0), "units"),
     (lambda: Activation("hard_shrink"), "activation"),
     (lambda: cconv.Sequential([Input((5, 5, 1)), Conv2D(2, 7)]).build(), "larger than"),
-    (lambda: cconv.Sequential([Input((5, 5, 1)), Dense(2)]).build(), "Flatten"),
+    (lambda: Dense(2, input_shape=(5, 0)), "input_shape"),
     (lambda: small_model(compile=False).compile(loss="mse"), "loss"),
     (lambda: small_model(compile=False).compile(optimizer="adamw"), "optimizer"),
     (lambda: small_model(compile=False).compile(metrics=["auc"]), "metrics"),

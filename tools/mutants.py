@@ -230,6 +230,24 @@ MUTANTS = [
             "tests/test_initializers.py::"
             "test_seeded_initializer_in_a_layer_gives_the_same_kernel_in_every_model",
             "tests/test_initializers.py::test_seeded_initializers_cross_a_keras_file"]),
+    # ---- issue 22: input_shape= on a first layer, Dense on any rank ----
+    Mutant("input_shape_hint_ignored", "input_shape= on a Sequential's first layer is "
+           "accepted but never becomes the model's input",
+           [("cconv/model.py", "            self.input_shape = hint\n",
+             "            self.input_shape = None\n")],
+           ["tests/test_input_shape.py::"
+            "test_every_layer_takes_input_shape_first_and_builds_the_model",
+            "tests/test_input_shape.py::test_tf_cnn_tutorial_model",
+            "tests/test_keras_shapes.py::test_input_shape_model_files_match_keras_both_ways"]),
+    Mutant("dense_nd_grad_rows_misaligned", "Dense above rank 2: backward pairs the batch's "
+           "gradient rows with the wrong samples (batch order reversed)",
+           [("cconv/layers.py",
+             "        rows = grad if grad.ndim == 2 else grad.reshape(-1, self.units)\n",
+             "        rows = grad if grad.ndim == 2 else grad[::-1].reshape(-1, self.units)\n")],
+           ["tests/test_dense_any_rank.py::test_forward_and_backward_match_the_oracle_on_rows",
+            "tests/test_dense_any_rank.py::test_each_row_has_the_flat_layers_bits",
+            "tests/test_keras_shapes.py::"
+            "test_dense_on_any_rank_one_sgd_step_gives_keras_weights"]),
     Mutant("legacy_initializer_names_dropped", "files naming cconv.presets>tutorial_* no "
            "longer load", [("cconv/initializers.py",
                             "LEGACY_NAMES = {\"cconv.presets>tutorial_normal\": tutorial_normal,",
