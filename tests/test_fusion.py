@@ -272,3 +272,24 @@ def test_blank_images_meet_a_nonfinite_weight_as_the_layers_do(bad, monkeypatch)
     fused, layers = results
     assert np.isnan(layers[:, 2]).all()
     np.testing.assert_array_equal(np.isnan(fused), np.isnan(layers))
+
+
+@pytest.mark.parametrize("name", activations.FUSED)
+def test_blank_images_through_every_fused_activation(name, monkeypatch):
+    """A bias-free conv model on images with blank margins predicts through
+    conv2d_dense, which may skip the windows of zeros only where the activation keeps 0
+    at 0: sigmoid's 0.5 or exponential's 1 there still reaches the logits. The fused step
+    must give the layers' numbers."""
+    x = np.zeros((3, 9, 9, 1))
+    x[1:, 3:6, 2:7, 0] = np.random.default_rng(5).random((2, 3, 5))
+    results = []
+    for rules in (list(fusion.RULES), []):
+        monkeypatch.setattr(fusion, "RULES", rules)
+        rng = np.random.default_rng(6)  # the same weights for both
+        model = cconv.Sequential([Input((9, 9, 1)), Conv2D(4, 3, activation=name,
+                                                           use_bias=False),
+                                  Flatten(), Dense(3, use_bias=False)], dtype="float64")
+        model.set_weights([rng.uniform(-0.5, 0.5, w.shape) for w in model.get_weights()])
+        assert any(isinstance(s, fusion.ConvDense) for s in model._plans[False]) == bool(rules)
+        results.append(model.predict(x, verbose=0))
+    np.testing.assert_allclose(*results, rtol=1e-12, atol=1e-12)

@@ -272,7 +272,7 @@ MUTANTS = [
            "activation (sigmoid's 0.5 at 0 then never reaches the logits)",
            [("cconv/ops/fused.py", "skip_blank = not b.size and zero_at_zero(activation) and ",
              "skip_blank = not b.size and ")],
-           ["tests/ops/test_fused.py::test_conv2d_dense_matches_oracle",
+           ["tests/test_fusion.py::test_blank_images_through_every_fused_activation",
             "tests/ops/test_fused.py::test_conv2d_dense_skips_blank_windows_exactly"]),
     Mutant("coin_flips_state_kept", "legacy_coin_flips draws without advancing the state",
            [("cconv/ops/random.py", "    set_state(state)\n", "")],
