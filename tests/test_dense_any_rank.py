@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import cconv
-from cconv import fusion, oracle
+from cconv import activations, fusion, oracle
 from cconv.layers import Conv2D, Dense, Dropout, Flatten, Input, MaxPooling2D
 
 DTYPES = [np.float32, np.float64]
@@ -36,10 +36,10 @@ def oracle_forward(layer, x):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["float32", "float64"])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-@pytest.mark.parametrize("activation", ["linear", "tanh", "gelu", "softmax"])
+@pytest.mark.parametrize("activation", activations.NAMES)
 def test_forward_and_backward_match_the_oracle_on_rows(shape, activation, dtype):
-    # tanh's gradient comes from its output (saved "y"), gelu's from its input ("z"),
-    # softmax acts on the last axis: each saved and reshaped the same way
+    # gradients from the output (saved "y") and from the input ("z"), and softmax on the
+    # last axis: each saved and reshaped the same way
     model, layer = built_dense(shape, 24, activation, dtype)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((6,) + shape).astype(dtype)
@@ -51,7 +51,8 @@ def test_forward_and_backward_match_the_oracle_on_rows(shape, activation, dtype)
     grad = rng.standard_normal(y.shape).astype(dtype)
     layer.need_input_grad = True
     grad_x = layer.backward(grad)
-    g_rows = oracle.activation_backward(activation, want if activation in ("tanh", "softmax")
+    from_output = activations.row(activation).gradient_from == "output"
+    g_rows = oracle.activation_backward(activation, want if from_output
                                         else z.reshape(want.shape),
                                         grad.astype(np.float64)).reshape(-1, 24)
     want_x, want_w, want_b = oracle.dense_backward(
