@@ -120,7 +120,8 @@ class Layer:
         "z"       the activation's input, for an activation whose gradient needs it;
         "mask"    the keep-mask, or None when rate is 0 (Dropout);
         "argmax", "x_shape"  where each window's max was, and the input shape
-                  (MaxPooling2D).
+                  (MaxPooling2D, GlobalMaxPooling2D; "x_shape" alone:
+                  GlobalAveragePooling2D).
     - public configuration (activation.name, padding, rate, use_bias, pool_size, dtype,
       input_shape, output_shape) and the methods below.
     CONTRACT lists these names: a fused step touches nothing else. Each rule in
@@ -236,6 +237,9 @@ class Layer:
     KERAS_FIXED = {}
     # attributes holding per-thread scratch memory: never copied, made anew on the far side
     _scratch_attrs = ()
+    # whether a built layer's entry in a .keras config has a build_config, as Keras writes
+    # one (Keras's Reshape is built at construction and writes none)
+    KERAS_BUILD_CONFIG = True
 
     def get_config(self):
         """The constructor's arguments, in the dict shape of the Keras layer's config,
@@ -647,10 +651,190 @@ class KernelPooling(Layer):
         return ops.kernel_pool_backward(self.saved["x"], grad, self.mode)
 
 
+
+def _data_format(layer, data_format):
+    """Keras's data_format argument: None (Keras's default, channels_last) or
+    "channels_last"; cconv's layout is channels-last only."""
+    if data_format not in (None, "channels_last"):
+        raise ValueError(f"{layer}: data_format={data_format!r} is not supported by cconv "
+                         f"(only 'channels_last': images (height, width, channels))")
+
+
+def _image_shape(layer, input_shape):
+    if len(input_shape) != 3:
+        raise ValueError(f"{layer}: expected input of shape (height, width, channels), got "
+                         f"{input_shape}")
+    return input_shape
+
+
+class Rescaling(Layer):
+    """y = x * scale + offset, as keras.layers.Rescaling (e.g. Rescaling(1 / 255) for pixel
+    values). scale and offset are numbers, or one per channel of the last axis; they are
+    cast to the model's dtype before use, as Keras casts them to the layer's."""
+
+    def __init__(self, scale, offset=0.0, name=None, *, input_shape=None, input_dim=None):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+        self.scale = ops.spatial.check_factor("scale", scale)
+        self.offset = ops.spatial.check_factor("offset", offset)
+
+    def get_config(self):
+        plain = lambda v: list(v) if isinstance(v, tuple) else v
+        return {**super().get_config(), "scale": plain(self.scale),
+                "offset": plain(self.offset)}
+
+    def compute_output_shape(self, input_shape):
+        for arg in ("scale", "offset"):
+            value = getattr(self, arg)
+            if isinstance(value, tuple) and (not input_shape or input_shape[-1] != len(value)):
+                raise ValueError(f"Rescaling: {arg} has {len(value)} values (one per channel) "
+                                 f"but the input's shape is {tuple(input_shape)}")
+        return input_shape
+
+    def forward_linear(self, x, training=False, rng=None):
+        return ops.rescale(x, self.scale, self.offset)
+
+    def backward_linear(self, grad):
+        return ops.rescale_backward(grad, self.scale)
+
+
+class Reshape(Layer):
+    """(d1, d2, ...) -> target_shape, as keras.layers.Reshape: the same values in the same
+    (row-major) order; one entry of target_shape may be -1, inferred from the others."""
+
+    KERAS_BUILD_CONFIG = False  # Keras builds it at construction
+
+    def __init__(self, target_shape, name=None, *, input_shape=None, input_dim=None):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+        if not isinstance(target_shape, (tuple, list)):
+            raise TypeError(f"target_shape: expected a tuple of positive ints (and at most "
+                            f"one -1), got {target_shape!r}")
+        for d in target_shape:
+            if isinstance(d, bool) or not isinstance(d, numbers.Integral):
+                raise TypeError(f"target_shape: expected a tuple of positive ints (and at "
+                                f"most one -1), got {target_shape!r}")
+            if d == 0 or d < -1:
+                raise ValueError(f"target_shape: expected positive ints (and at most one "
+                                 f"-1), got {tuple(target_shape)!r}")
+        if list(target_shape).count(-1) > 1:
+            raise ValueError(f"target_shape: at most one -1 may be inferred, got "
+                             f"{tuple(target_shape)!r}")
+        self.target_shape = tuple(int(d) for d in target_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "target_shape": list(self.target_shape)}
+
+    def compute_output_shape(self, input_shape):
+        size = int(np.prod(input_shape))
+        known = int(np.prod([d for d in self.target_shape if d != -1]))
+        if -1 in self.target_shape:
+            if known == 0 or size % known:
+                raise ValueError(f"Reshape: target_shape {self.target_shape} cannot hold an "
+                                 f"input of shape {tuple(input_shape)} ({size} values: not a "
+                                 f"multiple of {known})")
+            return tuple(size // known if d == -1 else d for d in self.target_shape)
+        if known != size:
+            raise ValueError(f"Reshape: target_shape {self.target_shape} holds {known} values, "
+                             f"the input of shape {tuple(input_shape)} has {size}")
+        return self.target_shape
+
+    def forward_linear(self, x, training=False, rng=None):
+        return x.reshape((x.shape[0],) + self.output_shape)
+
+    def backward_linear(self, grad):
+        return grad.reshape((grad.shape[0],) + self.input_shape)
+
+
+class ZeroPadding2D(Layer):
+    """Zero rows and columns around each image, channels-last, as keras.layers.ZeroPadding2D:
+    padding is an int (every side), a pair (symmetric height, width padding) or
+    ((top, bottom), (left, right))."""
+
+    KERAS_FIXED = {"data_format": "channels_last"}
+
+    def __init__(self, padding=(1, 1), data_format=None, name=None, *, input_shape=None,
+                 input_dim=None):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+        _data_format("ZeroPadding2D", data_format)
+        self.padding = ops.pad_widths(padding)
+
+    def get_config(self):
+        return {**super().get_config(), "padding": [list(p) for p in self.padding]}
+
+    def compute_output_shape(self, input_shape):
+        h, w, c = _image_shape("ZeroPadding2D", input_shape)
+        (top, bottom), (left, right) = self.padding
+        return (top + h + bottom, left + w + right, c)
+
+    def forward_linear(self, x, training=False, rng=None):
+        return ops.zero_pad2d(x, self.padding)
+
+    def backward_linear(self, grad):
+        return ops.zero_pad2d_backward(grad, (grad.shape[0],) + self.input_shape, self.padding)
+
+
+class _GlobalPooling2D(Layer):
+    """Pools each channel over the whole image, channels-last: (H, W, C) -> (C,), or
+    (1, 1, C) with keepdims=True."""
+
+    KERAS_FIXED = {"data_format": "channels_last"}
+    KERAS_BUILD_CONFIG = False  # Keras builds it at construction
+
+    def __init__(self, data_format=None, keepdims=False, name=None, *, input_shape=None,
+                 input_dim=None):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+        _data_format(type(self).__name__, data_format)
+        if not isinstance(keepdims, (bool, np.bool_)):
+            raise TypeError(f"keepdims: expected True or False, got {keepdims!r}")
+        self.keepdims = bool(keepdims)
+
+    def get_config(self):
+        return {**super().get_config(), "keepdims": self.keepdims}
+
+    def compute_output_shape(self, input_shape):
+        h, w, c = _image_shape(type(self).__name__, input_shape)
+        return (1, 1, c) if self.keepdims else (c,)
+
+    def _out(self, y):
+        return y.reshape((y.shape[0],) + self.output_shape)
+
+    def _grad(self, grad):
+        return grad.reshape(grad.shape[0], -1)
+
+
+class GlobalAveragePooling2D(_GlobalPooling2D):
+    """The mean of each channel over the image, as keras.layers.GlobalAveragePooling2D."""
+
+    def forward_linear(self, x, training=False, rng=None):
+        if training:
+            self.saved["x_shape"] = x.shape
+        return self._out(ops.global_avg_pool2d(x))
+
+    def backward_linear(self, grad):
+        return ops.global_avg_pool2d_backward(self._grad(grad), self.saved["x_shape"])
+
+
+class GlobalMaxPooling2D(_GlobalPooling2D):
+    """The max of each channel over the image, as keras.layers.GlobalMaxPooling2D. Its
+    gradient goes to the first maximum in row-major order on a tie, as MaxPooling2D's
+    (Keras on jax splits it between the tied pixels)."""
+
+    def forward_linear(self, x, training=False, rng=None):
+        y, argmax = ops.global_max_pool2d(x, need_argmax=training)
+        if training:
+            self.saved["argmax"], self.saved["x_shape"] = argmax, x.shape
+        return self._out(y)
+
+    def backward_linear(self, grad):
+        return ops.global_max_pool2d_backward(self._grad(grad), self.saved["argmax"],
+                                              self.saved["x_shape"])
+
 # The classes a config may name, by Keras's class name; cconv's own under "cconv.layers".
 KERAS_LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, Activation, Dropout, Flatten,
-                                              MaxPooling2D)}
+                                              MaxPooling2D, Rescaling, Reshape, ZeroPadding2D,
+                                              GlobalAveragePooling2D, GlobalMaxPooling2D)}
 CCONV_LAYERS = {"KernelPooling": KernelPooling}
 # Keras's other spellings of the same layer
 KERAS_LAYERS["MaxPool2D"] = MaxPooling2D
 KERAS_LAYERS["Convolution2D"] = Conv2D
+KERAS_LAYERS["GlobalAvgPool2D"] = GlobalAveragePooling2D
+KERAS_LAYERS["GlobalMaxPool2D"] = GlobalMaxPooling2D

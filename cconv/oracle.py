@@ -261,3 +261,83 @@ def legacy_coin_flips(shape, random_state=None):
     """np.random's own draws, as uint8."""
     draw = np.random.randint if random_state is None else random_state.randint
     return draw(2, size=shape).astype(np.uint8)
+
+
+def rescale(x, scale, offset=0.0):
+    """x * scale + offset, with scale and offset rounded to x's dtype first, element by
+    element (Keras casts both to the layer's dtype)."""
+    out = np.empty(np.shape(x), dtype=x.dtype)
+    s = np.broadcast_to(np.asarray(scale, dtype=x.dtype), x.shape)
+    o = np.broadcast_to(np.asarray(offset, dtype=x.dtype), x.shape)
+    for i in np.ndindex(x.shape):
+        out[i] = x[i] * s[i] + o[i]  # two roundings in x's dtype, as numpy scalars do
+    return out
+
+
+def rescale_backward(grad_out, scale):
+    return grad_out * np.asarray(scale, dtype=grad_out.dtype)
+
+
+def _sides(padding):
+    if isinstance(padding, int):
+        return (padding, padding), (padding, padding)
+    return tuple((p, p) if isinstance(p, int) else tuple(p) for p in padding)
+
+
+def zero_pad2d(x, padding):
+    """np.pad with zeros on the two image axes."""
+    rows, cols = _sides(padding)
+    return np.pad(x, ((0, 0), rows, cols, (0, 0)))
+
+
+def zero_pad2d_backward(grad_out, x_shape, padding):
+    """Row by row: image row i is padded row top + i, from column left on."""
+    (top, _), (left, _) = _sides(padding)
+    n, h, w, c = x_shape
+    grad_x = np.empty(x_shape, dtype=grad_out.dtype)
+    for i in range(h):
+        grad_x[:, i] = grad_out[:, top + i, left:left + w]
+    return grad_x
+
+
+def global_avg_pool2d(x):
+    """Pixel by pixel, summed in float64, divided by the pixel count."""
+    n, h, w, c = x.shape
+    total = np.zeros((n, c))
+    for i in range(h):
+        for j in range(w):
+            total += x[:, i, j, :]
+    return (total / (h * w)).astype(x.dtype)
+
+
+def global_avg_pool2d_backward(grad_out, x_shape):
+    n, h, w, c = x_shape
+    grad_x = np.empty(x_shape, dtype=grad_out.dtype)
+    for i in range(h):
+        for j in range(w):
+            grad_x[:, i, j, :] = grad_out / h / w
+    return grad_x
+
+
+def global_max_pool2d(x, need_argmax=True):
+    """Pixels in row-major order; a later pixel takes over only when strictly larger (a tie
+    stays with the first)."""
+    n, h, w, c = x.shape
+    best = x[:, 0, 0, :].copy()
+    argmax = np.zeros((n, c), dtype=np.int64)
+    for i in range(h):
+        for j in range(w):
+            larger = x[:, i, j, :] > best
+            best[larger] = x[:, i, j, :][larger]
+            argmax[larger] = i * w + j
+    return best, (argmax if need_argmax else None)
+
+
+def global_max_pool2d_backward(grad_out, argmax, x_shape):
+    n, h, w, c = x_shape
+    grad_x = np.zeros(x_shape, dtype=grad_out.dtype)
+    for b in range(n):
+        for ch in range(c):
+            i, j = divmod(int(argmax[b, ch]), w)
+            grad_x[b, i, j, ch] = grad_out[b, ch]
+    return grad_x

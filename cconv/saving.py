@@ -70,7 +70,7 @@ def serialize_layer(layer, dtype):
     out = {"module": module, "class_name": type(layer).__name__, "config": config,
            "registered_name": None if module == "keras.layers"
            else f"cconv>{type(layer).__name__}"}
-    if layer.built:
+    if layer.built and layer.KERAS_BUILD_CONFIG:
         out["build_config"] = {"input_shape": [None, *layer.input_shape]}
     return out
 

@@ -21,6 +21,11 @@ EVERY_LAYER = {
     "Flatten": lambda **kw: layers.Flatten(**kw),
     "MaxPooling2D": lambda **kw: layers.MaxPooling2D(2, **kw),
     "KernelPooling": lambda **kw: layers.KernelPooling("max", **kw),
+    "Rescaling": lambda **kw: layers.Rescaling(1 / 255, offset=0.5, **kw),
+    "Reshape": lambda **kw: layers.Reshape((-1, 12), **kw),
+    "ZeroPadding2D": lambda **kw: layers.ZeroPadding2D(((1, 0), 2), **kw),
+    "GlobalAveragePooling2D": lambda **kw: layers.GlobalAveragePooling2D(**kw),
+    "GlobalMaxPooling2D": lambda **kw: layers.GlobalMaxPooling2D(keepdims=True, **kw),
 }
 
 

@@ -256,6 +256,45 @@ MUTANTS = [
             "test_tutorial_initializers_round_trip_by_name_and_by_their_legacy_names",
             "tests/test_initializers.py::"
             "test_a_keras_file_naming_the_legacy_tutorial_initializers_loads"]),
+    # ---- issue 22: Rescaling, Reshape, ZeroPadding2D, global pooling ----
+    Mutant("rescale_grad_unscaled", "Rescaling's backward passes the gradient through "
+           "without multiplying it by scale",
+           [("cconv/ops/spatial.py",
+             '    return np.multiply(grad_out, _factor_array("scale", scale, grad_out))\n',
+             "    return grad_out.copy()\n")],
+           ["tests/ops/test_spatial.py::test_rescale",
+            "tests/ops/test_spatial.py::test_gradients_are_finite_differences",
+            "tests/test_keras_reshaping.py::test_one_sgd_step_gives_keras_weights"]),
+    Mutant("reshape_grad_fortran_order", "Reshape's backward reshapes the gradient in "
+           "Fortran order (values paired with the wrong inputs and samples)",
+           [("cconv/layers.py",
+             "        return x.reshape((x.shape[0],) + self.output_shape)\n\n"
+             "    def backward_linear(self, grad):\n"
+             "        return grad.reshape((grad.shape[0],) + self.input_shape)\n",
+             "        return x.reshape((x.shape[0],) + self.output_shape)\n\n"
+             "    def backward_linear(self, grad):\n"
+             "        return grad.reshape((grad.shape[0],) + self.input_shape, order=\"F\")\n")],
+           ["tests/test_keras_reshaping.py::test_one_sgd_step_gives_keras_weights",
+            "tests/test_keras_reshaping.py::"
+            "test_gradients_through_the_model_are_finite_differences"]),
+    Mutant("zero_pad_grad_top_is_bottom", "zero_pad2d's backward crops the bottom padding "
+           "from the top (wrong rows when top != bottom)",
+           [("cconv/ops/spatial.py",
+             "    return np.ascontiguousarray(grad_out[:, top:top + h, left:left + w])\n",
+             "    return np.ascontiguousarray(grad_out[:, bottom:bottom + h, left:left + w])\n")],
+           ["tests/ops/test_spatial.py::test_zero_pad2d",
+            "tests/ops/test_spatial.py::test_gradients_are_finite_differences",
+            "tests/test_keras_reshaping.py::test_one_sgd_step_gives_keras_weights",
+            "tests/test_keras_reshaping.py::"
+            "test_gradients_through_the_model_are_finite_differences"]),
+    Mutant("global_max_ties_last", "global max pooling: a tie goes to the last pixel in "
+           "row-major order, not the first (as MaxPooling2D's)",
+           [("cconv/ops/spatial.py",
+             "    argmax = flat.argmax(axis=1)  # the first maximum\n",
+             "    argmax = h * w - 1 - flat[:, ::-1].argmax(axis=1)\n")],
+           ["tests/ops/test_spatial.py::test_global_pools",
+            "tests/ops/test_spatial.py::"
+            "test_global_max_pool2d_tie_goes_to_the_first_pixel_in_row_major_order"]),
     # ---- issue 13: the book's speed-ups, out=, the adapting thread count ----
     Mutant("blank_span_short", "conv2d_dense skips one live output column too many at a "
            "blank margin's edge",

@@ -39,9 +39,17 @@ conv2d_maxpool (backward: max_pool2d_backward, then conv2d_backward; fusion rule
     ConvPool) -- fused.py: _conv_1ch if C == 1, _winograd then _pool where conv2d takes
     Winograd, else _gemm -- oracle.conv2d_maxpool -- test_fused.py
 adam_update -- optim.py: _optim -- oracle.adam_update -- test_optim.py
+rescale (rescale_backward) -- spatial.py: vectorised NumPy, no kernel (memory-bound: one
+    multiply-add per element) -- oracle.rescale (oracle.rescale_backward) -- test_spatial.py
+zero_pad2d (zero_pad2d_backward) -- spatial.py: vectorised NumPy slice copies, no kernel --
+    oracle.zero_pad2d (oracle.zero_pad2d_backward) -- test_spatial.py
+global_avg_pool2d, global_max_pool2d (global_avg_pool2d_backward,
+    global_max_pool2d_backward) -- spatial.py: vectorised NumPy reductions over H and W, no
+    kernel -- oracle.global_avg_pool2d, oracle.global_max_pool2d (their _backward twins) --
+    test_spatial.py
 legacy_coin_flips -- random.py: _random (np.random's MT19937 stream) --
     oracle.legacy_coin_flips -- test_random.py
-conv_output_shape, pool_output_shape, check_size -- shape and memory helpers.
+conv_output_shape, pool_output_shape, check_size, pad_widths -- shape and memory helpers.
 """
 from cconv.ops import _scratch
 from cconv.ops._checks import (FLOAT_DTYPES, KERNEL_ACTIVATIONS, PADDINGS, check_size,
@@ -57,6 +65,9 @@ from cconv.ops.optim import adam_update
 from cconv.ops.pool import (KERNEL_POOL_MODES, kernel_pool, kernel_pool_backward,
                             max_pool2d, max_pool2d_backward, pool_output_shape)
 from cconv.ops.random import legacy_coin_flips
+from cconv.ops.spatial import (global_avg_pool2d, global_avg_pool2d_backward,
+                               global_max_pool2d, global_max_pool2d_backward, pad_widths,
+                               rescale, rescale_backward, zero_pad2d, zero_pad2d_backward)
 
 __all__ = [
     "FLOAT_DTYPES", "KERNEL_ACTIVATIONS", "gradient_from", "PADDINGS", "DENSE_GEMM_MIN_UNITS",
@@ -67,5 +78,7 @@ __all__ = [
     "dropout", "dropout_backward", "dropout_mask",
     "max_pool2d", "max_pool2d_backward", "kernel_pool", "kernel_pool_backward",
     "conv2d_dense", "dense_backward_gated", "conv2d_maxpool", "adam_update",
-    "legacy_coin_flips",
+    "legacy_coin_flips", "pad_widths", "rescale", "rescale_backward", "zero_pad2d",
+    "zero_pad2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward",
+    "global_max_pool2d", "global_max_pool2d_backward",
 ]
