@@ -12,7 +12,7 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_ENABLE_X64", "1")  # else jax computes float64 in float32
-from zoo import need  # noqa: E402
+from zoo import assert_one_sgd_step_as_keras, need  # noqa: E402
 
 need("h5py", "h5")
 keras = need("keras", "interop")
@@ -183,24 +183,7 @@ def test_same_weights_same_predictions(name, kind):
 @pytest.mark.parametrize("name", NAMES)
 def test_one_sgd_step_gives_keras_weights(name, kind):
     ours, theirs, x, y = twins(kind, name, seed=1)
-    start = ours.get_weights()
-    ours.compile(optimizer=cconv.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-    theirs.compile(optimizer=keras.optimizers.SGD(0.1),
-                   loss="sparse_categorical_crossentropy")
-    history = ours.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
-    their_loss = theirs.train_on_batch(x, y)
-    np.testing.assert_allclose(history.history["loss"][0], float(np.asarray(their_loss)),
-                               rtol=1e-5)
-    moved = False
-    for i, (w0, got, want) in enumerate(zip(start, ours.get_weights(), theirs.get_weights(),
-                                            strict=True)):
-        change = np.abs(want.astype(np.float64) - w0)
-        moved |= bool(change.max() > 0)
-        # 1e-5 of the largest change of this weight, and the float32 rounding of the
-        # new weight itself (both engines round w - 0.1 g once)
-        atol = 1e-5 * change.max() + np.spacing(np.abs(want))
-        assert_agrees(got, want, 0.0, atol, f"{name} {kind}: weight {i} after one step")
-    assert moved, "the step changed nothing: the test compares nothing"
+    assert_one_sgd_step_as_keras(ours, theirs, x, y, f"{name} {kind}")
 
 
 # ---- (d) .keras files both ways --------------------------------------------------------

@@ -13,7 +13,7 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_ENABLE_X64", "1")  # as the other Keras tests: jax starts once
 from conftest import numerical_grad, rel_error  # noqa: E402
-from zoo import need  # noqa: E402
+from zoo import assert_one_sgd_step_as_keras, need  # noqa: E402
 
 need("h5py", "h5")
 keras = need("keras", "interop")
@@ -82,22 +82,7 @@ def test_same_weights_same_outputs_as_keras(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_one_sgd_step_gives_keras_weights(kind):
     ours, theirs, x, y = twins(kind, seed=1)
-    start = ours.get_weights()
-    ours.compile(optimizer=cconv.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-    theirs.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-    history = ours.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
-    their_loss = theirs.train_on_batch(x, y)
-    np.testing.assert_allclose(history.history["loss"][0], float(np.asarray(their_loss)),
-                               rtol=1e-5)
-    for i, (w0, got, want) in enumerate(zip(start, ours.get_weights(), theirs.get_weights(),
-                                            strict=True)):
-        change = np.abs(want.astype(np.float64) - w0)
-        assert change.max() > 0, f"{kind}: weight {i} did not move: the test compares nothing"
-        # 1e-5 of the largest change of this weight, and the float32 rounding of the new
-        # weight itself (both engines round w - 0.1 g once)
-        atol = 1e-5 * change.max() + np.spacing(np.abs(want))
-        excess = np.abs(got.astype(np.float64) - want) - atol
-        assert excess.max() <= 0, f"{kind}: weight {i}: {excess.max():.3g} beyond tolerance"
+    assert_one_sgd_step_as_keras(ours, theirs, x, y, kind)
 
 
 def file_layers(path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-from zoo import need  # noqa: E402
+from zoo import assert_one_sgd_step_as_keras, need  # noqa: E402
 
 need("h5py", "h5")
 keras = need("keras", "interop")
@@ -63,20 +63,7 @@ def test_dense_on_any_rank_predicts_as_keras(kind):
 @pytest.mark.parametrize("kind", ["rank3", "rank4"])
 def test_dense_on_any_rank_one_sgd_step_gives_keras_weights(kind):
     ours, theirs, x, y = twins(kind, seed=1)
-    start = ours.get_weights()
-    ours.compile(optimizer=cconv.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-    theirs.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
-    history = ours.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
-    their_loss = theirs.train_on_batch(x, y)
-    np.testing.assert_allclose(history.history["loss"][0], float(np.asarray(their_loss)),
-                               rtol=1e-5)
-    for i, (w0, got, want) in enumerate(zip(start, ours.get_weights(), theirs.get_weights(),
-                                            strict=True)):
-        change = np.abs(want.astype(np.float64) - w0)
-        assert change.max() > 0, f"weight {i} did not move: the test compares nothing"
-        atol = 1e-5 * change.max() + np.spacing(np.abs(want))
-        excess = np.abs(got.astype(np.float64) - want) - atol
-        assert excess.max() <= 0, f"weight {i}: {excess.max():.3g} beyond the tolerance"
+    assert_one_sgd_step_as_keras(ours, theirs, x, y, kind)
 
 
 def config_layers(path):

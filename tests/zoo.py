@@ -74,3 +74,28 @@ def need(module, extra):
     import pytest
     return pytest.importorskip(module, reason=f'{module} is not installed (pip install '
                                               f'".[{extra}]")')
+
+
+def assert_one_sgd_step_as_keras(ours, theirs, x, y, label, lr=0.1):
+    """One SGD step of cconv's model `ours` (fit, one batch) and Keras's `theirs`
+    (train_on_batch) from the same weights: the same loss (rtol 1e-5), and each weight
+    within 1e-5 of its largest change plus its own float32 rounding (both engines round
+    w - lr g once). Fails too if no weight moved: the test would compare nothing."""
+    import keras
+    start = ours.get_weights()
+    ours.compile(optimizer=cconv.optimizers.SGD(lr), loss="sparse_categorical_crossentropy")
+    theirs.compile(optimizer=keras.optimizers.SGD(lr), loss="sparse_categorical_crossentropy")
+    history = ours.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
+    their_loss = theirs.train_on_batch(x, y)
+    np.testing.assert_allclose(history.history["loss"][0], float(np.asarray(their_loss)),
+                               rtol=1e-5, err_msg=f"{label}: loss")
+    got_weights, want_weights = ours.get_weights(), theirs.get_weights()
+    assert len(got_weights) == len(want_weights) == len(start), label
+    moved = False
+    for i, (w0, got, want) in enumerate(zip(start, got_weights, want_weights)):
+        change = np.abs(want.astype(np.float64) - w0)
+        moved |= bool(change.max() > 0)
+        atol = 1e-5 * change.max() + np.spacing(np.abs(want))
+        excess = np.abs(got.astype(np.float64) - want) - atol
+        assert excess.max() <= 0, f"{label}: weight {i}: {excess.max():.3g} beyond tolerance"
+    assert moved, f"{label}: the step changed nothing: the test compares nothing"
