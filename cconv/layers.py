@@ -22,12 +22,23 @@ class _Act:
     saved["z"]."""
 
     def __init__(self, activation):
-        row = activations.row(activations.serialize(activation))
-        # plain values only (the table's formulas do not pickle)
-        self.name = row.name
-        self.elementwise = row.code is not None  # the kernels may apply it in place
-        self.fused = row.fused  # ... in training too
-        self.gradient_from = row.gradient_from
+        # the name alone is kept (the table's formulas do not pickle); the rest is read
+        # from the table
+        self.name = activations.serialize(activation)
+
+    @property
+    def elementwise(self):
+        """The kernels may apply it in place."""
+        return activations.row(self.name).code is not None
+
+    @property
+    def fused(self):
+        """... in training too: its gradient comes from its output."""
+        return activations.row(self.name).fused
+
+    @property
+    def gradient_from(self):
+        return activations.row(self.name).gradient_from
 
     def forward(self, z):
         return z if self.name == "linear" else ops.activation(self.name, z)
@@ -649,7 +660,6 @@ class KernelPooling(Layer):
 
     def backward_linear(self, grad):
         return ops.kernel_pool_backward(self.saved["x"], grad, self.mode)
-
 
 
 def _data_format(layer, data_format):

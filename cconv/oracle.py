@@ -95,7 +95,7 @@ def relu(x):
 
 
 def relu_backward(y, grad_out):
-    return np.where(y > 0, grad_out, 0).astype(grad_out.dtype)
+    return activation_backward("relu", y, grad_out)
 
 
 def softmax(x):
