@@ -331,6 +331,27 @@ MUTANTS = [
              "self._next_probe:\n", "        elif False:\n")],
            ["tests/test_governor.py::test_probes_one_more_thread_backing_off_while_held_up",
             "tests/test_governor.py::test_fewer_threads_beside_busy_processes_and_back_after"]),
+    # ---- activation layers ----
+    Mutant("leaky_relu_slope_ignored", "LeakyReLU runs the table's leaky_relu (slope 0.2) "
+           "whatever its negative_slope",
+           [("cconv/layers.py",
+             '        return "leaky_relu" if self.negative_slope == activations.LEAKY_SLOPE '
+             'else None\n', '        return "leaky_relu"\n')],
+           ["tests/test_keras_activation_layers.py"]),
+    Mutant("elu_alpha_lost_in_backward", "ELU's backward pass takes alpha as 1",
+           [("cconv/ops/elementwise.py",
+             "    _elementwise.elu_backward(x.reshape(-1), grad_out.reshape(-1), "
+             "out.reshape(-1), alpha,\n",
+             "    _elementwise.elu_backward(x.reshape(-1), grad_out.reshape(-1), "
+             "out.reshape(-1), 1.0,\n")],
+           ["tests/ops/test_activation_options.py", "tests/test_keras_activation_layers.py"]),
+    Mutant("softmax_axes_ignored", "softmax over chosen axes runs over the last axis",
+           [("cconv/ops/elementwise.py",
+             "    e = np.exp(x - x.max(axis=axes, keepdims=True))\n"
+             "    return e / e.sum(axis=axes, keepdims=True)\n",
+             "    e = np.exp(x - x.max(axis=-1, keepdims=True))\n"
+             "    return e / e.sum(axis=-1, keepdims=True)\n")],
+           ["tests/ops/test_activation_options.py", "tests/test_keras_activation_layers.py"]),
 ]
 
 
