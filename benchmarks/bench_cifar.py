@@ -100,26 +100,13 @@ def torch_optimizer(net, torch, params):
     return torch.optim.SGD(params, lr=0.01, momentum=0.9)
 
 
-def macs(net):
-    """[(multiply-adds per image, is the first layer)] of the convolutions and dense
-    layers, from cconv's model of the net (its shapes are Keras's)."""
-    import cconv
-    model = cconv.Sequential([cconv.layers.Input(SHAPE)] + layers_of(net, cconv.layers))
-    model.build()
-    out = []
-    for layer in model.layers:
-        kernel = layer.params.get("kernel")
-        if kernel is not None:
-            per_output = int(np.prod(kernel.shape[:-1]))
-            out.append((per_output * int(np.prod(layer.output_shape)), not out))
-    return out
-
-
-def flops(net):
-    """(forward, training) FLOPs per image."""
-    counts = macs(net)
-    forward = 2 * sum(m for m, _ in counts)
-    return forward, 3 * forward - 2 * sum(m for m, first in counts if first)
+def flops(model):
+    """(forward, training) FLOPs per image of a built cconv model, from its
+    convolutions' and dense layers' kernels and output shapes (Keras's shapes)."""
+    macs = [int(np.prod(layer.params["kernel"].shape[:-1])) * int(np.prod(layer.output_shape))
+            for layer in model.layers if "kernel" in layer.params]
+    forward = 2 * sum(macs)
+    return forward, 3 * forward - 2 * macs[0]  # the first layer needs no input gradient
 
 
 def measures(train_steps, infer_images):
@@ -145,6 +132,8 @@ def cconv_measures(spec):
     model.compile(optimizer=optimizer_of(spec["net"], cconv.optimizers),
                   loss=cconv.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
+    model.build()
+    info["flops"] = flops(model)
     return info, {
         "train": lambda: model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0),
         "infer": lambda: model.predict(xi, batch_size=len(xi), verbose=0),
@@ -233,7 +222,7 @@ def make_measures(spec):
 
 def report(net, res, table, peak_row):
     peak = 2 * GEMM_N ** 3 / res.medians[peak_row.label]["gemm"] / 1e9
-    forward, training = flops(net)
+    forward, training = res.infos[res.find(kind="cconv").label]["flops"]
     print(f"\nfloat32 GEMM peak ({res.infos[peak_row.label]['version']} matmul "
           f"{GEMM_N}x{GEMM_N}, taking turns with the rows): {peak:.1f} GFLOP/s")
     print(f"FLOPs per image: forward {forward / 1e6:.2f} M, training {training / 1e6:.2f} M; "
