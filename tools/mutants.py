@@ -143,7 +143,7 @@ MUTANTS = [
            ["tests/test_model.py", "tests/test_callbacks.py", "tests/test_semantics.py"]),
     Mutant("mnist_labels_shifted", "MNIST labels paired with the wrong images (each image "
            "gets its neighbour's label) [MNIST]",
-           [("cconv/datasets/mnist.py", "    return (x_train, y_train), (x_test, y_test)\n",
+           [("cconv/datasets/_common.py", "    return (x_train, y_train), (x_test, y_test)\n",
              "    return (x_train, np.roll(y_train, 1)), (x_test, np.roll(y_test, 1))\n")],
            ["tests/test_datasets.py", "tests/test_mnist_e2e.py"]),
     Mutant("save_weights_reversed", "save_weights writes the arrays in reverse order "
