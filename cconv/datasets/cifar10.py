@@ -28,6 +28,7 @@ Archives are read in place, never extracted. Every batch must hold 10,000 images
 labels 0..9; a SHA256SUMS file in a folder is checked. Malformed data raises DatasetError
 (a ValueError) naming the file, what was expected and what was found.
 """
+import gzip
 import io
 import os
 import pickle
@@ -38,7 +39,7 @@ from collections import namedtuple
 import numpy as np
 
 from cconv.datasets._common import (
-    DatasetError, DatasetNotFoundError, cache_dir, check_labels, check_sha256sums, fetch,
+    CHUNK, DatasetError, DatasetNotFoundError, cache_dir, check_labels, check_sha256sums, fetch,
     first_mirror, keras_dir, not_found, read_upto, try_download)
 
 __all__ = ["load_data", "DatasetError", "DatasetNotFoundError"]
@@ -165,8 +166,9 @@ def _load_archive(path):
     wanted = {f"{fmt.folder}/{name}": (fmt, name) for fmt in _FORMATS for name in _names(fmt)}
     found = {}
     try:
-        # a stream: one pass over the gzip data, whatever order the members come in
-        with tarfile.open(path, mode="r|gz") as tar:
+        # a stream: one pass over the gzip data, whatever order the members come in;
+        # GzipFile, not tarfile's "r|gz", because only it checks the gzip CRC
+        with gzip.open(path, "rb") as gz, tarfile.open(fileobj=gz, mode="r|") as tar:
             for member in tar:
                 key = wanted.get(member.name)
                 if key is None:
@@ -178,6 +180,8 @@ def _load_archive(path):
                     raise DatasetError(f"{path}: member {member.name}: expected at most "
                                        f"{_max_batch_bytes()} bytes, found {member.size}")
                 found[member.name] = (key, tar.extractfile(member).read())
+            while gz.read(CHUNK):  # to the end, where the CRC is checked
+                pass
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         raise DatasetError(f"{path}: expected an intact .tar.gz archive of the CIFAR-10 "
                            f"batches, found a corrupt or truncated one ({exc})") from exc
