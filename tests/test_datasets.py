@@ -95,7 +95,7 @@ def flip_bit(path, offset):
 
 
 def test_package_exports_mnist():
-    assert cconv.datasets.__all__ == ["mnist"]
+    assert cconv.datasets.__all__ == ["cifar10", "fashion_mnist", "mnist"]
     assert cconv.datasets.mnist is mnist
     assert issubclass(DatasetError, ValueError)
     assert issubclass(DatasetNotFoundError, FileNotFoundError)
