@@ -80,4 +80,4 @@ def test_add_after_build_keeps_weights_as_keras(monkeypatch):
     assert ours.count_params() == theirs.count_params()
     ours.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match="already compiled"):
-        ours.add(layers.Dense(3))
+        ours.add(cconv.layers.Dense(3))
