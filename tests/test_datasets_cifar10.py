@@ -251,8 +251,8 @@ def test_bad_python_batch_is_refused_without_running_anything(tmp_path, case):
     batches = make_batches(5)
     folder = write_batches(tmp_path / "cifar", batches, "python")
     marker = tmp_path / "ran"
-    bad = folder / "test_batch"
-    bad.write_bytes(python_corruptions(*batches["test_batch"], marker)[case])
+    bad = folder / "data_batch_1"  # read first: nothing before it can fail
+    bad.write_bytes(python_corruptions(*batches["data_batch_1"], marker)[case])
     with pytest.raises(DatasetError) as info:
         cifar10.load_data(folder)
     assert str(bad) in str(info.value)
