@@ -98,7 +98,7 @@ def load_data(path=None):
             ", ".join(_names(f)) for f in _FORMATS) + ") or their folder (" + " or ".join(
             f.folder for f in _FORMATS) + f"); set {ENV_VAR} to such a folder or archive; "
         f"or go online (with CCONV_OFFLINE unset) so that it is downloaded into the cache "
-        f"from " + " or ".join(f.url for f in _FORMATS) + ".")
+        "from " + " or ".join(f.url for f in _FORMATS) + ".")
 
 
 def _names(fmt):
@@ -248,7 +248,8 @@ class _StandIn:
         self.state = state
 
 
-_NDARRAY = _StandIn("ndarray", ())  # only ever an argument of _reconstruct
+# only ever an argument of _reconstruct; a bare object, so a pickle cannot give it state
+_NDARRAY = object()
 
 
 def _stand_in(kind):
@@ -304,7 +305,7 @@ def _array_bytes(data, source):
     expected = f"'data', a C-ordered uint8 array of shape ({_BATCH}, {_PIXELS})"
     state = data.state if isinstance(data, _StandIn) and data.kind == "array" else None
     if (data is None or not isinstance(state, tuple) or len(state) != 5
-            or data.args[:1] != (_NDARRAY,)):
+            or not data.args or data.args[0] is not _NDARRAY):
         raise DatasetError(f"{source}: expected {expected}, found {_describe(data)}")
     _, shape, dtype, fortran, raw = state
     code = dtype.args[0] if isinstance(dtype, _StandIn) and dtype.kind == "dtype" else None
