@@ -64,7 +64,12 @@ class Sequential:
         if not isinstance(layer, layers_module.Layer):
             raise TypeError(f"layers: expected cconv.layers objects, got {type(layer).__name__}")
         if self.built:
-            raise ValueError("add: the model is already built; create a new Sequential")
+            if self.compiled:
+                raise ValueError("add: the model is already compiled; add its layers "
+                                 "before compile")
+            # Keras's add after build (TF's tutorials call summary() between adds): the
+            # built layers keep their weights and the new one is built with the model
+            self.built = False
         if layer.built:
             raise ValueError(f"add: layer {layer.name!r} already belongs to a model")
         hint = getattr(layer, "_input_shape_arg", None)
@@ -99,7 +104,8 @@ class Sequential:
         rng = utils._rng() if initialize else None
         shape = self.input_shape
         for i, layer in enumerate(self.layers):
-            layer.build(shape, self.dtype, rng)
+            if not layer.built:
+                layer.build(shape, self.dtype, rng)
             layer.need_input_grad = i > 0
             shape = layer.output_shape
         self._plans = {training: fusion.plan(self.layers, training) for training in (False, True)}

@@ -143,7 +143,7 @@ MUTANTS = [
            ["tests/test_model.py", "tests/test_callbacks.py", "tests/test_semantics.py"]),
     Mutant("mnist_labels_shifted", "MNIST labels paired with the wrong images (each image "
            "gets its neighbour's label) [MNIST]",
-           [("cconv/datasets/mnist.py", "    return (x_train, y_train), (x_test, y_test)\n",
+           [("cconv/datasets/_common.py", "    return (x_train, y_train), (x_test, y_test)\n",
              "    return (x_train, np.roll(y_train, 1)), (x_test, np.roll(y_test, 1))\n")],
            ["tests/test_datasets.py", "tests/test_mnist_e2e.py"]),
     Mutant("save_weights_reversed", "save_weights writes the arrays in reverse order "
@@ -352,6 +352,45 @@ MUTANTS = [
              "    e = np.exp(x - x.max(axis=-1, keepdims=True))\n"
              "    return e / e.sum(axis=-1, keepdims=True)\n")],
            ["tests/ops/test_activation_options.py", "tests/test_keras_activation_layers.py"]),
+    # ---- datasets ----
+    Mutant("cifar_not_transposed", "CIFAR-10's channels-first test images reshaped to "
+           "channels last instead of transposed",
+           [("cconv/datasets/cifar10.py", "x_test, y_test = test[0].transpose(0, 2, 3, 1), ",
+             "x_test, y_test = test[0].reshape(-1, 32, 32, 3), ")],
+           ["tests/test_datasets_cifar10.py::test_load_data_every_layout",
+            "tests/test_datasets_cifar10.py::test_channels_last_pixel_by_pixel",
+            "tests/test_datasets_cifar10.py::test_binary_and_python_give_the_same_arrays"]),
+    Mutant("cifar_label_byte_as_pixel", "binary CIFAR-10 batches: each image read one byte "
+           "early, its label byte taken as its first red pixel",
+           [("cconv/datasets/cifar10.py", "    return records[:, 1:].reshape(",
+             "    return records[:, :-1].reshape(")],
+           ["tests/test_datasets_cifar10.py::test_load_data_every_layout",
+            "tests/test_datasets_cifar10.py::test_channels_last_pixel_by_pixel",
+            "tests/test_datasets_cifar10.py::test_binary_and_python_give_the_same_arrays"]),
+    Mutant("cifar_python_labels_shifted", "python CIFAR-10 batches: each image gets its "
+           "neighbour's label",
+           [("cconv/datasets/cifar10.py", "    labels = np.array(labels, dtype=np.uint8)\n",
+             "    labels = np.roll(np.array(labels, dtype=np.uint8), 1)\n")],
+           ["tests/test_datasets_cifar10.py::test_load_data_every_layout",
+            "tests/test_datasets_cifar10.py::test_python_batch_parsed_as_keras_parses_it",
+            "tests/test_datasets_cifar10.py::test_binary_and_python_give_the_same_arrays"]),
+    Mutant("cifar_unpickler_resolves_globals", "python CIFAR-10 batches unpickled as pickle "
+           "does: numpy's real functions, and os.system, run",
+           [("cconv/datasets/cifar10.py", "            return _GLOBALS[(module, name)]\n",
+             "            return super().find_class(module, name)\n")],
+           ["tests/test_datasets_cifar10.py::test_bad_python_batch_is_refused_without_running_anything",
+            "tests/test_datasets_cifar10.py::test_numpy_is_never_called_to_unpickle"]),
+    Mutant("download_checksum_skipped", "a download is kept whatever its SHA-256",
+           [("cconv/datasets/_common.py", "        if digest.hexdigest() != sha256:\n",
+             "        if False:\n")],
+           ["tests/test_datasets.py", "tests/test_datasets_cifar10.py",
+            "tests/test_datasets_fashion_mnist.py"]),
+    Mutant("fashion_train_test_swapped", "Fashion-MNIST returns (test, train)",
+           [("cconv/datasets/fashion_mnist.py", "        data = load_idx_set(folder, found)\n",
+             "        data = load_idx_set(folder, found)[::-1]\n")],
+           ["tests/test_datasets_fashion_mnist.py::test_load_data_from_folder",
+            "tests/test_datasets_fashion_mnist.py::test_same_arrays_as_keras",
+            "tests/test_datasets_fashion_mnist.py::test_lookup_order"]),
 ]
 
 
