@@ -190,9 +190,10 @@ MUTANTS = [
     Mutant("softmax_backward_drops_term", "softmax's own backward pass (not folded into "
            "the loss) drops the - sum(g * y) term",
            [("cconv/ops/elementwise.py",
-             "    return y * (grad_out - (grad_out * y).sum(axis=-1, keepdims=True))\n",
+             "    return y * (grad_out - (grad_out * y).sum(axis=axes, keepdims=True))\n",
              "    return y * grad_out\n")],
-           ["tests/test_semantics.py", "tests/test_model.py"]),
+           ["tests/test_semantics.py", "tests/test_model.py",
+            "tests/ops/test_activation_options.py"]),
     Mutant("dropout_layer_backward_unscaled", "the standalone Dropout layer's backward "
            "scales by 1, not 1 / (1 - rate)",
            [("cconv/layers.py",
