@@ -239,8 +239,7 @@ CHECKPOINT_KWARGS = [
     dict(save_best_only=True, save_freq=2),
     dict(save_freq=4),
 ]
-PATTERNS = ["best.keras", "ckpt/{epoch:02d}-{val_loss:.2f}.keras",
-            "{epoch}-{loss:.3f}-{accuracy:.1f}.keras"]
+PATTERNS = ["ckpt/{epoch:02d}-{val_loss:.2f}.keras", "{epoch}-{loss:.3f}-{accuracy:.1f}.keras"]
 
 
 def checkpoint_files(tmp_path, monitor, mode, sequence, kwargs, pattern, metrics,
@@ -274,7 +273,7 @@ def checkpoint_files(tmp_path, monitor, mode, sequence, kwargs, pattern, metrics
 CHECKPOINT_CASES = [
     (monitor, mode, sequence, kwargs, pattern)
     for monitor, mode in MONITORS
-    for sequence in ["rising", "falling", "plateau", "zigzag", "nan_inside", "nan_first"]
+    for sequence in ["falling", "plateau", "zigzag", "nan_first"]
     for kwargs in CHECKPOINT_KWARGS
     for pattern in PATTERNS
     if "save_freq" not in kwargs or not ("val_" in pattern or kwargs.get("save_best_only")
@@ -436,7 +435,7 @@ def csv_runs(tmp_path, prior, runs, **kwargs):
     return out
 
 
-@pytest.mark.parametrize("separator", [",", ";", "\t"])
+@pytest.mark.parametrize("separator", [",", "\t"])
 @pytest.mark.parametrize("append", [False, True])
 @pytest.mark.parametrize("prior", PRIORS)
 @pytest.mark.parametrize("run", CSV_RUNS)
