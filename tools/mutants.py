@@ -392,6 +392,61 @@ MUTANTS = [
            ["tests/test_datasets_fashion_mnist.py::test_load_data_from_folder",
             "tests/test_datasets_fashion_mnist.py::test_same_arrays_as_keras",
             "tests/test_datasets_fashion_mnist.py::test_lookup_order"]),
+    # ---- callbacks ----
+    Mutant("rlrop_cooldown_ignored", "ReduceLROnPlateau starts no cooldown after a reduction",
+           [("cconv/callbacks.py", "                self.cooldown_counter = self.cooldown\n",
+             "                self.cooldown_counter = 0\n")],
+           ["tests/test_callbacks.py::test_reduce_lr_on_plateau_by_hand",
+            "tests/test_keras_callbacks.py::test_reduce_lr_on_plateau_as_keras",
+            "tests/test_keras_callbacks.py::test_reduce_lr_on_plateau_long_runs_as_keras"]),
+    Mutant("min_delta_sign_max", "in max mode, min_delta is added to the value instead of "
+           "taken from it (EarlyStopping, ReduceLROnPlateau)",
+           [("cconv/callbacks.py", "        return value - delta > reference\n",
+             "        return value + delta > reference\n")],
+           ["tests/test_callbacks.py::test_early_stopping_max_mode_for_accuracy",
+            "tests/test_callbacks.py::test_reduce_lr_on_plateau_by_hand",
+            "tests/test_keras_callbacks.py::test_early_stopping_as_keras", "tests/test_keras_callbacks.py::test_reduce_lr_on_plateau_as_keras"]),
+    Mutant("csv_append_rewrites_header", "CSVLogger(append=True) writes a header into a "
+           "file that has content",
+           [("cconv/callbacks.py", "        self._write_header = not self._data\n",
+             "        self._write_header = True\n")],
+           ["tests/test_callbacks.py::test_csv_logger_rows_match_history",
+            "tests/test_callbacks.py::test_csv_logger_append_keeps_the_file_and_writes_this_runs_columns",
+            "tests/test_keras_callbacks.py::test_csv_logger_writes_keras_bytes"]),
+    Mutant("csv_columns_from_the_file", "CSVLogger(append=True) reads its columns back from "
+           "the file's first line (the bug fixed: other names dropped, all if it was blank)",
+           [("cconv/callbacks.py", "            self.keys = sorted(logs)\n",
+             "            first = self._data.split(b\"\\n\")[0].decode().rstrip(\"\\r\")\n"
+             "            self.keys = next(csv.reader([first], delimiter=self.separator), "
+             "[])[1:] if self._data else sorted(logs)\n")],
+           ["tests/test_callbacks.py::test_csv_logger_append_keeps_the_file_and_writes_this_runs_columns",
+            "tests/test_keras_callbacks.py::test_csv_logger_writes_keras_bytes"]),
+    Mutant("early_stopping_tie_improves", "a value equal to the best counts as an "
+           "improvement (min mode)",
+           [("cconv/callbacks.py", "            return value + delta < reference\n",
+             "            return value + delta <= reference\n")],
+           ["tests/test_callbacks.py::test_early_stopping_by_hand", "tests/test_keras_callbacks.py::test_early_stopping_as_keras",
+            "tests/test_keras_callbacks.py::test_checkpoint_as_keras"]),
+    Mutant("lrs_epoch_plus_one", "LearningRateScheduler hands the schedule epoch + 1",
+           [("cconv/callbacks.py", "            new_lr = self.schedule(epoch, lr)\n",
+             "            new_lr = self.schedule(epoch + 1, lr)\n")],
+           ["tests/test_callbacks.py::test_learning_rate_scheduler_in_a_real_fit",
+            "tests/test_keras_callbacks.py::test_learning_rate_scheduler_as_keras"]),
+    Mutant("checkpoint_threshold_ignored", "ModelCheckpoint starts from no best whatever "
+           "initial_value_threshold says",
+           [("cconv/callbacks.py", "        self.best = _finite(\"ModelCheckpoint\", "
+             "\"initial_value_threshold\",\n",
+             "        self.best = None and _finite(\"ModelCheckpoint\", "
+             "\"initial_value_threshold\",\n")],
+           ["tests/test_callbacks.py::test_checkpoint_initial_value_threshold_by_hand",
+            "tests/test_keras_callbacks.py::test_checkpoint_as_keras"]),
+    Mutant("checkpoint_batch_count_per_epoch", "save_freq=N restarts its count of batches "
+           "each epoch (Keras counts across epochs)",
+           [("cconv/callbacks.py", "        self._last_batch_seen = batch\n",
+             "        self._last_batch_seen = batch\n"
+             "        self._batches_seen_since_last_saving *= batch > 0\n")],
+           ["tests/test_callbacks.py::test_checkpoint_every_n_batches_by_hand",
+            "tests/test_keras_callbacks.py::test_checkpoint_as_keras"]),
 ]
 
 
