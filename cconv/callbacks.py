@@ -280,6 +280,10 @@ class EarlyStopping(_Monitor):
             self.model.set_weights(self.best_weights)
 
 
+# Messages are Keras's, to the character; those of ModelCheckpoint, ReduceLROnPlateau and
+# LearningRateScheduler start with a line end, which ends a progress bar's line.
+
+
 class ModelCheckpoint(_Monitor):
     """Save the weights after every epoch, or only when `monitor` improves
     (save_best_only=True), with model.save_weights: an .npz file written atomically.
@@ -390,14 +394,14 @@ class ModelCheckpoint(_Monitor):
             best = "None" if self.best is None else f"{self.best:.5f}"
             if not self._better(current, self.best):
                 if self.verbose:
-                    print(f"Epoch {epoch + 1}: {self.monitor} did not improve from {best}")
+                    print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {best}")
                 return
             if self.verbose:
-                print(f"Epoch {epoch + 1}: {self.monitor} improved from {best} to "
+                print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {best} to "
                       f"{current:.5f}, saving model to {path}")
             self.best = current
         elif self.verbose:
-            print(f"Epoch {epoch + 1}: saving model to {path}")
+            print(f"\nEpoch {epoch + 1}: saving model to {path}")
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
@@ -405,6 +409,8 @@ class ModelCheckpoint(_Monitor):
             self.model.save_weights(path)
         else:
             self.model.save(path)
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: finished saving model to {path}")
 
 
 def _learning_rate(owner, model):
@@ -470,7 +476,7 @@ class ReduceLROnPlateau(_Monitor):
                 new_lr = max(lr * self.factor, self.min_lr)
                 optimizer.learning_rate = new_lr
                 if self.verbose:
-                    print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate "
+                    print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate "
                           f"to {new_lr}.")
                 self.cooldown_counter = self.cooldown
                 self.wait = 0
@@ -502,7 +508,7 @@ class LearningRateScheduler(Callback):
                              f"float, got {new_lr!r} at epoch {epoch}")
         optimizer.learning_rate = float(new_lr)
         if self.verbose:
-            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to "
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to "
                   f"{new_lr}.")
 
     def on_epoch_end(self, epoch, logs=None):

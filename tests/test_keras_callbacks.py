@@ -455,3 +455,26 @@ def test_csv_logger_ends_an_unterminated_file_where_keras_glues(tmp_path):
     glued = [s.replace(prior, prior + b"\r\n", 1) for s in theirs[0]]
     assert ours[0] == glued
     assert ours[0][-1].startswith(prior + b"\r\n0,0.25,0.5,NA,NA\r\n")
+
+
+VERBOSE = [
+    ("EarlyStopping", dict(patience=1, restore_best_weights=True)),
+    ("ReduceLROnPlateau", dict(patience=1, factor=0.5)),
+    ("ModelCheckpoint", dict(save_best_only=True, save_weights_only=False)),
+    ("ModelCheckpoint", dict(save_weights_only=False, save_freq=5)),
+    ("LearningRateScheduler", dict(schedule=lambda epoch, lr: lr / 2)),
+]
+
+
+@pytest.mark.parametrize("name, kwargs", VERBOSE, ids=str)
+def test_verbose_messages_as_keras(tmp_path, capsys, keras_metrics, name, kwargs):
+    printed = []
+    for lib in ("cconv", "keras"):
+        if name == "ModelCheckpoint":
+            kwargs = dict(kwargs, filepath=str(tmp_path / "{epoch}.keras"))
+        cb = getattr(LIBS[lib], name)(verbose=1, **kwargs)
+        drive(lib, cb, epochs_of("val_loss", SEQUENCES["zigzag"]), StandIn(keras_metrics),
+              batches=3, batch_logs=lambda epoch, batch: {"loss": 1.0})
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1]
+    assert printed[0].count("Epoch ") >= 1
