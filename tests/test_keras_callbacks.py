@@ -478,3 +478,28 @@ def test_verbose_messages_as_keras(tmp_path, capsys, keras_metrics, name, kwargs
         printed.append(capsys.readouterr().out)
     assert printed[0] == printed[1]
     assert printed[0].count("Epoch ") >= 1
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("ReduceLROnPlateau", dict(monitor="loss", factor=0.3, patience=0, min_lr=1e-4)),
+    ("LearningRateScheduler", dict(schedule=lambda epoch, lr: lr * 0.9 if epoch else 0.05)),
+])
+def test_rates_of_real_models_as_keras(name, kwargs):
+    """On real models: Keras's SGD holds its rate in a float32 variable, cconv's in a
+    Python float, so the rates agree to float32's rounding, one per step (Keras compares
+    min_lr in float32 for that reason)."""
+    rates = []
+    for lib in ("cconv", "keras"):
+        if lib == "keras":
+            model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+            model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+        else:
+            model = cconv.Sequential([cconv.layers.Input((2,)), cconv.layers.Dense(2)])
+            model.compile(optimizer=cconv.optimizers.SGD(0.1),
+                          loss="sparse_categorical_crossentropy")
+        cb = getattr(LIBS[lib], name)(**kwargs)
+        seen, _ = drive(lib, cb, epochs_of("loss", SEQUENCES["plateau"] * 2), model)
+        rates.append([logs["learning_rate"] for logs, _, _ in seen])
+    assert len(set(rates[0])) > 5
+    np.testing.assert_allclose(rates[0], rates[1], rtol=2e-7 * len(rates[0]))
+    assert rates[0] != rates[1]  # the float32 rounding is there to see
