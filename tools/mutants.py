@@ -338,7 +338,8 @@ MUTANTS = [
            [("cconv/layers.py",
              '        return "leaky_relu" if self.negative_slope == activations.LEAKY_SLOPE '
              'else None\n', '        return "leaky_relu"\n')],
-           ["tests/test_keras_activation_layers.py"]),
+           ["tests/test_keras_activation_layers.py::test_same_weights_same_outputs_as_keras",
+            "tests/test_keras_activation_layers.py::test_one_sgd_step_gives_keras_weights"]),
     Mutant("elu_alpha_lost_in_backward", "ELU's backward pass takes alpha as 1",
            [("cconv/ops/elementwise.py",
              "    _elementwise.elu_backward(x.reshape(-1), grad_out.reshape(-1), "
