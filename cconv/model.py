@@ -572,9 +572,10 @@ class Sequential:
                 idx = order[done * batch_size:(done + 1) * batch_size]
                 done += 1
                 with _config.governor():  # times the step: see _config.Governor
-                    tally.add(self._train_step(x[idx], target[idx],
-                                               None if weights is None else weights[idx],
-                                               rng, tally))
+                    batch = self._train_step(x[idx], target[idx],
+                                             None if weights is None else weights[idx], rng,
+                                             tally)
+                tally.add(batch)
                 logs = tally.logs()
                 for cb in cbs:
                     cb.on_train_batch_end(step, logs)
