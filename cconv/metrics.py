@@ -98,6 +98,8 @@ def higher_is_better(name):
     if name == "loss":
         return False
     metric = METRICS.get(name)
+    if metric is None and name.startswith("weighted_"):
+        metric = METRICS.get(name[len("weighted_"):])
     return None if metric is None else metric.higher_is_better
 
 
@@ -116,9 +118,10 @@ class Tally:
         """The sums of one batch: losses (N,), values [(N,) per metric], weights (N,) or
         None (every weight 1)."""
         w = np.ones(len(losses)) if weights is None else weights
-        sums = [float(v.sum(dtype=np.float64)) if i < self.n_plain else float(np.dot(w, v))
+        # NumPy's pairwise sums, not BLAS's dot: the same bits whatever its threads
+        sums = [float(v.sum(dtype=np.float64)) if i < self.n_plain else float((w * v).sum())
                 for i, v in enumerate(values)]
-        return float(np.dot(w, losses)), len(losses), float(w.sum()), sums
+        return float((w * losses).sum()), len(losses), float(w.sum()), sums
 
     def add(self, batch):
         loss, count, weight, sums = batch

@@ -433,3 +433,24 @@ def test_sample_weight_on_a_rank3_output_is_refused():
     with pytest.raises(ValueError, match=r"sample_weight: per-sample weights need an "
                                          r"output of shape \(N, d\)"):
         model.fit(x, y, sample_weight=np.ones(5), verbose=0)
+
+
+def test_weighted_fit_same_bits_on_one_and_two_threads(threads):
+    """Weights, folded sigmoid and metrics add nothing that depends on the thread count."""
+    runs = []
+    for n in (1, 2):
+        cconv.set_num_threads(n)
+        cconv.utils.set_random_seed(3)
+        model = cconv.Sequential([layers.Input((8, 8, 2)),
+                                  layers.Conv2D(4, 3, activation="relu"), layers.Flatten(),
+                                  layers.Dense(3, activation="sigmoid")])
+        model.compile(optimizer=cconv.optimizers.SGD(0.1),
+                      loss=cconv.losses.BinaryCrossentropy(label_smoothing=0.1),
+                      metrics=["accuracy"], weighted_metrics=["mae"])
+        rng = np.random.default_rng(4)
+        x, y = rng.standard_normal((40, 8, 8, 2)), rng.integers(0, 2, (40, 3))
+        h = model.fit(x, y, batch_size=16, epochs=2, verbose=0, seed=2,
+                      sample_weight=rng.uniform(0, 2, 40), validation_split=0.25)
+        runs.append((h.history, model.get_weights()))
+    assert runs[0][0] == runs[1][0]
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
