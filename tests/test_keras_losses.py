@@ -454,3 +454,11 @@ def test_weighted_fit_same_bits_on_one_and_two_threads(threads):
         runs.append((h.history, model.get_weights()))
     assert runs[0][0] == runs[1][0]
     assert all(np.array_equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+def test_mae_gradient_at_a_tie_is_zero():
+    """|out - y| has no derivative where out == y: cconv takes 0 there (TensorFlow's
+    choice; Keras on JAX takes -1), elsewhere sign(out - y) / elements."""
+    out, y = np.array([[1.0, 2.0, 3.0, -1.0]]), np.array([[1.0, 1.5, 3.5, -1.0]])
+    _, grad = losses.MeanAbsoluteError().per_sample(y, out, False)
+    np.testing.assert_array_equal(grad, [[0.0, 0.25, -0.25, 0.0]])
