@@ -137,9 +137,9 @@ MUTANTS = [
     # ---- the API ----
     Mutant("evaluate_skips_last_batch", "evaluate (and validation) skips the last batch",
            [("cconv/model.py", "        for start, stop, batches in self._chunks(len(x), batch_size):\n"
-                               "            ob = onehot",
+                               "            tb = target",
              "        for start, stop, batches in self._chunks(len(x) - batch_size, batch_size):\n"
-             "            ob = onehot")],
+             "            tb = target")],
            ["tests/test_model.py", "tests/test_callbacks.py", "tests/test_semantics.py"]),
     Mutant("mnist_labels_shifted", "MNIST labels paired with the wrong images (each image "
            "gets its neighbour's label) [MNIST]",
@@ -166,10 +166,10 @@ MUTANTS = [
            ["tests/test_semantics.py", "tests/test_model.py"]),
     Mutant("validation_split_first", "validation_split holds out the first fraction, not "
            "the last",
-           [("cconv/model.py", "            val = (x[split_at:], onehot[split_at:])\n"
-                               "            x, onehot = x[:split_at], onehot[:split_at]\n",
-             "            val = (x[:len(x) - split_at], onehot[:len(x) - split_at])\n"
-             "            x, onehot = x[len(x) - split_at:], onehot[len(x) - split_at:]\n")],
+           [("cconv/model.py", "            val = (x[split_at:], target[split_at:],\n",
+             "            val = (x[:len(x) - split_at], target[:len(x) - split_at],\n"),
+            ("cconv/model.py", "            x, target = x[:split_at], target[:split_at]\n",
+             "            x, target = x[len(x) - split_at:], target[len(x) - split_at:]\n")],
            ["tests/test_semantics.py", "tests/test_model.py"]),
     Mutant("momentum_never_decays", "SGD's velocity is never multiplied by momentum",
            [("cconv/optimizers.py", "            v *= p.dtype.type(self.momentum)\n", "")],
@@ -181,11 +181,13 @@ MUTANTS = [
     Mutant("history_accuracy_last_batch", "fit's history reports the last batch's "
            "accuracy as the epoch's",
            [("cconv/model.py", "                    break\n"
-             "            logs = self._logs(loss_sum, correct, seen)\n",
+             "            logs = tally.logs()\n",
              "                    break\n"
-             "            logs = self._logs(loss_sum, correct, seen)\n"
+             "            logs = tally.logs()\n"
              "            if self.metrics:\n"
-             "                logs[\"accuracy\"] = batch_correct / len(idx)\n")],
+             "                last = self._new_tally()\n"
+             "                last.add(batch)\n"
+             "                logs[self.metrics[0]] = last.logs()[self.metrics[0]]\n")],
            ["tests/test_semantics.py", "tests/test_callbacks.py", "tests/test_model.py"]),
     Mutant("softmax_backward_drops_term", "softmax's own backward pass (not folded into "
            "the loss) drops the - sum(g * y) term",
@@ -448,6 +450,58 @@ MUTANTS = [
              "        self._batches_seen_since_last_saving *= batch > 0\n")],
            ["tests/test_callbacks.py::test_checkpoint_every_n_batches_by_hand",
             "tests/test_keras_callbacks.py::test_checkpoint_as_keras"]),
+    # ---- losses ----
+    Mutant("label_smoothing_twice", "label smoothing applied to the already smoothed labels",
+           [("cconv/losses.py", "        target = self.smoothed(target)\n",
+             "        target = self.smoothed(self.smoothed(target))\n")],
+           ["tests/test_keras_losses.py::test_loss_value_and_gradient_are_keras",
+            "tests/test_keras_losses.py::test_label_smoothing_by_hand",
+            "tests/test_keras_losses.py::test_one_sgd_step_with_each_loss_is_keras",
+            "tests/test_keras_losses.py::test_weighted_fit_is_keras"]),
+    Mutant("label_smoothing_classes_minus_one", "categorical label smoothing spreads s over "
+           "classes - 1 instead of classes",
+           [("cconv/losses.py", "        return target * (1 - self.label_smoothing) + "
+             "self.label_smoothing / k\n",
+             "        return target * (1 - self.label_smoothing) + "
+             "self.label_smoothing / (k - 1)\n")],
+           ["tests/test_keras_losses.py::test_loss_value_and_gradient_are_keras",
+            "tests/test_keras_losses.py::test_label_smoothing_by_hand",
+            "tests/test_keras_losses.py::test_one_sgd_step_with_each_loss_is_keras",
+            "tests/test_keras_losses.py::test_weighted_fit_is_keras"]),
+    Mutant("sample_weight_over_weight_sum", "weighted losses divided by the weights' sum "
+           "instead of the sample count (Keras's \"mean_with_sample_weight\", not its "
+           "default)",
+           [("cconv/model.py", "            grad *= (weights / len(out))",
+             "            grad *= (weights / weights.sum())"),
+            ("cconv/metrics.py", "        logs = {prefix + \"loss\": loss / count if count "
+             "else 0.0}", "        logs = {prefix + \"loss\": loss / weight if weight "
+             "else 0.0}")],
+           ["tests/test_keras_losses.py::test_weighted_fit_is_keras",
+            "tests/test_keras_losses.py::test_evaluate_with_sample_weight_is_keras",
+            "tests/test_keras_losses.py::test_weights_reduce_over_the_sample_count",
+            "tests/test_keras_losses.py::test_sample_weight_scales_the_step"]),
+    Mutant("binary_accuracy_threshold_zero", "binary_accuracy thresholds at 0 instead of 0.5",
+           [("cconv/metrics.py", "BINARY_THRESHOLD = 0.5", "BINARY_THRESHOLD = 0.0")],
+           ["tests/test_keras_losses.py::test_weighted_fit_is_keras",
+            "tests/test_keras_losses.py::test_evaluate_with_sample_weight_is_keras",
+            "tests/test_keras_losses.py::test_compile_config_crosses_both_ways"]),
+    Mutant("class_weight_off_by_one", "class_weight's key k weighs the samples of class k + 1",
+           [("cconv/model.py", "            weights[labels == key] = value\n",
+             "            weights[labels == key + 1] = value\n")],
+           ["tests/test_keras_losses.py::test_weighted_fit_is_keras",
+            "tests/test_keras_losses.py::test_class_weight_is_per_sample_weights_by_class"]),
+    Mutant("weighted_metrics_unweighted", "weighted_metrics ignore the sample weights",
+           [("cconv/metrics.py", "if i < self.n_plain else float((w * v).sum())",
+             "if True else float((w * v).sum())")],
+           ["tests/test_keras_losses.py::test_weighted_fit_is_keras",
+            "tests/test_keras_losses.py::test_evaluate_with_sample_weight_is_keras",
+            "tests/test_keras_losses.py::test_weights_reduce_over_the_sample_count"]),
+    Mutant("folded_sigmoid_grad_of_minus_z", "the folded sigmoid's gradient is sigmoid(-z) - y",
+           [("cconv/losses.py", "np.exp(z - softplus) - target", "np.exp(-softplus) - target")],
+           ["tests/test_keras_losses.py::test_loss_value_and_gradient_are_keras",
+            "tests/test_keras_losses.py::test_loss_gradient_is_the_finite_difference",
+            "tests/test_keras_losses.py::test_one_sgd_step_with_each_loss_is_keras",
+            "tests/test_keras_losses.py::test_folded_sigmoid_where_it_differs_from_keras"]),
 ]
 
 
