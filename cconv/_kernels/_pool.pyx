@@ -97,11 +97,16 @@ def max_pool_backward(const floating[:, :, :, ::1] grad_out, const int32_t[:, :,
             bad[r] = matches != OW * C
 
 
-cdef inline void window(Py_ssize_t o, Py_ssize_t p, Py_ssize_t s, Py_ssize_t pad,
-                        Py_ssize_t size, Py_ssize_t* start, Py_ssize_t* stop) noexcept nogil:
-    """[start, stop): window o (p wide, s apart, the first at -pad) clipped to [0, size)."""
-    start[0] = max(o * s - pad, 0)
-    stop[0] = min(o * s - pad + p, size)
+# Window o (p wide, s apart, the first at -pad) clipped to [0, size) is [start, stop).
+# (Values, not pointers into the caller: prange makes a variable private to each thread
+# only where the loop body assigns it.)
+cdef inline Py_ssize_t start(Py_ssize_t o, Py_ssize_t s, Py_ssize_t pad) noexcept nogil:
+    return max(o * s - pad, 0)
+
+
+cdef inline Py_ssize_t stop(Py_ssize_t o, Py_ssize_t p, Py_ssize_t s, Py_ssize_t pad,
+                            Py_ssize_t size) noexcept nogil:
+    return min(o * s - pad + p, size)
 
 
 def max_pool_window_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
@@ -122,9 +127,11 @@ def max_pool_window_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::
         for r in prange(N * OH, num_threads=num_threads, schedule="static"):
             n = r // OH
             oy = r - n * OH
-            window(oy, ph, sh, pad_top, H, &y0, &y1)
+            y0 = start(oy, sh, pad_top)
+            y1 = stop(oy, ph, sh, pad_top, H)
             for ox in range(OW):
-                window(ox, pw, sw, pad_left, W, &x0, &x1)
+                x0 = start(ox, sw, pad_left)
+                x1 = stop(ox, pw, sw, pad_left, W)
                 o = &out[n, oy, ox, 0]
                 a = &argmax[n, oy, ox, 0] if track else NULL
                 for yy in range(y0, y1):
@@ -157,9 +164,11 @@ def max_pool_window_backward(const floating[:, :, :, ::1] grad_out,
             memset(gx, 0, H * W * C * sizeof(floating))
             bad[n] = 0
             for oy in range(OH):
-                window(oy, ph, sh, pad_top, H, &y0, &y1)
+                y0 = start(oy, sh, pad_top)
+                y1 = stop(oy, ph, sh, pad_top, H)
                 for ox in range(OW):
-                    window(ox, pw, sw, pad_left, W, &x0, &x1)
+                    x0 = start(ox, sw, pad_left)
+                    x1 = stop(ox, pw, sw, pad_left, W)
                     g = &grad_out[n, oy, ox, 0]
                     a = &argmax[n, oy, ox, 0]
                     for c in range(C):
@@ -185,9 +194,11 @@ def avg_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
         for r in prange(N * OH, num_threads=num_threads, schedule="static"):
             n = r // OH
             oy = r - n * OH
-            window(oy, ph, sh, pad_top, H, &y0, &y1)
+            y0 = start(oy, sh, pad_top)
+            y1 = stop(oy, ph, sh, pad_top, H)
             for ox in range(OW):
-                window(ox, pw, sw, pad_left, W, &x0, &x1)
+                x0 = start(ox, sw, pad_left)
+                x1 = stop(ox, pw, sw, pad_left, W)
                 o = &out[n, oy, ox, 0]
                 memset(o, 0, C * sizeof(floating))
                 for yy in range(y0, y1):
@@ -216,11 +227,13 @@ def avg_pool_backward(const floating[:, :, :, ::1] grad_out, floating[:, :, :, :
             gx = &grad_x[n, iy, 0, 0]
             memset(gx, 0, W * C * sizeof(floating))
             for oy in range(OH):
-                window(oy, ph, sh, pad_top, H, &y0, &y1)
+                y0 = start(oy, sh, pad_top)
+                y1 = stop(oy, ph, sh, pad_top, H)
                 if iy < y0 or iy >= y1:
                     continue
                 for ox in range(OW):
-                    window(ox, pw, sw, pad_left, W, &x0, &x1)
+                    x0 = start(ox, sw, pad_left)
+                    x1 = stop(ox, pw, sw, pad_left, W)
                     count = (y1 - y0) * (x1 - x0)
                     g = &grad_out[n, oy, ox, 0]
                     for xx in range(x0, x1):
