@@ -67,6 +67,11 @@ def plan(layers, training):
     return steps
 
 
+def _plain_conv(layer):
+    """A Conv2D of stride 1 without dilation: the only convolution the fused ops have."""
+    return type(layer) is Conv2D and layer.strides == (1, 1) and layer.dilation_rate == (1, 1)
+
+
 def _conv_to_dense(layers, i, max_dropouts):
     """The run Conv2D (with an activation the kernels apply) -> up to max_dropouts
     Dropout -> Flatten -> Dense starting at i, or None."""
@@ -90,7 +95,7 @@ class ConvDense(Fused):
 
     @classmethod
     def match(cls, layers, i, training):
-        if training or type(layers[i]) is not Conv2D or layers[i].input_shape[2] != 1:
+        if training or not _plain_conv(layers[i]) or layers[i].input_shape[2] != 1:
             return None
         run = _conv_to_dense(layers, i, len(layers))
         return None if run is None else cls(run)
@@ -159,12 +164,13 @@ class ConvPool(Fused):
 
     @classmethod
     def match(cls, layers, i, training):
-        """A Conv2D whose activation the kernels apply, followed by a MaxPooling2D."""
+        """A Conv2D of stride 1 without dilation whose activation the kernels apply,
+        followed by a MaxPooling2D of windows side by side (strides = pool_size)."""
         if i + 1 >= len(layers):
             return None
         conv, pool = layers[i], layers[i + 1]
-        if type(conv) is Conv2D and type(pool) is MaxPooling2D \
-                and conv.activation.fused:
+        if _plain_conv(conv) and type(pool) is MaxPooling2D \
+                and pool.strides == pool.pool_size and conv.activation.fused:
             return cls((conv, pool))
         return None
 

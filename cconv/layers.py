@@ -132,16 +132,16 @@ class Layer:
         "mask"    the keep-mask, or None when rate is 0 (Dropout);
         "argmax", "x_shape"  where each window's max was, and the input shape
                   (MaxPooling2D, GlobalMaxPooling2D; "x_shape" alone:
-                  GlobalAveragePooling2D).
-    - public configuration (activation.name, padding, rate, use_bias, pool_size, dtype,
-      input_shape, output_shape) and the methods below.
+                  AveragePooling2D, GlobalAveragePooling2D).
+    - public configuration (activation.name, padding, rate, use_bias, pool_size, strides,
+      dilation_rate, dtype, input_shape, output_shape) and the methods below.
     CONTRACT lists these names: a fused step touches nothing else. Each rule in
     cconv.fusion declares the `saved` keys it uses; tests/test_fusion_contract.py
     checks that the layers provide them and that the steps keep to CONTRACT."""
 
     CONTRACT = frozenset({
         "params", "grads", "saved", "activation", "padding", "rate", "use_bias",
-        "pool_size", "dtype", "input_shape", "output_shape", "name",
+        "pool_size", "strides", "dilation_rate", "dtype", "input_shape", "output_shape", "name",
         "forward", "forward_linear", "backward", "backward_linear", "activate",
         "activation_grad"})
     weight_names = ()
@@ -361,25 +361,32 @@ def _weights_config(layer):
 
 
 class Conv2D(Layer):
-    """2-D convolution, stride 1, channels-last: (H, W, C) -> (OH, OW, filters).
+    """2-D convolution, channels-last: (H, W, C) -> (OH, OW, filters), as in Keras.
 
-    kernel_size is an int or (KH, KW); padding is "valid" (no padding) or "same" (zeros
-    around the image so that the output keeps its size)."""
+    kernel_size is an int or (KH, KW); strides and dilation_rate are ints or pairs (not
+    both above 1, as in Keras); padding is "valid" (no padding: OH = floor((H - span) /
+    SH) + 1, span = (KH - 1) * DH + 1) or "same" (OH = ceil(H / SH), zeros around the
+    image, any odd one at the bottom and right)."""
 
     weight_names = ("kernel", "bias")
-    KERAS_FIXED = {"strides": (1, 1), "data_format": "channels_last", "dilation_rate": (1, 1),
-                   "groups": 1}
+    KERAS_FIXED = {"data_format": "channels_last", "groups": 1}
     _scratch_attrs = ("_buffers",)
 
-    def __init__(self, filters, kernel_size, activation=None, use_bias=True, padding="valid",
-                 kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None, *,
-                 input_shape=None, input_dim=None):
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid",
+                 data_format=None, dilation_rate=(1, 1), groups=1, activation=None,
+                 use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 name=None, *, input_shape=None, input_dim=None):
         super().__init__(name, input_shape=input_shape, input_dim=input_dim)
         self.filters = _positive_int("filters", filters)
         self.kernel_size = _pair("kernel_size", kernel_size)
+        self.strides, self.dilation_rate = ops.conv.conv_steps(
+            _pair("strides", strides), _pair("dilation_rate", dilation_rate))
         if padding not in ops.PADDINGS:
             raise ValueError(f"padding: expected one of {ops.PADDINGS}, got {padding!r}")
         self.padding = padding
+        _data_format("Conv2D", data_format)
+        if groups != 1:
+            raise ValueError(f"Conv2D: groups={groups!r} is not supported by cconv (only 1)")
         self.use_bias = bool(use_bias)
         self.activation = _Act(activation)
         self.kernel_initializer = _initializer("kernel_initializer", kernel_initializer)
@@ -388,7 +395,8 @@ class Conv2D(Layer):
 
     def get_config(self):
         return {**super().get_config(), "filters": self.filters,
-                "kernel_size": list(self.kernel_size), "padding": self.padding,
+                "kernel_size": list(self.kernel_size), "strides": list(self.strides),
+                "padding": self.padding, "dilation_rate": list(self.dilation_rate),
                 "activation": self.activation.name, **_weights_config(self)}
 
     def compute_output_shape(self, input_shape):
@@ -398,11 +406,14 @@ class Conv2D(Layer):
                              f"e.g. x[..., None]")
         kh, kw = self.kernel_size
         h, w, c = input_shape
-        if self.padding == "valid" and (h < kh or w < kw):
-            raise ValueError(f"Conv2D: kernel_size {self.kernel_size} is larger than the "
-                             f"{h}x{w} input with padding='valid'")
+        dh, dw = self.dilation_rate
+        if self.padding == "valid" and (h < (kh - 1) * dh + 1 or w < (kw - 1) * dw + 1):
+            dilated = "" if self.dilation_rate == (1, 1) else \
+                f" dilated by {self.dilation_rate}"
+            raise ValueError(f"Conv2D: kernel_size {self.kernel_size}{dilated} is larger "
+                             f"than the {h}x{w} input with padding='valid'")
         _, oh, ow, f = ops.conv_output_shape((1, h, w, c), (kh, kw, c, self.filters),
-                                             self.padding)
+                                             self.padding, self.strides, self.dilation_rate)
         return (oh, ow, f)
 
     def weight_shapes(self, input_shape):
@@ -439,11 +450,13 @@ class Conv2D(Layer):
         out = reused(self._buffers, "out", (len(x),) + self.output_shape, self.dtype,
                      f"{self.name} output")
         return ops.conv2d(x, self.params["kernel"], self.params.get("bias"), self.padding,
-                          activation, out=out)
+                          activation, out=out, strides=self.strides,
+                          dilation_rate=self.dilation_rate)
 
     def backward_linear(self, grad):
         grad_x, grad_w, grad_b = ops.conv2d_backward(
-            self.saved["x"], self.params["kernel"], grad, self.padding, self.need_input_grad)
+            self.saved["x"], self.params["kernel"], grad, self.padding, self.need_input_grad,
+            strides=self.strides, dilation_rate=self.dilation_rate)
         self.grads["kernel"] = grad_w
         if self.use_bias:
             self.grads["bias"] = grad_b
@@ -710,29 +723,28 @@ class Flatten(Layer):
         return grad.reshape((grad.shape[0],) + self.input_shape)
 
 
-class MaxPooling2D(Layer):
-    """Spatial max pooling, channels-last: (H, W, C) -> (OH, OW, C), as in Keras.
+class _Pooling2D(Layer):
+    """Spatial pooling, channels-last: (H, W, C) -> (OH, OW, C), as in Keras.
 
-    pool_size is an int or (PH, PW). strides defaults to pool_size, and only that is
-    supported: windows side by side, never overlapping. padding "valid" drops rows and
-    columns that do not fill a whole window (OH = H // PH); "same" pads so that every
-    pixel is in a window (OH = ceil(H / PH)), and the padding never wins a max."""
+    pool_size is an int or (PH, PW); strides too, by default pool_size (windows side by
+    side). padding "valid" keeps whole windows only (OH = floor((H - PH) / SH) + 1);
+    "same" pads so that every pixel is in a window (OH = ceil(H / SH)), and the padding
+    never takes part (it never wins a max, and an average counts only the pixels in the
+    image)."""
 
     KERAS_FIXED = {"data_format": "channels_last"}
+    KERAS_BUILD_CONFIG = False  # Keras builds it at construction
     _scratch_attrs = ("_buffers",)
 
-    def __init__(self, pool_size=2, strides=None, padding="valid", name=None, *,
-                 input_shape=None, input_dim=None):
+    def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None,
+                 name=None, *, input_shape=None, input_dim=None):
         super().__init__(name, input_shape=input_shape, input_dim=input_dim)
         self.pool_size = _pair("pool_size", pool_size)
-        strides = self.pool_size if strides is None else _pair("strides", strides)
-        if strides != self.pool_size:
-            raise ValueError(f"strides: only strides equal to pool_size {self.pool_size} "
-                             f"(non-overlapping windows) are supported, got {strides}")
-        self.strides = strides
+        self.strides = self.pool_size if strides is None else _pair("strides", strides)
         if not isinstance(padding, str) or padding not in ops.PADDINGS:
             raise ValueError(f"padding: expected one of {ops.PADDINGS}, got {padding!r}")
         self.padding = padding
+        _data_format(type(self).__name__, data_format)
         self._buffers = threading.local()
 
     def get_config(self):
@@ -740,15 +752,26 @@ class MaxPooling2D(Layer):
                 "padding": self.padding, "strides": list(self.strides)}
 
     def compute_output_shape(self, input_shape):
+        label = type(self).__name__
         if len(input_shape) != 3:
-            raise ValueError(f"MaxPooling2D: expected input of shape (height, width, "
+            raise ValueError(f"{label}: expected input of shape (height, width, "
                              f"channels), got {input_shape}")
         h, w, c = input_shape
         ph, pw = self.pool_size
         if self.padding == "valid" and (h < ph or w < pw):
-            raise ValueError(f"MaxPooling2D: pool_size {self.pool_size} is larger than the "
+            raise ValueError(f"{label}: pool_size {self.pool_size} is larger than the "
                              f"{h}x{w} input with padding='valid'")
-        return ops.pool_output_shape((1, h, w, c), self.pool_size, self.padding)[1:]
+        return ops.pool_output_shape((1, h, w, c), self.pool_size, self.padding,
+                                     self.strides)[1:]
+
+    def _grad_out(self):
+        """This thread's array for the gradient wrt the input."""
+        return reused(self._buffers, "grad_x", self.saved["x_shape"], self.dtype)
+
+
+class MaxPooling2D(_Pooling2D):
+    """The max of each window; its gradient goes to the first maximum in row-major order
+    (on a tie), added up where overlapping windows share one."""
 
     def forward_linear(self, x, training=False, rng=None):
         # The output buffer is reused like Conv2D's; it lives until the next forward pass.
@@ -756,16 +779,36 @@ class MaxPooling2D(Layer):
         out = reused(self._buffers, "out", shape, self.dtype)
         argmax = reused(self._buffers, "argmax", shape, np.int32) if training else None
         y, argmax = ops.max_pool2d(x, self.pool_size, self.padding, need_argmax=training,
-                                   out=out, out_argmax=argmax)
+                                   out=out, out_argmax=argmax, strides=self.strides)
         if training:
             self.saved["argmax"], self.saved["x_shape"] = argmax, x.shape
         return y
 
     def backward_linear(self, grad):
-        x_shape = self.saved["x_shape"]
-        out = reused(self._buffers, "grad_x", x_shape, self.dtype)
-        return ops.max_pool2d_backward(grad, self.saved["argmax"], x_shape, self.pool_size,
-                                       self.padding, out=out)
+        return ops.max_pool2d_backward(grad, self.saved["argmax"], self.saved["x_shape"],
+                                       self.pool_size, self.padding, out=self._grad_out(),
+                                       strides=self.strides)
+
+
+class AveragePooling2D(_Pooling2D):
+    """The mean of each window, over its pixels inside the image."""
+
+    def __init__(self, pool_size, strides=None, padding="valid", data_format=None,
+                 name=None, *, input_shape=None, input_dim=None):
+        # pool_size has no default, as in Keras
+        super().__init__(pool_size, strides, padding, data_format, name,
+                         input_shape=input_shape, input_dim=input_dim)
+
+    def forward_linear(self, x, training=False, rng=None):
+        out = reused(self._buffers, "out", (len(x),) + self.output_shape, self.dtype)
+        if training:
+            self.saved["x_shape"] = x.shape
+        return ops.avg_pool2d(x, self.pool_size, self.padding, strides=self.strides, out=out)
+
+    def backward_linear(self, grad):
+        return ops.avg_pool2d_backward(grad, self.saved["x_shape"], self.pool_size,
+                                       self.padding, strides=self.strides,
+                                       out=self._grad_out())
 
 
 class KernelPooling(Layer):
@@ -982,12 +1025,14 @@ class GlobalMaxPooling2D(_GlobalPooling2D):
 
 # The classes a config may name, by Keras's class name; cconv's own under "cconv.layers".
 KERAS_LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, Activation, Dropout, Flatten,
-                                              MaxPooling2D, Rescaling, Reshape, ZeroPadding2D,
+                                              MaxPooling2D, AveragePooling2D, Rescaling,
+                                              Reshape, ZeroPadding2D,
                                               GlobalAveragePooling2D, GlobalMaxPooling2D,
                                               ReLU, LeakyReLU, ELU, Softmax)}
 CCONV_LAYERS = {"KernelPooling": KernelPooling}
 # Keras's other spellings of the same layer
 KERAS_LAYERS["MaxPool2D"] = MaxPooling2D
+KERAS_LAYERS["AvgPool2D"] = AveragePooling2D
 KERAS_LAYERS["Convolution2D"] = Conv2D
 KERAS_LAYERS["GlobalAvgPool2D"] = GlobalAveragePooling2D
 KERAS_LAYERS["GlobalMaxPool2D"] = GlobalMaxPooling2D

@@ -12,50 +12,69 @@ import numpy as np
 from cconv import activations
 
 
-def _pads(padding, kh, kw):
-    if padding == "same":
-        top, left = (kh - 1) // 2, (kw - 1) // 2
-        return (top, kh - 1 - top), (left, kw - 1 - left)
-    return (0, 0), (0, 0)
+def _axis(size, k, stride, dilation, padding):
+    """(windows, pad before, pad after) along one axis, as Keras on jax pads: 'same'
+    keeps ceil(size / stride) windows, the odd padding pixel going after the image."""
+    reach = dilation * (k - 1) + 1
+    if padding == "valid":
+        return (size - reach) // stride + 1, 0, 0
+    windows = (size + stride - 1) // stride
+    total = max(0, (windows - 1) * stride + reach - size)
+    return windows, total // 2, total - total // 2
 
 
-def _padded(x, padding, kh, kw):
-    rows, cols = _pads(padding, kh, kw)
-    return np.pad(x, ((0, 0), rows, cols, (0, 0)))
+def _pair(v):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
 
 
-def conv2d(x, w, b=None, padding="valid", activation=None):
-    """Every offset (ky, kx) of the weights sees a shifted window of the (padded) image;
-    each window is a small dense layer from C channels to F filters, and the windows add
-    up. Then the activation, if any."""
+def _conv_geometry(x_shape, w_shape, padding, strides, dilation_rate):
+    """((OH, top, bottom), (OW, left, right)), (SH, SW), (DH, DW)."""
+    (sh, sw), (dh, dw) = _pair(strides), _pair(dilation_rate)
+    rows = _axis(x_shape[1], w_shape[0], sh, dh, padding)
+    cols = _axis(x_shape[2], w_shape[1], sw, dw, padding)
+    return (rows, cols), (sh, sw), (dh, dw)
+
+
+def _tap(ky, kx, oh, ow, strides, dilation):
+    """The slice of the padded image that weight tap (ky, kx) sees, one pixel per output."""
+    (sh, sw), (dh, dw) = strides, dilation
+    return (slice(None), slice(ky * dh, ky * dh + (oh - 1) * sh + 1, sh),
+            slice(kx * dw, kx * dw + (ow - 1) * sw + 1, sw), slice(None))
+
+
+def conv2d(x, w, b=None, padding="valid", activation=None, strides=1, dilation_rate=1):
+    """Every tap (ky, kx) of the weights sees a window of the (padded) image, every
+    stride-th pixel from the tap's dilated offset; each window is a small dense layer
+    from C channels to F filters, and the windows add up. Then the activation, if any."""
     kh, kw, _, f = w.shape
-    xp = _padded(x, padding, kh, kw)
-    oh, ow = xp.shape[1] - kh + 1, xp.shape[2] - kw + 1
+    ((oh, top, bottom), (ow, left, right)), st, dil = _conv_geometry(
+        x.shape, w.shape, padding, strides, dilation_rate)
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     out = np.zeros((x.shape[0], oh, ow, f), dtype=x.dtype)
     for ky in range(kh):
         for kx in range(kw):
-            window = xp[:, ky:ky + oh, kx:kx + ow, :]
-            out += window @ w[ky, kx]
+            out += xp[_tap(ky, kx, oh, ow, st, dil)] @ w[ky, kx]
     if b is not None:
         out += b
     return _activation(activation, out)
 
 
-def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True):
+def conv2d_backward(x, w, grad_out, padding="valid", need_grad_x=True, strides=1,
+                    dilation_rate=1):
     """Reverse each window's dense layer: its input gradient goes back to the window's
     pixels, its weight gradient is window.T @ grad_out summed over images and positions."""
     kh, kw, _, _ = w.shape
-    xp = _padded(x, padding, kh, kw)
-    oh, ow = grad_out.shape[1], grad_out.shape[2]
+    ((oh, top, bottom), (ow, left, right)), st, dil = _conv_geometry(
+        x.shape, w.shape, padding, strides, dilation_rate)
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
     grad_xp = np.zeros_like(xp)
     grad_w = np.zeros_like(w)
     for ky in range(kh):
         for kx in range(kw):
-            window = xp[:, ky:ky + oh, kx:kx + ow, :]
-            grad_w[ky, kx] = np.einsum("nijc,nijf->cf", window, grad_out)
-            grad_xp[:, ky:ky + oh, kx:kx + ow, :] += grad_out @ w[ky, kx].T
+            tap = _tap(ky, kx, oh, ow, st, dil)
+            grad_w[ky, kx] = np.einsum("nijc,nijf->cf", xp[tap], grad_out)
+            grad_xp[tap] += grad_out @ w[ky, kx].T
     grad_b = grad_out.sum(axis=(0, 1, 2))
-    (top, _), (left, _) = _pads(padding, kh, kw)
     grad_x = grad_xp[:, top:top + x.shape[1], left:left + x.shape[2], :] if need_grad_x else None
     return grad_x, grad_w, grad_b
 
@@ -217,26 +236,23 @@ def conv2d_dense(x, w, b, dense_w, dense_b, padding="valid", activation=None):
     return dense(h.reshape(len(h), -1), dense_w, dense_b)
 
 
-def _pool_geometry(x_shape, pool_size, padding):
-    """Per output row and column, the clipped [start, stop) of its window in the image."""
+def _pool_geometry(x_shape, pool_size, padding, strides=None):
+    """Per output row and column, the clipped [start, stop) of its window in the image.
+    strides default to the pool size, as in Keras."""
     _, h, w, _ = x_shape
-    ph, pw = (pool_size, pool_size) if np.isscalar(pool_size) else pool_size
-    if padding == "same":  # enough windows to cover the image, padded evenly, extra at the end
-        oh, ow = -(-h // ph), -(-w // pw)
-        top, left = (oh * ph - h) // 2, (ow * pw - w) // 2
-    else:  # whole windows only, from the top left
-        oh, ow = h // ph, w // pw
-        top, left = 0, 0
-    rows = [(max(i * ph - top, 0), min(i * ph - top + ph, h)) for i in range(oh)]
-    cols = [(max(j * pw - left, 0), min(j * pw - left + pw, w)) for j in range(ow)]
+    ph, pw = _pair(pool_size)
+    sh, sw = (ph, pw) if strides is None else _pair(strides)
+    (oh, top, _), (ow, left, _) = _axis(h, ph, sh, 1, padding), _axis(w, pw, sw, 1, padding)
+    rows = [(max(i * sh - top, 0), min(i * sh - top + ph, h)) for i in range(oh)]
+    cols = [(max(j * sw - left, 0), min(j * sw - left + pw, w)) for j in range(ow)]
     return rows, cols
 
 
-def max_pool2d(x, pool_size, padding="valid", need_argmax=True):
+def max_pool2d(x, pool_size, padding="valid", need_argmax=True, strides=None):
     """Window by window: the max over the window's pixels for every image and channel, and
     where it was, as a flat index (row * W + col) * C + channel into the image."""
     n, h, w, c = x.shape
-    rows, cols = _pool_geometry(x.shape, pool_size, padding)
+    rows, cols = _pool_geometry(x.shape, pool_size, padding, strides)
     y = np.empty((n, len(rows), len(cols), c), dtype=x.dtype)
     argmax = np.empty(y.shape, dtype=np.int32)
     for i, (r0, r1) in enumerate(rows):
@@ -249,14 +265,38 @@ def max_pool2d(x, pool_size, padding="valid", need_argmax=True):
     return y, (argmax if need_argmax else None)
 
 
-def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid"):
-    """Each pooled gradient lands on the pixel that won its window; the rest get 0."""
+def max_pool2d_backward(grad_out, argmax, x_shape, pool_size, padding="valid", strides=None):
+    """Each pooled gradient lands on the pixel that won its window (overlapping windows
+    that share a winner add up there); the rest get 0."""
     n = x_shape[0]
     grad_x = np.zeros((n, int(np.prod(x_shape[1:]))), dtype=grad_out.dtype)
     per_image = int(np.prod(grad_out.shape[1:]))  # (not -1: N may be 0)
-    np.put_along_axis(grad_x, argmax.reshape(n, per_image).astype(np.intp),
-                      grad_out.reshape(n, per_image), axis=1)
+    images = np.repeat(np.arange(n), per_image)
+    np.add.at(grad_x, (images, argmax.reshape(-1).astype(np.intp)), grad_out.reshape(-1))
     return grad_x.reshape(x_shape)
+
+
+def avg_pool2d(x, pool_size, padding="valid", strides=None):
+    """Window by window: the mean of the window's pixels inside the image (padding is
+    not counted, as in Keras)."""
+    n, h, w, c = x.shape
+    rows, cols = _pool_geometry(x.shape, pool_size, padding, strides)
+    y = np.empty((n, len(rows), len(cols), c), dtype=x.dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            y[:, i, j, :] = x[:, r0:r1, c0:c1, :].mean(axis=(1, 2))
+    return y
+
+
+def avg_pool2d_backward(grad_out, x_shape, pool_size, padding="valid", strides=None):
+    """Each window's gradient, divided by its pixel count, goes to each of its pixels."""
+    rows, cols = _pool_geometry(x_shape, pool_size, padding, strides)
+    grad_x = np.zeros(x_shape, dtype=grad_out.dtype)
+    for i, (r0, r1) in enumerate(rows):
+        for j, (c0, c1) in enumerate(cols):
+            share = grad_out[:, i, j, :] / grad_out.dtype.type((r1 - r0) * (c1 - c0))
+            grad_x[:, r0:r1, c0:c1, :] += share[:, None, None, :]
+    return grad_x
 
 
 def kernel_pool(x, mode="max"):

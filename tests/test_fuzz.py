@@ -626,13 +626,15 @@ def reference_predict(model, x):
     for layer in model.layers:
         p = {k: v.astype(np.float64) for k, v in layer.params.items()}
         if isinstance(layer, Conv2D):
-            out = oracle.conv2d(out, p["kernel"], p.get("bias"), layer.padding)
+            out = oracle.conv2d(out, p["kernel"], p.get("bias"), layer.padding,
+                                strides=layer.strides, dilation_rate=layer.dilation_rate)
         elif isinstance(layer, Dense):
             out = oracle.dense(out, p["kernel"], p.get("bias"))
         elif isinstance(layer, Flatten):
             out = out.reshape(len(out), -1)
         elif isinstance(layer, MaxPooling2D):
-            out = oracle.max_pool2d(out, layer.pool_size, layer.padding)[0]
+            out = oracle.max_pool2d(out, layer.pool_size, layer.padding,
+                                    strides=layer.strides)[0]
         elif isinstance(layer, KernelPooling):
             out = oracle.kernel_pool(out, layer.mode)
         if layer.activation is not None:

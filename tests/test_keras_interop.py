@@ -90,9 +90,9 @@ def test_cconv_loads_what_keras_saves_and_trains_on_as_keras_does(tmp_path, dtyp
 
 @pytest.mark.parametrize("layer,named", [
     (lambda: keras.layers.BatchNormalization(), "BatchNormalization"),
-    (lambda: keras.layers.Conv2D(2, 3, strides=2), "strides"),
+    (lambda: keras.layers.Conv2D(2, 3, kernel_regularizer="l2"), "kernel_regularizer"),
     (lambda: keras.layers.Conv2D(2, 3, activation="hard_shrink"), "hard_shrink"),
-    (lambda: keras.layers.AveragePooling2D(2), "AveragePooling2D"),
+    (lambda: keras.layers.SpatialDropout2D(0.5), "SpatialDropout2D"),
 ])
 def test_keras_model_with_what_cconv_lacks_is_refused_naming_it(tmp_path, layer, named):
     theirs = keras.Sequential([keras.Input((8, 8, 1)), layer(), keras.layers.Flatten(),

@@ -476,8 +476,8 @@ def read_only(a):
 
 @pytest.mark.parametrize("make, error, match", [
     (lambda: MaxPooling2D(0), ValueError, "pool_size"),
-    (lambda: MaxPooling2D(2, strides=1), ValueError, "strides: only strides equal to"),
-    (lambda: MaxPooling2D((2, 3), strides=(2, 2)), ValueError, "strides"),
+    (lambda: MaxPooling2D(2, strides=0), ValueError, "strides"),
+    (lambda: MaxPooling2D((2, 3), strides=(2, 2, 2)), ValueError, "strides"),
     (lambda: MaxPooling2D(2, padding="causal"), ValueError, "padding"),
     (lambda: cconv.Sequential([Input((3, 3, 1)), MaxPooling2D(4)]), ValueError,
      r"MaxPooling2D: pool_size \(4, 4\) is larger than the 3x3 input"),

@@ -207,7 +207,7 @@ HOSTILE = {
                          "Functional"),
     "unknown layer": (_config_edit(lambda c: c["config"]["layers"][1].update(
         class_name="BatchNormalization")), "BatchNormalization"),
-    "strides": (_config_edit(lambda c: _set_layer_option(c, "strides", [2, 2])), "strides"),
+    "groups": (_config_edit(lambda c: _set_layer_option(c, "groups", 2)), "groups"),
     "activation": (_config_edit(lambda c: _set_layer_option(c, "activation", "hard_shrink")), "hard_shrink"),
     "mixed dtype": (_config_edit(lambda c: _set_layer_option(c, "dtype", "float16")), "float16"),
     "nesterov": (_config_edit(lambda c: c["compile_config"]["optimizer"]["config"].update(

@@ -145,8 +145,10 @@ def test_loss_configs_round_trip(loss):
 
 
 @pytest.mark.parametrize("cls,config,named", [
-    (layers.Conv2D, {"filters": 2, "kernel_size": 3, "strides": [2, 2]}, "strides"),
-    (layers.Conv2D, {"filters": 2, "kernel_size": 3, "dilation_rate": [2, 2]}, "dilation_rate"),
+    (layers.Conv2D, {"filters": 2, "kernel_size": 3, "strides": [2, 2],
+                     "dilation_rate": [2, 2]}, "strides"),
+    (layers.Conv2D, {"filters": 2, "kernel_size": 3, "dilation_rate": [0, 1]}, "dilation_rate"),
+    (layers.Conv2D, {"filters": 2, "kernel_size": 3, "groups": 2}, "groups"),
     (layers.Conv2D, {"filters": 2, "kernel_size": 3, "data_format": "channels_first"},
      "data_format"),
     (layers.Conv2D, {"filters": 2, "kernel_size": 3, "activation": "glu"}, "activation"),
@@ -162,7 +164,7 @@ def test_loss_configs_round_trip(loss):
      "mode"),
     (layers.Dense, {"units": 2, "trainable": False}, "trainable"),
     (layers.Dropout, {"rate": 0.5, "noise_shape": [None, 1]}, "noise_shape"),
-    (layers.MaxPooling2D, {"pool_size": [3, 3], "strides": [1, 1]}, "strides"),
+    (layers.MaxPooling2D, {"pool_size": [3, 3], "strides": [0, 1]}, "strides"),
 ])
 def test_options_cconv_lacks_are_named(cls, config, named):
     with pytest.raises(ValueError, match=named):

@@ -502,6 +502,45 @@ MUTANTS = [
             "tests/test_keras_losses.py::test_loss_gradient_is_the_finite_difference",
             "tests/test_keras_losses.py::test_one_sgd_step_with_each_loss_is_keras",
             "tests/test_keras_losses.py::test_folded_sigmoid_where_it_differs_from_keras"]),
+    # ---- strides ----
+    Mutant("stride_rows_only", "the strided conv route gathers columns with the row stride",
+           [("cconv/ops/conv.py",
+             "        self.args = (self.oh, self.ow, self.kh, self.kw, sh, sw, dh, dw) + "
+             "tuple(pads)\n",
+             "        self.args = (self.oh, self.ow, self.kh, self.kw, sh, sh, dh, dw) + "
+             "tuple(pads)\n")],
+           ["tests/ops/test_strided.py::test_strided_conv2d",
+            "tests/ops/test_strided.py::test_strided_conv2d_backward",
+            "tests/test_keras_strides.py::test_conv2d_is_keras_ops_conv",
+            "tests/test_keras_strides.py::test_same_weights_same_outputs_as_keras"]),
+    Mutant("same_extra_pixel_on_top", "'same' padding puts its odd pixel on the top and left "
+           "(Keras puts it at the bottom and right)",
+           [("cconv/ops/_windows.py", "    return max(total - size, 0) // 2\n",
+             "    return -(-max(total - size, 0) // 2)\n")],
+           ["tests/ops/test_strided.py::test_conv_geometry_is_keras",
+            "tests/test_keras_strides.py::test_conv2d_is_keras_ops_conv",
+            "tests/test_keras_strides.py::test_pools_are_keras_ops_pools",
+            "tests/test_keras_strides.py::test_same_weights_same_outputs_as_keras"]),
+    Mutant("dilation_ignored_backward", "conv2d_backward's strided route gathers undilated "
+           "patches",
+           [("cconv/ops/conv.py",
+             "    p = _Patches(x.shape, w.shape, grad_out.shape, pads, steps, x.dtype)\n",
+             "    p = _Patches(x.shape, w.shape, grad_out.shape, pads, (steps[0], (1, 1)), "
+             "x.dtype)\n")],
+           ["tests/ops/test_strided.py::test_strided_conv2d_backward",
+            "tests/ops/test_strided.py::test_strided_conv2d_gradients_by_finite_differences",
+            "tests/test_keras_strides.py::test_one_sgd_step_gives_keras_weights",
+            "tests/test_keras_strides.py::"
+            "test_gradients_through_the_model_are_finite_differences"]),
+    Mutant("avg_pool_full_window_at_border", "average pooling divides by the whole window "
+           "at the border, counting 'same' padding's zeros",
+           [("cconv/_kernels/_pool.pyx",
+             "                count = (y1 - y0) * (x1 - x0)\n                for c in range(C):\n",
+             "                count = ph * pw\n                for c in range(C):\n")],
+           ["tests/ops/test_strided.py::test_avg_pool2d",
+            "tests/ops/test_strided.py::test_avg_pool2d_counts_only_the_image_at_the_border",
+            "tests/test_keras_strides.py::test_pools_are_keras_ops_pools",
+            "tests/test_keras_strides.py::test_same_weights_same_outputs_as_keras"]),
 ]
 
 

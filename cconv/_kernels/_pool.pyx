@@ -7,6 +7,13 @@ pass writes each gradient to that one element and 0 to all others. Work is cut i
 one row of windows), and each row only ever writes its own band of input rows: no two
 threads touch the same element, whatever the thread count.
 
+Any other strides, and average pooling (the *_window kernels): windows SH x SW apart
+may overlap or leave gaps. The forward passes work by output row as above; a backward
+pass owns whole rows of input pixels (average) or whole images (max), zeroes them and
+adds every window's share in one fixed order (output row, then column), so that the
+bits never depend on the thread count. Average pooling divides each window's sum by
+the number of its pixels inside the image, as Keras does under 'same' padding.
+
 Kernel pooling reduces the last (filter) axis at every position: max, mean or sum.
 """
 from cython cimport floating
@@ -16,6 +23,7 @@ from libc.string cimport memset
 
 from cconv._kernels._codes cimport POOL_MAX, POOL_MEAN
 from cconv._kernels._convpool cimport pool_rows
+from cconv._kernels._runs cimport add_run
 
 cdef enum:
     ROW_BLOCK = 1024  # positions per work unit in kernel pooling
@@ -87,6 +95,150 @@ def max_pool_backward(const floating[:, :, :, ::1] grad_out, const int32_t[:, :,
                             gx[base + c] = g[c] if a[c] == base + <int32_t>c else 0
                             matches = matches + (a[c] == base + <int32_t>c)
             bad[r] = matches != OW * C
+
+
+# Window o (p wide, s apart, the first at -pad) clipped to [0, size) is [start, stop).
+# (Values, not pointers into the caller: prange makes a variable private to each thread
+# only where the loop body assigns it.)
+cdef inline Py_ssize_t start(Py_ssize_t o, Py_ssize_t s, Py_ssize_t pad) noexcept nogil:
+    return max(o * s - pad, 0)
+
+
+cdef inline Py_ssize_t stop(Py_ssize_t o, Py_ssize_t p, Py_ssize_t s, Py_ssize_t pad,
+                            Py_ssize_t size) noexcept nogil:
+    return min(o * s - pad + p, size)
+
+
+def max_pool_window_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                            int32_t[:, :, :, ::1] argmax, int ph, int pw, int sh, int sw,
+                            int pad_top, int pad_left, int num_threads):
+    """max_pool_forward's rule (clipped windows, ties to the first in row-major order,
+    argmax or an empty array) for windows SH x SW apart."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
+    cdef bint track = argmax.shape[0] > 0
+    cdef Py_ssize_t r, n, oy, ox, y0, y1, x0, x1, yy, xx, c
+    cdef const floating* p
+    cdef floating* o
+    cdef int32_t* a
+    cdef int32_t base
+    cdef bint better
+    with nogil:
+        for r in prange(N * OH, num_threads=num_threads, schedule="static"):
+            n = r // OH
+            oy = r - n * OH
+            y0 = start(oy, sh, pad_top)
+            y1 = stop(oy, ph, sh, pad_top, H)
+            for ox in range(OW):
+                x0 = start(ox, sw, pad_left)
+                x1 = stop(ox, pw, sw, pad_left, W)
+                o = &out[n, oy, ox, 0]
+                a = &argmax[n, oy, ox, 0] if track else NULL
+                for yy in range(y0, y1):
+                    for xx in range(x0, x1):
+                        p = &x[n, yy, xx, 0]
+                        base = <int32_t>((yy * W + xx) * C)
+                        for c in range(C):
+                            better = (yy == y0 and xx == x0) or p[c] > o[c]
+                            o[c] = p[c] if better else o[c]
+                            if track:
+                                a[c] = base + <int32_t>c if better else a[c]
+
+
+def max_pool_window_backward(const floating[:, :, :, ::1] grad_out,
+                             const int32_t[:, :, :, ::1] argmax, floating[:, :, :, ::1] grad_x,
+                             int ph, int pw, int sh, int sw, int pad_top, int pad_left,
+                             int32_t[::1] bad, int num_threads):
+    """grad_x = 0, then grad_x[argmax] += grad_out window by window in order, one image
+    per task. An argmax that names no pixel of its window (or the wrong channel) is
+    skipped and flagged: bad[n] = 1."""
+    cdef Py_ssize_t N = grad_x.shape[0], H = grad_x.shape[1], W = grad_x.shape[2]
+    cdef Py_ssize_t C = grad_x.shape[3], OH = grad_out.shape[1], OW = grad_out.shape[2]
+    cdef Py_ssize_t n, oy, ox, y0, y1, x0, x1, c, i, yy, xx
+    cdef floating* gx
+    cdef const floating* g
+    cdef const int32_t* a
+    with nogil:
+        for n in prange(N, num_threads=num_threads, schedule="static"):
+            gx = &grad_x[n, 0, 0, 0]
+            memset(gx, 0, H * W * C * sizeof(floating))
+            bad[n] = 0
+            for oy in range(OH):
+                y0 = start(oy, sh, pad_top)
+                y1 = stop(oy, ph, sh, pad_top, H)
+                for ox in range(OW):
+                    x0 = start(ox, sw, pad_left)
+                    x1 = stop(ox, pw, sw, pad_left, W)
+                    g = &grad_out[n, oy, ox, 0]
+                    a = &argmax[n, oy, ox, 0]
+                    for c in range(C):
+                        i = a[c]
+                        yy = i // (W * C)
+                        xx = (i // C) % W
+                        if i < 0 or i % C != c or yy < y0 or yy >= y1 or xx < x0 or xx >= x1:
+                            bad[n] = 1
+                        else:
+                            gx[i] = gx[i] + g[c]
+
+
+def avg_pool_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out, int ph,
+                     int pw, int sh, int sw, int pad_top, int pad_left, int num_threads):
+    """out[n, oy, ox, c] = the sum of x over the window clipped to the image, pixels in
+    row-major order, divided by their count."""
+    cdef Py_ssize_t N = x.shape[0], H = x.shape[1], W = x.shape[2], C = x.shape[3]
+    cdef Py_ssize_t OH = out.shape[1], OW = out.shape[2]
+    cdef Py_ssize_t r, n, oy, ox, y0, y1, x0, x1, yy, xx, c
+    cdef floating count
+    cdef floating* o
+    with nogil:
+        for r in prange(N * OH, num_threads=num_threads, schedule="static"):
+            n = r // OH
+            oy = r - n * OH
+            y0 = start(oy, sh, pad_top)
+            y1 = stop(oy, ph, sh, pad_top, H)
+            for ox in range(OW):
+                x0 = start(ox, sw, pad_left)
+                x1 = stop(ox, pw, sw, pad_left, W)
+                o = &out[n, oy, ox, 0]
+                memset(o, 0, C * sizeof(floating))
+                for yy in range(y0, y1):
+                    for xx in range(x0, x1):
+                        add_run(o, &x[n, yy, xx, 0], C)
+                count = (y1 - y0) * (x1 - x0)
+                for c in range(C):
+                    o[c] = o[c] / count
+
+
+def avg_pool_backward(const floating[:, :, :, ::1] grad_out, floating[:, :, :, ::1] grad_x,
+                      int ph, int pw, int sh, int sw, int pad_top, int pad_left,
+                      int num_threads):
+    """grad_x[n, y, x] = the sum, over the windows holding (y, x) in order, of their
+    grad_out divided by their pixel count. One row of input pixels per task."""
+    cdef Py_ssize_t N = grad_x.shape[0], H = grad_x.shape[1], W = grad_x.shape[2]
+    cdef Py_ssize_t C = grad_x.shape[3], OH = grad_out.shape[1], OW = grad_out.shape[2]
+    cdef Py_ssize_t t, n, iy, oy, ox, y0, y1, x0, x1, xx, c
+    cdef floating count
+    cdef floating* gx
+    cdef const floating* g
+    with nogil:
+        for t in prange(N * H, num_threads=num_threads, schedule="static"):
+            n = t // H
+            iy = t - n * H
+            gx = &grad_x[n, iy, 0, 0]
+            memset(gx, 0, W * C * sizeof(floating))
+            for oy in range(OH):
+                y0 = start(oy, sh, pad_top)
+                y1 = stop(oy, ph, sh, pad_top, H)
+                if iy < y0 or iy >= y1:
+                    continue
+                for ox in range(OW):
+                    x0 = start(ox, sw, pad_left)
+                    x1 = stop(ox, pw, sw, pad_left, W)
+                    count = (y1 - y0) * (x1 - x0)
+                    g = &grad_out[n, oy, ox, 0]
+                    for xx in range(x0, x1):
+                        for c in range(C):
+                            gx[xx * C + c] = gx[xx * C + c] + g[c] / count
 
 
 cdef inline Py_ssize_t first_max(const floating* p, Py_ssize_t F) noexcept nogil:

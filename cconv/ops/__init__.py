@@ -9,10 +9,11 @@ dtypes are float32 and float64; all float arguments of a call share one dtype.
 
 Index: op (backward) -- module: kernels, routing -- oracle twin -- tests (tests/ops/)
 
-conv2d (conv2d_backward) -- conv.py: _conv_1ch if C == 1; else _winograd for 5x5
-    weights with C >= 8 and F >= 16 (winograd.takes_winograd; the weight gradient also
-    needs C >= 16), else _gemm -- oracle.conv2d (oracle.conv2d_backward) -- test_conv.py,
-    test_winograd.py
+conv2d (conv2d_backward) -- conv.py: strides or dilation_rate above 1: _im2col then
+    _gemm.gemm (backward: gemm then _im2col.col2im); else _conv_1ch if C == 1; else
+    _winograd for 5x5 weights with C >= 8 and F >= 16 (winograd.takes_winograd; the
+    weight gradient also needs C >= 16), else _gemm -- oracle.conv2d
+    (oracle.conv2d_backward) -- test_conv.py, test_winograd.py, test_strided.py
 dense (dense_backward) -- dense.py: _gemm.gemm if units >= DENSE_GEMM_MIN_UNITS, else
     _dense_narrow -- oracle.dense (oracle.dense_backward) -- test_dense.py
 activation (activation_backward), by the name of any activation in
@@ -30,8 +31,11 @@ softmax (softmax_backward), log_softmax -- elementwise.py, NumPy along the last 
 dropout, dropout_mask (dropout_backward) -- elementwise.py: _elementwise (counter-based
     hash mask) -- oracle.dropout, oracle.dropout_mask (oracle.dropout_backward) --
     test_elementwise.py
-max_pool2d (max_pool2d_backward) -- pool.py: _pool -- oracle.max_pool2d
-    (oracle.max_pool2d_backward) -- test_pool.py
+max_pool2d (max_pool2d_backward) -- pool.py: _pool (max_pool_* when strides equal
+    pool_size, max_pool_window_* otherwise) -- oracle.max_pool2d
+    (oracle.max_pool2d_backward) -- test_pool.py, test_strided.py
+avg_pool2d (avg_pool2d_backward) -- pool.py: _pool.avg_pool_* -- oracle.avg_pool2d
+    (oracle.avg_pool2d_backward) -- test_strided.py
 kernel_pool (kernel_pool_backward) -- pool.py: _pool -- oracle.kernel_pool
     (oracle.kernel_pool_backward) -- test_pool.py
 conv2d_dense (forward only; fusion rule ConvDense) -- fused.py: _conv_1ch if C == 1,
@@ -67,8 +71,9 @@ from cconv.ops.elementwise import (activation, activation_backward, dropout,
                                    tanh_backward)
 from cconv.ops.fused import conv2d_dense, conv2d_maxpool, dense_backward_gated
 from cconv.ops.optim import adam_update
-from cconv.ops.pool import (KERNEL_POOL_MODES, kernel_pool, kernel_pool_backward,
-                            max_pool2d, max_pool2d_backward, pool_output_shape)
+from cconv.ops.pool import (KERNEL_POOL_MODES, avg_pool2d, avg_pool2d_backward,
+                            kernel_pool, kernel_pool_backward, max_pool2d,
+                            max_pool2d_backward, pool_output_shape)
 from cconv.ops.random import legacy_coin_flips
 from cconv.ops.spatial import (global_avg_pool2d, global_avg_pool2d_backward,
                                global_max_pool2d, global_max_pool2d_backward, pad_widths,
@@ -82,7 +87,7 @@ __all__ = [
     "softmax", "softmax_backward", "log_softmax", "relu_general", "relu_general_backward",
     "elu", "elu_backward",
     "dropout", "dropout_backward", "dropout_mask",
-    "max_pool2d", "max_pool2d_backward", "kernel_pool", "kernel_pool_backward",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "kernel_pool", "kernel_pool_backward",
     "conv2d_dense", "dense_backward_gated", "conv2d_maxpool", "adam_update",
     "legacy_coin_flips", "pad_widths", "rescale", "rescale_backward", "zero_pad2d",
     "zero_pad2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward",
