@@ -10,6 +10,7 @@ import numbers
 import os
 import sys
 import time
+import warnings
 
 import numpy as np
 
@@ -45,6 +46,8 @@ class Sequential:
         self.input_shape = None
         self.built = False
         self.compiled = False
+        self._compiled_trainable = None  # {layer: its trainable at compile()}
+        self._warned_trainable = None
         self.stop_training = False
         self.history = None
         self._plans = {}
@@ -145,10 +148,11 @@ class Sequential:
 
     def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
                 show_trainable=False, layer_range=None):
-        """Keras's table of layers, output shapes and parameter counts. A Sequential of
-        cconv's layers nests nothing and trains every layer, so expand_nested and
-        show_trainable add nothing; line_length, positions and layer_range are not
-        supported."""
+        """Keras's table of layers, output shapes and parameter counts, with the total,
+        trainable and non-trainable counts below it as Keras prints them (by each
+        layer's trainable now). A Sequential of cconv's layers nests nothing, so
+        expand_nested adds nothing; show_trainable is accepted and adds no column;
+        line_length, positions and layer_range are not supported."""
         _refuse({"line_length": line_length, "positions": positions,
                  "layer_range": layer_range}, "summary", "cconv's table sizes itself")
         print_fn = print if print_fn is None else print_fn
@@ -164,13 +168,28 @@ class Sequential:
                "=" * len(line)]
         for r in rows:
             out.append(f"{r[0]:<{w0}}{r[1]:<{w1}}{r[2]}")
-        out += ["=" * len(line), f"Total params: {self.count_params():,}", line]
+        trainable = sum(layer.params[k].size
+                        for layer, k in layers_module.trainable_keys(self.layers))
+        out += ["=" * len(line), f"Total params: {self.count_params():,}",
+                f"Trainable params: {trainable:,}",
+                f"Non-trainable params: {self.count_params() - trainable:,}", line]
         print_fn("\n".join(out))
 
     # ---- weights ---------------------------------------------------------------------
     def _weight_keys(self):
         """[(layer, weight name)] in the one order of weights (layers.weight_keys)."""
         return list(layers_module.weight_keys(self.layers))
+
+    def _optimizer_keys(self):
+        """[(layer, weight name)] that the optimizer updates and keeps slots for: the
+        trainable weights of the layers that were trainable at compile() (Keras 3 reads
+        `trainable` there; a change takes effect at the next compile)."""
+        return list(layers_module.trainable_keys(self.layers, self._compiled_trainable))
+
+    def _weights_changed(self):
+        """Tell the inference plan's steps that weights were written (a fit step,
+        set_weights): what they derived from them (folded weights) is stale."""
+        fusion.weights_changed(self._plans.get(False, ()))
 
     def get_weights(self):
         if not self.built:
@@ -200,6 +219,8 @@ class Sequential:
                 for layer, params in zip(self.layers, before):
                     layer.params = params
                 raise
+            finally:
+                self._weights_changed()
 
     def save_weights(self, path, metadata=None):
         """Save to an .npz file (no pickles). The file is written under a temporary name
@@ -253,7 +274,26 @@ class Sequential:
                 raise ValueError(f"metrics: expected names from {tuple(METRICS)}, got {m!r}")
         self.optimizer, self.loss = optimizer, loss
         self.metrics = ["accuracy"] if metrics else []
+        self._compiled_trainable = {layer: layer.trainable for layer in self.layers}
+        self._warned_trainable = None
         self.compiled = True
+
+    def _warn_if_trainable_changed(self):
+        """Keras 3's warning when a layer's trainable changed since compile(), once per
+        change: the optimizer keeps the weights it was compiled with until the next
+        compile() (a BatchNormalization's mode follows its trainable at once, as in
+        Keras, where the layer reads it when called)."""
+        changed = [layer.name for layer in self.layers
+                   if layer.trainable != self._compiled_trainable.get(layer)]
+        if not changed or changed == getattr(self, "_warned_trainable", None):
+            return
+        warnings.warn("A layer's `trainable` state has changed since the model was compiled. "
+                      "This can result in unexpected behavior, as the compiled optimizer "
+                      "and loss functions may not track the correct variables. Please "
+                      "recompile your model (e.g. `model.compile(...)`) before calling "
+                      "`fit()` or `evaluate()` so the change takes effect. Changed layers: "
+                      f"{changed}", UserWarning, stacklevel=3)
+        self._warned_trainable = changed
 
     def _require_compiled(self, what):
         if not self.compiled:
@@ -364,11 +404,14 @@ class Sequential:
         for step in reversed(steps):
             grad = step.backward(grad)
         params, grads = [], []
-        for layer, k in self._weight_keys():
+        for layer, k in self._optimizer_keys():
             params.append(layer.params[k])
             grads.append(layer.grads[k])
         with self._guard.updating():
             self.optimizer.update(params, grads)
+            for layer in self.layers:
+                layer.update_state()
+            self._weights_changed()
         correct = (out.argmax(axis=1) == onehot.argmax(axis=1)).sum()
         return float(losses_.sum()), int(correct)
 
@@ -398,6 +441,7 @@ class Sequential:
              validation_data, shuffle, class_weight, sample_weight, initial_epoch,
              steps_per_epoch, validation_steps, validation_batch_size, validation_freq, seed):
         self._require_compiled("fit")
+        self._warn_if_trainable_changed()
         _refuse({"class_weight": class_weight, "sample_weight": sample_weight}, "fit",
                 "cconv's losses weigh every sample alike")
         x = self._check_x(_required("x", x))
@@ -548,6 +592,7 @@ class Sequential:
         verbose="auto" prints a line on a terminal only. The work goes in chunks of
         cconv's choosing: batch_size sets only what callbacks hear, never the result."""
         self._require_compiled("evaluate")
+        self._warn_if_trainable_changed()
         _refuse({"sample_weight": sample_weight}, "evaluate",
                 "cconv's losses weigh every sample alike")
         with self._guard.reading(self.name, "evaluate"):

@@ -370,10 +370,12 @@ def batch_norm_inference(x, mean, var, gamma=None, beta=None, epsilon=1e-3):
                       np.asarray(var, dtype=np.float64), gamma, beta, epsilon)
 
 
-def batch_norm_backward(x, grad_out, mean, var, gamma=None, epsilon=1e-3, need_grad_x=True):
+def batch_norm_backward(x, grad_out, mean, var, gamma=None, epsilon=1e-3, need_grad_x=True,
+                        batch_statistics=True):
     """The chain rule through the batch's mean and variance, written out term by term
     rather than in the ops' closed form: y = gamma * xhat + beta, xhat = (x - mean) * s,
-    s = (var + epsilon) ** -0.5, and mean and var depend on every row."""
+    s = (var + epsilon) ** -0.5, and mean and var depend on every row (constants when
+    not batch_statistics: batch_norm_inference's gradients)."""
     rows, g = _bn_rows(x), _bn_rows(grad_out)
     m = len(rows)
     gamma = np.ones(rows.shape[1]) if gamma is None else np.asarray(gamma, np.float64)
@@ -382,7 +384,9 @@ def batch_norm_backward(x, grad_out, mean, var, gamma=None, epsilon=1e-3, need_g
     grad_xhat = g * gamma
     grad_var = (grad_xhat * d).sum(axis=0) * -0.5 * s ** 3
     grad_mean = -(grad_xhat * s).sum(axis=0) - grad_var * 2.0 * d.sum(axis=0) / m
-    grad_x = grad_xhat * s + grad_var * 2.0 * d / m + grad_mean / m
+    grad_x = grad_xhat * s
+    if batch_statistics:
+        grad_x = grad_x + grad_var * 2.0 * d / m + grad_mean / m
     grad_gamma = (g * d * s).sum(axis=0)
     grad_beta = g.sum(axis=0)
     return (grad_x.reshape(x.shape).astype(x.dtype) if need_grad_x else None,

@@ -103,12 +103,15 @@ def batch_norm_inference(x, mean, var, gamma=None, beta=None, epsilon=1e-3):
     return _normalize(x, rows, mean, gamma * _inv_std(var, epsilon), beta)
 
 
-def batch_norm_backward(x, grad_out, mean, var, gamma=None, epsilon=1e-3, need_grad_x=True):
+def batch_norm_backward(x, grad_out, mean, var, gamma=None, epsilon=1e-3, need_grad_x=True,
+                        batch_statistics=True):
     """Gradients of batch_norm, given x, the gradient wrt y and the batch's mean and var
     (batch_norm's): (grad_x, grad_gamma, grad_beta) with, per channel, xhat = (x - mean)
     / sqrt(var + epsilon), grad_beta = sum(grad_out), grad_gamma = sum(grad_out * xhat),
     grad_x = gamma / sqrt(var + epsilon) * (grad_out - grad_beta / M - xhat * grad_gamma
-    / M), the closed form over M rows. grad_x is None when need_grad_x is False."""
+    / M), the closed form over M rows. grad_x is None when need_grad_x is False.
+    batch_statistics=False: the gradients of batch_norm_inference instead, where mean
+    and var are constants: grad_x = gamma / sqrt(var + epsilon) * grad_out."""
     x, rows = _rows("x", x)
     grad_out = float_array("grad_out", grad_out, dtype=x.dtype)
     if grad_out.shape != x.shape:
@@ -128,6 +131,9 @@ def batch_norm_backward(x, grad_out, mean, var, gamma=None, epsilon=1e-3, need_g
     grad_x = None
     if need_grad_x:
         grad_x = empty("batch_norm grad_x", x.shape, x.dtype)
-        _norm.backward_input(rows, grad_rows, mean, inv_std, gamma * inv_std, sum_grad / m,
-                             sum_grad_xhat / m, grad_x.reshape(rows.shape), chunk, threads)
+        # the batch's statistics depend on every row: the terms through them
+        through = (sum_grad / m, sum_grad_xhat / m) if batch_statistics else \
+            (np.zeros(c), np.zeros(c))
+        _norm.backward_input(rows, grad_rows, mean, inv_std, gamma * inv_std, *through,
+                             grad_x.reshape(rows.shape), chunk, threads)
     return grad_x, sum_grad_xhat.astype(x.dtype), sum_grad.astype(x.dtype)
