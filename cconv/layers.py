@@ -184,8 +184,8 @@ class Layer:
         """False freezes the layer, as in Keras 3: no optimizer updates its weights (nor
         keeps slots for them), gradients still flow through it to the layers before it,
         and a BatchNormalization runs in inference mode. A model's optimizer takes the
-        weights that were trainable when it was compiled: compile again after a change,
-        as Keras requires (fit warns as Keras does)."""
+        trainable weights at the first fit after compile(), as Keras 3's: a change after
+        that needs compile() again (with a new optimizer), and fit says so."""
         return self._trainable
 
     @trainable.setter

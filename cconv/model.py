@@ -10,7 +10,6 @@ import numbers
 import os
 import sys
 import time
-import warnings
 
 import numpy as np
 
@@ -46,8 +45,8 @@ class Sequential:
         self.input_shape = None
         self.built = False
         self.compiled = False
-        self._compiled_trainable = None  # {layer: its trainable at compile()}
-        self._warned_trainable = None
+        # {layer: its trainable} when the optimizer took its weights (see _optimizer_keys)
+        self._optimizer_trainable = None
         self.stop_training = False
         self.history = None
         self._plans = {}
@@ -182,9 +181,25 @@ class Sequential:
 
     def _optimizer_keys(self):
         """[(layer, weight name)] that the optimizer updates and keeps slots for: the
-        trainable weights of the layers that were trainable at compile() (Keras 3 reads
-        `trainable` there; a change takes effect at the next compile)."""
-        return list(layers_module.trainable_keys(self.layers, self._compiled_trainable))
+        trainable weights of the trainable layers, as they were when the optimizer took
+        them (see _take_trainable), else as they are now."""
+        return list(layers_module.trainable_keys(self.layers, self._optimizer_trainable))
+
+    def _take_trainable(self):
+        """The optimizer takes the trainable weights, as Keras 3 builds its optimizer: at
+        the first fit after compile() (or when a .keras file gives it its state). A layer's
+        trainable changed after that is refused, as Keras refuses it, until compile()
+        with a new optimizer: the optimizer's slots belong to the weights it took."""
+        now = {layer: layer.trainable for layer in self.layers}
+        if self._optimizer_trainable is None:
+            self._optimizer_trainable = now
+        elif now != self._optimizer_trainable:
+            changed = [layer.name for layer in self.layers
+                       if now[layer] != self._optimizer_trainable.get(layer)]
+            raise ValueError(f"fit: the trainable of layers {changed} changed since the "
+                             f"optimizer took the model's trainable weights (at the first "
+                             f"fit after compile); call compile() again, with a new "
+                             f"optimizer, for the change to take effect (as Keras 3 requires)")
 
     def _weights_changed(self):
         """Tell the inference plan's steps that weights were written (a fit step,
@@ -274,26 +289,8 @@ class Sequential:
                 raise ValueError(f"metrics: expected names from {tuple(METRICS)}, got {m!r}")
         self.optimizer, self.loss = optimizer, loss
         self.metrics = ["accuracy"] if metrics else []
-        self._compiled_trainable = {layer: layer.trainable for layer in self.layers}
-        self._warned_trainable = None
+        self._optimizer_trainable = None
         self.compiled = True
-
-    def _warn_if_trainable_changed(self):
-        """Keras 3's warning when a layer's trainable changed since compile(), once per
-        change: the optimizer keeps the weights it was compiled with until the next
-        compile() (a BatchNormalization's mode follows its trainable at once, as in
-        Keras, where the layer reads it when called)."""
-        changed = [layer.name for layer in self.layers
-                   if layer.trainable != self._compiled_trainable.get(layer)]
-        if not changed or changed == getattr(self, "_warned_trainable", None):
-            return
-        warnings.warn("A layer's `trainable` state has changed since the model was compiled. "
-                      "This can result in unexpected behavior, as the compiled optimizer "
-                      "and loss functions may not track the correct variables. Please "
-                      "recompile your model (e.g. `model.compile(...)`) before calling "
-                      "`fit()` or `evaluate()` so the change takes effect. Changed layers: "
-                      f"{changed}", UserWarning, stacklevel=3)
-        self._warned_trainable = changed
 
     def _require_compiled(self, what):
         if not self.compiled:
@@ -441,7 +438,7 @@ class Sequential:
              validation_data, shuffle, class_weight, sample_weight, initial_epoch,
              steps_per_epoch, validation_steps, validation_batch_size, validation_freq, seed):
         self._require_compiled("fit")
-        self._warn_if_trainable_changed()
+        self._take_trainable()
         _refuse({"class_weight": class_weight, "sample_weight": sample_weight}, "fit",
                 "cconv's losses weigh every sample alike")
         x = self._check_x(_required("x", x))
@@ -592,7 +589,6 @@ class Sequential:
         verbose="auto" prints a line on a terminal only. The work goes in chunks of
         cconv's choosing: batch_size sets only what callbacks hear, never the result."""
         self._require_compiled("evaluate")
-        self._warn_if_trainable_changed()
         _refuse({"sample_weight": sample_weight}, "evaluate",
                 "cconv's losses weigh every sample alike")
         with self._guard.reading(self.name, "evaluate"):

@@ -461,6 +461,7 @@ def _load(path, custom_objects, compile_, cls):
                                                           "optimizer/vars/1")),
                                            key=lambda k: int(k.rsplit("/", 1)[1]))]
         iterations = int(arrays["optimizer/vars/0"])
+        model._take_trainable()  # the slots belong to the weights trainable now
         if slots:
             opt.set_slots([np.ascontiguousarray(a, dtype=model.dtype) for a in slots],
                           iterations)
