@@ -276,7 +276,8 @@ class Layer:
                                 f"got dtype {w.dtype}")
             if not np.isfinite(w).all():
                 raise ValueError(f"set_weights: {self.name}.{k} contains NaN or inf")
-            new[k] = np.ascontiguousarray(w, dtype=self.params[k].dtype)
+            # a copy, as Keras's: the caller's array never aliases the layer's weight
+            new[k] = np.array(w, dtype=self.params[k].dtype, order="C")
         self.params.update(new)
 
     def count_params(self):
