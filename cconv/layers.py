@@ -925,9 +925,10 @@ class BatchNormalization(Layer):
                    "synchronized": synchronized or None}
         given = {k: v for k, v in refused.items() if v is not None}
         if given:
-            raise ValueError(f"BatchNormalization: {', '.join(f'{k}={v!r}' for k, v in given.items())} "
-                             f"not supported by cconv (no regularizers, constraints, batch "
-                             f"renormalization or cross-device statistics)")
+            names = ", ".join(f"{k}={v!r}" for k, v in given.items())
+            raise ValueError(f"BatchNormalization: {names} not supported by cconv (no "
+                             f"regularizers, constraints, batch renormalization or "
+                             f"cross-device statistics)")
         if isinstance(axis, (list, tuple)) and len(axis) == 1:
             axis = axis[0]
         if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
@@ -982,10 +983,11 @@ class BatchNormalization(Layer):
         p = self.params
         if training and self.trainable:
             y, mean, var = ops.batch_norm(x, p.get("gamma"), p.get("beta"), self.epsilon)
-            momentum, rest = self.dtype.type(self.momentum), self.dtype.type(1.0 - self.momentum)
-            self.saved["moving"] = (
-                p["moving_mean"] * momentum + mean.astype(self.dtype) * rest,
-                p["moving_variance"] * momentum + var.astype(self.dtype) * rest)
+            # as Keras, in the weights' dtype: moving * momentum + batch * (1 - momentum)
+            keep = self.dtype.type(self.momentum)
+            take = self.dtype.type(1.0 - self.momentum)
+            self.saved["moving"] = (p["moving_mean"] * keep + mean.astype(self.dtype) * take,
+                                    p["moving_variance"] * keep + var.astype(self.dtype) * take)
         else:
             y = ops.batch_norm_inference(x, p["moving_mean"], p["moving_variance"],
                                          p.get("gamma"), p.get("beta"), self.epsilon)
