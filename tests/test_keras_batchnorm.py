@@ -6,7 +6,8 @@ them, optimizer slots in .keras files), .keras files both ways and configs.
 
 Tolerances: cconv takes the batch statistics in float64 and rounds the output once,
 Keras computes in float32, so outputs agree to float32 rounding of a normalised value
-(PREDICT_TOL); after several steps the differences grow with the steps (FIT_TOL)."""
+(PREDICT_TOL); after six SGD steps the weights and moving statistics agree within
+FIT_TOL (measured: under 2e-7 + 2e-6 * |w|)."""
 import json
 import os
 import zipfile
@@ -25,7 +26,7 @@ import cconv  # noqa: E402
 from cconv import layers  # noqa: E402
 
 PREDICT_TOL = dict(rtol=2e-5, atol=2e-5)
-FIT_TOL = dict(rtol=2e-4, atol=2e-5)
+FIT_TOL = dict(rtol=1e-5, atol=1e-6)
 SHAPE = (6, 6, 2)
 
 
