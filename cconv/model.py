@@ -149,24 +149,26 @@ class Sequential:
                 show_trainable=False, layer_range=None):
         """Keras's table of layers, output shapes and parameter counts, with the total,
         trainable and non-trainable counts below it as Keras prints them (by each
-        layer's trainable now). A Sequential of cconv's layers nests nothing, so
-        expand_nested adds nothing; show_trainable is accepted and adds no column;
-        line_length, positions and layer_range are not supported."""
+        layer's trainable now); show_trainable adds Keras's "Trainable" column (Y, N, or
+        - for a layer without weights). A Sequential of cconv's layers nests nothing, so
+        expand_nested adds nothing; line_length, positions and layer_range are not
+        supported."""
         _refuse({"line_length": line_length, "positions": positions,
                  "layer_range": layer_range}, "summary", "cconv's table sizes itself")
         print_fn = print if print_fn is None else print_fn
         if not self.built:
             self.build()
+        head = ("Layer (type)", "Output Shape", "Param #") + (
+            ("Trainable",) if show_trainable else ())
         rows = [(f"{l.name} ({type(l).__name__})", str((None,) + l.output_shape),
-                 f"{l.count_params():,}") for l in self.layers]
-        head = ("Layer (type)", "Output Shape", "Param #")
-        w0 = max(len(r[0]) for r in rows + [head]) + 2
-        w1 = max(len(r[1]) for r in rows + [head]) + 2
-        line = "_" * (w0 + w1 + 12)
-        out = [f'Model: "{self.name}"', line, f"{head[0]:<{w0}}{head[1]:<{w1}}{head[2]}",
-               "=" * len(line)]
-        for r in rows:
-            out.append(f"{r[0]:<{w0}}{r[1]:<{w1}}{r[2]}")
+                 f"{l.count_params():,}") + (
+                     (("Y" if l.trainable else "N") if l.params else "-",)
+                     if show_trainable else ()) for l in self.layers]
+        widths = [max(len(r[i]) for r in rows + [head]) + 2 for i in range(len(head))]
+        line = "_" * (sum(widths) + 2)
+        fmt = lambda r: "".join(f"{v:<{w}}" for v, w in zip(r, widths)).rstrip()  # noqa: E731
+        out = [f'Model: "{self.name}"', line, fmt(head), "=" * len(line)]
+        out += [fmt(r) for r in rows]
         trainable = sum(layer.params[k].size
                         for layer, k in layers_module.trainable_keys(self.layers))
         out += ["=" * len(line), f"Total params: {self.count_params():,}",

@@ -161,6 +161,19 @@ def test_summary_counts():
     assert "Non-trainable params: 300" in text  # 6 moving statistics + the frozen 294
 
 
+def test_summary_show_trainable_column():
+    """Keras's column: Y for a trainable layer with weights, N for a frozen one, - for a
+    layer without weights."""
+    lines = []
+    make((4,)).summary(print_fn=lines.append, show_trainable=True)
+    rows = {line.split()[0]: line.split()[-1] for line in lines[0].splitlines()
+            if line.split() and line.split()[0] in ("conv2d", "batch_normalization",
+                                                     "activation", "flatten", "dense",
+                                                     "dense_1")}
+    assert rows == {"conv2d": "Y", "batch_normalization": "Y", "activation": "-",
+                    "flatten": "-", "dense": "N", "dense_1": "Y"}
+
+
 def test_attribute_constructor_and_config():
     for cls in list(layers.KERAS_LAYERS.values()) + list(layers.CCONV_LAYERS.values()):
         args = {"Conv2D": (2, 3), "Dense": (2,), "Activation": ("relu",), "Dropout": (0.5,),
