@@ -994,6 +994,8 @@ class BatchNormalization(Layer):
             mean = var = None
         if training:
             self.saved["x"], self.saved["mean"], self.saved["var"] = x, mean, var
+            if mean is None:  # frozen: no update, not even one left by an earlier pass
+                self.saved.pop("moving", None)
         return y
 
     def update_state(self):
