@@ -21,7 +21,7 @@ def make(frozen=(), optimizer=None, dtype="float32", seed=0):
     """A small conv net with BN; the layers at the positions in `frozen` frozen (some by
     the constructor, some by the attribute)."""
     cconv.utils.set_random_seed(seed)
-    net = [layers.Conv2D(3, 3, use_bias=False), layers.BatchNormalization(momentum=0.5),
+    net = [layers.Conv2D(3, 3, use_bias=False), layers.BatchNormalization(momentum=0.8),
            layers.Activation("relu"), layers.Flatten(), layers.Dense(6, activation="tanh"),
            layers.Dense(4, activation="softmax")]
     for i in frozen:
@@ -121,14 +121,14 @@ def test_trainable_batchnorm_moves_its_statistics_in_fit_only():
     model.evaluate(x, y, verbose=0)
     assert same_bits(before, bn.get_weights())
     model.fit(x[:8], y[:8], batch_size=8, epochs=1, shuffle=False, verbose=0)
-    # one step: moving = moving * 0.5 + batch * 0.5, the batch's statistics those of
+    # one step: moving = moving * 0.8 + batch * 0.2, the batch's statistics those of
     # the conv's output on the 8 images (before the step moved the conv)
     kernel = make((), cconv.optimizers.SGD(0.1)).layers[0].params["kernel"]  # before the step
     _, mean, var = oracle.batch_norm(oracle.conv2d(x[:8].astype(np.float32), kernel))
     m0, v0 = before[2], before[3]
-    np.testing.assert_allclose(bn.params["moving_mean"], m0 * 0.5 + mean * 0.5, rtol=1e-5,
+    np.testing.assert_allclose(bn.params["moving_mean"], m0 * 0.8 + mean * 0.2, rtol=1e-5,
                                atol=1e-6)
-    np.testing.assert_allclose(bn.params["moving_variance"], v0 * 0.5 + var * 0.5,
+    np.testing.assert_allclose(bn.params["moving_variance"], v0 * 0.8 + var * 0.2,
                                rtol=1e-5, atol=1e-6)
 
 
