@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from cconv import ops
-from cconv.layers import Conv2D, Dense, Dropout, Flatten, MaxPooling2D
+from cconv.layers import BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPooling2D
 from cconv.ops._scratch import reused
 
 
@@ -49,6 +49,9 @@ class Fused:
 
     def backward_linear(self, grad):
         raise NotImplementedError
+
+    def weights_changed(self):
+        """The layers' weights were written: drop anything derived from them."""
 
 
 def plan(layers, training):
@@ -207,4 +210,70 @@ class ConvPool(Fused):
         return conv.backward_linear(grad_z)
 
 
-RULES = [ConvDense, ConvDropoutDense, ConvPool]
+class FoldBatchNorm(Fused):
+    """A linear Conv2D or Dense (no activation), then BatchNormalization, at inference:
+    one convolution or dense layer with the normalisation folded into its weights,
+    w' = w * k and b' = (b - moving_mean) * k + beta, k = gamma / sqrt(moving_variance +
+    epsilon), per output channel, in float64 and rounded once. Keras's usual
+    Conv2D(use_bias=False) -> BatchNormalization -> Activation("relu") takes it. Not
+    folded: a Conv2D or Dense with an activation (the normalisation comes after the
+    activation, which does not commute with it), and training (batch statistics, moving
+    averages and gradients; a frozen BatchNormalization too). The folded weights are
+    made when first needed and kept while the arrays are the same objects and the model
+    has not said its weights changed (weights_changed: a fit step, set_weights)."""
+
+    SAVED = {}
+
+    def __init__(self, layers):
+        super().__init__(layers)
+        self._folded = None  # (the arrays folded, (kernel, bias))
+
+    @classmethod
+    def match(cls, layers, i, training):
+        if training or i + 1 >= len(layers):
+            return None
+        first, norm = layers[i], layers[i + 1]
+        if type(first) in (Conv2D, Dense) and first.activation.name == "linear" \
+                and type(norm) is BatchNormalization:
+            return cls((first, norm))
+        return None
+
+    def weights_changed(self):
+        self._folded = None
+
+    def folded_weights(self):
+        """(kernel, bias) of the folded layer."""
+        first, norm = self.layers
+        sources = (first.params["kernel"], first.params.get("bias"),
+                   norm.params.get("gamma"), norm.params.get("beta"),
+                   norm.params["moving_mean"], norm.params["moving_variance"])
+        cached = self._folded
+        if cached is not None and all(a is b for a, b in zip(cached[0], sources)):
+            return cached[1]
+        kernel, bias, gamma, beta, mean, var = sources
+        k = 1.0 / np.sqrt(var.astype(np.float64) + norm.epsilon)
+        if gamma is not None:
+            k = k * gamma
+        b = -mean.astype(np.float64) if bias is None else bias - mean.astype(np.float64)
+        b = b * k if beta is None else b * k + beta
+        folded = ((kernel * k).astype(kernel.dtype), b.astype(kernel.dtype))
+        self._folded = (sources, folded)
+        return folded
+
+    def forward_linear(self, x, training=False, rng=None):
+        first = self.layers[0]
+        kernel, bias = self.folded_weights()
+        if type(first) is Conv2D:
+            return ops.conv2d(x, kernel, bias, first.padding)
+        rows = x.reshape(-1, x.shape[-1])  # Dense on any rank: the rows of the last axis
+        return ops.dense(rows, kernel, bias).reshape(x.shape[:-1] + (kernel.shape[1],))
+
+
+def weights_changed(steps):
+    """Tell the fused steps among `steps` that the layers' weights were written."""
+    for step in steps:
+        if isinstance(step, Fused):
+            step.weights_changed()
+
+
+RULES = [ConvDense, ConvDropoutDense, ConvPool, FoldBatchNorm]

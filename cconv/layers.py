@@ -118,6 +118,18 @@ def weight_keys(layers):
             yield layer, key
 
 
+def trainable_keys(layers, trainable=None):
+    """The (layer, weight name) of weight_keys that an optimizer updates, in that order:
+    the trainable weights (not a layer's non_trainable_names) of the layers that are
+    trainable, by `trainable` ({layer: flag}) where it names the layer, else by the
+    layer's attribute. Keras's optimizer keeps slots for these alone."""
+    for layer in layers:
+        if (trainable or {}).get(layer, layer.trainable):
+            for key in layer.weight_keys():
+                if key not in layer.non_trainable_names:
+                    yield layer, key
+
+
 class Layer:
     """Base class. Subclasses set `weight_names` and fill `params` in `build`.
 
@@ -126,7 +138,11 @@ class Layer:
     - `params`: the weights, by name ("kernel", "bias").
     - `grads`: their gradients, filled by backward, by the same names.
     - `saved`: what backward needs from the last training forward pass, by these keys:
-        "x"       the input (Conv2D, Dense, KernelPooling);
+        "x"       the input (Conv2D, Dense, KernelPooling, BatchNormalization);
+        "mean", "var"  the batch's statistics, or None in inference mode
+                  (BatchNormalization);
+        "moving"  the new moving statistics, which update_state applies
+                  (BatchNormalization);
         "y"       the activation's output (every layer with an activation);
         "z"       the activation's input, for an activation whose gradient needs it;
         "mask"    the keep-mask, or None when rate is 0 (Dropout);
@@ -134,21 +150,26 @@ class Layer:
                   (MaxPooling2D, GlobalMaxPooling2D; "x_shape" alone:
                   AveragePooling2D, GlobalAveragePooling2D).
     - public configuration (activation.name, padding, rate, use_bias, pool_size, strides,
-      dilation_rate, dtype, input_shape, output_shape) and the methods below.
+      dilation_rate, epsilon, dtype, input_shape, output_shape) and the methods below.
     CONTRACT lists these names: a fused step touches nothing else. Each rule in
     cconv.fusion declares the `saved` keys it uses; tests/test_fusion_contract.py
     checks that the layers provide them and that the steps keep to CONTRACT."""
 
     CONTRACT = frozenset({
         "params", "grads", "saved", "activation", "padding", "rate", "use_bias",
-        "pool_size", "strides", "dilation_rate", "dtype", "input_shape", "output_shape", "name",
+        "pool_size", "strides", "dilation_rate", "epsilon", "dtype", "input_shape",
+        "output_shape", "name",
         "forward", "forward_linear", "backward", "backward_linear", "activate",
         "activation_grad"})
     weight_names = ()
+    # weights no optimizer updates, whatever `trainable` says (BatchNormalization's
+    # moving statistics)
+    non_trainable_names = ()
     activation = None
 
-    def __init__(self, name=None, *, input_shape=None, input_dim=None):
+    def __init__(self, name=None, *, input_shape=None, input_dim=None, trainable=True):
         self.name = name
+        self.trainable = trainable
         # Keras's legacy hint: the model's input shape when this layer comes first
         self._input_shape_arg = _input_shape_hint(input_shape, input_dim)
         self.built = False
@@ -158,6 +179,21 @@ class Layer:
         self.grads = {}
         self.saved = {}
         self.need_input_grad = True
+
+    @property
+    def trainable(self):
+        """False freezes the layer, as in Keras 3: no optimizer updates its weights (nor
+        keeps slots for them), gradients still flow through it to the layers before it,
+        and a BatchNormalization runs in inference mode. A model's optimizer takes the
+        trainable weights at the first fit after compile(), as Keras 3's: a change after
+        that needs compile() again (with a new optimizer), and fit says so."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"trainable: expected True or False, got {value!r}")
+        self._trainable = bool(value)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -213,6 +249,11 @@ class Layer:
         """The backward pass given the gradient wrt this layer's pre-activation output."""
         return grad
 
+    def update_state(self):
+        """Apply the state updates of the last training forward pass (BatchNormalization's
+        moving statistics); the model calls it with the optimizer's update, so that a
+        concurrent predict sees the state before or after a step, never a mix."""
+
     def weight_keys(self):
         """The names of the weights this layer holds, in order (see weight_keys)."""
         return [k for k in self.weight_names if k in self.params]
@@ -236,7 +277,8 @@ class Layer:
                                 f"got dtype {w.dtype}")
             if not np.isfinite(w).all():
                 raise ValueError(f"set_weights: {self.name}.{k} contains NaN or inf")
-            new[k] = np.ascontiguousarray(w, dtype=self.params[k].dtype)
+            # a copy, as Keras's: the caller's array never aliases the layer's weight
+            new[k] = np.array(w, dtype=self.params[k].dtype, order="C")
         self.params.update(new)
 
     def count_params(self):
@@ -255,7 +297,7 @@ class Layer:
     def get_config(self):
         """The constructor's arguments, in the dict shape of the Keras layer's config,
         with the options cconv has at one value (KERAS_FIXED) at that value."""
-        return {"name": self.name, "trainable": True,
+        return {"name": self.name, "trainable": self.trainable,
                 "dtype": dtype_policy(getattr(self, "dtype", None) or "float32"),
                 **{k: list(v) if isinstance(v, tuple) else v
                    for k, v in self.KERAS_FIXED.items()}}
@@ -269,12 +311,9 @@ class Layer:
         config = dict(config)
         label = f"{cls.__name__} {config.get('name')!r}"
         policy_name(f"{label}: dtype", config.pop("dtype", None))  # the model's dtype rules
-        if config.pop("trainable", True) is not True:
-            raise ValueError(f"{label}: trainable=False is not supported by cconv (it trains "
-                             f"every layer)")
         kwargs = utils._keras_options(label, cls, config, cls.KERAS_FIXED)
-        for key in ("kernel_initializer", "bias_initializer"):
-            if key in kwargs:
+        for key in kwargs:
+            if key.endswith("_initializer"):
                 kwargs[key] = initializers.deserialize(kwargs[key], custom_objects,
                                                        what=f"{label}: {key}")
         return utils._construct(label, cls, kwargs)
@@ -375,8 +414,9 @@ class Conv2D(Layer):
     def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid",
                  data_format=None, dilation_rate=(1, 1), groups=1, activation=None,
                  use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 name=None, *, input_shape=None, input_dim=None):
-        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+                 name=None, *, input_shape=None, input_dim=None, trainable=True):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
         self.filters = _positive_int("filters", filters)
         self.kernel_size = _pair("kernel_size", kernel_size)
         self.strides, self.dilation_rate = ops.conv.conv_steps(
@@ -472,8 +512,9 @@ class Dense(Layer):
 
     def __init__(self, units, activation=None, use_bias=True,
                  kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None, *,
-                 input_shape=None, input_dim=None):
-        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+                 input_shape=None, input_dim=None, trainable=True):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
         self.units = _positive_int("units", units)
         self.use_bias = bool(use_bias)
         self.activation = _Act(activation)
@@ -525,8 +566,10 @@ class Activation(Layer):
     """Activation(name): any activation of cconv.activations (by its Keras name, an
     alias, or one of that module's functions); softmax acts on the last axis."""
 
-    def __init__(self, activation, name=None, *, input_shape=None, input_dim=None):
-        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+    def __init__(self, activation, name=None, *,
+                 input_shape=None, input_dim=None, trainable=True):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
         self.activation = _Act(activation)
 
     def get_config(self):
@@ -542,8 +585,9 @@ class _OptionsActivation(Layer):
 
     KERAS_BUILD_CONFIG = False  # Keras builds these at construction
 
-    def __init__(self, name, input_shape, input_dim):
-        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+    def __init__(self, name, input_shape, input_dim, trainable):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
         row = self._row()
         self.activation = None if row is None else _Act(row)
 
@@ -566,11 +610,11 @@ class ReLU(_OptionsActivation):
     negative_slope * (x - threshold); max_value None caps nothing."""
 
     def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, name=None, *,
-                 input_shape=None, input_dim=None):
+                 input_shape=None, input_dim=None, trainable=True):
         self.negative_slope, cap, self.threshold = ops.elementwise.check_relu_options(
             negative_slope, max_value, threshold)
         self.max_value = None if max_value is None else cap
-        super().__init__(name, input_shape, input_dim)
+        super().__init__(name, input_shape, input_dim, trainable)
 
     def _row(self):
         if self.negative_slope == 0 and self.threshold == 0:
@@ -597,12 +641,12 @@ class LeakyReLU(ReLU):
     name for negative_slope."""
 
     def __init__(self, negative_slope=0.3, name=None, *, alpha=None, input_shape=None,
-                 input_dim=None):
+                 input_dim=None, trainable=True):
         if alpha is not None:
             warnings.warn("LeakyReLU: alpha is deprecated; use negative_slope", stacklevel=2)
             negative_slope = alpha
         super().__init__(None, negative_slope, 0.0, name, input_shape=input_shape,
-                         input_dim=input_dim)
+                         input_dim=input_dim, trainable=trainable)
 
     def _row(self):
         return "leaky_relu" if self.negative_slope == activations.LEAKY_SLOPE else None
@@ -617,9 +661,10 @@ class LeakyReLU(ReLU):
 class ELU(_OptionsActivation):
     """keras.layers.ELU: x where x > 0, else alpha * (exp(x) - 1)."""
 
-    def __init__(self, alpha=1.0, name=None, *, input_shape=None, input_dim=None):
+    def __init__(self, alpha=1.0, name=None, *, input_shape=None, input_dim=None,
+                 trainable=True):
         self.alpha = ops.elementwise.check_alpha(alpha)
-        super().__init__(name, input_shape, input_dim)
+        super().__init__(name, input_shape, input_dim, trainable)
 
     def _row(self):
         return "elu" if self.alpha == 1.0 else None
@@ -640,7 +685,8 @@ class Softmax(_OptionsActivation):
     predict splits the data). Softmax() at the end of a model is folded into the
     cross-entropy as an Activation("softmax") is."""
 
-    def __init__(self, axis=-1, name=None, *, input_shape=None, input_dim=None):
+    def __init__(self, axis=-1, name=None, *, input_shape=None, input_dim=None,
+                 trainable=True):
         many = isinstance(axis, (tuple, list))
         items = list(axis) if many else [axis]
         if not items or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool)
@@ -648,7 +694,7 @@ class Softmax(_OptionsActivation):
             raise TypeError(f"axis: expected an int or a non-empty list of ints, got "
                             f"{axis!r}")
         self.axis = [int(a) for a in items] if many else int(axis)
-        super().__init__(name, input_shape, input_dim)
+        super().__init__(name, input_shape, input_dim, trainable)
 
     def _row(self):
         return "softmax" if self.axis in (-1, [-1]) else None
@@ -679,8 +725,10 @@ class Dropout(Layer):
     """During training, zero each input with probability `rate` and scale the rest by
     1 / (1 - rate); at inference, pass inputs through unchanged."""
 
-    def __init__(self, rate, name=None, *, input_shape=None, input_dim=None):
-        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+    def __init__(self, rate, name=None, *,
+                 input_shape=None, input_dim=None, trainable=True):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
         if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
             raise TypeError(f"rate: expected a float in [0, 1), got {type(rate).__name__}")
         if not 0.0 <= rate < 1.0:
@@ -710,8 +758,9 @@ class Flatten(Layer):
 
     KERAS_FIXED = {"data_format": "channels_last"}
 
-    def __init__(self, name=None, *, input_shape=None, input_dim=None):
-        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+    def __init__(self, name=None, *, input_shape=None, input_dim=None, trainable=True):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
 
     def compute_output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
@@ -737,8 +786,9 @@ class _Pooling2D(Layer):
     _scratch_attrs = ("_buffers",)
 
     def __init__(self, pool_size=(2, 2), strides=None, padding="valid", data_format=None,
-                 name=None, *, input_shape=None, input_dim=None):
-        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+                 name=None, *, input_shape=None, input_dim=None, trainable=True):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
         self.pool_size = _pair("pool_size", pool_size)
         self.strides = self.pool_size if strides is None else _pair("strides", strides)
         if not isinstance(padding, str) or padding not in ops.PADDINGS:
@@ -794,10 +844,10 @@ class AveragePooling2D(_Pooling2D):
     """The mean of each window, over its pixels inside the image."""
 
     def __init__(self, pool_size, strides=None, padding="valid", data_format=None,
-                 name=None, *, input_shape=None, input_dim=None):
+                 name=None, *, input_shape=None, input_dim=None, trainable=True):
         # pool_size has no default, as in Keras
         super().__init__(pool_size, strides, padding, data_format, name,
-                         input_shape=input_shape, input_dim=input_dim)
+                         input_shape=input_shape, input_dim=input_dim, trainable=trainable)
 
     def forward_linear(self, x, training=False, rng=None):
         out = reused(self._buffers, "out", (len(x),) + self.output_shape, self.dtype)
@@ -822,8 +872,10 @@ class KernelPooling(Layer):
     usual choice). Only that one map goes on. With "max", the gradient flows back only
     to the kernel that won at each position (the first, on a tie)."""
 
-    def __init__(self, mode="max", name=None, *, input_shape=None, input_dim=None):
-        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+    def __init__(self, mode="max", name=None, *,
+                 input_shape=None, input_dim=None, trainable=True):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
         if not isinstance(mode, str) or mode not in ops.KERNEL_POOL_MODES:
             raise ValueError(f"mode: expected one of {list(ops.KERNEL_POOL_MODES)}, "
                              f"got {mode!r}")
@@ -867,8 +919,10 @@ class Rescaling(Layer):
     values). scale and offset are numbers, or one per channel of the last axis; they are
     cast to the model's dtype before use, as Keras casts them to the layer's."""
 
-    def __init__(self, scale, offset=0.0, name=None, *, input_shape=None, input_dim=None):
-        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+    def __init__(self, scale, offset=0.0, name=None, *,
+                 input_shape=None, input_dim=None, trainable=True):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
         self.scale = ops.spatial.check_factor("scale", scale)
         self.offset = ops.spatial.check_factor("offset", offset)
 
@@ -898,8 +952,10 @@ class Reshape(Layer):
 
     KERAS_BUILD_CONFIG = False  # Keras builds it at construction
 
-    def __init__(self, target_shape, name=None, *, input_shape=None, input_dim=None):
-        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+    def __init__(self, target_shape, name=None, *,
+                 input_shape=None, input_dim=None, trainable=True):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
         if not isinstance(target_shape, (tuple, list)):
             raise TypeError(f"target_shape: expected a tuple of positive ints (and at most "
                             f"one -1), got {target_shape!r}")
@@ -947,8 +1003,9 @@ class ZeroPadding2D(Layer):
     KERAS_FIXED = {"data_format": "channels_last"}
 
     def __init__(self, padding=(1, 1), data_format=None, name=None, *, input_shape=None,
-                 input_dim=None):
-        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+                 input_dim=None, trainable=True):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
         _data_format("ZeroPadding2D", data_format)
         self.padding = ops.pad_widths(padding)
 
@@ -975,8 +1032,9 @@ class _GlobalPooling2D(Layer):
     KERAS_BUILD_CONFIG = False  # Keras builds it at construction
 
     def __init__(self, data_format=None, keepdims=False, name=None, *, input_shape=None,
-                 input_dim=None):
-        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+                 input_dim=None, trainable=True):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
         _data_format(type(self).__name__, data_format)
         if not isinstance(keepdims, (bool, np.bool_)):
             raise TypeError(f"keepdims: expected True or False, got {keepdims!r}")
@@ -1023,12 +1081,138 @@ class GlobalMaxPooling2D(_GlobalPooling2D):
         return ops.global_max_pool2d_backward(self._grad(grad), self.saved["argmax"],
                                               self.saved["x_shape"])
 
+
+class BatchNormalization(Layer):
+    """Normalises each channel of the last axis, as keras.layers.BatchNormalization
+    (axis=-1, channels-last; any input rank: after Conv2D (H, W, C), after Dense (units,)).
+
+    In training it uses the batch's mean and biased variance over every other axis
+    (ops.batch_norm) and moves the moving statistics toward them: moving = moving *
+    momentum + batch * (1 - momentum). At inference (predict, evaluate, validation), and
+    in training when the layer is frozen (trainable=False, Keras 3's rule), it uses the
+    moving statistics and updates nothing. y = (x - mean) / sqrt(var + epsilon) * gamma
+    + beta, without gamma when scale=False and beta when center=False. Weights, in
+    Keras's order: gamma, beta (trainable), moving_mean, moving_variance (never
+    trained)."""
+
+    weight_names = ("gamma", "beta", "moving_mean", "moving_variance")
+    non_trainable_names = ("moving_mean", "moving_variance")
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=1e-3, center=True, scale=True,
+                 beta_initializer="zeros", gamma_initializer="ones",
+                 moving_mean_initializer="zeros", moving_variance_initializer="ones",
+                 beta_regularizer=None, gamma_regularizer=None, beta_constraint=None,
+                 gamma_constraint=None, renorm=False, renorm_clipping=None,
+                 renorm_momentum=0.99, synchronized=False, name=None, *, input_shape=None,
+                 input_dim=None, trainable=True):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim,
+                         trainable=trainable)
+        refused = {"beta_regularizer": beta_regularizer,
+                   "gamma_regularizer": gamma_regularizer,
+                   "beta_constraint": beta_constraint, "gamma_constraint": gamma_constraint,
+                   "renorm": renorm or None, "renorm_clipping": renorm_clipping,
+                   "synchronized": synchronized or None}
+        given = {k: v for k, v in refused.items() if v is not None}
+        if given:
+            names = ", ".join(f"{k}={v!r}" for k, v in given.items())
+            raise ValueError(f"BatchNormalization: {names} not supported by cconv (no "
+                             f"regularizers, constraints, batch renormalization or "
+                             f"cross-device statistics)")
+        if isinstance(axis, (list, tuple)) and len(axis) == 1:
+            axis = axis[0]
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+            raise ValueError(f"axis: expected an int (the channels' axis, -1), got {axis!r}")
+        self.axis = int(axis)
+        for arg, value in (("momentum", momentum), ("renorm_momentum", renorm_momentum)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+                    or not np.isfinite(value):
+                raise ValueError(f"{arg}: expected a float, got {value!r}")
+        self.momentum = float(momentum)
+        self.renorm_momentum = float(renorm_momentum)
+        self.epsilon = ops.norm.check_epsilon(epsilon)
+        for arg, value in (("center", center), ("scale", scale)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise TypeError(f"{arg}: expected True or False, got {value!r}")
+        self.center, self.scale = bool(center), bool(scale)
+        for key, value in (("beta_initializer", beta_initializer),
+                           ("gamma_initializer", gamma_initializer),
+                           ("moving_mean_initializer", moving_mean_initializer),
+                           ("moving_variance_initializer", moving_variance_initializer)):
+            setattr(self, key, _initializer(key, value))
+
+    def get_config(self):
+        config = {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
+                  "epsilon": self.epsilon, "center": self.center, "scale": self.scale}
+        for key in ("beta_initializer", "gamma_initializer", "moving_mean_initializer",
+                    "moving_variance_initializer"):
+            config[key] = initializers.serialize(getattr(self, key))
+        return {**config, "beta_regularizer": None, "gamma_regularizer": None,
+                "beta_constraint": None, "gamma_constraint": None, "synchronized": False,
+                "renorm": False, "renorm_clipping": None,
+                "renorm_momentum": self.renorm_momentum}
+
+    def compute_output_shape(self, input_shape):
+        rank = len(input_shape) + 1  # Keras's axis counts the batch axis
+        if self.axis not in (-1, rank - 1):
+            raise ValueError(f"BatchNormalization: axis={self.axis} is not supported by "
+                             f"cconv (only the last axis, -1, channels-last; the input has "
+                             f"shape {(None, *input_shape)})")
+        return input_shape
+
+    def weight_shapes(self, input_shape):
+        keep = {"gamma": self.scale, "beta": self.center, "moving_mean": True,
+                "moving_variance": True}
+        return {k: (input_shape[-1],) for k in self.weight_names if keep[k]}
+
+    def build(self, input_shape, dtype, rng):
+        super().build(input_shape, dtype, rng)
+        self._init_weights(rng)
+
+    def forward_linear(self, x, training=False, rng=None):
+        p = self.params
+        if training and self.trainable:
+            y, mean, var = ops.batch_norm(x, p.get("gamma"), p.get("beta"), self.epsilon)
+            # as Keras, in the weights' dtype: moving * momentum + batch * (1 - momentum)
+            keep = self.dtype.type(self.momentum)
+            take = self.dtype.type(1.0 - self.momentum)
+            self.saved["moving"] = (p["moving_mean"] * keep + mean.astype(self.dtype) * take,
+                                    p["moving_variance"] * keep + var.astype(self.dtype) * take)
+        else:
+            y = ops.batch_norm_inference(x, p["moving_mean"], p["moving_variance"],
+                                         p.get("gamma"), p.get("beta"), self.epsilon)
+            mean = var = None
+        if training:
+            self.saved["x"], self.saved["mean"], self.saved["var"] = x, mean, var
+            if mean is None:  # frozen: no update, not even one left by an earlier pass
+                self.saved.pop("moving", None)
+        return y
+
+    def update_state(self):
+        moving = self.saved.pop("moving", None)
+        if moving is not None:
+            self.params["moving_mean"], self.params["moving_variance"] = moving
+
+    def backward_linear(self, grad):
+        p, batch = self.params, self.saved["mean"] is not None
+        mean, var = (self.saved["mean"], self.saved["var"]) if batch else \
+            (p["moving_mean"], p["moving_variance"])
+        grad_x, grad_gamma, grad_beta = ops.batch_norm_backward(
+            self.saved["x"], grad, mean, var, p.get("gamma"), self.epsilon,
+            self.need_input_grad, batch_statistics=batch)
+        if self.scale:
+            self.grads["gamma"] = grad_gamma
+        if self.center:
+            self.grads["beta"] = grad_beta
+        return grad_x
+
+
 # The classes a config may name, by Keras's class name; cconv's own under "cconv.layers".
 KERAS_LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, Activation, Dropout, Flatten,
                                               MaxPooling2D, AveragePooling2D, Rescaling,
                                               Reshape, ZeroPadding2D,
                                               GlobalAveragePooling2D, GlobalMaxPooling2D,
-                                              ReLU, LeakyReLU, ELU, Softmax)}
+                                              ReLU, LeakyReLU, ELU, Softmax,
+                                              BatchNormalization)}
 CCONV_LAYERS = {"KernelPooling": KernelPooling}
 # Keras's other spellings of the same layer
 KERAS_LAYERS["MaxPool2D"] = MaxPooling2D

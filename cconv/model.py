@@ -45,6 +45,8 @@ class Sequential:
         self.input_shape = None
         self.built = False
         self.compiled = False
+        # {layer: its trainable} when the optimizer took its weights (see _optimizer_keys)
+        self._optimizer_trainable = None
         self.stop_training = False
         self.history = None
         self._plans = {}
@@ -151,32 +153,66 @@ class Sequential:
 
     def summary(self, line_length=None, positions=None, print_fn=None, expand_nested=False,
                 show_trainable=False, layer_range=None):
-        """Keras's table of layers, output shapes and parameter counts. A Sequential of
-        cconv's layers nests nothing and trains every layer, so expand_nested and
-        show_trainable add nothing; line_length, positions and layer_range are not
+        """Keras's table of layers, output shapes and parameter counts, with the total,
+        trainable and non-trainable counts below it as Keras prints them (by each
+        layer's trainable now); show_trainable adds Keras's "Trainable" column (Y, N, or
+        - for a layer without weights). A Sequential of cconv's layers nests nothing, so
+        expand_nested adds nothing; line_length, positions and layer_range are not
         supported."""
         _refuse({"line_length": line_length, "positions": positions,
                  "layer_range": layer_range}, "summary", "cconv's table sizes itself")
         print_fn = print if print_fn is None else print_fn
         if not self.built:
             self.build()
+        head = ("Layer (type)", "Output Shape", "Param #") + (
+            ("Trainable",) if show_trainable else ())
         rows = [(f"{l.name} ({type(l).__name__})", str((None,) + l.output_shape),
-                 f"{l.count_params():,}") for l in self.layers]
-        head = ("Layer (type)", "Output Shape", "Param #")
-        w0 = max(len(r[0]) for r in rows + [head]) + 2
-        w1 = max(len(r[1]) for r in rows + [head]) + 2
-        line = "_" * (w0 + w1 + 12)
-        out = [f'Model: "{self.name}"', line, f"{head[0]:<{w0}}{head[1]:<{w1}}{head[2]}",
-               "=" * len(line)]
-        for r in rows:
-            out.append(f"{r[0]:<{w0}}{r[1]:<{w1}}{r[2]}")
-        out += ["=" * len(line), f"Total params: {self.count_params():,}", line]
+                 f"{l.count_params():,}") + (
+                     (("Y" if l.trainable else "N") if l.params else "-",)
+                     if show_trainable else ()) for l in self.layers]
+        widths = [max(len(r[i]) for r in rows + [head]) + 2 for i in range(len(head))]
+        line = "_" * (sum(widths) + 2)
+        fmt = lambda r: "".join(f"{v:<{w}}" for v, w in zip(r, widths)).rstrip()  # noqa: E731
+        out = [f'Model: "{self.name}"', line, fmt(head), "=" * len(line)]
+        out += [fmt(r) for r in rows]
+        trainable = sum(layer.params[k].size
+                        for layer, k in layers_module.trainable_keys(self.layers))
+        out += ["=" * len(line), f"Total params: {self.count_params():,}",
+                f"Trainable params: {trainable:,}",
+                f"Non-trainable params: {self.count_params() - trainable:,}", line]
         print_fn("\n".join(out))
 
     # ---- weights ---------------------------------------------------------------------
     def _weight_keys(self):
         """[(layer, weight name)] in the one order of weights (layers.weight_keys)."""
         return list(layers_module.weight_keys(self.layers))
+
+    def _optimizer_keys(self):
+        """[(layer, weight name)] that the optimizer updates and keeps slots for: the
+        trainable weights of the trainable layers, as they were when the optimizer took
+        them (see _take_trainable), else as they are now."""
+        return list(layers_module.trainable_keys(self.layers, self._optimizer_trainable))
+
+    def _take_trainable(self):
+        """The optimizer takes the trainable weights, as Keras 3 builds its optimizer: at
+        the first fit after compile() (or when a .keras file gives it its state). A layer's
+        trainable changed after that is refused, as Keras refuses it, until compile()
+        with a new optimizer: the optimizer's slots belong to the weights it took."""
+        now = {layer: layer.trainable for layer in self.layers}
+        if self._optimizer_trainable is None:
+            self._optimizer_trainable = now
+        elif now != self._optimizer_trainable:
+            changed = [layer.name for layer in self.layers
+                       if now[layer] != self._optimizer_trainable.get(layer)]
+            raise ValueError(f"fit: the trainable of layers {changed} changed since the "
+                             f"optimizer took the model's trainable weights (at the first "
+                             f"fit after compile); call compile() again, with a new "
+                             f"optimizer, for the change to take effect (as Keras 3 requires)")
+
+    def _weights_changed(self):
+        """Tell the inference plan's steps that weights were written (a fit step,
+        set_weights): what they derived from them (folded weights) is stale."""
+        fusion.weights_changed(self._plans.get(False, ()))
 
     def get_weights(self):
         if not self.built:
@@ -206,6 +242,8 @@ class Sequential:
                 for layer, params in zip(self.layers, before):
                     layer.params = params
                 raise
+            finally:
+                self._weights_changed()
 
     def save_weights(self, path, metadata=None):
         """Save to an .npz file (no pickles). The file is written under a temporary name
@@ -260,6 +298,7 @@ class Sequential:
         # a name
         self._loss_config = loss if isinstance(loss, str) else losses.serialize(loss_object)
         self.metrics, self.weighted_metrics = metrics, weighted_metrics
+        self._optimizer_trainable = None
         self.compiled = True
 
     def _require_compiled(self, what):
@@ -461,11 +500,14 @@ class Sequential:
         for step in reversed(steps):
             grad = step.backward(grad)
         params, grads = [], []
-        for layer, k in self._weight_keys():
+        for layer, k in self._optimizer_keys():
             params.append(layer.params[k])
             grads.append(layer.grads[k])
         with self._guard.updating():
             self.optimizer.update(params, grads)
+            for layer in self.layers:
+                layer.update_state()
+            self._weights_changed()
         return tally.batch(losses_, [fn(target, out) for fn in self._metric_functions()],
                            weights)
 
@@ -492,6 +534,7 @@ class Sequential:
              validation_data, shuffle, class_weight, sample_weight, initial_epoch,
              steps_per_epoch, validation_steps, validation_batch_size, validation_freq, seed):
         self._require_compiled("fit")
+        self._take_trainable()
         x = self._check_x(_required("x", x))
         target = self._check_y(_required("y", y), len(x))
         if class_weight is not None and sample_weight is not None:

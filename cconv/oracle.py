@@ -416,3 +416,53 @@ def global_max_pool2d_backward(grad_out, argmax, x_shape):
             i, j = divmod(int(argmax[b, ch]), w)
             grad_x[b, i, j, ch] = grad_out[b, ch]
     return grad_x
+
+
+def _bn_rows(x):
+    return x.reshape(-1, x.shape[-1]).astype(np.float64)
+
+
+def _bn_output(x, mean, var, gamma, beta, epsilon):
+    c = x.shape[-1]
+    gamma = np.ones(c) if gamma is None else np.asarray(gamma, dtype=np.float64)
+    beta = np.zeros(c) if beta is None else np.asarray(beta, dtype=np.float64)
+    xhat = (x.astype(np.float64) - mean) / np.sqrt(var + epsilon)
+    return (xhat * gamma + beta).astype(x.dtype)
+
+
+def batch_norm(x, gamma=None, beta=None, epsilon=1e-3):
+    """Normalise each channel of the last axis by the batch's mean and biased variance
+    (over every other axis), in float64; returns (y, mean, var)."""
+    rows = _bn_rows(x)
+    mean = rows.mean(axis=0)
+    var = ((rows - mean) ** 2).mean(axis=0)
+    return _bn_output(x, mean, var, gamma, beta, epsilon), mean, var
+
+
+def batch_norm_inference(x, mean, var, gamma=None, beta=None, epsilon=1e-3):
+    """The same with given statistics (the moving ones)."""
+    return _bn_output(x, np.asarray(mean, dtype=np.float64),
+                      np.asarray(var, dtype=np.float64), gamma, beta, epsilon)
+
+
+def batch_norm_backward(x, grad_out, mean, var, gamma=None, epsilon=1e-3, need_grad_x=True,
+                        batch_statistics=True):
+    """The chain rule through the batch's mean and variance, written out term by term
+    rather than in the ops' closed form: y = gamma * xhat + beta, xhat = (x - mean) * s,
+    s = (var + epsilon) ** -0.5, and mean and var depend on every row (constants when
+    not batch_statistics: batch_norm_inference's gradients)."""
+    rows, g = _bn_rows(x), _bn_rows(grad_out)
+    m = len(rows)
+    gamma = np.ones(rows.shape[1]) if gamma is None else np.asarray(gamma, np.float64)
+    s = (np.asarray(var, np.float64) + epsilon) ** -0.5
+    d = rows - mean
+    grad_xhat = g * gamma
+    grad_var = (grad_xhat * d).sum(axis=0) * -0.5 * s ** 3
+    grad_mean = -(grad_xhat * s).sum(axis=0) - grad_var * 2.0 * d.sum(axis=0) / m
+    grad_x = grad_xhat * s
+    if batch_statistics:
+        grad_x = grad_x + grad_var * 2.0 * d / m + grad_mean / m
+    grad_gamma = (g * d * s).sum(axis=0)
+    grad_beta = g.sum(axis=0)
+    return (grad_x.reshape(x.shape).astype(x.dtype) if need_grad_x else None,
+            grad_gamma.astype(x.dtype), grad_beta.astype(x.dtype))

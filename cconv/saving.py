@@ -14,8 +14,9 @@ reads and writes):
 - model.weights.h5: each layer's weights as datasets layers/<key>/vars/0, 1, ...
   (kernel, bias), where the key is the layer's class in snake case, numbered within the
   model (conv2d, conv2d_1, dense, ...; never the layer's name); the optimizer's as
-  optimizer/vars/0 (iterations), 1 (learning rate), then for each weight its slots
-  (SGD: momentum; Adam: m, v).
+  optimizer/vars/0 (iterations), 1 (learning rate), then for each weight the optimizer
+  updates (the trainable weights of trainable layers: not BatchNormalization's moving
+  statistics, nor a frozen layer's) its slots (SGD: momentum; Adam: m, v).
 
 Loading reads and checks everything (members, sizes, config, every dataset's name and
 shape) before it makes the model; a file it cannot use raises a ValueError naming the
@@ -226,7 +227,8 @@ def _weights_h5(model):
     """model.weights.h5's bytes: each layer's weights, then the optimizer's state."""
     h5py = _h5py()
     buf = io.BytesIO()
-    params = [layer.params[k] for layer, k in layers_module.weight_keys(model.layers)] if model.built else []
+    # Keras's optimizer has slots for the trainable weights only
+    params = [layer.params[k] for layer, k in model._optimizer_keys()] if model.built else []
     with h5py.File(buf, "w") as f:
         for layer, key in zip(model.layers, _h5_keys(model)):
             f.create_group(f"layers/{key}/vars").attrs["name"] = layer.name
@@ -303,7 +305,7 @@ def _expected_datasets(model, compiled):
     if compiled:
         want["optimizer/vars/0"] = ((), "iu")
         want["optimizer/vars/1"] = ((), "f")
-        params = [layer.params[k] for layer, k in layers_module.weight_keys(model.layers)]
+        params = [layer.params[k] for layer, k in model._optimizer_keys()]
         for i, slot in enumerate(model.optimizer.slots(params), start=2):
             want[f"optimizer/vars/{i}"] = (slot.shape, "f")
     return want
@@ -467,6 +469,7 @@ def _load(path, custom_objects, compile_, cls):
                                                           "optimizer/vars/1")),
                                            key=lambda k: int(k.rsplit("/", 1)[1]))]
         iterations = int(arrays["optimizer/vars/0"])
+        model._take_trainable()  # the slots belong to the weights trainable now
         if slots:
             opt.set_slots([np.ascontiguousarray(a, dtype=model.dtype) for a in slots],
                           iterations)

@@ -9,7 +9,8 @@ import pytest
 
 import cconv
 from cconv import fusion
-from cconv.layers import Conv2D, Dense, Dropout, Flatten, Input, Layer, MaxPooling2D
+from cconv.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, Input, Layer,
+                          MaxPooling2D)
 
 
 def network(rule):
@@ -18,12 +19,15 @@ def network(rule):
     if rule is fusion.ConvPool:
         layers = [Input((8, 8, 2)), Conv2D(4, 3, activation="relu"), MaxPooling2D(2),
                   Flatten(), Dense(3)]
+    elif rule is fusion.FoldBatchNorm:
+        layers = [Input((8, 8, 2)), Conv2D(4, 3, use_bias=False), BatchNormalization(),
+                  Flatten(), Dense(3)]
     else:
         layers = [Input((8, 8, 1)), Conv2D(4, 3, activation="tanh"), Dropout(0.5),
                   Flatten(), Dense(3, activation="softmax")]
     model = cconv.Sequential(layers)
     model.build()
-    return model, rule is not fusion.ConvDense
+    return model, rule not in (fusion.ConvDense, fusion.FoldBatchNorm)  # inference only
 
 
 def fused_step(model, rule, training):

@@ -90,7 +90,7 @@ def test_a_last_softmax_layer_folds_into_the_loss_as_keras_computes_it():
     rng = np.random.default_rng(4)
     x = rng.standard_normal((8,) + SHAPE).astype(np.float32)
     assert_one_sgd_step_as_keras(ours, theirs, x, rng.integers(0, 4, 8), "softmax last")
-    assert ours._fused_softmax()
+    assert ours._folded()
 
 
 def file_layers(path):

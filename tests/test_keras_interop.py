@@ -89,7 +89,7 @@ def test_cconv_loads_what_keras_saves_and_trains_on_as_keras_does(tmp_path, dtyp
 
 
 @pytest.mark.parametrize("layer,named", [
-    (lambda: keras.layers.BatchNormalization(), "BatchNormalization"),
+    (lambda: keras.layers.LayerNormalization(), "LayerNormalization"),
     (lambda: keras.layers.Conv2D(2, 3, kernel_regularizer="l2"), "kernel_regularizer"),
     (lambda: keras.layers.Conv2D(2, 3, activation="hard_shrink"), "hard_shrink"),
     (lambda: keras.layers.SpatialDropout2D(0.5), "SpatialDropout2D"),

@@ -206,7 +206,7 @@ HOSTILE = {
     "functional model": (_config_edit(lambda c: c.update(class_name="Functional")),
                          "Functional"),
     "unknown layer": (_config_edit(lambda c: c["config"]["layers"][1].update(
-        class_name="BatchNormalization")), "BatchNormalization"),
+        class_name="LayerNormalization")), "LayerNormalization"),
     "groups": (_config_edit(lambda c: _set_layer_option(c, "groups", 2)), "groups"),
     "activation": (_config_edit(lambda c: _set_layer_option(c, "activation", "hard_shrink")), "hard_shrink"),
     "mixed dtype": (_config_edit(lambda c: _set_layer_option(c, "dtype", "float16")), "float16"),

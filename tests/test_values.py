@@ -162,7 +162,7 @@ def test_loss_configs_round_trip(loss):
     (layers.Dense, {"units": 2, "kernel_initializer": {"class_name": "VarianceScaling",
                                                        "config": {"mode": "fan_sum"}}},
      "mode"),
-    (layers.Dense, {"units": 2, "trainable": False}, "trainable"),
+    (layers.Dense, {"units": 2, "trainable": "no"}, "trainable"),
     (layers.Dropout, {"rate": 0.5, "noise_shape": [None, 1]}, "noise_shape"),
     (layers.MaxPooling2D, {"pool_size": [3, 3], "strides": [0, 1]}, "strides"),
 ])

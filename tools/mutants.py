@@ -541,6 +541,39 @@ MUTANTS = [
             "tests/ops/test_strided.py::test_avg_pool2d_counts_only_the_image_at_the_border",
             "tests/test_keras_strides.py::test_pools_are_keras_ops_pools",
             "tests/test_keras_strides.py::test_same_weights_same_outputs_as_keras"]),
+    # ---- bn ----
+    Mutant("bn_moving_update_in_inference", "BatchNormalization moves its moving statistics "
+           "toward the batch's in inference mode too (predict, evaluate, a frozen layer)",
+           [("cconv/layers.py",
+             "            y = ops.batch_norm_inference(x, p[\"moving_mean\"], "
+             "p[\"moving_variance\"],\n",
+             "            p[\"moving_mean\"] = p[\"moving_mean\"] * self.dtype.type("
+             "self.momentum) + ops.norm.moments(x)[0].astype(self.dtype) * self.dtype.type("
+             "1 - self.momentum)\n"
+             "            y = ops.batch_norm_inference(x, p[\"moving_mean\"], "
+             "p[\"moving_variance\"],\n")],
+           ["tests/test_keras_batchnorm.py", "tests/test_trainable.py"]),
+    Mutant("bn_momentum_swapped", "moving statistics updated as moving * (1 - momentum) + "
+           "batch * momentum",
+           [("cconv/layers.py", "            keep = self.dtype.type(self.momentum)\n"
+             "            take = self.dtype.type(1.0 - self.momentum)\n",
+             "            take = self.dtype.type(self.momentum)\n"
+             "            keep = self.dtype.type(1.0 - self.momentum)\n")],
+           ["tests/test_keras_batchnorm.py", "tests/test_trainable.py"]),
+    Mutant("frozen_layer_still_updated", "the optimizer updates the weights of frozen layers",
+           [("cconv/layers.py", "        if (trainable or {}).get(layer, layer.trainable):\n",
+             "        if True:\n")],
+           ["tests/test_keras_batchnorm.py", "tests/test_trainable.py"]),
+    Mutant("fold_ignores_epsilon", "FoldBatchNorm divides by sqrt(moving_variance), without "
+           "epsilon",
+           [("cconv/fusion.py", "np.sqrt(var.astype(np.float64) + norm.epsilon)",
+             "np.sqrt(var.astype(np.float64))")],
+           ["tests/test_batchnorm_fold.py", "tests/test_keras_batchnorm.py"]),
+    Mutant("bn_unbiased_variance", "the batch variance divided by M - 1 (unbiased) instead "
+           "of M, as Keras",
+           [("cconv/ops/norm.py", "    var /= m\n", "    var /= max(m - 1, 1)\n")],
+           ["tests/ops/test_norm.py", "tests/test_keras_batchnorm.py",
+            "tests/test_trainable.py"]),
 ]
 
 

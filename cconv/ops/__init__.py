@@ -55,6 +55,11 @@ global_avg_pool2d, global_max_pool2d (global_avg_pool2d_backward,
     global_max_pool2d_backward) -- spatial.py: vectorised NumPy reductions over H and W, no
     kernel -- oracle.global_avg_pool2d, oracle.global_max_pool2d (their _backward twins) --
     test_spatial.py
+batch_norm (batch_norm_backward), batch_norm_inference (batch_norm_backward with
+    batch_statistics=False) -- norm.py: _norm (per-channel sums in float64, two passes,
+    fixed row chunks reduced in order; the elementwise passes in float64, rounded once) --
+    oracle.batch_norm, oracle.batch_norm_inference (oracle.batch_norm_backward) --
+    test_norm.py
 legacy_coin_flips -- random.py: _random (np.random's MT19937 stream) --
     oracle.legacy_coin_flips -- test_random.py
 conv_output_shape, pool_output_shape, check_size, pad_widths -- shape and memory helpers.
@@ -70,6 +75,8 @@ from cconv.ops.elementwise import (activation, activation_backward, dropout,
                                    relu_general_backward, softmax, softmax_backward, tanh,
                                    tanh_backward)
 from cconv.ops.fused import conv2d_dense, conv2d_maxpool, dense_backward_gated
+from cconv.ops import norm
+from cconv.ops.norm import batch_norm, batch_norm_backward, batch_norm_inference
 from cconv.ops.optim import adam_update
 from cconv.ops.pool import (KERNEL_POOL_MODES, avg_pool2d, avg_pool2d_backward,
                             kernel_pool, kernel_pool_backward, max_pool2d,
@@ -91,5 +98,6 @@ __all__ = [
     "conv2d_dense", "dense_backward_gated", "conv2d_maxpool", "adam_update",
     "legacy_coin_flips", "pad_widths", "rescale", "rescale_backward", "zero_pad2d",
     "zero_pad2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward",
-    "global_max_pool2d", "global_max_pool2d_backward",
+    "global_max_pool2d", "global_max_pool2d_backward", "batch_norm", "batch_norm_backward",
+    "batch_norm_inference",
 ]
