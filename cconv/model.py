@@ -233,12 +233,12 @@ class Sequential:
             raise type(exc)(f"load_weights: {path}: {exc}") from None
 
     # ---- compile ---------------------------------------------------------------------
-    def compile(self, optimizer="sgd", loss="categorical_crossentropy", loss_weights=None,
+    def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", loss_weights=None,
                 metrics=None, weighted_metrics=None, run_eagerly=False, steps_per_execution=1,
                 jit_compile="auto", auto_scale_loss=True):
-        """Keras's compile. cconv always runs its compiled kernels eagerly, so run_eagerly,
-        jit_compile, steps_per_execution and auto_scale_loss change nothing and are
-        accepted as Keras's scripts pass them; loss_weights and weighted_metrics need
+        """Keras's compile, with its default optimizer ("rmsprop"). cconv always runs its
+        compiled kernels eagerly, so run_eagerly, jit_compile, steps_per_execution and
+        auto_scale_loss change nothing and are accepted as Keras's scripts pass them; loss_weights and weighted_metrics need
         several outputs or sample weights, which cconv lacks."""
         self._guard.check(self.name, "compile")
         _refuse({"loss_weights": None if loss_weights in (None, 1, 1.0, [1], [1.0])

@@ -90,7 +90,7 @@ def _adam(**changes):
     (_adam(param=[0.0, 0, 0, 0]), TypeError, "param: expected a numpy array"),
     (_adam(param=np.zeros(4, int)), TypeError, "param: expected dtype"),
     (_adam(step=0), ValueError, "step: expected an int >= 1"),
-    (_adam(learning_rate=0.0), ValueError, "learning_rate"),
+    (_adam(learning_rate=-1.0), ValueError, "learning_rate"),
     (_adam(beta_1=1.0), ValueError, r"beta_1: expected a float in \[0.0, 1.0\)"),
     (_adam(beta_2=-0.1), ValueError, "beta_2"),
     (_adam(epsilon=0), ValueError, "epsilon"),
