@@ -210,8 +210,8 @@ HOSTILE = {
     "strides": (_config_edit(lambda c: _set_layer_option(c, "strides", [2, 2])), "strides"),
     "activation": (_config_edit(lambda c: _set_layer_option(c, "activation", "hard_shrink")), "hard_shrink"),
     "mixed dtype": (_config_edit(lambda c: _set_layer_option(c, "dtype", "float16")), "float16"),
-    "nesterov": (_config_edit(lambda c: c["compile_config"]["optimizer"]["config"].update(
-        nesterov=True)), "nesterov"),
+    "use_ema": (_config_edit(lambda c: c["compile_config"]["optimizer"]["config"].update(
+        use_ema=True)), "use_ema"),
     "not an h5": (lambda c: {"model.weights.h5": b"\x89HDF\r\n" + b"\0" * 20000},
                   "not a readable HDF5"),
     "wrong shape": (_weights_edit(_reshape), r"layers/dense/vars/0 has shape \(3, 3\)"),
