@@ -242,9 +242,10 @@ def kernel_pool_backward(x, grad_out, mode="max"):
 
 def adam_update(param, grad, m, v, step, learning_rate=0.001, beta_1=0.9, beta_2=0.999,
                 epsilon=1e-7, amsgrad=False, v_hat=None):
-    """Keras's Adam, in place: bias corrections folded into the step size alpha;
+    """Keras's Adam, in place: bias corrections folded into the step size alpha (in
+    float64, then rounded to param's dtype as Keras's float32 variables take it);
     amsgrad keeps v_hat, the largest v so far, in v's place."""
-    alpha = learning_rate * np.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step)
+    alpha = param.dtype.type(learning_rate * np.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step))
     m += (grad - m) * (1 - beta_1)
     v += (grad * grad - v) * (1 - beta_2)
     if amsgrad:
