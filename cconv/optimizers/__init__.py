@@ -65,9 +65,13 @@ def _sum_of_squares(g):
 
 
 class Optimizer:
+    """The base: a subclass defines _apply (the step after clipping and weight decay)
+    and _slot_groups, or overrides update. learning_rate has a default here (Keras's
+    base has none) so that a subclass without arguments of its own can be made bare."""
+
     keras_name = None  # Keras's default name, which its configs and weight files carry
 
-    def __init__(self, learning_rate, weight_decay=None, clipnorm=None, clipvalue=None,
+    def __init__(self, learning_rate=0.001, weight_decay=None, clipnorm=None, clipvalue=None,
                  global_clipnorm=None, use_ema=False, ema_momentum=0.99,
                  ema_overwrite_frequency=None, loss_scale_factor=None,
                  gradient_accumulation_steps=None, name=None):
