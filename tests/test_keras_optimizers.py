@@ -2,6 +2,7 @@
 option over 10 updates of the same weights and gradients, the schedules at many steps,
 configs both ways, and .keras files both ways with the optimizer's slots, training on
 identically. Skipped, saying so, when Keras is absent."""
+import inspect
 import os
 
 import numpy as np
@@ -301,3 +302,15 @@ def test_cconv_loads_what_keras_saves_with_its_slots(tmp_path, case):
     for got, want in zip(ours.optimizer.slots(ours.get_weights()), their_slots, strict=True):
         np.testing.assert_array_equal(got, want)
     _train_on_as_each_other(ours, theirs, x, y)
+
+
+@pytest.mark.parametrize("name", ["SGD", "RMSprop", "Adam", "AdamW", "schedules.ExponentialDecay",
+                                  "schedules.PiecewiseConstantDecay", "schedules.CosineDecay"])
+def test_signatures_are_keras(name):
+    def arguments(module):
+        cls = module.optimizers
+        for part in name.split("."):
+            cls = getattr(cls, part)
+        return [(p.name, p.default) for p in inspect.signature(cls).parameters.values()
+                if p.kind is not p.VAR_KEYWORD]
+    assert arguments(cconv) == arguments(keras)
