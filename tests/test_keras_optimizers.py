@@ -28,6 +28,8 @@ SCHEDULES = {
     "cosine": ("CosineDecay", dict(initial_learning_rate=0.1, decay_steps=8, alpha=0.1)),
     "cosine_warmup": ("CosineDecay", dict(initial_learning_rate=0.0, decay_steps=6,
                                           warmup_target=0.05, warmup_steps=4)),
+    "cosine_target_no_warmup": ("CosineDecay", dict(initial_learning_rate=0.1, decay_steps=10,
+                                                    warmup_target=0.2)),
 }
 
 

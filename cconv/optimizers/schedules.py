@@ -100,9 +100,6 @@ class CosineDecay(LearningRateSchedule):
         self.warmup_target = None if warmup_target is None else \
             _number(label, "warmup_target", warmup_target)
         self.warmup_steps = _number(label, "warmup_steps", warmup_steps)
-        if warmup_target is not None and warmup_steps <= 0:
-            raise ValueError(f"{label}: warmup_steps: expected a number > 0 with "
-                             f"warmup_target, got {warmup_steps!r}")
 
     def _decay(self, step, start):
         cosine = 0.5 * (1.0 + math.cos(math.pi * (step / self.decay_steps)))
