@@ -281,3 +281,23 @@ def test_updates_reject_aliased_slots():
         ops.rmsprop_update(p, np.zeros(4), s, average_gradient=s, centered=True)
     with pytest.raises(ValueError, match="v_hat: must not share memory with v"):
         ops.adam_update(p, np.zeros(4), np.zeros(4), s, 1, amsgrad=True, v_hat=s)
+
+
+def test_adam_amsgrad_optimizer_keeps_the_largest_v(rng):
+    """cconv.optimizers.Adam(amsgrad=True) over shrinking gradients against Keras's
+    amsgrad written out in float64: v_hat, the largest v so far, replaces v."""
+    w0 = rng.standard_normal(40)
+    grads = shrinking_grads(rng, 40, np.float64)
+    opt = cconv.optimizers.Adam(learning_rate=0.01, beta_2=0.9, amsgrad=True)
+    w = w0.copy()
+    for g in grads:
+        opt.update([w], [g])
+    want, m, v, v_hat = w0.copy(), 0.0, 0.0, 0.0
+    for t, g in enumerate(grads, start=1):
+        m = 0.9 * m + 0.1 * g
+        v = 0.9 * v + 0.1 * g * g
+        v_hat = np.maximum(v_hat, v)
+        want -= 0.01 * np.sqrt(1 - 0.9 ** t) / (1 - 0.9 ** t) * m / (np.sqrt(v_hat) + 1e-7)
+    assert (v_hat > v).any(), "v never shrank: amsgrad changes nothing here"
+    np.testing.assert_allclose(w, want, rtol=0, atol=1e-13)
+    np.testing.assert_allclose(opt.slots([w])[2], v_hat, rtol=1e-13)
