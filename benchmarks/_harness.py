@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 PICKED = "picked"
+# competitor kinds, and how rows and targets name them
+COMPETITORS = {"torch": "PyTorch", "keras": "Keras/TF", "jax": "Keras/JAX"}
 
 
 @dataclass
 class Row:
     label: str
-    kind: str  # "cconv", "torch", "keras", or a script's own kind
+    kind: str  # "cconv", a key of COMPETITORS, or a script's own kind
     role: str  # "level", PICKED, "old", "competitor" or "reference"
     env: dict = field(default_factory=dict)
     spec: dict = field(default_factory=dict)
@@ -49,7 +51,7 @@ class Measure:
         return f"{self.images / seconds:.0f}" if self.unit == "img/s" else f"{seconds:.4f}"
 
 
-def parser(doc):
+def parser(doc, competitors="torch,keras"):
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)
@@ -64,8 +66,9 @@ def parser(doc):
     p.add_argument("--old", action="append", default=[], metavar="DIR",
                    help="another built checkout to add as a row at the level it picks "
                         "(e.g. an old -march=native build); repeatable")
-    p.add_argument("--competitors", default="torch,keras",
-                   help="comma-separated from torch, keras; 'none' for cconv only")
+    p.add_argument("--competitors", default=competitors,
+                   help=f"comma-separated from {', '.join(COMPETITORS)} (default "
+                        f"{competitors}); 'none' for cconv only")
     p.add_argument("--busy", type=int, default=0, metavar="N",
                    help="after the quiet run, time the rows again while N other processes "
                         "keep a core busy each (plain Python loops), as a user's browser or "
@@ -117,12 +120,17 @@ def import_torch(spec):
 
 
 def import_keras(spec):
-    """Keras 3 on TensorFlow (oneDNN on, from the environment) with the row's threads."""
+    """Keras 3 with the row's threads: (keras, tensorflow, info) on TensorFlow (oneDNN
+    on, from the environment), (keras, None, info) on JAX (jit-compiled, XLA's own
+    threads)."""
     import keras
+    keras.utils.set_random_seed(0)
+    if spec["kind"] == "jax":
+        import jax
+        return keras, None, {"version": f"keras {keras.__version__}, jax {jax.__version__}"}
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
     tf.config.threading.set_inter_op_parallelism_threads(1)  # one op at a time: few cores
-    keras.utils.set_random_seed(0)
     return keras, tf, {"version": f"keras {keras.__version__}, tensorflow {tf.__version__}"}
 
 
@@ -179,9 +187,11 @@ def cconv_rows(args):
 
 
 def competitor_rows(args):
-    names = {"torch": "PyTorch", "keras": "Keras/TF"}
     wanted = [] if args.competitors == "none" else args.competitors.split(",")
-    return [Row(names[k], k, "competitor") for k in wanted]
+    unknown = [k for k in wanted if k not in COMPETITORS]
+    if unknown:
+        sys.exit(f"--competitors: expected names from {', '.join(COMPETITORS)}, got {unknown}")
+    return [Row(COMPETITORS[k], k, "competitor") for k in wanted]
 
 
 def visible_cores():
@@ -193,7 +203,8 @@ class Worker:
         env = dict(os.environ, **row.env,
                    OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
                    MKL_NUM_THREADS=str(threads), TF_ENABLE_ONEDNN_OPTS="1",
-                   TF_CPP_MIN_LOG_LEVEL="2", KERAS_BACKEND="tensorflow")
+                   TF_CPP_MIN_LOG_LEVEL="2",
+                   KERAS_BACKEND="jax" if row.kind == "jax" else "tensorflow")
         if row.kind == "cconv" and threads == visible_cores():
             # as users run it: $OMP_NUM_THREADS would fix the count, which otherwise
             # adapts when other processes hold cores (cconv._config.Governor)

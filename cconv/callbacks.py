@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+import numpy as np
+
 from cconv import metrics, utils
 from cconv._io import atomic_write
 
@@ -155,9 +157,21 @@ def _check_log_key(owner, name, value, params):
                             " (val_* values need validation_data or validation_split)"))
 
 
+def _finite(owner, name, value, optional=False):
+    """value as a float, or a ValueError naming the argument (None allowed if optional)."""
+    if optional and value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        raise ValueError(f"{owner}: {name}: expected a finite number"
+                         f"{' or None' if optional else ''}, got {value!r}")
+    return float(value)
+
+
 class _Monitor(Callback):
-    """Shared by EarlyStopping and ModelCheckpoint: which log value to watch, and whether
-    lower or higher is better ("auto": lower for losses, higher for accuracies)."""
+    """Shared by EarlyStopping, ModelCheckpoint and ReduceLROnPlateau: which log value to
+    watch, and whether lower or higher is better ("auto": lower for losses, higher for
+    accuracies)."""
 
     def __init__(self, owner, monitor, mode):
         super().__init__()
@@ -181,7 +195,8 @@ class _Monitor(Callback):
                          f"up or down; pass mode='min' or mode='max'")
 
     def _better(self, value, reference, delta=0.0):
-        """Whether value beats reference (None: nothing to beat) by more than delta."""
+        """Whether value beats reference (None: nothing to beat) by more than delta. As
+        in Keras, a NaN never beats anything, and a NaN best is never beaten."""
         if reference is None:
             return True
         if self._lower_is_better():
@@ -218,20 +233,12 @@ class EarlyStopping(_Monitor):
     def __init__(self, monitor="val_loss", min_delta=0, patience=0, verbose=0, mode="auto",
                  baseline=None, restore_best_weights=False, start_from_epoch=0):
         super().__init__("EarlyStopping", monitor, mode)
-        if isinstance(min_delta, bool) or not isinstance(min_delta, numbers.Real) \
-                or not math.isfinite(min_delta):
-            raise ValueError(f"EarlyStopping: min_delta: expected a finite number, got "
-                             f"{min_delta!r}")
-        if baseline is not None and (isinstance(baseline, bool)
-                                     or not isinstance(baseline, numbers.Real)):
-            raise ValueError(f"EarlyStopping: baseline: expected a number or None, got "
-                             f"{baseline!r}")
-        self.min_delta = abs(float(min_delta))
+        self.min_delta = abs(_finite("EarlyStopping", "min_delta", min_delta))
+        self.baseline = _finite("EarlyStopping", "baseline", baseline, optional=True)
         self.patience = utils._non_negative_int("EarlyStopping: patience", patience)
         self.start_from_epoch = utils._non_negative_int("EarlyStopping: start_from_epoch",
                                                         start_from_epoch)
         self.verbose = verbose
-        self.baseline = None if baseline is None else float(baseline)
         self.restore_best_weights = bool(restore_best_weights)
 
     def on_train_begin(self, logs=None):
@@ -273,18 +280,33 @@ class EarlyStopping(_Monitor):
             self.model.set_weights(self.best_weights)
 
 
+# Messages are Keras's, to the character; those of ModelCheckpoint, ReduceLROnPlateau and
+# LearningRateScheduler start with a line end, which ends a progress bar's line.
+
+
 class ModelCheckpoint(_Monitor):
     """Save the weights after every epoch, or only when `monitor` improves
     (save_best_only=True), with model.save_weights: an .npz file written atomically.
     With save_weights_only=False, the whole model with model.save: a .keras file, as
     Keras's default (cconv's default stays weights only).
 
-    filepath may hold format fields filled from the epoch (counted from 1) and the
-    epoch's logs, e.g. "ckpt-{epoch:02d}-{val_loss:.4f}.npz"; its folder is created if
-    needed."""
+    save_freq="epoch" saves at the end of each epoch; an int N saves after every N
+    training batches, counted across epochs and fits (as Keras), comparing the batch's
+    logs (loss, accuracy) when save_best_only. `best` starts at initial_value_threshold
+    (None: the first value is the best) and is kept across fit() calls, as in Keras: a
+    later fit never overwrites a better file.
+
+    filepath may hold format fields filled from the epoch (counted from 1), the epoch's
+    logs and, with save_freq=N, the batch (counted from 1), e.g.
+    "ckpt-{epoch:02d}-{val_loss:.4f}.npz"; its folder is created if needed.
+
+    Unlike Keras, save_best_only skips an epoch without validation (validation_freq > 1)
+    when it watches a val_* value (Keras saves it, having nothing to compare), so that
+    the file kept is always the best validated one."""
 
     def __init__(self, filepath, monitor="val_loss", verbose=0, save_best_only=False,
-                 save_weights_only=True, mode="auto"):
+                 save_weights_only=True, mode="auto", save_freq="epoch",
+                 initial_value_threshold=None):
         super().__init__("ModelCheckpoint", monitor, mode)
         try:
             self.filepath = os.fspath(filepath)
@@ -297,47 +319,89 @@ class ModelCheckpoint(_Monitor):
             raise ValueError(f"ModelCheckpoint: save_weights_only=False saves the whole "
                              f"model, to a .keras file; filepath {self.filepath!r} does "
                              f"not end in .keras")
+        if not (isinstance(save_freq, str) and save_freq == "epoch"
+                or isinstance(save_freq, numbers.Integral)
+                and not isinstance(save_freq, bool) and save_freq >= 1):
+            raise ValueError(f"ModelCheckpoint: save_freq: expected 'epoch' or a number "
+                             f"of batches (an int >= 1), got {save_freq!r}")
+        if save_best_only and save_freq != "epoch" and monitor.startswith("val_"):
+            raise ValueError(f"ModelCheckpoint: save_best_only with save_freq={save_freq} "
+                             f"compares batch logs, which hold no val_* values; "
+                             f"monitor={monitor!r} would never be seen: monitor 'loss' "
+                             f"(or a metric), or save once per epoch (save_freq='epoch')")
         self.verbose = verbose
         self.save_best_only = bool(save_best_only)
         self.save_weights_only = bool(save_weights_only)
-        # kept across fit() calls, as in Keras: a later fit never overwrites a better file
-        self.best = None
+        self.save_freq = save_freq if save_freq == "epoch" else int(save_freq)
+        self.best = _finite("ModelCheckpoint", "initial_value_threshold",
+                            initial_value_threshold, optional=True)
+        self._batches_seen_since_last_saving = 0
+        self._last_batch_seen = None
+        self._current_epoch = 0
+
+    def _by_batch(self):
+        return self.save_freq != "epoch"
 
     def on_train_begin(self, logs=None):
         if self.save_best_only:
             super().on_train_begin(logs)
         keys = self.params.get("metrics")
-        if keys is not None:  # a bad {field} fails now, not after the first epoch
-            try:
-                self.filepath.format(epoch=1, **{k: 0.0 for k in keys})
-            except (KeyError, IndexError, ValueError) as exc:
-                raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} cannot be "
-                                 f"formatted ({type(exc).__name__}: {exc}); fields "
-                                 f"available: epoch, {', '.join(keys)}") from None
+        if keys is not None:  # a bad {field} fails now, not after the first save
+            if self._by_batch():
+                keys = [k for k in keys if not k.startswith("val_")]
+            self._path(0, 0 if self._by_batch() else None, dict.fromkeys(keys, 0.0))
+
+    def _path(self, epoch, batch, logs):
+        """filepath filled in as Keras does: epoch and batch counted from 1; a log named
+        "batch" wins over the batch counter."""
+        fields = dict(logs)
+        if batch is not None:
+            fields.setdefault("batch", batch + 1)
+        try:
+            return self.filepath.format(epoch=epoch + 1, **fields)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} cannot be "
+                             f"formatted ({type(exc).__name__}: {exc}); fields available: "
+                             f"{', '.join(['epoch', *fields])}") from None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._current_epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not self._by_batch():
+            return
+        # batch numbers restart each epoch: a number not above the last one seen starts
+        # a new count of batch + 1
+        last = self._last_batch_seen
+        self._batches_seen_since_last_saving += (batch + 1 if last is None or batch <= last
+                                                 else batch - last)
+        self._last_batch_seen = batch
+        if self._batches_seen_since_last_saving >= self.save_freq:
+            self._batches_seen_since_last_saving = 0
+            self._save(self._current_epoch, batch, logs)
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self._by_batch():
+            self._save(epoch, None, logs)
+
+    def _save(self, epoch, batch, logs):
         logs = logs or {}
         current = self._current(logs) if self.save_best_only else None
         if self.save_best_only and current is None:
             return  # no validation this epoch: nothing to compare, nothing to save
-        try:
-            path = self.filepath.format(epoch=epoch + 1, **logs)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} cannot be "
-                             f"formatted ({type(exc).__name__}: {exc}); fields available: "
-                             f"epoch, {', '.join(logs)}") from None
+        path = self._path(epoch, batch, logs)
         if self.save_best_only:
+            best = "None" if self.best is None else f"{self.best:.5f}"
             if not self._better(current, self.best):
                 if self.verbose:
-                    print(f"Epoch {epoch + 1}: {self.monitor} did not improve from "
-                          f"{self.best:.5f}")
+                    print(f"\nEpoch {epoch + 1}: {self.monitor} did not improve from {best}")
                 return
             if self.verbose:
-                print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best} to "
+                print(f"\nEpoch {epoch + 1}: {self.monitor} improved from {best} to "
                       f"{current:.5f}, saving model to {path}")
             self.best = current
         elif self.verbose:
-            print(f"Epoch {epoch + 1}: saving model to {path}")
+            print(f"\nEpoch {epoch + 1}: saving model to {path}")
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
@@ -345,15 +409,137 @@ class ModelCheckpoint(_Monitor):
             self.model.save_weights(path)
         else:
             self.model.save(path)
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: finished saving model to {path}")
+
+
+def _learning_rate(owner, model):
+    """The optimizer and its learning rate as a float. An optimizer built on a schedule
+    refuses a new learning rate in its own setter, as Keras's does."""
+    optimizer = getattr(model, "optimizer", None)
+    if not hasattr(optimizer, "learning_rate"):
+        raise ValueError(f"{owner}: the model's optimizer ({type(optimizer).__name__}) "
+                         f"has no learning_rate attribute; compile the model first")
+    return optimizer, float(optimizer.learning_rate)
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiply the optimizer's learning rate by `factor` (never below `min_lr`) once
+    `monitor` has not improved by more than `min_delta` for `patience` epochs; then wait
+    `cooldown` epochs, counting nothing, before watching again (Keras's rules). Each
+    epoch's logs get the learning rate the epoch trained with, as "learning_rate".
+
+    Keras compares the learning rate with float32(min_lr), because its optimizers hold
+    the rate in float32; cconv's hold a Python float, compared with min_lr itself."""
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, verbose=0, mode="auto",
+                 min_delta=1e-4, cooldown=0, min_lr=0.0):
+        super().__init__("ReduceLROnPlateau", monitor, mode)
+        self.factor = _finite("ReduceLROnPlateau", "factor", factor)
+        if self.factor >= 1.0:
+            raise ValueError(f"ReduceLROnPlateau: factor: expected a number < 1.0 (the new "
+                             f"learning rate is lr * factor), got {factor!r}")
+        self.min_delta = abs(_finite("ReduceLROnPlateau", "min_delta", min_delta))
+        self.min_lr = _finite("ReduceLROnPlateau", "min_lr", min_lr)
+        self.patience = utils._non_negative_int("ReduceLROnPlateau: patience", patience)
+        self.cooldown = utils._non_negative_int("ReduceLROnPlateau: cooldown", cooldown)
+        self.verbose = verbose
+        self.best = None
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        self.best = None
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    def in_cooldown(self):
+        return self.cooldown_counter > 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = {} if logs is None else logs
+        optimizer, lr = _learning_rate("ReduceLROnPlateau", self.model)
+        logs["learning_rate"] = lr
+        current = self._current(logs)
+        if current is None:
+            return
+        if self.in_cooldown():
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._better(current, self.best, self.min_delta):
+            self.best = current
+            self.wait = 0
+        elif not self.in_cooldown():  # the last epoch of cooldown already counts
+            self.wait += 1
+            if self.wait >= self.patience and lr > self.min_lr:
+                new_lr = max(lr * self.factor, self.min_lr)
+                optimizer.learning_rate = new_lr
+                if self.verbose:
+                    print(f"\nEpoch {epoch + 1}: ReduceLROnPlateau reducing learning rate "
+                          f"to {new_lr}.")
+                self.cooldown_counter = self.cooldown
+                self.wait = 0
+
+
+class LearningRateScheduler(Callback):
+    """Before each epoch, set the optimizer's learning rate to schedule(epoch, lr):
+    epoch counted from 0, lr the current rate; a schedule(epoch) of one argument is
+    called so when the two-argument call raises a TypeError (Keras's rule). The schedule
+    must return a float (a Python, NumPy float32 or float64 one). Each epoch's logs get
+    the rate as "learning_rate"."""
+
+    def __init__(self, schedule, verbose=0):
+        super().__init__()
+        if not callable(schedule):
+            raise TypeError(f"LearningRateScheduler: schedule: expected a function of "
+                            f"(epoch, lr) or of (epoch), got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.verbose = verbose
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer, lr = _learning_rate("LearningRateScheduler", self.model)
+        try:
+            new_lr = self.schedule(epoch, lr)
+        except TypeError:
+            new_lr = self.schedule(epoch)
+        if not isinstance(new_lr, (float, np.float32, np.float64)):
+            raise ValueError(f"LearningRateScheduler: schedule: expected it to return a "
+                             f"float, got {new_lr!r} at epoch {epoch}")
+        optimizer.learning_rate = float(new_lr)
+        if self.verbose:
+            print(f"\nEpoch {epoch + 1}: LearningRateScheduler setting learning rate to "
+                  f"{new_lr}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = _learning_rate("LearningRateScheduler", self.model)[1]
+
+
+def _csv_cell(value):
+    """A log value as Keras writes it: Keras's callbacks receive float(value) when there
+    is one; its CSVLogger writes a string as it is and a sequence as "[a, b]"."""
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        pass
+    if isinstance(value, str) or not hasattr(value, "__iter__"):
+        return str(value)
+    return f'"[{", ".join(map(str, value))}]"'
 
 
 class CSVLogger(Callback):
-    """Write each epoch's logs as a row of a CSV file: a header "epoch,<sorted log
-    names>", then one row per epoch (epochs counted from 0, as Keras does).
+    """Write each epoch's logs as a row of a CSV file, as Keras's CSVLogger: a header
+    "epoch" + the first epoch's log names, sorted (and, when none of them is a val_*
+    name, the val_ twin of each, so that a fit validating every few epochs has columns
+    for it), then one row per epoch (epochs counted from 0, NA for a missing value),
+    lines ending in \\r\\n (Python csv's "excel" dialect).
 
-    The whole file is rewritten atomically after every epoch, so it is always a complete
-    table. With append=True, rows go after those already in the file (its header is
-    kept)."""
+    The whole file is rewritten atomically at the start of training and after every
+    epoch, so it is always a complete table. With append=True, an existing file's bytes
+    are kept and rows go after them, with the header only if the file was empty (Keras's
+    rule: the columns are this run's, never read back from the file). Unlike Keras, a
+    file that does not end with a line end gets one before the first row."""
 
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
@@ -369,27 +555,31 @@ class CSVLogger(Callback):
         self.append = bool(append)
 
     def on_train_begin(self, logs=None):
-        self._text = ""
-        self.keys = None
+        self._data = b""
         if self.append and os.path.exists(self.filename):
-            with open(self.filename, newline="") as f:
-                self._text = f.read()
-            if self._text and not self._text.endswith("\n"):
-                self._text += "\n"
-            if self._text:
-                header = next(csv.reader([self._text.splitlines()[0]],
-                                         delimiter=self.separator))
-                self.keys = header[1:]
+            with open(self.filename, "rb") as f:
+                self._data = f.read()
+        self._write_header = not self._data
+        if self._data and not self._data.endswith(b"\n"):
+            self._data += b"\r\n"
+        self.keys = None
+        self._flush()
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         buf = io.StringIO()
-        writer = csv.writer(buf, delimiter=self.separator, lineterminator="\n")
+        writer = csv.writer(buf, delimiter=self.separator, lineterminator="\r\n")
         if self.keys is None:
             self.keys = sorted(logs)
-            writer.writerow(["epoch"] + self.keys)
-        writer.writerow([epoch] + [repr(float(logs[k])) if k in logs else "NA"
+            if not any(k.startswith("val_") for k in self.keys):
+                self.keys += ["val_" + k for k in self.keys]
+            if self._write_header:
+                writer.writerow(["epoch"] + self.keys)
+        writer.writerow([epoch] + [_csv_cell(logs[k]) if k in logs else "NA"
                                    for k in self.keys])
-        self._text += buf.getvalue()
+        self._data += buf.getvalue().encode("utf-8")
+        self._flush()
+
+    def _flush(self):
         with atomic_write(self.filename, suffix=".csv.tmp") as f:
-            f.write(self._text.encode("utf-8"))
+            f.write(self._data)

@@ -520,6 +520,148 @@ class Activation(Layer):
         return {**super().get_config(), "activation": self.activation.name}
 
 
+class _OptionsActivation(Layer):
+    """A layer that applies one activation with Keras's options. Where the options are
+    a row of cconv.activations' table (ReLU(), ReLU(max_value=6), LeakyReLU(0.2),
+    ELU(), Softmax()), the layer holds that row as its `activation`, which the kernels
+    and cconv.fusion know; other options run the layer's own op (`_op`), whose backward
+    pass reads the saved input (or, for softmax, output)."""
+
+    KERAS_BUILD_CONFIG = False  # Keras builds these at construction
+
+    def __init__(self, name, input_shape, input_dim):
+        super().__init__(name, input_shape=input_shape, input_dim=input_dim)
+        row = self._row()
+        self.activation = None if row is None else _Act(row)
+
+    def forward_linear(self, x, training=False, rng=None):
+        if self.activation is not None:
+            return x
+        y = self._op(x)
+        if training:
+            self.saved["x"], self.saved["y"] = x, y
+        return y
+
+    def backward_linear(self, grad):
+        if self.activation is not None:
+            return grad
+        return self._op_backward(grad)
+
+
+class ReLU(_OptionsActivation):
+    """keras.layers.ReLU: min(x, max_value) where x > threshold, else
+    negative_slope * (x - threshold); max_value None caps nothing."""
+
+    def __init__(self, max_value=None, negative_slope=0.0, threshold=0.0, name=None, *,
+                 input_shape=None, input_dim=None):
+        self.negative_slope, cap, self.threshold = ops.elementwise.check_relu_options(
+            negative_slope, max_value, threshold)
+        self.max_value = None if max_value is None else cap
+        super().__init__(name, input_shape, input_dim)
+
+    def _row(self):
+        if self.negative_slope == 0 and self.threshold == 0:
+            return {None: "relu", 6.0: "relu6"}.get(self.max_value)
+        return None
+
+    def _options(self):
+        return self.negative_slope, self.max_value, self.threshold
+
+    def _op(self, x):
+        return ops.relu_general(x, *self._options())
+
+    def _op_backward(self, grad):
+        return ops.relu_general_backward(self.saved["x"], grad, *self._options())
+
+    def get_config(self):
+        return {**super().get_config(), "max_value": self.max_value,
+                "negative_slope": self.negative_slope, "threshold": self.threshold}
+
+
+class LeakyReLU(ReLU):
+    """keras.layers.LeakyReLU: x where x >= 0, else negative_slope * x (Keras's default
+    slope here is 0.3; the leaky_relu activation's is 0.2). `alpha` is Keras's older
+    name for negative_slope."""
+
+    def __init__(self, negative_slope=0.3, name=None, *, alpha=None, input_shape=None,
+                 input_dim=None):
+        if alpha is not None:
+            warnings.warn("LeakyReLU: alpha is deprecated; use negative_slope", stacklevel=2)
+            negative_slope = alpha
+        super().__init__(None, negative_slope, 0.0, name, input_shape=input_shape,
+                         input_dim=input_dim)
+
+    def _row(self):
+        return "leaky_relu" if self.negative_slope == activations.LEAKY_SLOPE else None
+
+    def get_config(self):
+        config = super().get_config()
+        for key in ("max_value", "threshold"):
+            del config[key]
+        return config
+
+
+class ELU(_OptionsActivation):
+    """keras.layers.ELU: x where x > 0, else alpha * (exp(x) - 1)."""
+
+    def __init__(self, alpha=1.0, name=None, *, input_shape=None, input_dim=None):
+        self.alpha = ops.elementwise.check_alpha(alpha)
+        super().__init__(name, input_shape, input_dim)
+
+    def _row(self):
+        return "elu" if self.alpha == 1.0 else None
+
+    def _op(self, x):
+        return ops.elu(x, self.alpha)
+
+    def _op_backward(self, grad):
+        return ops.elu_backward(self.saved["x"], grad, self.alpha)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha}
+
+
+class Softmax(_OptionsActivation):
+    """keras.layers.Softmax over `axis` (an int or a list of ints, counting the batch
+    axis as Keras does; not the batch axis itself, whose softmax would depend on how
+    predict splits the data). Softmax() at the end of a model is folded into the
+    cross-entropy as an Activation("softmax") is."""
+
+    def __init__(self, axis=-1, name=None, *, input_shape=None, input_dim=None):
+        many = isinstance(axis, (tuple, list))
+        items = list(axis) if many else [axis]
+        if not items or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool)
+                                for a in items):
+            raise TypeError(f"axis: expected an int or a non-empty list of ints, got "
+                            f"{axis!r}")
+        self.axis = [int(a) for a in items] if many else int(axis)
+        super().__init__(name, input_shape, input_dim)
+
+    def _row(self):
+        return "softmax" if self.axis in (-1, [-1]) else None
+
+    def compute_output_shape(self, input_shape):
+        rank = len(input_shape) + 1
+        for a in self.axis if isinstance(self.axis, list) else [self.axis]:
+            if not -rank <= a < rank:
+                raise ValueError(f"Softmax: axis {a} is out of range for inputs of "
+                                 f"{rank} dimensions (batch included)")
+            if a % rank == 0:
+                raise ValueError(f"Softmax: axis {a} is the batch axis; cconv refuses a "
+                                 f"softmax across samples (it would depend on how predict "
+                                 f"splits the data)")
+        return input_shape
+
+    def _op(self, x):
+        return ops.softmax(x, self.axis)
+
+    def _op_backward(self, grad):
+        return ops.softmax_backward(self.saved["y"], grad, self.axis)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+
 class Dropout(Layer):
     """During training, zero each input with probability `rate` and scale the rest by
     1 / (1 - rate); at inference, pass inputs through unchanged."""
@@ -841,7 +983,8 @@ class GlobalMaxPooling2D(_GlobalPooling2D):
 # The classes a config may name, by Keras's class name; cconv's own under "cconv.layers".
 KERAS_LAYERS = {cls.__name__: cls for cls in (Conv2D, Dense, Activation, Dropout, Flatten,
                                               MaxPooling2D, Rescaling, Reshape, ZeroPadding2D,
-                                              GlobalAveragePooling2D, GlobalMaxPooling2D)}
+                                              GlobalAveragePooling2D, GlobalMaxPooling2D,
+                                              ReLU, LeakyReLU, ELU, Softmax)}
 CCONV_LAYERS = {"KernelPooling": KernelPooling}
 # Keras's other spellings of the same layer
 KERAS_LAYERS["MaxPool2D"] = MaxPooling2D

@@ -16,8 +16,8 @@ import numpy as np
 from cconv import callbacks as callbacks_module
 from cconv import layers as layers_module
 from cconv import _config, fusion, losses, ops, optimizers, saving, utils
+from cconv import metrics as metrics_module
 from cconv._guard import ModelBusyError, ModelGuard  # noqa: F401 (ModelBusyError: API)
-from cconv.metrics import METRICS
 _FINITE_CHECK_ROWS = 4096  # check NaN/inf in slices: never a bool copy of all of x
 # predict and evaluate run the model on chunks whose largest activation is about this
 # size, whatever batch_size says: every row's output is computed on its own, so the
@@ -64,7 +64,12 @@ class Sequential:
         if not isinstance(layer, layers_module.Layer):
             raise TypeError(f"layers: expected cconv.layers objects, got {type(layer).__name__}")
         if self.built:
-            raise ValueError("add: the model is already built; create a new Sequential")
+            if self.compiled:
+                raise ValueError("add: the model is already compiled; add its layers "
+                                 "before compile")
+            # Keras's add after build (TF's tutorials call summary() between adds): the
+            # built layers keep their weights and the new one is built with the model
+            self.built = False
         if layer.built:
             raise ValueError(f"add: layer {layer.name!r} already belongs to a model")
         hint = getattr(layer, "_input_shape_arg", None)
@@ -99,7 +104,8 @@ class Sequential:
         rng = utils._rng() if initialize else None
         shape = self.input_shape
         for i, layer in enumerate(self.layers):
-            layer.build(shape, self.dtype, rng)
+            if not layer.built:
+                layer.build(shape, self.dtype, rng)
             layer.need_input_grad = i > 0
             shape = layer.output_shape
         self._plans = {training: fusion.plan(self.layers, training) for training in (False, True)}
@@ -238,21 +244,23 @@ class Sequential:
                 jit_compile="auto", auto_scale_loss=True):
         """Keras's compile, with its default optimizer ("rmsprop"). cconv always runs its
         compiled kernels eagerly, so run_eagerly, jit_compile, steps_per_execution and
-        auto_scale_loss change nothing and are accepted as Keras's scripts pass them; loss_weights and weighted_metrics need
-        several outputs or sample weights, which cconv lacks."""
+        auto_scale_loss change nothing and are accepted as Keras's scripts pass them;
+        loss_weights needs several outputs. metrics are computed unweighted,
+        weighted_metrics with fit's and evaluate's sample_weight (or class_weight), as in
+        Keras."""
         self._guard.check(self.name, "compile")
         _refuse({"loss_weights": None if loss_weights in (None, 1, 1.0, [1], [1.0])
-                 else loss_weights, "weighted_metrics": weighted_metrics or None},
-                "compile", "a Sequential has one output and no sample weights")
+                 else loss_weights}, "compile", "a Sequential has one output")
         utils._positive_int("steps_per_execution", steps_per_execution)
         optimizer = optimizers.get(optimizer)
-        loss = losses.get(loss)
-        metrics = list(metrics or [])
-        for m in metrics:
-            if m not in METRICS:
-                raise ValueError(f"metrics: expected names from {tuple(METRICS)}, got {m!r}")
-        self.optimizer, self.loss = optimizer, loss
-        self.metrics = ["accuracy"] if metrics else []
+        loss_object = losses.get(loss)
+        metrics = metrics_module.check("metrics", metrics)
+        weighted_metrics = metrics_module.check("weighted_metrics", weighted_metrics)
+        self.optimizer, self.loss = optimizer, loss_object
+        # the compile config writes the loss as it was given, as Keras does: a name stays
+        # a name
+        self._loss_config = loss if isinstance(loss, str) else losses.serialize(loss_object)
+        self.metrics, self.weighted_metrics = metrics, weighted_metrics
         self.compiled = True
 
     def _require_compiled(self, what):
@@ -290,19 +298,21 @@ class Sequential:
     def _num_classes(self):
         shape = self.output_shape
         if len(shape) != 1:
-            raise ValueError(f"the model's output has shape {shape}; classification needs "
+            raise ValueError(f"the model's output has shape {shape}; {self.loss.name} needs "
                              f"a flat (classes,) output: end with Flatten/Dense")
         return shape[0]
 
     def _check_y(self, y, n, name="y"):
-        """Labels as a one-hot (N, classes) array in the model's dtype."""
+        """The targets as an array of the output's shape (sparse labels as one-hot rows)
+        in the model's dtype, checked as the loss reads them."""
         y = utils._numeric_array(name, y, "numeric labels")
         if y.ndim == 0 or len(y) != n:
             got = len(y) if y.ndim else "a scalar"
             raise ValueError(f"{name}: expected {n} labels to match x, got {got} "
                              f"(len(x) = {n}, y.shape = {y.shape})")
-        k = self._num_classes()
-        if self.loss.sparse:
+        kind = self.loss.target
+        if kind == "sparse":
+            k = self._num_classes()
             if y.ndim == 2 and y.shape[1] == 1:
                 y = y[:, 0]
             if y.ndim != 1:
@@ -314,16 +324,87 @@ class Sequential:
             if y.min() < 0 or y.max() >= k:
                 raise ValueError(f"{name}: labels must be in [0, {k}) for a model with {k} "
                                  f"outputs, got values from {y.min()} to {y.max()}")
-        else:
+            ops.check_size(name, (n, k), self.dtype)
+            out = np.zeros((n, k), dtype=self.dtype)
+            out[np.arange(n), y.astype(np.intp)] = 1
+            return out
+        if kind == "categorical":
+            k = self._num_classes()
             if y.ndim != 2 or y.shape[1] != k:
                 hint = (" (integer labels? use loss='sparse_categorical_crossentropy' or "
                         "cconv.utils.to_categorical)" if y.ndim == 1 else "")
                 raise ValueError(f"{name}: categorical_crossentropy expects one-hot labels "
                                  f"of shape (N, {k}), got shape {y.shape}{hint}")
-            if not np.isfinite(y).all():
-                raise ValueError(f"{name}: contains NaN or inf")
-        ops.check_size(name, (n, k), self.dtype)
-        return self.loss.one_hot(y, k, self.dtype)
+        else:
+            # binary and regression targets have the output's shape; as Keras
+            # (squeeze_or_expand_to_same_rank), a trailing axis of 1 on either side is
+            # added or dropped: y of shape (N,) fits an output (N, 1)
+            want = (n,) + self.output_shape
+            if y.shape != want and y.shape + (1,) != want and y.shape != want + (1,):
+                hint = (" (one column per sample: an output of 1 unit takes y of shape "
+                        "(N,) or (N, 1))" if self.output_shape[-1] == 1 else "")
+                raise ValueError(f"{name}: {self.loss.name} expects targets of the model's "
+                                 f"output shape {want}, got shape {y.shape}{hint}")
+            y = y.reshape(want)
+        ops.check_size(name, y.shape, self.dtype)
+        with np.errstate(over="ignore"):
+            y = y.astype(self.dtype, copy=False)
+        if not np.isfinite(y).all():
+            raise ValueError(f"{name}: contains NaN or inf, or values too large for "
+                             f"{self.dtype}")
+        if kind == "binary" and (y.min() < 0 or y.max() > 1):
+            raise ValueError(f"{name}: binary_crossentropy expects labels in [0, 1], got "
+                             f"values from {y.min()} to {y.max()}")
+        return y
+
+    def _check_weights(self, sample_weight, n, name="sample_weight"):
+        """sample_weight as a float64 (N,) array, or None. As in Keras, weights weigh
+        each sample's loss (any real number, negative ones included); one weight per
+        sample, shape (N,) or (N, 1)."""
+        if sample_weight is None:
+            return None
+        w = utils._numeric_array(name, sample_weight, "numeric weights, one per sample")
+        if w.ndim == 2 and w.shape[1] == 1:
+            w = w[:, 0]
+        if w.ndim != 1 or len(w) != n:
+            raise ValueError(f"{name}: expected one weight per sample, shape ({n},), got "
+                             f"shape {w.shape}")
+        w = w.astype(np.float64)
+        if not np.isfinite(w).all():
+            raise ValueError(f"{name}: contains NaN or inf")
+        if len(self.output_shape) > 1:
+            raise ValueError(f"{name}: per-sample weights need an output of shape (N, d); "
+                             f"the model's is {(None,) + self.output_shape} (Keras 3 "
+                             f"cannot broadcast them either)")
+        return w
+
+    def _class_weights(self, class_weight, target):
+        """class_weight as per-sample weights, as Keras turns it into them: each sample's
+        class is its label (sparse), the argmax of its row, or its one value rounded;
+        classes the dict lacks weigh 1."""
+        if not isinstance(class_weight, dict):
+            raise ValueError(f"class_weight: expected a dict {{class index: weight}}, got "
+                             f"{class_weight!r}")
+        for key, value in class_weight.items():
+            if isinstance(key, (bool, np.bool_)) or not isinstance(key, numbers.Integral):
+                raise ValueError(f"class_weight: keys must be integer class indices, got "
+                                 f"{key!r}")
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+                    or not np.isfinite(value):
+                raise ValueError(f"class_weight: weights must be finite numbers, got "
+                                 f"{value!r} for class {key}")
+        if target.ndim != 2:
+            raise ValueError(f"class_weight: needs one class per sample, from labels of "
+                             f"shape (N,) or (N, classes); the targets have shape "
+                             f"{target.shape}")
+        if self.loss.target == "sparse" or target.shape[1] != 1:
+            labels = target.argmax(axis=1)
+        else:
+            labels = np.round(target[:, 0]).astype(np.int64)
+        weights = np.ones(len(labels))
+        for key, value in class_weight.items():
+            weights[labels == key] = value
+        return weights
 
     def _check_batch_size(self, batch_size, default=32, name="batch_size"):
         if batch_size is None:
@@ -331,9 +412,13 @@ class Sequential:
         return utils._positive_int(name, batch_size)
 
     # ---- computation -----------------------------------------------------------------
-    def _fused_softmax(self):
+    def _folded(self):
+        """Whether the last layer's activation is folded into the loss (softmax into a
+        categorical cross-entropy, sigmoid into the binary one): the loss then reads the
+        logits, for an exact and stable gradient."""
         last = self.layers[-1].activation
-        return not self.loss.from_logits and last is not None and last.name == "softmax"
+        return (not self.loss.from_logits and last is not None
+                and last.name == self.loss.folds)
 
     def _forward(self, xb, training, rng=None, logits=False):
         """Output of the model; with logits=True the last layer stops before its softmax."""
@@ -344,21 +429,34 @@ class Sequential:
         last = steps[-1]
         return (last.forward_linear if logits else last.forward)(out, training, rng)
 
-    def _loss_and_grad(self, onehot, xb, training, rng):
-        """Per-sample losses, d(mean loss)/d(output or logits), and an array whose argmax
-        is the predicted class."""
-        fused = self._fused_softmax()
-        out = self._forward(xb, training, rng, logits=fused)
-        if fused or self.loss.from_logits:
-            losses_, grad = self.loss.value_and_grad_logits(onehot, out)
+    def _loss_and_grad(self, target, xb, weights, training, rng):
+        """Each sample's loss, the gradient of the batch's loss sum(w * loss) / N wrt the
+        output (or the logits, when folded), and the output as predict gives it."""
+        folded = self._folded()
+        out = self._forward(xb, training, rng, logits=folded)
+        losses_, grad = self.loss.per_sample(target, out, folded or self.loss.from_logits)
+        if weights is None:
+            grad /= len(out)
         else:
-            losses_, grad = self.loss.value_and_grad_probs(onehot, out)
+            grad *= (weights / len(out)).astype(self.dtype).reshape(
+                (-1,) + (1,) * (grad.ndim - 1))
+        if folded and (self.metrics or self.weighted_metrics):
+            out = self.layers[-1].activation.forward(out)
         return losses_, grad, out
 
-    def _train_step(self, xb, onehot, rng):
-        losses_, grad, out = self._loss_and_grad(onehot, xb, True, rng)
+    def _metric_functions(self):
+        return [metrics_module.function(m, self.output_shape)
+                for m in self.metrics + self.weighted_metrics]
+
+    def _new_tally(self):
+        return metrics_module.Tally(
+            metrics_module.log_names(self.metrics, self.weighted_metrics), len(self.metrics))
+
+    def _train_step(self, xb, target, weights, rng, tally):
+        """One optimizer step on a batch; returns the batch's sums for tally."""
+        losses_, grad, out = self._loss_and_grad(target, xb, weights, True, rng)
         steps = self._plans[True]
-        if self._fused_softmax():
+        if self._folded():
             grad = steps[-1].backward_linear(grad)
             steps = steps[:-1]
         for step in reversed(steps):
@@ -369,22 +467,19 @@ class Sequential:
             grads.append(layer.grads[k])
         with self._guard.updating():
             self.optimizer.update(params, grads)
-        correct = (out.argmax(axis=1) == onehot.argmax(axis=1)).sum()
-        return float(losses_.sum()), int(correct)
-
-    def _logs(self, loss_sum, correct, n, prefix=""):
-        logs = {prefix + "loss": loss_sum / n}
-        if self.metrics:
-            logs[prefix + "accuracy"] = correct / n
-        return logs
+        return tally.batch(losses_, [fn(target, out) for fn in self._metric_functions()],
+                           weights)
 
     # ---- public loops ----------------------------------------------------------------
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, class_weight=None,
             sample_weight=None, initial_epoch=0, steps_per_epoch=None, validation_steps=None,
             validation_batch_size=None, validation_freq=1, seed=None):
-        """Keras's fit; returns a History whose .history has loss, accuracy and, with
-        validation, val_loss and val_accuracy per epoch. Epochs run from initial_epoch
+        """Keras's fit; returns a History whose .history has, per epoch, loss and each
+        metric by the name compile was given, and with validation their val_ twins.
+        sample_weight (one number per sample) or class_weight ({class: weight}) weigh
+        each sample's loss, and weighted_metrics; validation_data may carry its own
+        weights as (x_val, y_val, val_sample_weight). Epochs run from initial_epoch
         to epochs - 1; validation runs after every validation_freq-th epoch.
         steps_per_epoch / validation_steps cap the batches per epoch / validation.
         seed (cconv's own) seeds shuffling and dropout for this call."""
@@ -398,10 +493,14 @@ class Sequential:
              validation_data, shuffle, class_weight, sample_weight, initial_epoch,
              steps_per_epoch, validation_steps, validation_batch_size, validation_freq, seed):
         self._require_compiled("fit")
-        _refuse({"class_weight": class_weight, "sample_weight": sample_weight}, "fit",
-                "cconv's losses weigh every sample alike")
         x = self._check_x(_required("x", x))
-        onehot = self._check_y(_required("y", y), len(x))
+        target = self._check_y(_required("y", y), len(x))
+        if class_weight is not None and sample_weight is not None:
+            raise ValueError("fit: class_weight and sample_weight cannot both be given "
+                             "(as in Keras): fold the class weights into sample_weight")
+        weights = self._check_weights(sample_weight, len(x))
+        if class_weight is not None:
+            weights = self._class_weights(class_weight, target)
         batch_size = self._check_batch_size(batch_size)
         val_batch_size = self._check_batch_size(validation_batch_size, batch_size,
                                                 "validation_batch_size")
@@ -415,14 +514,14 @@ class Sequential:
                              f"{validation_split!r}")
         val = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                if isinstance(validation_data, (tuple, list)) and len(validation_data) == 3:
-                    raise ValueError("validation_data: (x_val, y_val, val_sample_weight) is "
-                                     "not supported (cconv has no sample weights); pass "
-                                     "(x_val, y_val)")
-                raise ValueError("validation_data: expected a tuple (x_val, y_val)")
+            if not isinstance(validation_data, (tuple, list)) \
+                    or len(validation_data) not in (2, 3):
+                raise ValueError("validation_data: expected a tuple (x_val, y_val) or "
+                                 "(x_val, y_val, val_sample_weight)")
             xv = self._check_x(validation_data[0], "validation_data[0]")
-            val = (xv, self._check_y(validation_data[1], len(xv), "validation_data[1]"))
+            val = (xv, self._check_y(validation_data[1], len(xv), "validation_data[1]"),
+                   self._check_weights(validation_data[2] if len(validation_data) == 3
+                                       else None, len(xv), "validation_data[2]"))
         elif validation_split > 0:
             # Like Keras: the last fraction of the data, taken before any shuffling; the
             # training part is floor(n * (1 - split)) samples, as Keras rounds it.
@@ -430,11 +529,14 @@ class Sequential:
             if split_at == 0 or split_at == len(x):
                 raise ValueError(f"validation_split: {validation_split} of {len(x)} samples "
                                  f"leaves an empty training or validation set")
-            val = (x[split_at:], onehot[split_at:])
-            x, onehot = x[:split_at], onehot[:split_at]
+            # sample_weight is split with them; class weights weigh training alone
+            val = (x[split_at:], target[split_at:],
+                   None if sample_weight is None else weights[split_at:])
+            x, target = x[:split_at], target[:split_at]
+            weights = None if weights is None else weights[:split_at]
         if val is not None and validation_steps is not None:
             keep = utils._positive_int("validation_steps", validation_steps) * val_batch_size
-            val = (val[0][:keep], val[1][:keep])
+            val = tuple(None if a is None else a[:keep] for a in val)
         rng = utils._rng(seed)
 
         history = callbacks_module.History()
@@ -449,7 +551,7 @@ class Sequential:
                 raise ValueError(f"steps_per_epoch: {wanted} batches of {batch_size} need "
                                  f"{wanted * batch_size} samples, but x has {n}")
             steps = wanted
-        log_keys = list(self._logs(0.0, 0, 1))
+        log_keys = list(self._new_tally().logs())
         if val is not None:
             log_keys += ["val_" + k for k in log_keys]
         # "metrics" (as in Keras 2) lets callbacks check their monitor before any batch
@@ -470,25 +572,25 @@ class Sequential:
             if done == batches_per_pass:
                 order = rng.permutation(n) if shuffle else np.arange(n)
                 done = 0
-            loss_sum, correct, seen = 0.0, 0, 0
+            tally = self._new_tally()
             for step in range(min(steps, batches_per_pass - done)):
                 for cb in cbs:
                     cb.on_train_batch_begin(step)
                 idx = order[done * batch_size:(done + 1) * batch_size]
                 done += 1
                 with _config.governor():  # times the step: see _config.Governor
-                    batch_loss, batch_correct = self._train_step(x[idx], onehot[idx], rng)
-                loss_sum += batch_loss
-                correct += batch_correct
-                seen += len(idx)
-                logs = self._logs(loss_sum, correct, seen)
+                    batch = self._train_step(x[idx], target[idx],
+                                             None if weights is None else weights[idx], rng,
+                                             tally)
+                tally.add(batch)
+                logs = tally.logs()
                 for cb in cbs:
                     cb.on_train_batch_end(step, logs)
                 if self.stop_training:  # as Keras: the epoch ends after this batch
                     break
-            logs = self._logs(loss_sum, correct, seen)
+            logs = tally.logs()
             if val is not None and (epoch + 1) % validation_freq == 0:
-                logs.update(self._evaluate_onehot(val[0], val[1], val_batch_size, "val_"))
+                logs.update(self._evaluate_arrays(*val, val_batch_size, "val_"))
             for cb in cbs:
                 cb.on_epoch_end(epoch, logs)
             if self.stop_training:
@@ -521,50 +623,52 @@ class Sequential:
                 step += 1
             yield start, stop, batches
 
-    def _evaluate_onehot(self, x, onehot, batch_size, prefix="", cbs=()):
+    def _evaluate_arrays(self, x, target, weights, batch_size, prefix="", cbs=()):
         """The logs of evaluate. Sums go chunk by chunk, so they do not depend on
         batch_size, which only sets when callbacks are told of progress."""
-        loss_sum, correct = 0.0, 0
+        tally, functions = self._new_tally(), self._metric_functions()
         for start, stop, batches in self._chunks(len(x), batch_size):
-            ob = onehot[start:stop]
+            tb = target[start:stop]
+            wb = None if weights is None else weights[start:stop]
             with _config.governor():
-                losses_, _, out = self._loss_and_grad(ob, x[start:stop], False, None)
-            hits = out.argmax(axis=1) == ob.argmax(axis=1)
+                losses_, _, out = self._loss_and_grad(tb, x[start:stop], wb, False, None)
+            values = [fn(tb, out) for fn in functions]
             for step, _, end in batches if cbs else ():
                 for cb in cbs:
                     cb.on_test_batch_begin(step)
-                logs = self._logs(loss_sum + float(losses_[:end - start].sum()),
-                                  correct + int(hits[:end - start].sum()), end)
+                k = end - start
+                logs = tally.logs(pending=tally.batch(
+                    losses_[:k], [v[:k] for v in values], None if wb is None else wb[:k]))
                 for cb in cbs:
                     cb.on_test_batch_end(step, logs)
-            loss_sum += float(losses_.sum())
-            correct += int(hits.sum())
-        return self._logs(loss_sum, correct, len(x), prefix)
+            tally.add(tally.batch(losses_, values, wb))
+        return tally.logs(prefix)
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", sample_weight=None,
                  steps=None, callbacks=None, return_dict=False):
-        """Loss (and accuracy) over (x, y). Returns [loss, acc], or loss alone without
-        metrics, or a dict with return_dict=True. steps caps the number of batches.
+        """Loss and metrics over (x, y), sample_weight weighing the loss and
+        weighted_metrics. Returns [loss, metrics...], or loss alone without metrics, or
+        a dict with return_dict=True. steps caps the number of batches.
         verbose="auto" prints a line on a terminal only. The work goes in chunks of
         cconv's choosing: batch_size sets only what callbacks hear, never the result."""
         self._require_compiled("evaluate")
-        _refuse({"sample_weight": sample_weight}, "evaluate",
-                "cconv's losses weigh every sample alike")
         with self._guard.reading(self.name, "evaluate"):
             x = self._check_x(_required("x", x))
-            onehot = self._check_y(_required("y", y), len(x))
+            target = self._check_y(_required("y", y), len(x))
+            weights = self._check_weights(sample_weight, len(x))
             batch_size = self._check_batch_size(batch_size)
             verbose = _verbosity(verbose)
             if steps is not None:
                 keep = utils._positive_int("steps", steps) * batch_size
-                x, onehot = x[:keep], onehot[:keep]
+                x, target = x[:keep], target[:keep]
+                weights = None if weights is None else weights[:keep]
             cbs = _check_callbacks(callbacks)
             n_steps = -(-len(x) // batch_size)
             self._attach(cbs, {"steps": n_steps, "verbose": verbose})
             for cb in cbs:
                 cb.on_test_begin()
             started = time.perf_counter()
-            logs = self._evaluate_onehot(x, onehot, batch_size, cbs=cbs)
+            logs = self._evaluate_arrays(x, target, weights, batch_size, cbs=cbs)
             for cb in cbs:
                 cb.on_test_end(logs)
         if verbose:

@@ -98,12 +98,24 @@ def relu_backward(y, grad_out):
     return activation_backward("relu", y, grad_out)
 
 
-def softmax(x):
-    return activation("softmax", x)
+def _last(x, axis):
+    """x with the softmax axes moved to the end and merged into one, and how to undo it."""
+    axes = sorted({a % x.ndim for a in (axis if isinstance(axis, (tuple, list)) else [axis])})
+    rest = [a for a in range(x.ndim) if a not in axes]
+    moved = x.transpose(rest + axes)
+    flat = moved.reshape(moved.shape[:len(rest)] + (-1,))
+    return flat, lambda f: f.reshape(moved.shape).transpose(np.argsort(rest + axes))
 
 
-def softmax_backward(y, grad_out):
-    return y * (grad_out - (grad_out * y).sum(axis=-1, keepdims=True))
+def softmax(x, axis=-1):
+    flat, back = _last(x, axis)
+    return back(activation("softmax", flat))
+
+
+def softmax_backward(y, grad_out, axis=-1):
+    y_flat, back = _last(y, axis)
+    g_flat, _ = _last(grad_out, axis)
+    return back(y_flat * (g_flat - (g_flat * y_flat).sum(axis=-1, keepdims=True)))
 
 
 def log_softmax(x):
@@ -111,6 +123,29 @@ def log_softmax(x):
 
 
 _activation = activation  # for functions whose argument `activation` hides it
+
+
+def relu_general(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    """Keras's relu with options, as its formula reads: the capped x above the
+    threshold, the negative slope's line below."""
+    cap = np.inf if max_value is None else max_value
+    return np.where(x > threshold, np.minimum(x, cap),
+                    negative_slope * (x - threshold) + 0.0).astype(x.dtype)
+
+
+def relu_general_backward(x, grad_out, negative_slope=0.0, max_value=None, threshold=0.0):
+    cap = np.inf if max_value is None else max_value
+    slope = np.where(x > threshold, (x < cap) * 1.0, negative_slope)
+    return (grad_out * slope).astype(x.dtype)
+
+
+def elu(x, alpha=1.0):
+    return _exact(lambda a: np.where(a > 0, a, alpha * np.expm1(np.minimum(a, 0))), x)
+
+
+def elu_backward(x, grad_out, alpha=1.0):
+    return _exact(lambda g, a: g * np.where(a > 0, 1, alpha * np.exp(np.minimum(a, 0))),
+                  grad_out, x)
 
 
 _MASK64 = (1 << 64) - 1

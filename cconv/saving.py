@@ -175,8 +175,9 @@ def _batch_shape(what, shape):
 
 def compile_config(model):
     return {"optimizer": optimizers.serialize(model.optimizer),
-            "loss": losses.serialize(model.loss), "loss_weights": None,
-            "metrics": list(model.metrics) or None, "weighted_metrics": None,
+            "loss": model._loss_config, "loss_weights": None,
+            "metrics": list(model.metrics) or None,
+            "weighted_metrics": list(model.weighted_metrics) or None,
             "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
 
 
@@ -184,14 +185,21 @@ def compile_from_config(model, config):
     """Compile model as a Keras compile_config says; options cconv lacks raise."""
     if not isinstance(config, dict):
         raise ValueError(f"compile_config: expected a dict, got {config!r}")
-    metrics = config.get("metrics")
-    # Keras writes {output name: [...]} for some models; compile checks the names
-    if not isinstance(metrics, (list, type(None))):
-        raise ValueError(f"compile_config: metrics should be a list of names (per-output "
-                         f"metrics are not supported by cconv), got {metrics!r}")
+    for key in ("metrics", "weighted_metrics"):
+        # Keras writes {output name: [...]} for some models, and a metric object as a
+        # dict; compile checks the names
+        if not isinstance(config.get(key), (list, type(None))):
+            raise ValueError(f"compile_config: {key} should be a list of names (per-output "
+                             f"metrics are not supported by cconv), got {config[key]!r}")
+        for m in config.get(key) or ():
+            if isinstance(m, dict):
+                raise ValueError(f"compile_config: {key}: metric objects "
+                                 f"({m.get('class_name')!r}) are not supported by cconv; "
+                                 f"names are, such as 'accuracy' or 'mae'")
+    loss = config.get("loss")
     model.compile(optimizer=optimizers.deserialize(config.get("optimizer", "rmsprop")),
-                  loss=losses.deserialize(config.get("loss")),
-                  loss_weights=config.get("loss_weights"), metrics=metrics,
+                  loss=loss if isinstance(loss, str) else losses.deserialize(loss),
+                  loss_weights=config.get("loss_weights"), metrics=config.get("metrics"),
                   weighted_metrics=config.get("weighted_metrics"))
 
 

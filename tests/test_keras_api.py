@@ -127,12 +127,14 @@ def test_evaluate_and_predict_callbacks_get_keras_hooks():
 
 
 REFUSED = [
-    (lambda m, x, y: m.fit(x, y, class_weight={0: 2.0}), "class_weight"),
-    (lambda m, x, y: m.fit(x, y, sample_weight=np.ones(len(x))), "sample_weight"),
-    (lambda m, x, y: m.fit(x, y, validation_data=(x, y, np.ones(len(x)))), "sample"),
-    (lambda m, x, y: m.evaluate(x, y, sample_weight=np.ones(len(x))), "sample_weight"),
+    # bad weights are named before any step (test_keras_losses has the weights' meaning)
+    (lambda m, x, y: m.fit(x, y, class_weight="balanced"), "class_weight"),
+    (lambda m, x, y: m.fit(x, y, sample_weight=np.ones((len(x), 2))), "sample_weight"),
+    (lambda m, x, y: m.fit(x, y, validation_data=(x, y, np.full(len(x), np.nan))),
+     "validation_data\\[2\\]"),
+    (lambda m, x, y: m.evaluate(x, y, sample_weight=np.ones(len(x) - 1)), "sample_weight"),
     (lambda m, x, y: m.compile(loss_weights=[0.5]), "loss_weights"),
-    (lambda m, x, y: m.compile(weighted_metrics=["accuracy"]), "weighted_metrics"),
+    (lambda m, x, y: m.compile(weighted_metrics=["auc"]), "weighted_metrics"),
     (lambda m, x, y: m.summary(line_length=80), "line_length"),
     (lambda m, x, y: m.summary(positions=[0.3, 0.6, 1.0]), "positions"),
     (lambda m, x, y: m.save("m.keras", zipped=False), "zipped"),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import cconv
-from cconv.datasets import mnist
+from cconv.datasets import _common, mnist
 from cconv.layers import Conv2D, Dense, Dropout, Flatten, Input
 
 
@@ -218,10 +218,10 @@ def test_cache_write_interrupted_mid_download(tmp_path, monkeypatch, error):
                 raise error
             return super().read(size)
 
-    monkeypatch.setattr(mnist, "_CHUNK", 1024)
-    monkeypatch.setattr(mnist, "_urlopen", lambda url: Response(blob))
+    monkeypatch.setattr(_common, "CHUNK", 1024)
+    monkeypatch.setattr(_common, "urlopen", lambda url: Response(blob))
     with pytest.raises(type(error)):
-        mnist._download("https://example.invalid/mnist.npz", str(dest),
+        _common.download("https://example.invalid/mnist.npz", str(dest),
                         hashlib.sha256(blob).hexdigest())
     assert dest.read_bytes() == b"the previous, complete file"
     assert os.listdir(cache) == ["mnist.npz"]

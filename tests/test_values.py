@@ -178,8 +178,8 @@ def test_optimizer_and_loss_options_cconv_lacks_are_named():
         optimizers.Adam.from_config({"learning_rate": {"class_name": "PolynomialDecay"}})
     with pytest.raises(ValueError, match="Lion"):
         optimizers.deserialize({"class_name": "Lion", "config": {}})
-    with pytest.raises(ValueError, match="label_smoothing"):
-        losses.CategoricalCrossentropy.from_config({"label_smoothing": 0.1})
+    with pytest.raises(ValueError, match="ignore_class"):
+        losses.SparseCategoricalCrossentropy.from_config({"ignore_class": 3})
 
 
 def test_unserializable_initializer_is_named_but_the_model_still_pickles():

@@ -76,15 +76,19 @@ def need(module, extra):
                                               f'".[{extra}]")')
 
 
-def assert_one_sgd_step_as_keras(ours, theirs, x, y, label, lr=0.1):
+def assert_one_sgd_step_as_keras(ours, theirs, x, y, label, lr=0.1,
+                                 loss="sparse_categorical_crossentropy"):
     """One SGD step of cconv's model `ours` (fit, one batch) and Keras's `theirs`
-    (train_on_batch) from the same weights: the same loss (rtol 1e-5), and each weight
+    (train_on_batch) from the same weights, with `loss` (a name, or a function of the
+    losses module giving each engine's object): the same loss (rtol 1e-5), and each weight
     within 1e-5 of its largest change plus its own float32 rounding (both engines round
     w - lr g once). Fails too if no weight moved: the test would compare nothing."""
     import keras
     start = ours.get_weights()
-    ours.compile(optimizer=cconv.optimizers.SGD(lr), loss="sparse_categorical_crossentropy")
-    theirs.compile(optimizer=keras.optimizers.SGD(lr), loss="sparse_categorical_crossentropy")
+    ours.compile(optimizer=cconv.optimizers.SGD(lr),
+                 loss=loss if isinstance(loss, str) else loss(cconv.losses))
+    theirs.compile(optimizer=keras.optimizers.SGD(lr),
+                   loss=loss if isinstance(loss, str) else loss(keras.losses))
     history = ours.fit(x, y, batch_size=len(x), epochs=1, shuffle=False, verbose=0)
     their_loss = theirs.train_on_batch(x, y)
     np.testing.assert_allclose(history.history["loss"][0], float(np.asarray(their_loss)),

@@ -137,13 +137,13 @@ MUTANTS = [
     # ---- the API ----
     Mutant("evaluate_skips_last_batch", "evaluate (and validation) skips the last batch",
            [("cconv/model.py", "        for start, stop, batches in self._chunks(len(x), batch_size):\n"
-                               "            ob = onehot",
+                               "            tb = target",
              "        for start, stop, batches in self._chunks(len(x) - batch_size, batch_size):\n"
-             "            ob = onehot")],
+             "            tb = target")],
            ["tests/test_model.py", "tests/test_callbacks.py", "tests/test_semantics.py"]),
     Mutant("mnist_labels_shifted", "MNIST labels paired with the wrong images (each image "
            "gets its neighbour's label) [MNIST]",
-           [("cconv/datasets/mnist.py", "    return (x_train, y_train), (x_test, y_test)\n",
+           [("cconv/datasets/_common.py", "    return (x_train, y_train), (x_test, y_test)\n",
              "    return (x_train, np.roll(y_train, 1)), (x_test, np.roll(y_test, 1))\n")],
            ["tests/test_datasets.py", "tests/test_mnist_e2e.py"]),
     Mutant("save_weights_reversed", "save_weights writes the arrays in reverse order "
@@ -166,10 +166,10 @@ MUTANTS = [
            ["tests/test_semantics.py", "tests/test_model.py"]),
     Mutant("validation_split_first", "validation_split holds out the first fraction, not "
            "the last",
-           [("cconv/model.py", "            val = (x[split_at:], onehot[split_at:])\n"
-                               "            x, onehot = x[:split_at], onehot[:split_at]\n",
-             "            val = (x[:len(x) - split_at], onehot[:len(x) - split_at])\n"
-             "            x, onehot = x[len(x) - split_at:], onehot[len(x) - split_at:]\n")],
+           [("cconv/model.py", "            val = (x[split_at:], target[split_at:],\n",
+             "            val = (x[:len(x) - split_at], target[:len(x) - split_at],\n"),
+            ("cconv/model.py", "            x, target = x[:split_at], target[:split_at]\n",
+             "            x, target = x[len(x) - split_at:], target[len(x) - split_at:]\n")],
            ["tests/test_semantics.py", "tests/test_model.py"]),
     Mutant("momentum_never_decays", "SGD's velocity is never multiplied by momentum",
            [("cconv/ops/optim.py", "s[\"momentums\"], lr, mu,\n",
@@ -182,18 +182,21 @@ MUTANTS = [
     Mutant("history_accuracy_last_batch", "fit's history reports the last batch's "
            "accuracy as the epoch's",
            [("cconv/model.py", "                    break\n"
-             "            logs = self._logs(loss_sum, correct, seen)\n",
+             "            logs = tally.logs()\n",
              "                    break\n"
-             "            logs = self._logs(loss_sum, correct, seen)\n"
+             "            logs = tally.logs()\n"
              "            if self.metrics:\n"
-             "                logs[\"accuracy\"] = batch_correct / len(idx)\n")],
+             "                last = self._new_tally()\n"
+             "                last.add(batch)\n"
+             "                logs[self.metrics[0]] = last.logs()[self.metrics[0]]\n")],
            ["tests/test_semantics.py", "tests/test_callbacks.py", "tests/test_model.py"]),
     Mutant("softmax_backward_drops_term", "softmax's own backward pass (not folded into "
            "the loss) drops the - sum(g * y) term",
            [("cconv/ops/elementwise.py",
-             "    return y * (grad_out - (grad_out * y).sum(axis=-1, keepdims=True))\n",
+             "    return y * (grad_out - (grad_out * y).sum(axis=axes, keepdims=True))\n",
              "    return y * grad_out\n")],
-           ["tests/test_semantics.py", "tests/test_model.py"]),
+           ["tests/test_semantics.py", "tests/test_model.py",
+            "tests/ops/test_activation_options.py"]),
     Mutant("dropout_layer_backward_unscaled", "the standalone Dropout layer's backward "
            "scales by 1, not 1 / (1 - rate)",
            [("cconv/layers.py",
@@ -332,6 +335,174 @@ MUTANTS = [
              "self._next_probe:\n", "        elif False:\n")],
            ["tests/test_governor.py::test_probes_one_more_thread_backing_off_while_held_up",
             "tests/test_governor.py::test_fewer_threads_beside_busy_processes_and_back_after"]),
+    # ---- activation layers ----
+    Mutant("leaky_relu_slope_ignored", "LeakyReLU runs the table's leaky_relu (slope 0.2) "
+           "whatever its negative_slope",
+           [("cconv/layers.py",
+             '        return "leaky_relu" if self.negative_slope == activations.LEAKY_SLOPE '
+             'else None\n', '        return "leaky_relu"\n')],
+           ["tests/test_keras_activation_layers.py::test_same_weights_same_outputs_as_keras",
+            "tests/test_keras_activation_layers.py::test_one_sgd_step_gives_keras_weights"]),
+    Mutant("elu_alpha_lost_in_backward", "ELU's backward pass takes alpha as 1",
+           [("cconv/ops/elementwise.py",
+             "    _elementwise.elu_backward(x.reshape(-1), grad_out.reshape(-1), "
+             "out.reshape(-1), alpha,\n",
+             "    _elementwise.elu_backward(x.reshape(-1), grad_out.reshape(-1), "
+             "out.reshape(-1), 1.0,\n")],
+           ["tests/ops/test_activation_options.py", "tests/test_keras_activation_layers.py"]),
+    Mutant("softmax_axes_ignored", "softmax over chosen axes runs over the last axis",
+           [("cconv/ops/elementwise.py",
+             "    e = np.exp(x - x.max(axis=axes, keepdims=True))\n"
+             "    return e / e.sum(axis=axes, keepdims=True)\n",
+             "    e = np.exp(x - x.max(axis=-1, keepdims=True))\n"
+             "    return e / e.sum(axis=-1, keepdims=True)\n")],
+           ["tests/ops/test_activation_options.py", "tests/test_keras_activation_layers.py"]),
+    # ---- datasets ----
+    Mutant("cifar_not_transposed", "CIFAR-10's channels-first test images reshaped to "
+           "channels last instead of transposed",
+           [("cconv/datasets/cifar10.py", "x_test, y_test = test[0].transpose(0, 2, 3, 1), ",
+             "x_test, y_test = test[0].reshape(-1, 32, 32, 3), ")],
+           ["tests/test_datasets_cifar10.py::test_load_data_every_layout",
+            "tests/test_datasets_cifar10.py::test_channels_last_pixel_by_pixel",
+            "tests/test_datasets_cifar10.py::test_binary_and_python_give_the_same_arrays"]),
+    Mutant("cifar_label_byte_as_pixel", "binary CIFAR-10 batches: each image read one byte "
+           "early, its label byte taken as its first red pixel",
+           [("cconv/datasets/cifar10.py", "    return records[:, 1:].reshape(",
+             "    return records[:, :-1].reshape(")],
+           ["tests/test_datasets_cifar10.py::test_load_data_every_layout",
+            "tests/test_datasets_cifar10.py::test_channels_last_pixel_by_pixel",
+            "tests/test_datasets_cifar10.py::test_binary_and_python_give_the_same_arrays"]),
+    Mutant("cifar_python_labels_shifted", "python CIFAR-10 batches: each image gets its "
+           "neighbour's label",
+           [("cconv/datasets/cifar10.py", "    labels = np.array(labels, dtype=np.uint8)\n",
+             "    labels = np.roll(np.array(labels, dtype=np.uint8), 1)\n")],
+           ["tests/test_datasets_cifar10.py::test_load_data_every_layout",
+            "tests/test_datasets_cifar10.py::test_python_batch_parsed_as_keras_parses_it",
+            "tests/test_datasets_cifar10.py::test_binary_and_python_give_the_same_arrays"]),
+    Mutant("cifar_unpickler_resolves_globals", "python CIFAR-10 batches unpickled as pickle "
+           "does: numpy's real functions, and os.system, run",
+           [("cconv/datasets/cifar10.py", "            return _GLOBALS[(module, name)]\n",
+             "            return super().find_class(module, name)\n")],
+           ["tests/test_datasets_cifar10.py::test_bad_python_batch_is_refused_without_running_anything",
+            "tests/test_datasets_cifar10.py::test_numpy_is_never_called_to_unpickle"]),
+    Mutant("download_checksum_skipped", "a download is kept whatever its SHA-256",
+           [("cconv/datasets/_common.py", "        if digest.hexdigest() != sha256:\n",
+             "        if False:\n")],
+           ["tests/test_datasets.py", "tests/test_datasets_cifar10.py",
+            "tests/test_datasets_fashion_mnist.py"]),
+    Mutant("fashion_train_test_swapped", "Fashion-MNIST returns (test, train)",
+           [("cconv/datasets/fashion_mnist.py", "        data = load_idx_set(folder, found)\n",
+             "        data = load_idx_set(folder, found)[::-1]\n")],
+           ["tests/test_datasets_fashion_mnist.py::test_load_data_from_folder",
+            "tests/test_datasets_fashion_mnist.py::test_same_arrays_as_keras",
+            "tests/test_datasets_fashion_mnist.py::test_lookup_order"]),
+    # ---- callbacks ----
+    Mutant("rlrop_cooldown_ignored", "ReduceLROnPlateau starts no cooldown after a reduction",
+           [("cconv/callbacks.py", "                self.cooldown_counter = self.cooldown\n",
+             "                self.cooldown_counter = 0\n")],
+           ["tests/test_callbacks.py::test_reduce_lr_on_plateau_by_hand",
+            "tests/test_keras_callbacks.py::test_reduce_lr_on_plateau_as_keras",
+            "tests/test_keras_callbacks.py::test_reduce_lr_on_plateau_long_runs_as_keras"]),
+    Mutant("min_delta_sign_max", "in max mode, min_delta is added to the value instead of "
+           "taken from it (EarlyStopping, ReduceLROnPlateau)",
+           [("cconv/callbacks.py", "        return value - delta > reference\n",
+             "        return value + delta > reference\n")],
+           ["tests/test_callbacks.py::test_early_stopping_max_mode_for_accuracy",
+            "tests/test_callbacks.py::test_reduce_lr_on_plateau_by_hand",
+            "tests/test_keras_callbacks.py::test_early_stopping_as_keras", "tests/test_keras_callbacks.py::test_reduce_lr_on_plateau_as_keras"]),
+    Mutant("csv_append_rewrites_header", "CSVLogger(append=True) writes a header into a "
+           "file that has content",
+           [("cconv/callbacks.py", "        self._write_header = not self._data\n",
+             "        self._write_header = True\n")],
+           ["tests/test_callbacks.py::test_csv_logger_rows_match_history",
+            "tests/test_callbacks.py::test_csv_logger_append_keeps_the_file_and_writes_this_runs_columns",
+            "tests/test_keras_callbacks.py::test_csv_logger_writes_keras_bytes"]),
+    Mutant("csv_columns_from_the_file", "CSVLogger(append=True) reads its columns back from "
+           "the file's first line (the bug fixed: other names dropped, all if it was blank)",
+           [("cconv/callbacks.py", "            self.keys = sorted(logs)\n",
+             "            first = self._data.split(b\"\\n\")[0].decode().rstrip(\"\\r\")\n"
+             "            self.keys = next(csv.reader([first], delimiter=self.separator), "
+             "[])[1:] if self._data else sorted(logs)\n")],
+           ["tests/test_callbacks.py::test_csv_logger_append_keeps_the_file_and_writes_this_runs_columns",
+            "tests/test_keras_callbacks.py::test_csv_logger_writes_keras_bytes"]),
+    Mutant("early_stopping_tie_improves", "a value equal to the best counts as an "
+           "improvement (min mode)",
+           [("cconv/callbacks.py", "            return value + delta < reference\n",
+             "            return value + delta <= reference\n")],
+           ["tests/test_callbacks.py::test_early_stopping_by_hand", "tests/test_keras_callbacks.py::test_early_stopping_as_keras",
+            "tests/test_keras_callbacks.py::test_checkpoint_as_keras"]),
+    Mutant("lrs_epoch_plus_one", "LearningRateScheduler hands the schedule epoch + 1",
+           [("cconv/callbacks.py", "            new_lr = self.schedule(epoch, lr)\n",
+             "            new_lr = self.schedule(epoch + 1, lr)\n")],
+           ["tests/test_callbacks.py::test_learning_rate_scheduler_in_a_real_fit",
+            "tests/test_keras_callbacks.py::test_learning_rate_scheduler_as_keras"]),
+    Mutant("checkpoint_threshold_ignored", "ModelCheckpoint starts from no best whatever "
+           "initial_value_threshold says",
+           [("cconv/callbacks.py", "        self.best = _finite(\"ModelCheckpoint\", "
+             "\"initial_value_threshold\",\n",
+             "        self.best = None and _finite(\"ModelCheckpoint\", "
+             "\"initial_value_threshold\",\n")],
+           ["tests/test_callbacks.py::test_checkpoint_initial_value_threshold_by_hand",
+            "tests/test_keras_callbacks.py::test_checkpoint_as_keras"]),
+    Mutant("checkpoint_batch_count_per_epoch", "save_freq=N restarts its count of batches "
+           "each epoch (Keras counts across epochs)",
+           [("cconv/callbacks.py", "        self._last_batch_seen = batch\n",
+             "        self._last_batch_seen = batch\n"
+             "        self._batches_seen_since_last_saving *= batch > 0\n")],
+           ["tests/test_callbacks.py::test_checkpoint_every_n_batches_by_hand",
+            "tests/test_keras_callbacks.py::test_checkpoint_as_keras"]),
+    # ---- losses ----
+    Mutant("label_smoothing_twice", "label smoothing applied to the already smoothed labels",
+           [("cconv/losses.py", "        target = self.smoothed(target)\n",
+             "        target = self.smoothed(self.smoothed(target))\n")],
+           ["tests/test_keras_losses.py::test_loss_value_and_gradient_are_keras",
+            "tests/test_keras_losses.py::test_label_smoothing_by_hand",
+            "tests/test_keras_losses.py::test_one_sgd_step_with_each_loss_is_keras",
+            "tests/test_keras_losses.py::test_weighted_fit_is_keras"]),
+    Mutant("label_smoothing_classes_minus_one", "categorical label smoothing spreads s over "
+           "classes - 1 instead of classes",
+           [("cconv/losses.py", "        return target * (1 - self.label_smoothing) + "
+             "self.label_smoothing / k\n",
+             "        return target * (1 - self.label_smoothing) + "
+             "self.label_smoothing / (k - 1)\n")],
+           ["tests/test_keras_losses.py::test_loss_value_and_gradient_are_keras",
+            "tests/test_keras_losses.py::test_label_smoothing_by_hand",
+            "tests/test_keras_losses.py::test_one_sgd_step_with_each_loss_is_keras",
+            "tests/test_keras_losses.py::test_weighted_fit_is_keras"]),
+    Mutant("sample_weight_over_weight_sum", "weighted losses divided by the weights' sum "
+           "instead of the sample count (Keras's \"mean_with_sample_weight\", not its "
+           "default)",
+           [("cconv/model.py", "            grad *= (weights / len(out))",
+             "            grad *= (weights / weights.sum())"),
+            ("cconv/metrics.py", "        logs = {prefix + \"loss\": loss / count if count "
+             "else 0.0}", "        logs = {prefix + \"loss\": loss / weight if weight "
+             "else 0.0}")],
+           ["tests/test_keras_losses.py::test_weighted_fit_is_keras",
+            "tests/test_keras_losses.py::test_evaluate_with_sample_weight_is_keras",
+            "tests/test_keras_losses.py::test_weights_reduce_over_the_sample_count",
+            "tests/test_keras_losses.py::test_sample_weight_scales_the_step"]),
+    Mutant("binary_accuracy_threshold_zero", "binary_accuracy thresholds at 0 instead of 0.5",
+           [("cconv/metrics.py", "BINARY_THRESHOLD = 0.5", "BINARY_THRESHOLD = 0.0")],
+           ["tests/test_keras_losses.py::test_weighted_fit_is_keras",
+            "tests/test_keras_losses.py::test_evaluate_with_sample_weight_is_keras",
+            "tests/test_keras_losses.py::test_compile_config_crosses_both_ways"]),
+    Mutant("class_weight_off_by_one", "class_weight's key k weighs the samples of class k + 1",
+           [("cconv/model.py", "            weights[labels == key] = value\n",
+             "            weights[labels == key + 1] = value\n")],
+           ["tests/test_keras_losses.py::test_weighted_fit_is_keras",
+            "tests/test_keras_losses.py::test_class_weight_is_per_sample_weights_by_class"]),
+    Mutant("weighted_metrics_unweighted", "weighted_metrics ignore the sample weights",
+           [("cconv/metrics.py", "if i < self.n_plain else float((w * v).sum())",
+             "if True else float((w * v).sum())")],
+           ["tests/test_keras_losses.py::test_weighted_fit_is_keras",
+            "tests/test_keras_losses.py::test_evaluate_with_sample_weight_is_keras",
+            "tests/test_keras_losses.py::test_weights_reduce_over_the_sample_count"]),
+    Mutant("folded_sigmoid_grad_of_minus_z", "the folded sigmoid's gradient is sigmoid(-z) - y",
+           [("cconv/losses.py", "np.exp(z - softplus) - target", "np.exp(-softplus) - target")],
+           ["tests/test_keras_losses.py::test_loss_value_and_gradient_are_keras",
+            "tests/test_keras_losses.py::test_loss_gradient_is_the_finite_difference",
+            "tests/test_keras_losses.py::test_one_sgd_step_with_each_loss_is_keras",
+            "tests/test_keras_losses.py::test_folded_sigmoid_where_it_differs_from_keras"]),
     # ---- optim ----
     Mutant("sgd_nesterov_ignored", "SGD(nesterov=True) steps as plain momentum",
            [("cconv/optimizers/__init__.py",

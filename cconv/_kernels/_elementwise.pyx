@@ -16,6 +16,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memset
 
 from cconv._kernels._activations cimport act_backward, act_forward, check_activation_code
+from cconv._kernels._codes cimport ACT_ELU
 
 cdef Py_ssize_t BLOCK = 4096
 
@@ -45,6 +46,73 @@ def activation_backward(int code, const floating[::1] s, const floating[::1] gra
             end = min(n, (blk + 1) * BLOCK)
             act_backward(code, &s[blk * BLOCK], &grad_out[blk * BLOCK], &out[blk * BLOCK],
                          end - blk * BLOCK)
+
+
+def relu_general_forward(const floating[::1] x, floating[::1] out, floating negative_slope,
+                         floating max_value, floating threshold, int num_threads):
+    """Keras's relu with its options: min(x, max_value) where x > threshold, else
+    negative_slope * (x - threshold) (a plain 0 when negative_slope is 0); max_value inf
+    caps nothing."""
+    cdef Py_ssize_t n = x.shape[0], blk, i, end
+    cdef floating v
+    with nogil:
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
+            end = min(n, (blk + 1) * BLOCK)
+            for i in range(blk * BLOCK, end):
+                v = x[i]
+                if v > threshold:
+                    out[i] = v if v < max_value else max_value
+                elif negative_slope == 0:
+                    out[i] = 0
+                else:
+                    out[i] = negative_slope * (v - threshold)
+
+
+def relu_general_backward(const floating[::1] x, const floating[::1] grad_out,
+                          floating[::1] out, floating negative_slope, floating max_value,
+                          floating threshold, int num_threads):
+    """grad_out through relu_general_forward, given its input x: 1 strictly between the
+    threshold and max_value, 0 at or above max_value, negative_slope at or below the
+    threshold."""
+    cdef Py_ssize_t n = x.shape[0], blk, i, end
+    cdef floating v
+    with nogil:
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
+            end = min(n, (blk + 1) * BLOCK)
+            for i in range(blk * BLOCK, end):
+                v = x[i]
+                if v > threshold:
+                    out[i] = grad_out[i] if v < max_value else 0
+                else:
+                    out[i] = grad_out[i] * negative_slope
+
+
+def elu_forward(const floating[::1] x, floating[::1] out, floating alpha, int num_threads):
+    """Keras's elu(x, alpha): x above 0, alpha * expm1(x) at or below it; the table's elu
+    (alpha 1), scaled, a block at a time while it is in cache."""
+    cdef Py_ssize_t n = x.shape[0], blk, i, end
+    with nogil:
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
+            end = min(n, (blk + 1) * BLOCK)
+            act_forward(ACT_ELU, &x[blk * BLOCK], &out[blk * BLOCK], end - blk * BLOCK)
+            for i in range(blk * BLOCK, end):
+                if not x[i] > 0:
+                    out[i] = alpha * out[i]
+
+
+def elu_backward(const floating[::1] x, const floating[::1] grad_out, floating[::1] out,
+                 floating alpha, int num_threads):
+    """grad_out through elu_forward given its input x: grad_out above 0, alpha times the
+    table's elu gradient (grad_out * exp(x)) at or below it."""
+    cdef Py_ssize_t n = x.shape[0], blk, i, end
+    with nogil:
+        for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
+            end = min(n, (blk + 1) * BLOCK)
+            act_backward(ACT_ELU, &x[blk * BLOCK], &grad_out[blk * BLOCK], &out[blk * BLOCK],
+                         end - blk * BLOCK)
+            for i in range(blk * BLOCK, end):
+                if not x[i] > 0:
+                    out[i] = alpha * out[i]
 
 
 cdef inline uint64_t mix64(uint64_t z) noexcept nogil:

@@ -1,4 +1,4 @@
 """Datasets returned the way keras.datasets returns them."""
-from . import mnist
+from . import cifar10, fashion_mnist, mnist
 
-__all__ = ["mnist"]
+__all__ = ["cifar10", "fashion_mnist", "mnist"]

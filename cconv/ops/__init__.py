@@ -21,7 +21,11 @@ activation (activation_backward), by the name of any activation in
     codes and dispatch rendered from the table) -- oracle.activation
     (oracle.activation_backward), the table's formulas -- test_activations.py,
     test_elementwise.py
-softmax (softmax_backward), log_softmax -- elementwise.py, NumPy along the last axis --
+relu_general, elu (relu_general_backward, elu_backward): the ReLU, LeakyReLU and ELU layers'
+    options -- elementwise.py: _elementwise (elu: the table's elu kernel, scaled by alpha)
+    -- oracle.relu_general, oracle.elu (their _backward twins) -- test_activation_options.py
+softmax (softmax_backward), log_softmax -- elementwise.py, NumPy along the last axis (or
+    the given axes) --
     oracle.softmax (oracle.softmax_backward), oracle.log_softmax -- test_activations.py
 dropout, dropout_mask (dropout_backward) -- elementwise.py: _elementwise (counter-based
     hash mask) -- oracle.dropout, oracle.dropout_mask (oracle.dropout_backward) --
@@ -58,8 +62,9 @@ from cconv.ops._checks import (FLOAT_DTYPES, KERNEL_ACTIVATIONS, PADDINGS, check
 from cconv.ops.conv import conv2d, conv2d_backward, conv_output_shape
 from cconv.ops.dense import DENSE_GEMM_MIN_UNITS, dense, dense_backward
 from cconv.ops.elementwise import (activation, activation_backward, dropout,
-                                   dropout_backward, dropout_mask, log_softmax, relu,
-                                   relu_backward, softmax, softmax_backward, tanh,
+                                   dropout_backward, dropout_mask, elu, elu_backward,
+                                   log_softmax, relu, relu_backward, relu_general,
+                                   relu_general_backward, softmax, softmax_backward, tanh,
                                    tanh_backward)
 from cconv.ops.fused import conv2d_dense, conv2d_maxpool, dense_backward_gated
 from cconv.ops.optim import adam_update, rmsprop_update, sgd_update
@@ -75,7 +80,8 @@ __all__ = [
     "KERNEL_POOL_MODES", "check_size", "conv_output_shape", "pool_output_shape",
     "conv2d", "conv2d_backward", "dense", "dense_backward",
     "tanh", "tanh_backward", "relu", "relu_backward", "activation", "activation_backward",
-    "softmax", "softmax_backward", "log_softmax",
+    "softmax", "softmax_backward", "log_softmax", "relu_general", "relu_general_backward",
+    "elu", "elu_backward",
     "dropout", "dropout_backward", "dropout_mask",
     "max_pool2d", "max_pool2d_backward", "kernel_pool", "kernel_pool_backward",
     "conv2d_dense", "dense_backward_gated", "conv2d_maxpool", "adam_update", "sgd_update",

@@ -32,18 +32,38 @@ def relu_backward(y, grad_out):
     return activation_backward("relu", y, grad_out)
 
 
-def softmax(x):
-    """exp(x) / sum(exp(x)) along the last axis, shifted by the row's max (NumPy: a
-    row's sum is not elementwise work for the kernels)."""
+def _axes(axis, ndim):
+    """axis (an int or a tuple/list of ints) as a sorted tuple of non-negative axes of an
+    array of ndim dimensions."""
+    many = isinstance(axis, (tuple, list))
+    items = list(axis) if many else [axis]
+    if not items or not all(isinstance(a, numbers.Integral) and not isinstance(a, bool)
+                            for a in items):
+        raise TypeError(f"axis: expected an int or a non-empty list of ints, got {axis!r}")
+    if not all(-ndim <= a < ndim for a in items):
+        raise ValueError(f"axis: expected axes in [-{ndim}, {ndim}) for an array of {ndim} "
+                         f"dimensions, got {axis!r}")
+    axes = tuple(sorted({int(a) % ndim for a in items}))
+    if len(axes) != len(items):
+        raise ValueError(f"axis: expected distinct axes, got {axis!r}")
+    return axes
+
+
+def softmax(x, axis=-1):
+    """exp(x) / sum(exp(x)) along the last axis (or the given axes), shifted by the max
+    (NumPy: a sum across elements is not elementwise work for the kernels)."""
     x = float_array("x", x)
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
+    axes = _axes(axis, x.ndim)
+    e = np.exp(x - x.max(axis=axes, keepdims=True))
+    return e / e.sum(axis=axes, keepdims=True)
 
 
-def softmax_backward(y, grad_out):
-    """The gradient through softmax along the last axis, given its output y."""
+def softmax_backward(y, grad_out, axis=-1):
+    """The gradient through softmax along the last axis (or the given axes), given its
+    output y."""
     y, grad_out = flat_pair("y", y, "grad_out", grad_out)
-    return y * (grad_out - (grad_out * y).sum(axis=-1, keepdims=True))
+    axes = _axes(axis, y.ndim)
+    return y * (grad_out - (grad_out * y).sum(axis=axes, keepdims=True))
 
 
 def log_softmax(x):
@@ -78,6 +98,67 @@ def activation_backward(name, s, grad_out):
     out = np.empty_like(s)
     _elementwise.activation_backward(code, s.reshape(-1), grad_out.reshape(-1),
                                      out.reshape(-1), get_num_threads())
+    return out
+
+
+def _non_negative(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not (np.isfinite(value) and value >= 0):
+        raise ValueError(f"{name}: expected a finite float >= 0, got {value!r}")
+    return float(value)
+
+
+def check_relu_options(negative_slope=0.0, max_value=None, threshold=0.0):
+    """Keras's ReLU options checked: (negative_slope, max_value or inf, threshold)."""
+    cap = np.inf if max_value is None else _non_negative("max_value", max_value)
+    return (_non_negative("negative_slope", negative_slope), cap,
+            _non_negative("threshold", threshold))
+
+
+def relu_general(x, negative_slope=0.0, max_value=None, threshold=0.0):
+    """Keras's relu(x, negative_slope, max_value, threshold): min(x, max_value) where
+    x > threshold, else negative_slope * (x - threshold)."""
+    options = check_relu_options(negative_slope, max_value, threshold)
+    x = float_array("x", x)
+    out = np.empty_like(x)
+    _elementwise.relu_general_forward(x.reshape(-1), out.reshape(-1), *options,
+                                      get_num_threads())
+    return out
+
+
+def relu_general_backward(x, grad_out, negative_slope=0.0, max_value=None, threshold=0.0):
+    """The gradient through relu_general, given its input x."""
+    options = check_relu_options(negative_slope, max_value, threshold)
+    x, grad_out = flat_pair("x", x, "grad_out", grad_out)
+    out = np.empty_like(x)
+    _elementwise.relu_general_backward(x.reshape(-1), grad_out.reshape(-1), out.reshape(-1),
+                                       *options, get_num_threads())
+    return out
+
+
+def check_alpha(alpha):
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) \
+            or not np.isfinite(alpha):
+        raise ValueError(f"alpha: expected a finite float, got {alpha!r}")
+    return float(alpha)
+
+
+def elu(x, alpha=1.0):
+    """Keras's elu(x, alpha): x where x > 0, else alpha * (exp(x) - 1)."""
+    alpha = check_alpha(alpha)
+    x = float_array("x", x)
+    out = np.empty_like(x)
+    _elementwise.elu_forward(x.reshape(-1), out.reshape(-1), alpha, get_num_threads())
+    return out
+
+
+def elu_backward(x, grad_out, alpha=1.0):
+    """The gradient through elu, given its input x."""
+    alpha = check_alpha(alpha)
+    x, grad_out = flat_pair("x", x, "grad_out", grad_out)
+    out = np.empty_like(x)
+    _elementwise.elu_backward(x.reshape(-1), grad_out.reshape(-1), out.reshape(-1), alpha,
+                              get_num_threads())
     return out
 
 

@@ -1,0 +1,269 @@
+"""Training and inference throughput of small CIFAR-shaped networks (32x32x3 images, 10
+classes): cconv float32 against PyTorch, Keras 3 on TensorFlow and Keras 3 on JAX, on
+the CPU.
+
+    --net tf    TensorFlow's CIFAR-10 CNN tutorial: conv 3x3x32 relu, maxpool 2,
+                conv 3x3x64 relu, maxpool 2, conv 3x3x64 relu, flatten, dense 64 relu,
+                dense 10 (logits); Adam
+    --net bn    strides and BatchNormalization: conv 3x3x32 'same' -> BN -> relu,
+                conv 3x3x64 stride 2 'same' -> BN -> relu, conv 3x3x128 stride 2 'same'
+                -> BN -> relu, global average pool, dense 10 (logits); RMSprop (the
+                Keras default)
+    --net vgg   a BN-VGG block stack: three blocks of [conv 3x3 'same' -> BN -> relu] x 2
+                then maxpool 2, with 32, 64, 128 filters; flatten, dense 10 (logits);
+                SGD with momentum 0.9
+
+The networks are written once for cconv and Keras (their layer APIs are the same) and
+once for PyTorch. Each row runs in its own process (see _harness.py), with the same
+threads and random images in [0, 1). Measures, medians over --repeats runs after a
+warm-up run:
+  train       images/s over --train-steps batches of 64 (forward, backward, update),
+              each framework at its fastest (PyTorch: a plain loop, channels-last;
+              Keras: train_on_batch)
+  infer       images/s over one batch of 1000 (PyTorch: inference_mode, channels-last;
+              Keras: predict_on_batch)
+  fit@32      as users write it: fit(x, y) at the default batch size 32 (PyTorch: a
+              DataLoader(batch_size=32, shuffle=True) loop, channels-first)
+  predict@32  as users write it: predict(x) at the default batch size 32
+The numpy row times numpy's 2048x2048 float32 matmul on the same threads: the
+machine's peak. GFLOP/s counts the convolutions' and dense layers' multiply-adds as two
+FLOPs (BatchNormalization, pooling and activations are memory-bound and not counted);
+training is forward + weight gradients + input gradients (all but the first layer's).
+
+    python benchmarks/bench_cifar.py [--net tf,bn,vgg] [--repeats 5] [--capability all]
+                                     [--competitors torch,keras,jax] [--quick]
+"""
+import numpy as np
+
+import _harness
+from _harness import Measure
+
+BATCH, INFER_BATCH, USER_BATCH, GEMM_N = 64, 1000, 32, 2048
+SHAPE, CLASSES = (32, 32, 3), 10
+NETS = ("tf", "bn", "vgg")
+
+
+def layers_of(net, L):
+    """The layers of `net` in module L: cconv.layers or keras.layers."""
+    def block(filters, strides=1):
+        return [L.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False),
+                L.BatchNormalization(), L.ReLU()]
+    if net == "tf":
+        return [L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(2),
+                L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2),
+                L.Conv2D(64, 3, activation="relu"), L.Flatten(),
+                L.Dense(64, activation="relu"), L.Dense(CLASSES)]
+    if net == "bn":
+        return block(32) + block(64, 2) + block(128, 2) + [L.GlobalAveragePooling2D(),
+                                                          L.Dense(CLASSES)]
+    vgg = []
+    for filters in (32, 64, 128):
+        vgg += block(filters) + block(filters) + [L.MaxPooling2D(2)]
+    return vgg + [L.Flatten(), L.Dense(CLASSES)]
+
+
+def optimizer_of(net, module):
+    """The net's optimizer in cconv.optimizers or keras.optimizers."""
+    if net == "tf":
+        return module.Adam()
+    if net == "bn":
+        return module.RMSprop()
+    return module.SGD(0.01, momentum=0.9)
+
+
+def torch_net(net, nn):
+    """The same network in PyTorch (channels-first shapes)."""
+    def block(c_in, c_out, stride=1):
+        return [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+                nn.BatchNorm2d(c_out, eps=1e-3, momentum=0.01), nn.ReLU()]
+    if net == "tf":
+        return nn.Sequential(
+            nn.Conv2d(3, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(64, 64, 3), nn.ReLU(), nn.Flatten(),
+            nn.Linear(4 * 4 * 64, 64), nn.ReLU(), nn.Linear(64, CLASSES))
+    if net == "bn":
+        return nn.Sequential(*block(3, 32), *block(32, 64, 2), *block(64, 128, 2),
+                             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, CLASSES))
+    mods, c_in = [], 3
+    for filters in (32, 64, 128):
+        mods += block(c_in, filters) + block(filters, filters) + [nn.MaxPool2d(2)]
+        c_in = filters
+    return nn.Sequential(*mods, nn.Flatten(), nn.Linear(4 * 4 * 128, CLASSES))
+
+
+def torch_optimizer(net, torch, params):
+    if net == "tf":
+        return torch.optim.Adam(params, lr=1e-3, eps=1e-7)
+    if net == "bn":  # Keras's RMSprop: rho 0.9, epsilon 1e-7
+        return torch.optim.RMSprop(params, lr=1e-3, alpha=0.9, eps=1e-7)
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9)
+
+
+def flops(model):
+    """(forward, training) FLOPs per image of a built cconv model, from its
+    convolutions' and dense layers' kernels and output shapes (Keras's shapes)."""
+    macs = [int(np.prod(layer.params["kernel"].shape[:-1])) * int(np.prod(layer.output_shape))
+            for layer in model.layers if "kernel" in layer.params]
+    forward = 2 * sum(macs)
+    return forward, 3 * forward - 2 * macs[0]  # the first layer needs no input gradient
+
+
+def measures(train_steps, infer_images):
+    return [Measure("train", "train img/s", train_steps * BATCH, "img/s"),
+            Measure("infer", "infer img/s", infer_images, "img/s"),
+            Measure("fit@32", "fit@32 img/s", train_steps * BATCH, "img/s"),
+            Measure("predict@32", "predict@32 img/s", infer_images, "img/s")]
+
+
+def data(spec):
+    rng = np.random.default_rng(0)
+    x = rng.random((spec["train_steps"] * BATCH,) + SHAPE, dtype=np.float32)
+    y = rng.integers(0, CLASSES, len(x))
+    return x, y, rng.random((spec["infer_images"],) + SHAPE, dtype=np.float32)
+
+
+def cconv_measures(spec):
+    cconv, info = _harness.import_cconv(spec)
+    x, y, xi = data(spec)
+    cconv.utils.set_random_seed(0)
+    model = cconv.Sequential([cconv.layers.Input(SHAPE)] + layers_of(spec["net"],
+                                                                     cconv.layers))
+    model.compile(optimizer=optimizer_of(spec["net"], cconv.optimizers),
+                  loss=cconv.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.build()
+    info["flops"] = flops(model)
+    return info, {
+        "train": lambda: model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0),
+        "infer": lambda: model.predict(xi, batch_size=len(xi), verbose=0),
+        "fit@32": lambda: model.fit(x, y, epochs=1, verbose=0),
+        "predict@32": lambda: model.predict(xi, verbose=0)}
+
+
+def torch_measures(spec):
+    torch, info = _harness.import_torch(spec)
+    nn = torch.nn
+
+    def make(memory_format):
+        net = torch_net(spec["net"], nn).to(memory_format=memory_format)
+        opt = torch_optimizer(spec["net"], torch, net.parameters())
+
+        def step(xb, yb):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(xb), yb).backward()
+            opt.step()
+        return net, step
+
+    x, y, xi = data(spec)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    yt = torch.from_numpy(y.astype(np.int64))
+    xit = torch.from_numpy(np.ascontiguousarray(xi.transpose(0, 3, 1, 2)))
+    fast = torch.channels_last
+    net, step = make(fast)
+    user_net, user_step = make(torch.contiguous_format)
+    xt_fast, xit_fast = xt.to(memory_format=fast), xit.to(memory_format=fast)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt),
+                                         batch_size=USER_BATCH, shuffle=True)
+    infer_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xit),
+                                               batch_size=USER_BATCH)
+
+    def train():
+        net.train()
+        for s in range(0, len(xt), BATCH):
+            step(xt_fast[s:s + BATCH], yt[s:s + BATCH])
+
+    def fit32():
+        user_net.train()
+        for xb, yb in loader:
+            user_step(xb, yb)
+
+    def infer():
+        net.eval()
+        with torch.inference_mode():
+            net(xit_fast)
+
+    def predict32():
+        user_net.eval()
+        with torch.inference_mode():
+            torch.cat([user_net(xb) for (xb,) in infer_loader])
+    return info, {"train": train, "infer": infer, "fit@32": fit32, "predict@32": predict32}
+
+
+def keras_measures(spec):
+    keras, _, info = _harness.import_keras(spec)
+    model = keras.Sequential([keras.Input(SHAPE)] + layers_of(spec["net"], keras.layers))
+    model.compile(optimizer=optimizer_of(spec["net"], keras.optimizers),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    x, y, xi = data(spec)
+    batches = [(x[s:s + BATCH], y[s:s + BATCH]) for s in range(0, len(x), BATCH)]
+
+    def train():
+        for xb, yb in batches:
+            model.train_on_batch(xb, yb)
+    return info, {"train": train,
+                  "infer": lambda: model.predict_on_batch(xi),
+                  "fit@32": lambda: model.fit(x, y, epochs=1, verbose=0),
+                  "predict@32": lambda: model.predict(xi, verbose=0)}
+
+
+def numpy_measures(spec):
+    rng = np.random.default_rng(0)
+    a, b = (rng.random((GEMM_N, GEMM_N), dtype=np.float32) for _ in range(2))
+    out = np.empty_like(a)
+    return {"version": f"numpy {np.__version__}"}, {"gemm": lambda: np.matmul(a, b, out=out)}
+
+
+def make_measures(spec):
+    return {"cconv": cconv_measures, "torch": torch_measures, "keras": keras_measures,
+            "jax": keras_measures, "numpy": numpy_measures}[spec["kind"]](spec)
+
+
+def report(net, res, table, peak_row):
+    peak = 2 * GEMM_N ** 3 / res.medians[peak_row.label]["gemm"] / 1e9
+    forward, training = res.infos[res.find(kind="cconv").label]["flops"]
+    print(f"\nfloat32 GEMM peak ({res.infos[peak_row.label]['version']} matmul "
+          f"{GEMM_N}x{GEMM_N}, taking turns with the rows): {peak:.1f} GFLOP/s")
+    print(f"FLOPs per image: forward {forward / 1e6:.2f} M, training {training / 1e6:.2f} M; "
+          f"GFLOP/s and % of that peak:")
+    for r in res.rows:
+        if r is not peak_row:
+            cells = []
+            for m, flop in ((table[0], training), (table[1], forward)):
+                gflops = m.images / res.medians[r.label][m.key] * flop / 1e9
+                cells.append(f"{m.key} {gflops:6.1f} GFLOP/s {100 * gflops / peak:5.1f}%")
+            print(f"{r.label:<{res.label_width()}}{'   '.join(cells)}")
+    print()
+    res.print_ratios([m.key for m in table])
+    picked = res.find(role=_harness.PICKED)
+    for kind in ("torch", "keras", "jax"):
+        res.print_target(picked, res.find(kind=kind), ["train", "infer"], 1.5,
+                         f"{net}: picked level >= 1.5x {_harness.COMPETITORS[kind]}")
+    res.print_load()
+
+
+def main():
+    p = _harness.parser(__doc__, competitors="torch,keras,jax")
+    p.add_argument("--net", default=",".join(NETS), help="comma-separated from tf, bn, vgg")
+    p.add_argument("--train-steps", type=int, default=4, help="batches of 64 per timing")
+    args = p.parse_args()
+    if args.worker:
+        return _harness.serve(make_measures, args.worker)
+    if args.quick:
+        args.repeats, args.train_steps = min(args.repeats, 2), 1
+    for net in args.net.split(","):
+        if net not in NETS:
+            p.error(f"--net: expected names from {NETS}, got {net!r}")
+        params = {"net": net, "train_steps": args.train_steps,
+                  "infer_images": 100 if args.quick else INFER_BATCH}
+        table = measures(args.train_steps, params["infer_images"])
+        peak_row = _harness.Row("numpy matmul", "numpy", "reference")
+        res = _harness.bench(__file__, args, params, f"CIFAR-shaped network '{net}', float32",
+                             table + [Measure("gemm", "gemm", 1, "s")], [peak_row])
+        report(net, res, table, peak_row)
+        print("\n")
+
+
+if __name__ == "__main__":
+    main()
