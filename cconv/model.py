@@ -277,14 +277,15 @@ class Sequential:
             raise type(exc)(f"load_weights: {path}: {exc}") from None
 
     # ---- compile ---------------------------------------------------------------------
-    def compile(self, optimizer="sgd", loss="categorical_crossentropy", loss_weights=None,
+    def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", loss_weights=None,
                 metrics=None, weighted_metrics=None, run_eagerly=False, steps_per_execution=1,
                 jit_compile="auto", auto_scale_loss=True):
-        """Keras's compile. cconv always runs its compiled kernels eagerly, so run_eagerly,
-        jit_compile, steps_per_execution and auto_scale_loss change nothing and are
-        accepted as Keras's scripts pass them; loss_weights needs several outputs.
-        metrics are computed unweighted, weighted_metrics with fit's and evaluate's
-        sample_weight (or class_weight), as in Keras."""
+        """Keras's compile, with its default optimizer ("rmsprop"). cconv always runs its
+        compiled kernels eagerly, so run_eagerly, jit_compile, steps_per_execution and
+        auto_scale_loss change nothing and are accepted as Keras's scripts pass them;
+        loss_weights needs several outputs. metrics are computed unweighted,
+        weighted_metrics with fit's and evaluate's sample_weight (or class_weight), as in
+        Keras."""
         self._guard.check(self.name, "compile")
         _refuse({"loss_weights": None if loss_weights in (None, 1, 1.0, [1], [1.0])
                  else loss_weights}, "compile", "a Sequential has one output")

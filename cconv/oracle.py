@@ -316,12 +316,45 @@ def kernel_pool_backward(x, grad_out, mode="max"):
 
 
 def adam_update(param, grad, m, v, step, learning_rate=0.001, beta_1=0.9, beta_2=0.999,
-                epsilon=1e-7):
-    """Keras's Adam, in place: bias corrections folded into the step size alpha."""
-    alpha = learning_rate * np.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step)
+                epsilon=1e-7, amsgrad=False, v_hat=None):
+    """Keras's Adam, in place: bias corrections folded into the step size alpha (in
+    float64, then rounded to param's dtype as Keras's float32 variables take it);
+    amsgrad keeps v_hat, the largest v so far, in v's place."""
+    alpha = param.dtype.type(learning_rate * np.sqrt(1 - beta_2 ** step) / (1 - beta_1 ** step))
     m += (grad - m) * (1 - beta_1)
     v += (grad * grad - v) * (1 - beta_2)
+    if amsgrad:
+        np.maximum(v_hat, v, out=v_hat)
+        v = v_hat
     param -= (alpha * m / (np.sqrt(v) + epsilon)).astype(param.dtype)
+
+
+def sgd_update(param, grad, momentums=None, learning_rate=0.01, momentum=0.0,
+               nesterov=False):
+    """Keras's SGD, in place."""
+    step = grad * learning_rate
+    if momentums is None:
+        param -= step
+        return
+    momentums[...] = momentums * momentum - step
+    param += momentums * momentum - step if nesterov else momentums
+
+
+def rmsprop_update(param, grad, velocity, momentums=None, average_gradient=None,
+                   learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7,
+                   centered=False):
+    """Keras's RMSprop, in place."""
+    velocity[...] = rho * velocity + (1 - rho) * (grad * grad)
+    if centered:
+        average_gradient[...] = rho * average_gradient + (1 - rho) * grad
+        denominator = velocity - average_gradient * average_gradient + epsilon
+    else:
+        denominator = velocity + epsilon
+    step = learning_rate * grad / np.sqrt(denominator)
+    if momentums is not None:
+        momentums[...] = momentum * momentums + step
+        step = momentums
+    param -= step
 
 
 def conv2d_maxpool(x, w, b=None, padding="valid", activation=None, pool_size=2,

@@ -14,9 +14,11 @@ reads and writes):
 - model.weights.h5: each layer's weights as datasets layers/<key>/vars/0, 1, ...
   (kernel, bias), where the key is the layer's class in snake case, numbered within the
   model (conv2d, conv2d_1, dense, ...; never the layer's name); the optimizer's as
-  optimizer/vars/0 (iterations), 1 (learning rate), then for each weight the optimizer
-  updates (the trainable weights of trainable layers: not BatchNormalization's moving
-  statistics, nor a frozen layer's) its slots (SGD: momentum; Adam: m, v).
+  optimizer/vars/0 (iterations), 1 (the learning rate, unless a schedule gives it),
+  then the slots in Keras's order (cconv/optimizers: SGD momentums; RMSprop velocities,
+  momentums, average gradients; Adam each weight's momentum and velocity, then
+  velocity_hats), over the weights the optimizer updates (the trainable weights of
+  trainable layers: not BatchNormalization's moving statistics, nor a frozen layer's).
 
 Loading reads and checks everything (members, sizes, config, every dataset's name and
 shape) before it makes the model; a file it cannot use raises a ValueError naming the
@@ -48,7 +50,6 @@ CONFIG, METADATA, WEIGHTS = "config.json", "metadata.json", "model.weights.h5"
 KERAS_VERSION = "3.15.1"
 _JSON_LIMIT = 16 << 20       # bytes a config.json or metadata.json may expand to
 _H5_SLACK = 8 << 20          # HDF5's own structures, beyond the arrays themselves
-_MAX_SLOTS = 2               # Adam's m and v per weight
 _DTYPES = ("float32", "float64")
 META_PREFIX = "meta."  # arrays in a weights file that describe it; load_weights skips them
 
@@ -238,11 +239,9 @@ def _weights_h5(model):
         if model.compiled and model.built:
             opt = model.optimizer
             group = f.create_group("optimizer/vars")
-            group.attrs["name"] = opt.keras_name
-            group.create_dataset("0", data=np.int64(opt.iterations))
-            group.create_dataset("1", data=np.float32(opt.learning_rate))
-            for i, slot in enumerate(opt.slots(params), start=2):
-                group.create_dataset(str(i), data=slot)
+            group.attrs["name"] = opt.name
+            for i, value in enumerate(opt.scalars() + opt.slots(params)):
+                group.create_dataset(str(i), data=value)
     return buf.getvalue()
 
 
@@ -303,11 +302,10 @@ def _expected_datasets(model, compiled):
     """{dataset path: (shape, kinds)} that model.weights.h5 must hold for this model."""
     want = {path: (layer.params[k].shape, "f") for path, layer, k in _h5_weight_paths(model)}
     if compiled:
-        want["optimizer/vars/0"] = ((), "iu")
-        want["optimizer/vars/1"] = ((), "f")
+        opt = model.optimizer
         params = [layer.params[k] for layer, k in model._optimizer_keys()]
-        for i, slot in enumerate(model.optimizer.slots(params), start=2):
-            want[f"optimizer/vars/{i}"] = (slot.shape, "f")
+        for i, value in enumerate(opt.scalars() + opt.slots(params)):
+            want[f"optimizer/vars/{i}"] = (value.shape, "iu" if i == 0 else "f")
     return want
 
 
@@ -341,8 +339,9 @@ def _read_weights(model, data, compiled, skip_optimizer):
                     if not (skip_optimizer and name.startswith("optimizer/")):
                         found[name] = obj
             f.visititems(visit)
-            if compiled and {n for n in found if n.startswith("optimizer/")} == \
-                    {"optimizer/vars/0", "optimizer/vars/1"}:
+            scalars = {f"optimizer/vars/{i}" for i in range(len(model.optimizer.scalars()))
+                       } if compiled else set()
+            if compiled and {n for n in found if n.startswith("optimizer/")} == scalars:
                 # an optimizer that has not stepped: Keras may write no slots for it
                 stateless = any(k.startswith("optimizer/vars/") and k not in found
                                 for k in want)
@@ -413,7 +412,7 @@ def _weights_nbytes(layers, input_shape, dtype):
     for layer in layers:
         count += sum(math.prod(s) for s in layer.weight_shapes(shape).values())
         shape = tuple(layer.compute_output_shape(shape))
-    ops.check_size("the config's weights", ((1 + _MAX_SLOTS) * count,), dtype)
+    ops.check_size("the config's weights", ((1 + optimizers.MAX_SLOTS) * count,), dtype)
     return count * np.dtype(dtype).itemsize
 
 
@@ -452,7 +451,7 @@ def _load(path, custom_objects, compile_, cls):
             if declared < need:
                 raise _Bad(f"{WEIGHTS} holds {declared:,} bytes, fewer than the "
                            f"{need:,} the config's weights need")
-            limit = _H5_SLACK + (1 + _MAX_SLOTS) * need
+            limit = _H5_SLACK + (1 + optimizers.MAX_SLOTS) * need
             data = _read_member(z, WEIGHTS, limit)
             model.build(input_shape, initialize=False)
         if compiled:
@@ -464,9 +463,9 @@ def _load(path, custom_objects, compile_, cls):
     model.set_weights([arrays[path] for path, _, _ in _h5_weight_paths(model)])
     if compiled:
         opt = model.optimizer
+        first = len(opt.scalars())
         slots = [arrays[k] for k in sorted((k for k in arrays if k.startswith("optimizer/")
-                                            and k not in ("optimizer/vars/0",
-                                                          "optimizer/vars/1")),
+                                            and int(k.rsplit("/", 1)[1]) >= first),
                                            key=lambda k: int(k.rsplit("/", 1)[1]))]
         iterations = int(arrays["optimizer/vars/0"])
         model._take_trainable()  # the slots belong to the weights trainable now

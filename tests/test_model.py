@@ -301,7 +301,7 @@ def test_fit_or_evaluate_before_compile():
     (lambda: cconv.Sequential([Input((5, 5, 1)), Conv2D(2, 7)]).build(), "larger than"),
     (lambda: Dense(2, input_shape=(5, 0)), "input_shape"),
     (lambda: small_model(compile=False).compile(loss="hinge"), "loss"),
-    (lambda: small_model(compile=False).compile(optimizer="adamw"), "optimizer"),
+    (lambda: small_model(compile=False).compile(optimizer="lion"), "optimizer"),
     (lambda: small_model(compile=False).compile(metrics=["auc"]), "metrics"),
     (lambda: cconv.utils.to_categorical([0, 5], num_classes=3), "num_classes"),
 ])

@@ -172,8 +172,9 @@ MUTANTS = [
              "            x, target = x[len(x) - split_at:], target[len(x) - split_at:]\n")],
            ["tests/test_semantics.py", "tests/test_model.py"]),
     Mutant("momentum_never_decays", "SGD's velocity is never multiplied by momentum",
-           [("cconv/optimizers.py", "            v *= p.dtype.type(self.momentum)\n", "")],
-           ["tests/test_semantics.py", "tests/test_model.py"]),
+           [("cconv/ops/optim.py", "s[\"momentums\"], lr, mu,\n",
+             "s[\"momentums\"], lr, 0.0,\n")],
+           ["tests/test_semantics.py", "tests/test_model.py", "tests/ops/test_optim.py"]),
     Mutant("glorot_limit_sqrt3", "glorot_uniform's limit sqrt(3 / (fan_in + fan_out))",
            [("cconv/initializers.py", "    _args = (1.0, \"fan_avg\", \"uniform\")\n",
              "    _args = (0.5, \"fan_avg\", \"uniform\")\n")],
@@ -574,6 +575,44 @@ MUTANTS = [
            [("cconv/ops/norm.py", "    var /= m\n", "    var /= max(m - 1, 1)\n")],
            ["tests/ops/test_norm.py", "tests/test_keras_batchnorm.py",
             "tests/test_trainable.py"]),
+    # ---- optim ----
+    Mutant("sgd_nesterov_ignored", "SGD(nesterov=True) steps as plain momentum",
+           [("cconv/optimizers/__init__.py",
+             "ops.sgd_update(p, g, m, learning_rate, self.momentum, self.nesterov)",
+             "ops.sgd_update(p, g, m, learning_rate, self.momentum, False)")],
+           ["tests/test_keras_optimizers.py", "tests/ops/test_optim.py"]),
+    Mutant("rmsprop_rho_swapped", "RMSprop's moving averages weigh by 1 - rho and rho "
+           "swapped",
+           [("cconv/ops/optim.py", "s[\"average_gradient\"], lr, r, 1.0 - r, mu,",
+             "s[\"average_gradient\"], lr, 1.0 - r, r, mu,")],
+           ["tests/test_keras_optimizers.py", "tests/ops/test_optim.py"]),
+    Mutant("clipnorm_global", "clipnorm clips by the norm of all gradients together",
+           [("cconv/optimizers/__init__.py", "norm = math.sqrt(_sum_of_squares(g))",
+             "norm = math.sqrt(math.fsum(_sum_of_squares(h) for h in grads))")],
+           ["tests/test_keras_optimizers.py", "tests/ops/test_optim.py"]),
+    Mutant("schedule_off_by_one", "a schedule is read one step ahead (after the increment)",
+           [("cconv/optimizers/__init__.py",
+             "return float(self._learning_rate(self.iterations))",
+             "return float(self._learning_rate(self.iterations + 1))")],
+           ["tests/test_keras_optimizers.py", "tests/ops/test_optim.py"]),
+    Mutant("amsgrad_max_not_kept", "Adam(amsgrad=True) updates copies of velocity_hat: "
+           "the maximum is not kept",
+           [("cconv/optimizers/__init__.py",
+             "hats = s.get(\"velocity_hat\", [None] * len(params))",
+             "hats = ([h.copy() for h in s[\"velocity_hat\"]] if self.amsgrad\n"
+             "                else [None] * len(params))")],
+           ["tests/test_keras_optimizers.py", "tests/ops/test_optim.py"]),
+    Mutant("weight_decay_without_lr", "weight decay shrinks w by w * weight_decay, "
+           "not times the learning rate",
+           [("cconv/optimizers/__init__.py", "p -= p * t(self.weight_decay) * t(lr)",
+             "p -= p * t(self.weight_decay)")],
+           ["tests/test_keras_optimizers.py", "tests/ops/test_optim.py"]),
+    Mutant("adam_slots_grouped", "Adam's slots saved as all momentums, then all velocities "
+           "(Keras interleaves them per weight)",
+           [("cconv/optimizers/__init__.py", "[[\"momentum\", \"velocity\"]] + ",
+             "[[\"momentum\"], [\"velocity\"]] + ")],
+           ["tests/test_keras_optimizers.py", "tests/test_keras_interop.py",
+            "tests/test_saving.py"]),
 ]
 
 

@@ -46,7 +46,8 @@ dense_backward_gated (fusion rule ConvDropoutDense) -- fused.py: _dense_narrow i
 conv2d_maxpool (backward: max_pool2d_backward, then conv2d_backward; fusion rule
     ConvPool) -- fused.py: _conv_1ch if C == 1, _winograd then _pool where conv2d takes
     Winograd, else _gemm -- oracle.conv2d_maxpool -- test_fused.py
-adam_update -- optim.py: _optim -- oracle.adam_update -- test_optim.py
+adam_update, sgd_update, rmsprop_update -- optim.py: _optim, one fused pass each --
+    oracle.adam_update, oracle.sgd_update, oracle.rmsprop_update -- test_optim.py
 rescale (rescale_backward) -- spatial.py: vectorised NumPy, no kernel (memory-bound: one
     multiply-add per element) -- oracle.rescale (oracle.rescale_backward) -- test_spatial.py
 zero_pad2d (zero_pad2d_backward) -- spatial.py: vectorised NumPy slice copies, no kernel --
@@ -77,7 +78,7 @@ from cconv.ops.elementwise import (activation, activation_backward, dropout,
 from cconv.ops.fused import conv2d_dense, conv2d_maxpool, dense_backward_gated
 from cconv.ops import norm
 from cconv.ops.norm import batch_norm, batch_norm_backward, batch_norm_inference
-from cconv.ops.optim import adam_update
+from cconv.ops.optim import adam_update, rmsprop_update, sgd_update
 from cconv.ops.pool import (KERNEL_POOL_MODES, avg_pool2d, avg_pool2d_backward,
                             kernel_pool, kernel_pool_backward, max_pool2d,
                             max_pool2d_backward, pool_output_shape)
@@ -94,8 +95,9 @@ __all__ = [
     "softmax", "softmax_backward", "log_softmax", "relu_general", "relu_general_backward",
     "elu", "elu_backward",
     "dropout", "dropout_backward", "dropout_mask",
-    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "kernel_pool", "kernel_pool_backward",
-    "conv2d_dense", "dense_backward_gated", "conv2d_maxpool", "adam_update",
+    "max_pool2d", "max_pool2d_backward", "avg_pool2d", "avg_pool2d_backward", "kernel_pool",
+    "kernel_pool_backward", "conv2d_dense", "dense_backward_gated", "conv2d_maxpool",
+    "adam_update", "sgd_update", "rmsprop_update",
     "legacy_coin_flips", "pad_widths", "rescale", "rescale_backward", "zero_pad2d",
     "zero_pad2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward",
     "global_max_pool2d", "global_max_pool2d_backward", "batch_norm", "batch_norm_backward",
