@@ -264,7 +264,8 @@ class FoldBatchNorm(Fused):
         first = self.layers[0]
         kernel, bias = self.folded_weights()
         if type(first) is Conv2D:
-            return ops.conv2d(x, kernel, bias, first.padding)
+            return ops.conv2d(x, kernel, bias, first.padding, strides=first.strides,
+                              dilation_rate=first.dilation_rate)
         rows = x.reshape(-1, x.shape[-1])  # Dense on any rank: the rows of the last axis
         return ops.dense(rows, kernel, bias).reshape(x.shape[:-1] + (kernel.shape[1],))
 

@@ -5,9 +5,10 @@ weights and class weights. After every step the two report the same loss and hol
 same weights, moving statistics included.
 
 Tolerances, relative to the largest value of each array (weights) or to the loss, and
-absolute below 1 (a bias of 0.01 is held to the same 1e-6 as a kernel of order 1): in
-float64, 1e-6 -- Keras on jax reduces the loss in float32 whatever the dtype (measured:
-its loss and first step are 1e-7 from float64's), and ten steps amplify that; in
+absolute below 1 (a bias of 0.01 is held to the same bound as a kernel of order 1): in
+float64, 1e-5 -- Keras on jax reduces the loss in float32 whatever the dtype (measured:
+its loss and first step are 1e-7 from float64's, 3e-6 after some steps of Adam), so
+float64 cannot be compared more closely; in
 float32, 2e-4 -- rounding differences of about 1e-7 amplified step by step (RMSprop
 divides each gradient by its own running size)."""
 import os
@@ -24,7 +25,7 @@ keras = need("keras", "interop")
 import cconv  # noqa: E402
 
 STEPS, BATCH, SHAPE, CLASSES = 10, 12, (13, 11, 3), 5
-TOL = {"float64": 1e-6, "float32": 2e-4}
+TOL = {"float64": 1e-5, "float32": 2e-4}
 
 
 def strided_bn_net(L):

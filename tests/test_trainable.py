@@ -177,7 +177,8 @@ def test_summary_show_trainable_column():
 def test_attribute_constructor_and_config():
     for cls in list(layers.KERAS_LAYERS.values()) + list(layers.CCONV_LAYERS.values()):
         args = {"Conv2D": (2, 3), "Dense": (2,), "Activation": ("relu",), "Dropout": (0.5,),
-                "Rescaling": (0.5,), "Reshape": ((-1,),)}.get(cls.__name__, ())
+                "Rescaling": (0.5,), "Reshape": ((-1,),),
+                "AveragePooling2D": (2,)}.get(cls.__name__, ())
         layer = cls(*args, trainable=False)
         assert layer.trainable is False and layer.get_config()["trainable"] is False
         again = cls.from_config(layer.get_config())
