@@ -33,7 +33,8 @@ def unfolded(model, x):
     b = first.params.get("bias")
     x = x.astype(np.float64)
     if type(first) is layers.Conv2D:
-        z = oracle.conv2d(x, w, b, first.padding)
+        z = oracle.conv2d(x, w, b, first.padding, strides=first.strides,
+                          dilation_rate=first.dilation_rate)
     else:
         z = x @ w + (0 if b is None else b)
     p = bn.params
@@ -46,6 +47,8 @@ CASES = {
     "conv_bias_same": (lambda: layers.Conv2D(4, 2, padding="same",
                                              bias_initializer="random_normal"), (6, 5, 2)),
     "conv_1ch": (lambda: layers.Conv2D(6, 3), (8, 8, 1)),
+    "conv_strided": (lambda: layers.Conv2D(4, 3, strides=(2, 3), padding="same"), (9, 10, 2)),
+    "conv_dilated": (lambda: layers.Conv2D(3, 2, dilation_rate=2), (7, 6, 3)),
     "dense": (lambda: layers.Dense(7, bias_initializer="random_normal"), (12,)),
     "dense_rank3": (lambda: layers.Dense(3, use_bias=False), (4, 9)),
 }

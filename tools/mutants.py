@@ -613,6 +613,14 @@ MUTANTS = [
              "[[\"momentum\"], [\"velocity\"]] + ")],
            ["tests/test_keras_optimizers.py", "tests/test_keras_interop.py",
             "tests/test_saving.py"]),
+    # ---- integration ----
+    Mutant("fold_drops_strides", "a BatchNormalization folded into a strided Conv2D runs "
+           "the convolution at stride 1",
+           [("cconv/fusion.py",
+             "            return ops.conv2d(x, kernel, bias, first.padding, strides=first.strides,\n"
+             "                              dilation_rate=first.dilation_rate)\n",
+             "            return ops.conv2d(x, kernel, bias, first.padding)\n")],
+           ["tests/test_batchnorm_fold.py", "tests/test_keras_training_parity.py"]),
 ]
 
 
