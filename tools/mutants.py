@@ -621,6 +621,12 @@ MUTANTS = [
              "                              dilation_rate=first.dilation_rate)\n",
              "            return ops.conv2d(x, kernel, bias, first.padding)\n")],
            ["tests/test_batchnorm_fold.py", "tests/test_keras_training_parity.py"]),
+    Mutant("dropout_layer_rate_complement", "the standalone Dropout layer drops 1 - rate "
+           "of its inputs (the same at rate 0.5)",
+           [("cconv/layers.py", "ops.dropout(x, self.rate, seed=",
+             "ops.dropout(x, 1 - self.rate, seed=")],
+           ["tests/test_semantics.py::test_standalone_dropout_layer_trained_with_sgd",
+            "tests/test_network_sgd.py"]),
 ]
 
 

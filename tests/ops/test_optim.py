@@ -208,8 +208,8 @@ np.savez(sys.argv[1], **out)
 """
 
 
-@pytest.mark.skipif(bool(_levels.requested().strip()), reason="a level is forced: run "
-                    "from the process that compares the levels")
+@pytest.mark.skipif(bool(_levels.requested().strip()), reason="the level was forced: the "
+                    "levels are compared from an unforced run")
 def test_updates_same_bits_at_every_level(tmp_path):
     """No fma and IEEE division and square root: every level's vectors and scalar tail
     give the same bits, the x86-64 default's included."""
