@@ -195,16 +195,21 @@ class Sequential:
 
     def _take_trainable(self):
         """The optimizer takes the trainable weights, as Keras 3 builds its optimizer: at
-        the first fit after compile() (or when a .keras file gives it its state). A layer's
-        trainable changed after that is refused, as Keras refuses it, until compile()
-        with a new optimizer: the optimizer's slots belong to the weights it took."""
-        now = {layer: layer.trainable for layer in self.layers}
+        the first fit after compile() (or when a .keras file gives it its state)."""
         if self._optimizer_trainable is None:
-            self._optimizer_trainable = now
-        elif now != self._optimizer_trainable:
-            changed = [layer.name for layer in self.layers
-                       if now[layer] != self._optimizer_trainable.get(layer)]
-            raise ValueError(f"fit: the trainable of layers {changed} changed since the "
+            self._optimizer_trainable = {layer: layer.trainable for layer in self.layers}
+        self._check_trainable("fit")
+
+    def _check_trainable(self, what):
+        """A layer's trainable changed after the optimizer took the weights is refused, as
+        Keras refuses it, until compile() with a new optimizer: the optimizer's slots
+        belong to the weights it took."""
+        if self._optimizer_trainable is None:
+            return
+        changed = [layer.name for layer in self.layers
+                   if layer.trainable != self._optimizer_trainable.get(layer)]
+        if changed:
+            raise ValueError(f"{what}: the trainable of layers {changed} changed since the "
                              f"optimizer took the model's trainable weights (at the first "
                              f"fit after compile); call compile() again, with a new "
                              f"optimizer, for the change to take effect (as Keras 3 requires)")
@@ -262,6 +267,8 @@ class Sequential:
                  "include_optimizer": None if include_optimizer else include_optimizer,
                  **kwargs}, "save", "cconv writes the zipped .keras format, with the "
                 "optimizer and its state, only")
+        if self.compiled:
+            self._check_trainable("save")  # the file's slots would not match its configs
         with self._guard.reading(self.name, "save"):
             saving.save_model(self, filepath, overwrite=overwrite)
 
@@ -460,7 +467,8 @@ class Sequential:
                 and last.name == self.loss.folds)
 
     def _forward(self, xb, training, rng=None, logits=False):
-        """Output of the model; with logits=True the last layer stops before its softmax."""
+        """Output of the model; with logits=True the last layer stops before its
+        activation (the one folded into the loss)."""
         out = np.asarray(xb, dtype=self.dtype)
         steps = self._plans[bool(training)]
         for step in steps[:-1]:
@@ -535,7 +543,6 @@ class Sequential:
              validation_data, shuffle, class_weight, sample_weight, initial_epoch,
              steps_per_epoch, validation_steps, validation_batch_size, validation_freq, seed):
         self._require_compiled("fit")
-        self._take_trainable()
         x = self._check_x(_required("x", x))
         target = self._check_y(_required("y", y), len(x))
         if class_weight is not None and sample_weight is not None:
@@ -580,6 +587,7 @@ class Sequential:
         if val is not None and validation_steps is not None:
             keep = utils._positive_int("validation_steps", validation_steps) * val_batch_size
             val = tuple(None if a is None else a[:keep] for a in val)
+        self._take_trainable()
         rng = utils._rng(seed)
 
         history = callbacks_module.History()
@@ -722,7 +730,7 @@ class Sequential:
         return values if len(values) > 1 else values[0]
 
     def predict(self, x, batch_size=None, verbose="auto", steps=None, callbacks=None):
-        """The model's output (probabilities after a softmax). As in evaluate, the work
+        """The model's output (what its last layer gives). As in evaluate, the work
         goes in chunks of cconv's choosing, and batch_size does not change the result.
         steps caps the number of batches; verbose="auto" prints a line on a terminal
         only. From another thread during a fit, it waits for the weight update in

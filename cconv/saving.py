@@ -12,7 +12,8 @@ reads and writes):
   "build_config": {"input_shape": [null, ...]}, "compile_config": {...}};
 - metadata.json: {"keras_version": ..., "date_saved": ...};
 - model.weights.h5: each layer's weights as datasets layers/<key>/vars/0, 1, ...
-  (kernel, bias), where the key is the layer's class in snake case, numbered within the
+  (in its weight_names order: kernel, bias; BatchNormalization's gamma, beta,
+  moving_mean, moving_variance), where the key is the layer's class in snake case, numbered within the
   model (conv2d, conv2d_1, dense, ...; never the layer's name); the optimizer's as
   optimizer/vars/0 (iterations), 1 (the learning rate, unless a schedule gives it),
   then the slots in Keras's order (cconv/optimizers: SGD momentums; RMSprop velocities,

@@ -132,7 +132,7 @@ def test_trainable_batchnorm_moves_its_statistics_in_fit_only():
                                rtol=1e-5, atol=1e-6)
 
 
-def test_trainable_changed_after_the_optimizer_took_the_weights_is_refused():
+def test_trainable_changed_after_the_optimizer_took_the_weights_is_refused(tmp_path):
     model = make((), cconv.optimizers.SGD(0.1, momentum=0.9))
     model.layers[4].trainable = False  # before the first fit: taken into account, as Keras
     before = model.get_weights()
@@ -141,12 +141,18 @@ def test_trainable_changed_after_the_optimizer_took_the_weights_is_refused():
     model.layers[0].trainable = False
     with pytest.raises(ValueError, match=r"trainable of layers \['conv2d'\].*compile\(\)"):
         fit(model, epochs=1)
+    # nor saved: the file's optimizer slots would not match its layers' configs
+    with pytest.raises(ValueError, match=r"save: the trainable of layers \['conv2d'\]"):
+        model.save(tmp_path / "m.keras")
+    assert not (tmp_path / "m.keras").exists()
     model.compile(cconv.optimizers.SGD(0.1, momentum=0.9), "sparse_categorical_crossentropy")
     before = model.get_weights()
     fit(model, epochs=1)
     changes = {(name, k): changed for name, k, changed in moved(before, model)}
     assert not changes[("conv2d", "kernel")] and not changes[("dense", "kernel")]
     assert changes[("dense_1", "kernel")]
+    model.save(tmp_path / "m.keras")  # recompiled: the file loads and trains on
+    cconv.models.load_model(tmp_path / "m.keras")
 
 
 def test_summary_counts():

@@ -76,7 +76,6 @@ from cconv.ops.elementwise import (activation, activation_backward, dropout,
                                    relu_general_backward, softmax, softmax_backward, tanh,
                                    tanh_backward)
 from cconv.ops.fused import conv2d_dense, conv2d_maxpool, dense_backward_gated
-from cconv.ops import norm
 from cconv.ops.norm import batch_norm, batch_norm_backward, batch_norm_inference
 from cconv.ops.optim import adam_update, rmsprop_update, sgd_update
 from cconv.ops.pool import (KERNEL_POOL_MODES, avg_pool2d, avg_pool2d_backward,
