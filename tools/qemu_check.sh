@@ -65,6 +65,40 @@ for dtype in (np.float32, np.float64):
         close(f"dense {units}", ops.dense(x, w), oracle.dense(x, w))
     p = rng.standard_normal((2, 9, 8, 5)).astype(dtype)
     close("max_pool2d", ops.max_pool2d(p, 2)[0], oracle.max_pool2d(p, 2)[0])
+    for how in (dict(strides=1), dict(strides=2, padding="same")):  # the window kernels
+        close(f"max_pool2d 3 {how}", ops.max_pool2d(p, 3, **how)[0],
+              oracle.max_pool2d(p, 3, **how)[0])
+        close(f"avg_pool2d 3 {how}", ops.avg_pool2d(p, 3, **how), oracle.avg_pool2d(p, 3, **how))
+    # the strided route (_im2col, then _gemm), forward and backward
+    x = rng.standard_normal((2, 11, 10, 3)).astype(dtype)
+    w = (rng.standard_normal((3, 3, 3, 8)) / 5).astype(dtype)
+    for how in (dict(strides=2, padding="same"), dict(dilation_rate=2)):
+        y = ops.conv2d(x, w, **how)
+        close(f"conv2d {how}", y, oracle.conv2d(x, w, **how))
+        g = rng.standard_normal(y.shape).astype(dtype)
+        for got, want in zip(ops.conv2d_backward(x, w, g, **how),
+                             oracle.conv2d_backward(x, w, g, **how)):
+            close(f"conv2d backward {how}", got, want)
+    close("batch_norm", ops.batch_norm(p)[0], oracle.batch_norm(p)[0])
+    close("relu_general", ops.relu_general(a, 0.1, 2.0, 0.5),
+          oracle.relu_general(a, 0.1, 2.0, 0.5))
+    close("elu", ops.elu(a, 0.5), oracle.elu(a, 0.5))
+    grad = rng.standard_normal(1000).astype(dtype)
+    for update, options, slots in (("sgd_update", dict(momentum=0.9, nesterov=True),
+                                    ("momentums",)),
+                                   ("rmsprop_update", dict(momentum=0.5, centered=True),
+                                    ("velocity", "momentums", "average_gradient"))):
+        # velocity above average_gradient**2: centered RMSprop's root stays real
+        start = [(rng.random(1000) + (name == "velocity")).astype(dtype)
+                 for name in ("param",) + slots]
+        twins = []
+        for module in (ops, oracle):  # each updates its own copies in place
+            arrays = [a.copy() for a in start]
+            getattr(module, update)(arrays[0], grad, **dict(zip(slots, arrays[1:])),
+                                    **options)
+            twins.append(arrays)
+        for got, want in zip(*twins):
+            close(update, got, want)
 
 x = np.random.default_rng(1).random((256, 28, 28, 1))
 y = np.random.default_rng(2).integers(0, 10, 256)
