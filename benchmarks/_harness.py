@@ -21,6 +21,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 PICKED = "picked"
 # competitor kinds, and how rows and targets name them
@@ -117,6 +119,56 @@ def import_torch(spec):
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(0)
     return torch, {"version": f"torch {torch.__version__}"}
+
+
+def torch_image_measures(torch, make, x, y, xi, batch, user_batch):
+    """PyTorch's four measures on channels-last images x (labels y) and xi: "train" and
+    "infer" at its fastest (a plain loop in batches of `batch`, channels-last memory),
+    "fit@32" and "predict@32" as users write it (DataLoaders of `user_batch`,
+    channels-first). make(memory_format) -> (net, optimizer) of a new network."""
+    nn = torch.nn
+
+    def made(memory_format):
+        net, opt = make(memory_format)
+
+        def step(xb, yb):
+            opt.zero_grad()
+            nn.functional.cross_entropy(net(xb), yb).backward()
+            opt.step()
+        return net, step
+
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    yt = torch.from_numpy(y.astype(np.int64))
+    xit = torch.from_numpy(np.ascontiguousarray(xi.transpose(0, 3, 1, 2)))
+    fast = torch.channels_last
+    net, step = made(fast)
+    user_net, user_step = made(torch.contiguous_format)
+    xt_fast, xit_fast = xt.to(memory_format=fast), xit.to(memory_format=fast)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt),
+                                         batch_size=user_batch, shuffle=True)
+    infer_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xit),
+                                               batch_size=user_batch)
+
+    def train():
+        net.train()
+        for s in range(0, len(xt), batch):
+            step(xt_fast[s:s + batch], yt[s:s + batch])
+
+    def fit32():
+        user_net.train()
+        for xb, yb in loader:
+            user_step(xb, yb)
+
+    def infer():
+        net.eval()
+        with torch.inference_mode():
+            net(xit_fast)
+
+    def predict32():
+        user_net.eval()
+        with torch.inference_mode():
+            torch.cat([user_net(xb) for (xb,) in infer_loader])
+    return {"train": train, "infer": infer, "fit@32": fit32, "predict@32": predict32}
 
 
 def import_keras(spec):

@@ -143,51 +143,11 @@ def cconv_measures(spec):
 
 def torch_measures(spec):
     torch, info = _harness.import_torch(spec)
-    nn = torch.nn
 
     def make(memory_format):
-        net = torch_net(spec["net"], nn).to(memory_format=memory_format)
-        opt = torch_optimizer(spec["net"], torch, net.parameters())
-
-        def step(xb, yb):
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(xb), yb).backward()
-            opt.step()
-        return net, step
-
-    x, y, xi = data(spec)
-    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    yt = torch.from_numpy(y.astype(np.int64))
-    xit = torch.from_numpy(np.ascontiguousarray(xi.transpose(0, 3, 1, 2)))
-    fast = torch.channels_last
-    net, step = make(fast)
-    user_net, user_step = make(torch.contiguous_format)
-    xt_fast, xit_fast = xt.to(memory_format=fast), xit.to(memory_format=fast)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xt, yt),
-                                         batch_size=USER_BATCH, shuffle=True)
-    infer_loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(xit),
-                                               batch_size=USER_BATCH)
-
-    def train():
-        net.train()
-        for s in range(0, len(xt), BATCH):
-            step(xt_fast[s:s + BATCH], yt[s:s + BATCH])
-
-    def fit32():
-        user_net.train()
-        for xb, yb in loader:
-            user_step(xb, yb)
-
-    def infer():
-        net.eval()
-        with torch.inference_mode():
-            net(xit_fast)
-
-    def predict32():
-        user_net.eval()
-        with torch.inference_mode():
-            torch.cat([user_net(xb) for (xb,) in infer_loader])
-    return info, {"train": train, "infer": infer, "fit@32": fit32, "predict@32": predict32}
+        net = torch_net(spec["net"], torch.nn).to(memory_format=memory_format)
+        return net, torch_optimizer(spec["net"], torch, net.parameters())
+    return info, _harness.torch_image_measures(torch, make, *data(spec), BATCH, USER_BATCH)
 
 
 def keras_measures(spec):
