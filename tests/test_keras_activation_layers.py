@@ -4,14 +4,14 @@ between layers with weights, the same weights give Keras's outputs, one SGD step
 Keras's weights, and .keras files cross both ways with the same configs."""
 import json
 import os
-import zipfile
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_ENABLE_X64", "1")  # as the other Keras tests: jax starts once
-from zoo import assert_one_sgd_step_as_keras, need  # noqa: E402
+from zoo import (assert_one_sgd_step_as_keras, file_layers, layer_configs, need,  # noqa: E402
+                 unnamed)
 
 need("h5py", "h5")
 keras = need("keras", "interop")
@@ -93,23 +93,6 @@ def test_a_last_softmax_layer_folds_into_the_loss_as_keras_computes_it():
     assert ours._folded()
 
 
-def file_layers(path):
-    with zipfile.ZipFile(path) as z:
-        return json.loads(z.read("config.json"))["config"]["layers"]
-
-
-def unnamed(config):
-    out = {k: v for k, v in config.items() if k != "name"}
-    if isinstance(out.get("dtype"), dict):
-        out["dtype"] = {k: v for k, v in out["dtype"].items() if k != "shared_object_id"}
-    return out
-
-
-def new_layer_configs(entries):
-    return [(e["class_name"], unnamed(e["config"]), e.get("build_config")) for e in entries
-            if e["class_name"] in NEW]
-
-
 @pytest.mark.parametrize("label", ["relu_all_options", "leaky_0.05", "elu_0.4",
                                    "softmax_image", "relu"])
 def test_keras_files_cross_both_ways(tmp_path, label):
@@ -119,7 +102,7 @@ def test_keras_files_cross_both_ways(tmp_path, label):
     theirs = keras.Sequential([keras.Input(SHAPE)] + network(keras.layers, label))
     ours.save(tmp_path / "ours.keras")
     theirs.save(tmp_path / "theirs.keras")
-    mine, keras_own = (new_layer_configs(file_layers(tmp_path / f"{who}.keras"))
+    mine, keras_own = (layer_configs(file_layers(tmp_path / f"{who}.keras"), NEW)
                        for who in ("ours", "theirs"))
     assert mine and mine == keras_own
     x = np.random.default_rng(3).standard_normal((6,) + SHAPE).astype(np.float32)

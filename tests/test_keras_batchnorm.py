@@ -8,7 +8,6 @@ Tolerances: cconv takes the batch statistics in float64 and rounds the output on
 Keras computes in float32, so outputs agree to float32 rounding of a normalised value
 (PREDICT_TOL); after six SGD steps the weights and moving statistics agree within
 FIT_TOL (measured: under 2e-7 + 2e-6 * |w|)."""
-import json
 import os
 import zipfile
 
@@ -17,7 +16,7 @@ import pytest
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_ENABLE_X64", "1")  # as the other Keras tests: jax starts once
-from zoo import need  # noqa: E402
+from zoo import file_layers, need, unnamed  # noqa: E402
 
 h5py = need("h5py", "h5")
 keras = need("keras", "interop")
@@ -157,18 +156,6 @@ def test_frozen_layers_as_keras(tmp_path, kind, frozen):
         with zipfile.ZipFile(tmp_path / f"{who}.keras") as z, \
                 h5py.File(z.open("model.weights.h5")) as f:
             assert len(f["optimizer/vars"]) == 2 + trainable, who  # one momentum each
-
-
-def file_layers(path):
-    with zipfile.ZipFile(path) as z:
-        return json.loads(z.read("config.json"))["config"]["layers"]
-
-
-def unnamed(config):
-    out = {k: v for k, v in config.items() if k != "name"}
-    if isinstance(out.get("dtype"), dict):
-        out["dtype"] = {k: v for k, v in out["dtype"].items() if k != "shared_object_id"}
-    return out
 
 
 @pytest.mark.parametrize("kind, frozen", [("conv", ()), ("conv", (0, 4)), ("dense", (2, 4))])

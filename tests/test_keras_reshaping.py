@@ -5,7 +5,6 @@ same weights give Keras's predictions; one SGD step gives Keras's weights; .kera
 cross both ways with the same layer configs; bad arguments are named."""
 import json
 import os
-import zipfile
 
 import numpy as np
 import pytest
@@ -13,7 +12,8 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_ENABLE_X64", "1")  # as the other Keras tests: jax starts once
 from conftest import numerical_grad, rel_error  # noqa: E402
-from zoo import assert_one_sgd_step_as_keras, need  # noqa: E402
+from zoo import (assert_one_sgd_step_as_keras, file_layers, layer_configs, need,  # noqa: E402
+                 unnamed)
 
 need("h5py", "h5")
 keras = need("keras", "interop")
@@ -85,25 +85,6 @@ def test_one_sgd_step_gives_keras_weights(kind):
     assert_one_sgd_step_as_keras(ours, theirs, x, y, kind)
 
 
-def file_layers(path):
-    with zipfile.ZipFile(path) as z:
-        return json.loads(z.read("config.json"))["config"]["layers"]
-
-
-def unnamed(config):
-    """A layer config without its name (Keras numbers default names process-wide) and
-    without the shared_object_id Keras gives a dtype policy that several layers share."""
-    out = {k: v for k, v in config.items() if k != "name"}
-    if isinstance(out.get("dtype"), dict):
-        out["dtype"] = {k: v for k, v in out["dtype"].items() if k != "shared_object_id"}
-    return out
-
-
-def new_layer_configs(entries):
-    return [(e["class_name"], unnamed(e["config"]), e.get("build_config")) for e in entries
-            if e["class_name"] in NEW]
-
-
 @pytest.mark.parametrize("kind", KINDS)
 def test_keras_files_cross_both_ways(tmp_path, kind):
     cconv.utils.set_random_seed(2)
@@ -113,7 +94,7 @@ def test_keras_files_cross_both_ways(tmp_path, kind):
     ours.save(tmp_path / "ours.keras")
     theirs.save(tmp_path / "theirs.keras")
     # the new layers' configs, as each engine writes them, are the same
-    mine, keras_own = (new_layer_configs(file_layers(tmp_path / f"{who}.keras"))
+    mine, keras_own = (layer_configs(file_layers(tmp_path / f"{who}.keras"), NEW)
                        for who in ("ours", "theirs"))
     assert mine and mine == keras_own
     x = np.random.default_rng(3).standard_normal((6,) + SHAPE).astype(np.float32)

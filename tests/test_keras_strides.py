@@ -6,7 +6,6 @@ files cross both ways with the same layer configs; the fused steps leave these l
 alone; bad arguments are named."""
 import json
 import os
-import zipfile
 
 import numpy as np
 import pytest
@@ -14,7 +13,8 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "jax")
 os.environ.setdefault("JAX_ENABLE_X64", "1")  # as the other Keras tests: jax starts once
 from conftest import numerical_grad  # noqa: E402
-from zoo import assert_one_sgd_step_as_keras, need  # noqa: E402
+from zoo import (assert_one_sgd_step_as_keras, file_layers, layer_configs, need,  # noqa: E402
+                 unnamed)
 
 need("h5py", "h5")
 keras = need("keras", "interop")
@@ -149,29 +149,9 @@ def test_summary_shapes_are_keras(kind, capsys):
         assert str((None,) + tuple(layer.output.shape[1:])) in printed, layer.name
 
 
-def file_layers(path):
-    with zipfile.ZipFile(path) as z:
-        return json.loads(z.read("config.json"))["config"]["layers"]
-
-
 # Initializer configs are tests/test_initializers.py's to compare (Keras 3.15's
 # GlorotUniform writes input_axes and output_axes); here, the layers' own options.
 OTHERS = ("name", "kernel_initializer", "bias_initializer")
-
-
-def unnamed(config):
-    """A layer config without its name (Keras numbers default names process-wide), its
-    initializers, and the shared_object_id Keras gives a dtype policy that several layers
-    share."""
-    out = {k: v for k, v in config.items() if k not in OTHERS}
-    if isinstance(out.get("dtype"), dict):
-        out["dtype"] = {k: v for k, v in out["dtype"].items() if k != "shared_object_id"}
-    return out
-
-
-def new_layer_configs(entries):
-    return [(e["class_name"], unnamed(e["config"]), e.get("build_config")) for e in entries
-            if e["class_name"] in NEW]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -182,7 +162,7 @@ def test_keras_files_cross_both_ways(tmp_path, kind):
     theirs = keras.Sequential([keras.Input(SHAPE)] + network(keras.layers, kind))
     ours.save(tmp_path / "ours.keras")
     theirs.save(tmp_path / "theirs.keras")
-    mine, keras_own = (new_layer_configs(file_layers(tmp_path / f"{who}.keras"))
+    mine, keras_own = (layer_configs(file_layers(tmp_path / f"{who}.keras"), NEW, OTHERS)
                        for who in ("ours", "theirs"))
     assert mine and mine == keras_own
     x = np.random.default_rng(3).standard_normal((6,) + SHAPE).astype(np.float32)
@@ -190,7 +170,7 @@ def test_keras_files_cross_both_ways(tmp_path, kind):
     np.testing.assert_allclose(loaded_by_keras.predict(x, verbose=0),
                                ours.predict(x, verbose=0), **PREDICT_TOL)
     loaded_by_us = cconv.models.load_model(tmp_path / "theirs.keras")
-    assert [unnamed(l.get_config()) for l in loaded_by_us.layers
+    assert [unnamed(l.get_config(), OTHERS) for l in loaded_by_us.layers
             if type(l).__name__ in NEW] == [c for _, c, _ in keras_own]
     np.testing.assert_allclose(loaded_by_us.predict(x, verbose=0),
                                theirs.predict(x, verbose=0), **PREDICT_TOL)
@@ -211,7 +191,7 @@ def test_configs_round_trip_and_match_keras(make):
     keras.Sequential([keras.Input(SHAPE), theirs])
     want = json.loads(json.dumps(theirs.get_config()))
     got = json.loads(json.dumps(ours.get_config()))
-    assert unnamed(got) == unnamed(want)
+    assert unnamed(got, OTHERS) == unnamed(want, OTHERS)
     again = type(ours).from_config(want)
     assert json.loads(json.dumps(again.get_config())) == {**got, "name": want["name"]}
     assert model.layers[0].output_shape == tuple(theirs.compute_output_shape((None,) + SHAPE)[1:])

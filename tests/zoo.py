@@ -1,5 +1,8 @@
 """Small models with every layer cconv has, for the round-trip tests (configs, copies,
 .keras files, Keras interop)."""
+import json
+import zipfile
+
 import numpy as np
 
 import cconv
@@ -103,3 +106,26 @@ def assert_one_sgd_step_as_keras(ours, theirs, x, y, label, lr=0.1,
         excess = np.abs(got.astype(np.float64) - want) - atol
         assert excess.max() <= 0, f"{label}: weight {i}: {excess.max():.3g} beyond tolerance"
     assert moved, f"{label}: the step changed nothing: the test compares nothing"
+
+
+def file_layers(path):
+    """The layer entries of a .keras file's model config."""
+    with zipfile.ZipFile(path) as z:
+        return json.loads(z.read("config.json"))["config"]["layers"]
+
+
+def unnamed(config, drop=("name",)):
+    """A layer config without the keys in drop (by default its name: Keras numbers
+    default names process-wide) and without the shared_object_id Keras gives a dtype
+    policy that several layers share."""
+    out = {k: v for k, v in config.items() if k not in drop}
+    if isinstance(out.get("dtype"), dict):
+        out["dtype"] = {k: v for k, v in out["dtype"].items() if k != "shared_object_id"}
+    return out
+
+
+def layer_configs(entries, classes, drop=("name",)):
+    """(class name, unnamed config, build_config) of the entries whose class is in
+    classes."""
+    return [(e["class_name"], unnamed(e["config"], drop), e.get("build_config"))
+            for e in entries if e["class_name"] in classes]
