@@ -28,7 +28,7 @@ def step_name(step):
 
 def time_steps(model, x, onehot, training, repeats, clock):
     """{step name: median seconds} for one forward (and, training, backward) pass."""
-    steps = model._plans[training]
+    steps = model._steps(training)
     rng = np.random.default_rng(0)
     times = {step_name(s): [] for s in steps}
     back = {step_name(s): [] for s in steps}

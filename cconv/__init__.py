@@ -4,9 +4,9 @@ from cconv import (callbacks, initializers, layers, losses, metrics, models, ops
 from cconv._version import __version__
 from cconv._config import cpu_capability, get_num_threads, set_num_threads, show_config
 from cconv.layers import Input
-from cconv.model import ModelBusyError, NotCompiledError, Sequential
+from cconv.model import Model, ModelBusyError, NotCompiledError, Sequential
 
-__all__ = ["Sequential", "Input", "NotCompiledError", "ModelBusyError", "layers", "losses",
+__all__ = ["Model", "Sequential", "Input", "NotCompiledError", "ModelBusyError", "layers", "losses",
            "initializers", "metrics", "models", "ops", "optimizers", "callbacks", "utils", "datasets", "show_config",
            "cpu_capability", "set_num_threads", "get_num_threads", "__version__"]
 

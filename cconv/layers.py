@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from cconv import activations, initializers, ops, utils
+from cconv import activations, graph, initializers, ops, utils
 from cconv.ops._scratch import reused
 from cconv.utils import _positive_int, dtype_policy, policy_name
 
@@ -141,8 +141,8 @@ class Layer:
         "x"       the input (Conv2D, Dense, KernelPooling, BatchNormalization);
         "mean", "var"  the batch's statistics, or None in inference mode
                   (BatchNormalization);
-        "moving"  the new moving statistics, which update_state applies
-                  (BatchNormalization);
+        "moving"  the batch's statistics, which update_state blends into the moving
+                  ones (BatchNormalization);
         "y"       the activation's output (every layer with an activation);
         "z"       the activation's input, for an activation whose gradient needs it;
         "mask"    the keep-mask, or None when rate is 0 (Dropout);
@@ -166,6 +166,8 @@ class Layer:
     # moving statistics)
     non_trainable_names = ()
     activation = None
+    # called on a list of tensors (the merge layers), not on one
+    MULTI_INPUT = False
 
     def __init__(self, name=None, *, input_shape=None, input_dim=None, trainable=True):
         self.name = name
@@ -197,6 +199,53 @@ class Layer:
 
     def compute_output_shape(self, input_shape):
         return input_shape
+
+    def __call__(self, inputs, training=None, mask=None):
+        """Calling a layer on a KerasTensor (from cconv.Input, or a layer called on one)
+        records the call and returns the output's KerasTensor, from which cconv.Model
+        builds a model, as in Keras's functional API. A merge layer takes a list of
+        tensors. Every call of one layer shares its weights."""
+        if training is not None or mask is not None:
+            raise ValueError(f"{type(self).__name__}: training= and mask= are not "
+                             f"supported in a call (a model's fit trains, its predict "
+                             f"does not; cconv has no masks)")
+        label = f"{type(self).__name__} {self.name or ''}".rstrip()
+        if self.MULTI_INPUT:
+            if not isinstance(inputs, (list, tuple)):
+                raise TypeError(f"{label}: expected a list of KerasTensors, got "
+                                f"{type(inputs).__name__}")
+            tensors = list(inputs)
+        else:
+            if isinstance(inputs, (list, tuple)) and len(inputs) == 1:
+                inputs = inputs[0]  # Keras takes [x] for x
+            tensors = [inputs]
+        for i, t in enumerate(tensors):
+            if not isinstance(t, graph.KerasTensor):
+                where = f"inputs[{i}]" if self.MULTI_INPUT else "inputs"
+                if isinstance(t, np.ndarray):
+                    raise TypeError(f"{label}: {where}: cconv's layers are called on "
+                                    f"KerasTensors (cconv.Input) to build a model, not on "
+                                    f"arrays; run arrays through a model's predict")
+                raise TypeError(f"{label}: {where}: expected a KerasTensor, got "
+                                f"{type(t).__name__}")
+        shapes = [t.sample_shape for t in tensors]
+        shape = shapes if self.MULTI_INPUT else shapes[0]
+        first = next((n for n in getattr(self, "_inbound_nodes", ())), None)
+        if first is not None:
+            before = [t.sample_shape for t in first.inputs]
+            if before != shapes:
+                raise ValueError(f"{label}: called on inputs of shape "
+                                 f"{[(None,) + s for s in shapes]}, but its first call was "
+                                 f"on {[(None,) + s for s in before]}; a layer called "
+                                 f"again shares its weights, so its inputs keep their shape")
+        if self.built and tuple(shape) != tuple(self.input_shape):
+            raise ValueError(f"{label}: built for inputs of shape {self.input_shape}, "
+                             f"called on {tuple(shape)}")
+        out_shape = tuple(self.compute_output_shape(shape))
+        node = graph.Node(self, tensors, self.MULTI_INPUT)
+        node.output = graph.KerasTensor(out_shape, tensors[0].dtype, node)
+        self._inbound_nodes = list(getattr(self, "_inbound_nodes", ())) + [node]
+        return node.output
 
     def weight_shapes(self, input_shape):
         """{weight name: shape} for this layer on inputs of input_shape, in the order the
@@ -331,10 +380,11 @@ class Layer:
             setattr(self, attr, threading.local())
 
 
-class Input:
-    """Declares the shape of one sample, e.g. Input((28, 28, 1)), with the arguments of
-    keras.Input. batch_shape=(None, 28, 28, 1) says the same; dtype is the dtype of the
-    data (any numeric dtype: cconv casts inputs to the model's dtype)."""
+class InputLayer(Layer):
+    """The layer behind cconv.Input: it declares the shape of one sample, e.g.
+    InputLayer((28, 28, 1)), with the arguments of keras.layers.InputLayer.
+    batch_shape=(None, 28, 28, 1) says the same; dtype is the dtype of the data (any
+    numeric dtype: cconv casts inputs to the model's dtype). It has no weights."""
 
     def __init__(self, shape=None, batch_size=None, dtype=None, sparse=None,
                  batch_shape=None, name=None, tensor=None, optional=False):
@@ -354,14 +404,31 @@ class Input:
         for arg, value, meaning in (
                 ("batch_size", batch_size, "cconv models take batches of any size"),
                 ("sparse", sparse or None, "cconv has no sparse tensors"),
-                ("tensor", tensor, "cconv has no symbolic tensors"),
-                ("optional", optional or None, "a Sequential's input is never optional")):
+                ("tensor", tensor, "cconv makes the input's KerasTensor itself"),
+                ("optional", optional or None, "a model's inputs are never optional")):
             if value is not None:
                 raise ValueError(f"Input: {arg}={value!r} is not supported ({meaning})")
         if dtype is not None and np.dtype(dtype).kind not in "biuf":
             raise TypeError(f"dtype: expected a numeric dtype, got {dtype!r}")
+        super().__init__(name)
         self.dtype = None if dtype is None else np.dtype(dtype).name
-        self.name = name
+        self.build(self.shape, self.dtype or "float32", None)
+        node = graph.Node(self, [], False)
+        node.output = graph.KerasTensor(self.shape, self.dtype or "float32", node)
+        self._inbound_nodes = [node]
+
+    @property
+    def output(self):
+        """The KerasTensor that stands for the model's input."""
+        return self._inbound_nodes[0].output
+
+    def build(self, input_shape, dtype, rng):
+        self.input_shape = self.output_shape = tuple(input_shape)
+        self.built = True
+
+    def __call__(self, inputs, training=None, mask=None):
+        raise TypeError("an InputLayer is not called: use cconv.Input(shape), which gives "
+                        "the KerasTensor to call layers on")
 
     def get_config(self):
         """keras.layers.InputLayer's config."""
@@ -387,6 +454,14 @@ class Input:
         if not isinstance(shape, (list, tuple)) or len(shape) < 2:
             raise ValueError(f"InputLayer: expected batch_shape [null, d1, ...], got {shape!r}")
         return cls(shape=tuple(shape[1:]), dtype=dtype, name=name)
+
+
+def Input(shape=None, batch_size=None, dtype=None, sparse=None, batch_shape=None,
+          name=None, tensor=None, optional=False):
+    """A model's input, as keras.Input: a KerasTensor of shape (None, *shape) to call
+    layers on (cconv.Model(inputs, outputs)), or the first item of a Sequential."""
+    return InputLayer(shape, batch_size, dtype, sparse, batch_shape, name, tensor,
+                      optional).output
 
 
 def _weights_config(layer):
@@ -1172,11 +1247,7 @@ class BatchNormalization(Layer):
         p = self.params
         if training and self.trainable:
             y, mean, var = ops.batch_norm(x, p.get("gamma"), p.get("beta"), self.epsilon)
-            # as Keras, in the weights' dtype: moving * momentum + batch * (1 - momentum)
-            keep = self.dtype.type(self.momentum)
-            take = self.dtype.type(1.0 - self.momentum)
-            self.saved["moving"] = (p["moving_mean"] * keep + mean.astype(self.dtype) * take,
-                                    p["moving_variance"] * keep + var.astype(self.dtype) * take)
+            self.saved["moving"] = (mean.astype(self.dtype), var.astype(self.dtype))
         else:
             y = ops.batch_norm_inference(x, p["moving_mean"], p["moving_variance"],
                                          p.get("gamma"), p.get("beta"), self.epsilon)
@@ -1188,9 +1259,16 @@ class BatchNormalization(Layer):
         return y
 
     def update_state(self):
-        moving = self.saved.pop("moving", None)
-        if moving is not None:
-            self.params["moving_mean"], self.params["moving_variance"] = moving
+        batch = self.saved.pop("moving", None)
+        if batch is not None:
+            # as Keras, in the weights' dtype: moving * momentum + batch * (1 - momentum),
+            # from the moving statistics as they are now (a layer called twice in a
+            # model blends twice, in call order, as Keras's does)
+            keep = self.dtype.type(self.momentum)
+            take = self.dtype.type(1.0 - self.momentum)
+            p = self.params
+            p["moving_mean"] = p["moving_mean"] * keep + batch[0] * take
+            p["moving_variance"] = p["moving_variance"] * keep + batch[1] * take
 
     def backward_linear(self, grad):
         p, batch = self.params, self.saved["mean"] is not None

@@ -105,21 +105,24 @@ def higher_is_better(name):
 
 class Tally:
     """The running sums behind one epoch's (or one evaluate's) logs: the loss's
-    sum(w * loss) over the samples seen (Keras logs it over their count), each plain
-    metric's sum of values, each weighted metric's sum(w * value) and the weights' sum."""
+    sum(w * loss) over the samples seen (Keras logs it over their count), and for each
+    name in log_names: first n_loss outputs' losses, summed as the loss is; then n_plain
+    plain metrics, each a sum of values; then the weighted metrics, each a
+    sum(w * value) with the weights' sum."""
 
-    def __init__(self, log_names, n_plain):
-        self.names, self.n_plain = log_names, n_plain
+    def __init__(self, log_names, n_loss, n_plain):
+        self.names, self.n_loss, self.n_plain = log_names, n_loss, n_plain
         self.loss = self.weight = 0.0
         self.count = 0
         self.sums = [0.0] * len(log_names)
 
     def batch(self, losses, values, weights):
-        """The sums of one batch: losses (N,), values [(N,) per metric], weights (N,) or
+        """The sums of one batch: losses (N,), values [(N,) per name], weights (N,) or
         None (every weight 1)."""
         w = np.ones(len(losses)) if weights is None else weights
         # NumPy's pairwise sums, not BLAS's dot: the same bits whatever its threads
-        sums = [float(v.sum(dtype=np.float64)) if i < self.n_plain else float((w * v).sum())
+        sums = [float(v.sum(dtype=np.float64))
+                if self.n_loss <= i < self.n_loss + self.n_plain else float((w * v).sum())
                 for i, v in enumerate(values)]
         return float((w * losses).sum()), len(losses), float(w.sum()), sums
 
@@ -138,6 +141,6 @@ class Tally:
             sums = [a + b for a, b in zip(sums, pending[3])]
         logs = {prefix + "loss": loss / count if count else 0.0}
         for i, (name, total) in enumerate(zip(self.names, sums)):
-            divisor = count if i < self.n_plain else weight
+            divisor = count if i < self.n_loss + self.n_plain else weight
             logs[prefix + name] = total / divisor if divisor else 0.0
         return logs

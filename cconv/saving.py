@@ -81,7 +81,7 @@ def serialize_layer(layer, dtype):
 def sequential_config(model):
     layer_configs = []
     if model.input_shape is not None:
-        inp = layers_module.Input(model.input_shape, name="input_layer")
+        inp = layers_module.InputLayer(model.input_shape, name="input_layer")
         layer_configs.append({"module": "keras.layers", "class_name": "InputLayer",
                               "config": {**inp.get_config(), "dtype": model.dtype.name},
                               "registered_name": None})
@@ -118,7 +118,7 @@ def sequential_from_config(config, custom_objects=None, *, cls):
     """A cls (Sequential) from Keras's Sequential config (or get_config's); nothing is
     built until every layer's config has been checked."""
     layers, input_shape, dtype, name = _sequential_parts(config, custom_objects)
-    inputs = [] if input_shape is None else [layers_module.Input(input_shape)]
+    inputs = [] if input_shape is None else [layers_module.InputLayer(input_shape)]
     return cls(inputs + layers, dtype=dtype, name=name)
 
 
@@ -153,7 +153,7 @@ def _sequential_parts(config, custom_objects):
         if entry.get("class_name") == "InputLayer":
             if i != 0:
                 raise ValueError("Sequential config: an InputLayer must come first")
-            input_shape = layers_module.Input.from_config(entry["config"]).shape
+            input_shape = layers_module.InputLayer.from_config(entry["config"]).shape
             continue
         cls = _layer_class(i, entry, custom_objects)
         items.append(cls.from_config(entry["config"], custom_objects)
@@ -170,17 +170,27 @@ def _batch_shape(what, shape):
     if not isinstance(shape, list) or len(shape) < 2:
         return None
     try:
-        return layers_module.Input(tuple(shape[1:])).shape
+        return layers_module.InputLayer(tuple(shape[1:])).shape
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{what}: {exc}") from exc
 
 
 def compile_config(model):
+    args = model._compile_args
     return {"optimizer": optimizers.serialize(model.optimizer),
-            "loss": model._loss_config, "loss_weights": None,
-            "metrics": list(model.metrics) or None,
-            "weighted_metrics": list(model.weighted_metrics) or None,
+            "loss": args["loss"], "loss_weights": _plain(args["loss_weights"]),
+            "metrics": _plain(args["metrics"]) or None,
+            "weighted_metrics": _plain(args["weighted_metrics"]) or None,
             "run_eagerly": False, "steps_per_execution": 1, "jit_compile": False}
+
+
+def _plain(value):
+    """compile's arguments as JSON writes them: tuples as lists."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def compile_from_config(model, config):
@@ -188,21 +198,31 @@ def compile_from_config(model, config):
     if not isinstance(config, dict):
         raise ValueError(f"compile_config: expected a dict, got {config!r}")
     for key in ("metrics", "weighted_metrics"):
-        # Keras writes {output name: [...]} for some models, and a metric object as a
-        # dict; compile checks the names
-        if not isinstance(config.get(key), (list, type(None))):
-            raise ValueError(f"compile_config: {key} should be a list of names (per-output "
-                             f"metrics are not supported by cconv), got {config[key]!r}")
-        for m in config.get(key) or ():
+        # Keras writes a metric object as a dict; compile checks the names
+        value = config.get(key)
+        if not isinstance(value, (list, dict, type(None))):
+            raise ValueError(f"compile_config: {key} should be a list of names (or of "
+                             f"lists, or a dict by output name), got {value!r}")
+        entries = (list(value.values()) if isinstance(value, dict) else value) or ()
+        for m in (x for e in entries for x in (e if isinstance(e, list) else [e])):
             if isinstance(m, dict):
                 raise ValueError(f"compile_config: {key}: metric objects "
                                  f"({m.get('class_name')!r}) are not supported by cconv; "
                                  f"names are, such as 'accuracy' or 'mae'")
-    loss = config.get("loss")
     model.compile(optimizer=optimizers.deserialize(config.get("optimizer", "rmsprop")),
-                  loss=loss if isinstance(loss, str) else losses.deserialize(loss),
+                  loss=_loss(config.get("loss")),
                   loss_weights=config.get("loss_weights"), metrics=config.get("metrics"),
                   weighted_metrics=config.get("weighted_metrics"))
+
+
+def _loss(value):
+    """A compile config's loss: a name, a Keras loss dict, or a list or dict (by output)
+    of them."""
+    if isinstance(value, list):
+        return [_loss(v) for v in value]
+    if isinstance(value, dict) and "class_name" not in value:
+        return {k: _loss(v) for k, v in value.items()}
+    return value if isinstance(value, str) else losses.deserialize(value)
 
 
 # ---- writing -------------------------------------------------------------------------

@@ -64,8 +64,8 @@ def terms(model):
 def test_folded_predictions_against_the_oracle(dtype, case, epsilon):
     make, shape = CASES[case]
     model = model_of(make(), dtype, shape, epsilon)
-    assert [type(s) for s in model._plans[False]] == [fusion.FoldBatchNorm]
-    assert fusion.FoldBatchNorm not in map(type, model._plans[True])
+    assert [type(s) for s in model._steps(False)] == [fusion.FoldBatchNorm]
+    assert fusion.FoldBatchNorm not in map(type, model._steps(True))
     x = np.random.default_rng(1).standard_normal((5,) + shape).astype(dtype)
     got = model.predict(x, verbose=0)
     assert got.dtype == dtype
@@ -90,9 +90,9 @@ def test_folded_weights_follow_the_weights(case):
     bn.set_weights([w + 0.5 for w in bn.get_weights()])
     check()
     # kept while nothing changes
-    folded = model._plans[False][0].folded_weights()
+    folded = model._steps(False)[0].folded_weights()
     model.predict(x, verbose=0)
-    assert model._plans[False][0].folded_weights() is folded
+    assert model._steps(False)[0].folded_weights() is folded
 
 
 @pytest.mark.parametrize("case", ["conv_no_bias", "dense"])
@@ -115,7 +115,7 @@ def test_folded_weights_follow_fit_steps(case, bn_trainable):
                                dtype="float64")
         sub.build()
         sub.set_weights(head.get_weights()[:len(sub.get_weights())])
-        inner = head._plans[False][0]
+        inner = head._steps(False)[0]
         assert type(inner) is fusion.FoldBatchNorm
         np.testing.assert_allclose(inner.forward(x), unfolded(sub, x),
                                    **tol(np.float64, terms(sub)))
@@ -127,7 +127,7 @@ def test_not_folded_after_an_activation_or_in_training():
                               layers.BatchNormalization(), layers.Flatten(),
                               layers.Dense(4, activation="relu"), layers.BatchNormalization()])
     model.build()
-    assert fusion.FoldBatchNorm not in map(type, model._plans[False])
+    assert fusion.FoldBatchNorm not in map(type, model._steps(False))
     x = np.random.default_rng(3).standard_normal((4, 6, 6, 2)).astype(np.float32)
     out = x
     for layer in model.layers:

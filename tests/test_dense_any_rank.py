@@ -115,7 +115,7 @@ def test_a_dense_on_a_conv_output_is_never_fused_as_flatten_dense(middle, cin):
                               Dense(2, activation="softmax")])
     dense = model.layers[-3]
     for training in (False, True):
-        for step in model._plans[training]:
+        for step in model._steps(training):
             if isinstance(step, fusion.Fused):
                 assert dense not in step.layers, (training, type(step).__name__)
     conv = model.layers[0]
@@ -136,8 +136,8 @@ def test_flatten_dense_after_a_conv_still_fuses():
     # the rank-n Dense changed nothing for the rules' own case
     model = cconv.Sequential([Input((6, 6, 1)), Conv2D(4, 3, activation="tanh"), Flatten(),
                               Dense(3, activation="softmax")])
-    assert isinstance(model._plans[False][0], fusion.ConvDense)
-    assert isinstance(model._plans[True][0], fusion.ConvDropoutDense)
+    assert isinstance(model._steps(False)[0], fusion.ConvDense)
+    assert isinstance(model._steps(True)[0], fusion.ConvDropoutDense)
 
 
 def test_wrong_last_axis_is_named():

@@ -184,7 +184,7 @@ def conv_pool_model(dtype, optimizer=None):
 def test_plan_fuses_conv_and_pool():
     model = conv_pool_model("float32")
     for training in (False, True):
-        steps = model._plans[training]
+        steps = model._steps(training)
         assert [type(s).__name__ for s in steps] == ["ConvPool", "ConvPool", "Flatten",
                                                      "Dense"]
         assert steps[0].layers == tuple(model.layers[:2])
@@ -194,7 +194,7 @@ def test_plan_fuses_conv_and_pool():
         plain = cconv.Sequential([Input((6, 6, 1)), Conv2D(2, 3, activation=name),
                                   MaxPooling2D(2), Flatten(), Dense(2)])
         for training in (False, True):
-            assert not any(isinstance(s, fusion.ConvPool) for s in plain._plans[training]), name
+            assert not any(isinstance(s, fusion.ConvPool) for s in plain._steps(training)), name
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -243,7 +243,7 @@ def test_fused_model_has_the_bits_of_the_unfused_one(dtype, monkeypatch):
     for rules in (list(fusion.RULES), []):
         monkeypatch.setattr(fusion, "RULES", rules)
         model = conv_pool_model(dtype, cconv.optimizers.Adam(1e-2))
-        assert any(isinstance(s, fusion.ConvPool) for s in model._plans[True]) == bool(rules)
+        assert any(isinstance(s, fusion.ConvPool) for s in model._steps(True)) == bool(rules)
         model.fit(x, y, batch_size=5, epochs=2, seed=1, verbose=0)
         results.append(model.get_weights() + [model.predict(x)])
     for a, b in zip(*results):
@@ -290,6 +290,6 @@ def test_blank_images_through_every_fused_activation(name, monkeypatch):
                                                            use_bias=False),
                                   Flatten(), Dense(3, use_bias=False)], dtype="float64")
         model.set_weights([rng.uniform(-0.5, 0.5, w.shape) for w in model.get_weights()])
-        assert any(isinstance(s, fusion.ConvDense) for s in model._plans[False]) == bool(rules)
+        assert any(isinstance(s, fusion.ConvDense) for s in model._steps(False)) == bool(rules)
         results.append(model.predict(x, verbose=0))
     np.testing.assert_allclose(*results, rtol=1e-12, atol=1e-12)

@@ -133,7 +133,6 @@ REFUSED = [
     (lambda m, x, y: m.fit(x, y, validation_data=(x, y, np.full(len(x), np.nan))),
      "validation_data\\[2\\]"),
     (lambda m, x, y: m.evaluate(x, y, sample_weight=np.ones(len(x) - 1)), "sample_weight"),
-    (lambda m, x, y: m.compile(loss_weights=[0.5]), "loss_weights"),
     (lambda m, x, y: m.compile(weighted_metrics=["auc"]), "weighted_metrics"),
     (lambda m, x, y: m.summary(line_length=80), "line_length"),
     (lambda m, x, y: m.summary(positions=[0.3, 0.6, 1.0]), "positions"),
@@ -176,9 +175,12 @@ def test_default_names_follow_keras():
 
 
 def test_input_accepts_keras_forms():
-    assert cconv.Input(shape=(28, 28, 1)).shape == (28, 28, 1)
-    assert cconv.Input(batch_shape=(None, 5)).shape == (5,)
-    assert cconv.Input((3,), dtype="uint8", name="pixels").get_config()["dtype"] == "uint8"
+    """cconv.Input gives a KerasTensor whose shape has the batch axis, as keras.Input's."""
+    keras = pytest.importorskip("keras")
+    for args, kwargs in [(((28, 28, 1),), {}), ((), {"batch_shape": (None, 5)}), (((7,),), {})]:
+        assert cconv.Input(*args, **kwargs).shape == tuple(keras.Input(*args, **kwargs).shape)
+    pixels = cconv.Input((3,), dtype="uint8", name="pixels").node.layer
+    assert pixels.get_config()["dtype"] == "uint8" and pixels.name == "pixels"
     assert cconv.Input is layers.Input
 
 

@@ -117,9 +117,9 @@ def test_sgd_steps_of_a_whole_network_match_the_oracle(name, fused, monkeypatch)
     cconv.utils.set_random_seed(5)
     model = build()
     if fused_step is None:  # no rule takes this activation
-        assert not any(isinstance(s, fusion.Fused) for s in model._plans[True])
+        assert not any(isinstance(s, fusion.Fused) for s in model._steps(True))
     else:
-        assert any(isinstance(s, fused_step) for s in model._plans[True]) == fused
+        assert any(isinstance(s, fused_step) for s in model._steps(True)) == fused
     # SGD on the model's own loss (the tf preset trains with Adam)
     model.compile(optimizer=cconv.optimizers.SGD(lr), loss=model.loss, metrics=["accuracy"])
     rng = np.random.default_rng(6)

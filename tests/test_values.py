@@ -91,7 +91,7 @@ def test_no_scratch_or_thread_state_travels(copier):
             assert getattr(new, attr) is not getattr(old, attr)
             assert not vars(getattr(new, attr))  # empty in this thread too
     for training in (False, True):  # the fused plans were made from the copy's layers
-        for step in twin._plans[training]:
+        for step in twin._steps(training):
             for layer in getattr(step, "layers", (step,)):
                 assert any(layer is l for l in twin.layers)
     assert twin._guard is not model._guard
