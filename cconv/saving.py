@@ -74,7 +74,8 @@ def serialize_layer(layer, dtype):
            "registered_name": None if module == "keras.layers"
            else f"cconv>{type(layer).__name__}"}
     if layer.built and layer.KERAS_BUILD_CONFIG:
-        out["build_config"] = {"input_shape": [None, *layer.input_shape]}
+        out["build_config"] = {"input_shape": [[None, *shape] for shape in layer.input_shape]
+                               if layer.MULTI_INPUT else [None, *layer.input_shape]}
     return out
 
 
@@ -132,20 +133,7 @@ def _sequential_parts(config, custom_objects):
     for i, entry in enumerate(config["layers"]):
         if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
             raise ValueError(f"Sequential config: layers[{i}] is not a layer's config dict")
-    # Keras keeps a dtype per layer (its Sequential's own stays at floatx when only the
-    # layers are given one); cconv computes every layer in one dtype: the layers' common
-    # one, else the model's.
-    layer_dtypes = {utils.policy_name(f"layer {e['config'].get('name')!r}: dtype",
-                                              e["config"].get("dtype"))
-                    for e in config["layers"] if e.get("class_name") != "InputLayer"} - {None}
-    if len(layer_dtypes) > 1:
-        raise ValueError(f"Sequential: the layers' dtypes differ ({sorted(layer_dtypes)}); "
-                         f"cconv computes every layer in the model's one dtype")
-    dtype = layer_dtypes.pop() if layer_dtypes else (
-        utils.policy_name("Sequential: dtype", config.get("dtype")) or "float32")
-    if dtype not in _DTYPES:
-        raise ValueError(f"Sequential: dtype {dtype!r} is not supported by cconv (only "
-                         f"float32 or float64)")
+    dtype = _config_dtype("Sequential", config, config["layers"])
     if config.get("trainable", True) is not True:
         raise ValueError("Sequential: trainable=False is not supported by cconv")
     items, input_shape = [], None
@@ -173,6 +161,173 @@ def _batch_shape(what, shape):
         return layers_module.InputLayer(tuple(shape[1:])).shape
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{what}: {exc}") from exc
+
+
+def functional_config(model):
+    """Keras 3's Functional config: each layer (InputLayers included, in the model's
+    order) with its calls as inbound_nodes, whose arguments name the tensors they read
+    as [layer name, call index, 0]; input_layers and output_layers in the structure the
+    model was given (a list, or a dict by name)."""
+    dtype = model.dtype.name
+    index = {}
+    for layer in model.layers:
+        for i, call in enumerate(model._nodes_of(layer)):
+            index[call.out] = [layer.name, i, 0]
+    for t, slot in zip(model.inputs, model._input_slots):
+        index[slot] = [t.node.layer.name, 0, 0]
+
+    def tensor(slot):
+        return {"class_name": "__keras_tensor__",
+                "config": {"shape": [None, *model._slot_shapes[slot]], "dtype": dtype,
+                           "keras_history": index[slot]}}
+
+    entries = []
+    for layer in model.layers:
+        if isinstance(layer, layers_module.InputLayer):
+            entries.append({"module": "keras.layers", "class_name": "InputLayer",
+                            "config": {**layer.get_config(), "name": layer.name},
+                            "registered_name": None, "name": layer.name,
+                            "inbound_nodes": []})
+            continue
+        entry = serialize_layer(layer, model.dtype)
+        entry["name"] = layer.name
+        entry["inbound_nodes"] = [
+            {"args": [[tensor(s) for s in call.ins] if call.many else tensor(call.ins[0])],
+             "kwargs": {}} for call in model._nodes_of(layer)]
+        entries.append(entry)
+
+    def ends(kind, slots):
+        refs = [index[s] for s in slots]
+        return dict(zip(kind[1], refs)) if kind and kind[0] == "dict" else refs
+
+    return {"name": model.name, "trainable": True, "layers": entries,
+            "input_layers": ends(model._input_kind, model._input_slots),
+            "output_layers": ends(model._output_kind, model._output_slots)}
+
+
+def functional_from_config(config, custom_objects=None, *, cls):
+    """A cls (cconv.Model) from Keras's Functional config (or get_config's), made and
+    checked with nothing built: model.build() draws its weights."""
+    model = _functional(config, custom_objects, cls)
+    model.build()
+    return model
+
+
+def _functional(config, custom_objects, cls):
+    """The model of a Functional config, its graph checked, not built."""
+    custom_objects = dict(custom_objects or {})
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        raise ValueError(f"Functional config: expected a dict with a 'layers' list, got "
+                         f"{type(config).__name__}")
+    entries = config["layers"]
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("config"), dict):
+            raise ValueError(f"Functional config: layers[{i}] is not a layer's config dict")
+        if not isinstance(entry.get("inbound_nodes", []), list):
+            raise ValueError(f"Functional config: layers[{i}]: inbound_nodes should be a list")
+    dtype = _config_dtype("Functional", config, entries)
+    if config.get("trainable", True) is not True:
+        raise ValueError("Functional: trainable=False is not supported by cconv")
+    made, tensors = {}, {}
+    for i, entry in enumerate(entries):
+        name = entry.get("name", entry["config"].get("name"))
+        if not isinstance(name, str) or name in made:
+            raise ValueError(f"Functional config: layers[{i}]: a missing or repeated name "
+                             f"{name!r}")
+        if entry.get("class_name") == "InputLayer":
+            layer = layers_module.InputLayer.from_config({**entry["config"], "name": name})
+            tensors[(name, 0)] = layer.output
+        else:
+            kind = _layer_class(i, entry, custom_objects)
+            layer = kind.from_config(entry["config"], custom_objects)
+            layer.name = name
+        made[name] = layer
+    # a layer's calls may read layers listed after it (a shared layer is listed once):
+    # call what can be called until nothing is left, or nothing more can be
+    pending = [(made[e.get("name", e["config"].get("name"))], i, node)
+               for e in entries if e.get("class_name") != "InputLayer"
+               for i, node in enumerate(e.get("inbound_nodes", []))]
+    while pending:
+        left = []
+        for layer, i, node in pending:
+            args = _node_args(layer, node)
+            if all(ref in tensors for ref in args[0]):
+                if i != sum(1 for key in tensors if key[0] == layer.name):
+                    left.append((layer, i, node))  # its earlier calls first
+                    continue
+                inputs = [tensors[ref] for ref in args[0]]
+                tensors[(layer.name, i)] = layer(inputs if args[1] else inputs[0])
+            else:
+                left.append((layer, i, node))
+        if len(left) == len(pending):
+            raise ValueError(f"Functional config: the calls of "
+                             f"{sorted({l.name for l, _, _ in left})} read tensors no "
+                             f"layer gives (a disconnected or cyclic graph)")
+        pending = left
+
+    def ends(what):
+        refs = config.get(what)
+        if isinstance(refs, dict):
+            return {k: _tensor_at(tensors, what, v) for k, v in refs.items()}
+        if not isinstance(refs, list) or not refs:
+            raise ValueError(f"Functional config: {what} should be a list or dict of "
+                             f"[layer, call, 0], got {refs!r}")
+        if isinstance(refs[0], str):  # a lone [name, 0, 0]
+            return _tensor_at(tensors, what, refs)
+        out = [_tensor_at(tensors, what, r) for r in refs]
+        return out[0] if len(out) == 1 else out
+
+    model = cls.__new__(cls)
+    model._setup(ends("input_layers"), ends("output_layers"),
+                 config.get("name") or "functional", dtype)
+    return model
+
+
+def _node_args(layer, node):
+    """([(layer name, call index)] a call reads, whether it reads a list)."""
+    label = f"Functional config: layer {layer.name!r}"
+    if not isinstance(node, dict) or not isinstance(node.get("args"), list) \
+            or len(node["args"]) != 1:
+        raise ValueError(f"{label}: inbound_nodes entries should be {{'args': [tensor or "
+                         f"list of tensors], 'kwargs': {{}}}}, got {node!r}")
+    kwargs = node.get("kwargs") or {}
+    if not isinstance(kwargs, dict) or any(v is not None for v in kwargs.values()):
+        raise ValueError(f"{label}: call arguments {kwargs!r} are not supported by cconv")
+    arg = node["args"][0]
+    many = isinstance(arg, list)
+    refs = []
+    for t in arg if many else [arg]:
+        history = t.get("config", {}).get("keras_history") if isinstance(t, dict) else None
+        if not isinstance(history, list) or len(history) != 3 \
+                or not isinstance(history[0], str) or not isinstance(history[1], int):
+            raise ValueError(f"{label}: expected tensors as __keras_tensor__ with a "
+                             f"keras_history [layer, call, 0], got {t!r}")
+        refs.append((history[0], history[1]))
+    return refs, many
+
+
+def _tensor_at(tensors, what, ref):
+    if not isinstance(ref, list) or len(ref) != 3 or (ref[0], ref[1]) not in tensors:
+        raise ValueError(f"Functional config: {what}: {ref!r} names no call of a layer")
+    return tensors[(ref[0], ref[1])]
+
+
+def _config_dtype(kind, config, entries):
+    """The one dtype of a model config: its layers' common one, else the model's. Keras
+    keeps a dtype per layer (its model's own stays at floatx when only the layers are
+    given one); cconv computes every layer in one dtype."""
+    layer_dtypes = {utils.policy_name(f"layer {e['config'].get('name')!r}: dtype",
+                                      e["config"].get("dtype"))
+                    for e in entries if e.get("class_name") != "InputLayer"} - {None}
+    if len(layer_dtypes) > 1:
+        raise ValueError(f"{kind}: the layers' dtypes differ ({sorted(layer_dtypes)}); "
+                         f"cconv computes every layer in the model's one dtype")
+    dtype = layer_dtypes.pop() if layer_dtypes else (
+        utils.policy_name(f"{kind}: dtype", config.get("dtype")) or "float32")
+    if dtype not in _DTYPES:
+        raise ValueError(f"{kind}: dtype {dtype!r} is not supported by cconv (only "
+                         f"float32 or float64)")
+    return dtype
 
 
 def compile_config(model):
@@ -275,10 +430,15 @@ def save_model(model, filepath, overwrite=True):
         raise FileExistsError(f"filepath: {path} exists and overwrite=False")
     if not model.built and model.input_shape is not None:
         model.build()
-    config = {"module": "keras", "class_name": "Sequential",
-              "config": sequential_config(model), "registered_name": None}
-    if model.built:
-        config["build_config"] = {"input_shape": [None, *model.input_shape]}
+    if _is_sequential(model):
+        config = {"module": "keras", "class_name": "Sequential",
+                  "config": sequential_config(model), "registered_name": None}
+        if model.built:
+            config["build_config"] = {"input_shape": [None, *model.input_shape]}
+    else:
+        config = {"module": "keras.src.models.functional", "class_name": "Functional",
+                  "config": functional_config(model), "registered_name": "Functional",
+                  "build_config": {"input_shape": None}}
     if model.compiled:
         config["compile_config"] = compile_config(model)
     metadata = {"keras_version": KERAS_VERSION, "cconv_version": __version__,
@@ -291,6 +451,12 @@ def save_model(model, filepath, overwrite=True):
             # HDF5 of floats barely compresses; storing it keeps saves fast
             z.writestr(zipfile.ZipInfo(WEIGHTS, date_time=(1980, 1, 1, 0, 0, 0)), weights,
                        compress_type=zipfile.ZIP_STORED)
+
+
+def _is_sequential(model):
+    """Whether model is a Sequential (by its config's kind: this module never imports
+    cconv.model)."""
+    return any(c.__name__ == "Sequential" for c in type(model).__mro__)
 
 
 # ---- reading -------------------------------------------------------------------------
@@ -399,14 +565,15 @@ def _read_weights(model, data, compiled, skip_optimizer):
     return arrays
 
 
-def load_model(filepath, custom_objects=None, compile=True, safe_mode=True, *, cls):
-    """The model (a cls, cconv's Sequential) in a .keras file written by cconv or by
-    Keras 3 (Sequential models of the layers cconv has), with its weights and, when
-    compile=True and the file was compiled, its optimizer and optimizer state.
-    safe_mode is accepted for Keras's sake: cconv never runs code a file names."""
+def load_model(filepath, custom_objects=None, compile=True, safe_mode=True, *, classes):
+    """The model in a .keras file written by cconv or by Keras 3 (Sequential and
+    functional models of the layers cconv has), with its weights and, when compile=True
+    and the file was compiled, its optimizer and optimizer state. classes: {"Sequential":
+    cconv's Sequential, "Functional": cconv's Model}. safe_mode is accepted for Keras's
+    sake: cconv never runs code a file names."""
     path = os.fspath(filepath)
     try:
-        return _load(path, custom_objects, compile, cls)
+        return _load(path, custom_objects, compile, classes)
     except _Bad as exc:
         raise ValueError(f"load_model: {path}: {exc}") from None
     except (TypeError, ValueError) as exc:  # a config's values of the wrong type or range
@@ -426,18 +593,16 @@ def _entry(config, key):
     return value
 
 
-def _weights_nbytes(layers, input_shape, dtype):
-    """The bytes the layers' weights take on inputs of input_shape, from the layers'
-    configs alone; more than this machine's memory is refused."""
-    count, shape = 0, tuple(input_shape)
-    for layer in layers:
-        count += sum(math.prod(s) for s in layer.weight_shapes(shape).values())
-        shape = tuple(layer.compute_output_shape(shape))
+def _weights_nbytes(calls, dtype):
+    """The bytes the weights of the layers take, from [(layer, the shape it is called
+    on)] alone; more than this machine's memory is refused."""
+    count = sum(math.prod(s) for layer, shape in calls
+                for s in layer.weight_shapes(shape).values())
     ops.check_size("the config's weights", ((1 + optimizers.MAX_SLOTS) * count,), dtype)
     return count * np.dtype(dtype).itemsize
 
 
-def _load(path, custom_objects, compile_, cls):
+def _load(path, custom_objects, compile_, classes):
     with open(path, "rb") as raw, zipfile.ZipFile(raw) as z:
         names = set(z.namelist())
         if CONFIG not in names:
@@ -449,15 +614,28 @@ def _load(path, custom_objects, compile_, cls):
         if unknown:
             raise _Bad(f"holds members cconv does not know: {', '.join(unknown)}")
         config = _json(z, CONFIG)
-        if not isinstance(config, dict) or config.get("class_name") != "Sequential":
-            got = config.get("class_name") if isinstance(config, dict) else config
-            raise _Bad(f"{CONFIG} describes a {got!r}; cconv loads Sequential models only")
-        layers, input_shape, dtype, name = _sequential_parts(config.get("config"),
-                                                             custom_objects)
-        if input_shape is None:
-            input_shape = _batch_shape(f"{CONFIG}: build_config.input_shape",
-                                       _entry(config, "build_config").get("input_shape"))
-        model = cls(layers, dtype=dtype, name=name)
+        kind = config.get("class_name") if isinstance(config, dict) else config
+        if kind in ("Functional", "Model"):
+            model = _functional(config.get("config"), custom_objects, classes["Functional"])
+            calls = [(layer, layer._inbound_nodes[0].inputs) for layer in model.layers
+                     if not isinstance(layer, layers_module.InputLayer)]
+            calls = [(layer, [t.sample_shape for t in ins] if layer.MULTI_INPUT
+                      else ins[0].sample_shape) for layer, ins in calls]
+            input_shape = True
+        elif kind == "Sequential":
+            layers, input_shape, dtype, name = _sequential_parts(config.get("config"),
+                                                                 custom_objects)
+            if input_shape is None:
+                input_shape = _batch_shape(f"{CONFIG}: build_config.input_shape",
+                                           _entry(config, "build_config").get("input_shape"))
+            model = classes["Sequential"](layers, dtype=dtype, name=name)
+            calls, shape = [], input_shape
+            for layer in layers if input_shape is not None else ():
+                calls.append((layer, shape))
+                shape = tuple(layer.compute_output_shape(shape))
+        else:
+            raise _Bad(f"{CONFIG} describes a {kind!r}; cconv loads Sequential and "
+                       f"Functional models")
         # Keras writes {} for a model that was never compiled
         compile_config = config.get("compile_config") or None
         compiled = compile_ and compile_config is not None
@@ -467,14 +645,14 @@ def _load(path, custom_objects, compile_, cls):
             # The weights' sizes follow from the config alone: the file must hold them
             # all before any memory is spent on them, and what is made is zeros (no
             # random draws) since the file's values replace them.
-            need = _weights_nbytes(layers, input_shape, model.dtype)
+            need = _weights_nbytes(calls, model.dtype)
             declared = z.getinfo(WEIGHTS).file_size
             if declared < need:
                 raise _Bad(f"{WEIGHTS} holds {declared:,} bytes, fewer than the "
                            f"{need:,} the config's weights need")
             limit = _H5_SLACK + (1 + optimizers.MAX_SLOTS) * need
             data = _read_member(z, WEIGHTS, limit)
-            model.build(input_shape, initialize=False)
+            model.build(None if input_shape is True else input_shape, initialize=False)
         if compiled:
             compile_from_config(model, compile_config)
         if not model.built:
