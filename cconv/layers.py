@@ -149,6 +149,8 @@ class Layer:
         "argmax", "x_shape"  where each window's max was, and the input shape
                   (MaxPooling2D, GlobalMaxPooling2D; "x_shape" alone:
                   AveragePooling2D, GlobalAveragePooling2D).
+        "xs"      the list of inputs (Multiply, Maximum: the merge layers whose
+                  gradients need them).
     - public configuration (activation.name, padding, rate, use_bias, pool_size, strides,
       dilation_rate, epsilon, dtype, input_shape, output_shape) and the methods below.
     CONTRACT lists these names: a fused step touches nothing else. Each rule in
@@ -1298,3 +1300,178 @@ KERAS_LAYERS["AvgPool2D"] = AveragePooling2D
 KERAS_LAYERS["Convolution2D"] = Conv2D
 KERAS_LAYERS["GlobalAvgPool2D"] = GlobalAveragePooling2D
 KERAS_LAYERS["GlobalMaxPool2D"] = GlobalMaxPooling2D
+
+
+# ---- merge layers: a list of inputs, one output --------------------------------------
+class _Merge(Layer):
+    """Base of the layers that merge several inputs into one, as Keras's merging layers.
+
+    The protocol the model's graph calls them by (MULTI_INPUT = True): compute_output_shape
+    and build take a list of per-sample shapes, one per input (input_shape is then a tuple
+    of them); forward and forward_linear take the list of batch arrays and return one
+    array; backward and backward_linear return a list of gradients, one new array per
+    input. The inputs must all have one shape (Concatenate: but along its axis): Keras's
+    broadcasting of inputs whose shapes differ by 1s or by rank is refused."""
+
+    MULTI_INPUT = True
+    INPUTS = (1, None)  # the least and the most inputs Keras takes (None: any number)
+
+    def __init__(self, name=None, *, trainable=True):
+        super().__init__(name, trainable=trainable)
+
+    def _label(self):
+        return f"{type(self).__name__} {self.name!r}" if self.name else type(self).__name__
+
+    def _count(self, what, items, received):
+        least, most = self.INPUTS
+        if least <= len(items) and (most is None or len(items) <= most):
+            return
+        expected = f"exactly {least}" if least == most else f"at least {least}"
+        raise ValueError(f"{self._label()}: a `{type(self).__name__}` layer should be called "
+                         f"on {expected} input{'s' * (least > 1)}, received {what}={received}")
+
+    def _shapes(self, input_shapes):
+        """input_shapes checked, as a list of tuples: one per-sample shape per input."""
+        if not isinstance(input_shapes, (list, tuple)) or not all(
+                isinstance(s, (list, tuple)) for s in input_shapes):
+            raise ValueError(f"{self._label()}: a merge layer should be called on a list of "
+                             f"inputs, received input_shape={input_shapes!r} (not a list of "
+                             f"shapes)")
+        shapes = [tuple(s) for s in input_shapes]
+        self._count("input_shape", shapes, shapes)
+        return shapes
+
+    def compute_output_shape(self, input_shapes):
+        shapes = self._shapes(input_shapes)
+        if any(s != shapes[0] for s in shapes[1:]):
+            raise ValueError(f"{self._label()}: inputs have incompatible shapes, received "
+                             f"shapes {shapes} (cconv merges inputs of one shape; it does not "
+                             f"broadcast them as Keras does)")
+        return shapes[0]
+
+    def build(self, input_shapes, dtype, rng):
+        super().build(self._shapes(input_shapes), dtype, rng)
+
+    def _inputs(self, xs):
+        if not isinstance(xs, (list, tuple)):
+            raise TypeError(f"{self._label()}: expected a list of input arrays, got "
+                            f"{type(xs).__name__}")
+        self._count("inputs", xs, f"{len(xs)} arrays")
+        if self.built and len(xs) != len(self.input_shape):
+            raise ValueError(f"{self._label()}: built for {len(self.input_shape)} inputs, "
+                             f"received {len(xs)}")
+        return list(xs)
+
+
+class Add(_Merge):
+    """The elementwise sum of its inputs, ((x0 + x1) + x2) + ..., as keras.layers.Add."""
+
+    def forward_linear(self, xs, training=False, rng=None):
+        return ops.add(self._inputs(xs))
+
+    def backward_linear(self, grad):
+        return ops.add_backward(grad, len(self.input_shape))
+
+
+class Subtract(_Merge):
+    """x0 - x1, as keras.layers.Subtract (exactly two inputs)."""
+
+    INPUTS = (2, 2)
+
+    def forward_linear(self, xs, training=False, rng=None):
+        return ops.subtract(*self._inputs(xs))
+
+    def backward_linear(self, grad):
+        return ops.subtract_backward(grad)
+
+
+class Multiply(_Merge):
+    """The elementwise product of its inputs, ((x0 * x1) * x2) * ..., as
+    keras.layers.Multiply."""
+
+    def forward_linear(self, xs, training=False, rng=None):
+        xs = self._inputs(xs)
+        if training:
+            self.saved["xs"] = xs
+        return ops.multiply(xs)
+
+    def backward_linear(self, grad):
+        return ops.multiply_backward(self.saved["xs"], grad)
+
+
+class Average(_Merge):
+    """The elementwise mean of its inputs, their sum (left to right) divided by their
+    count, as keras.layers.Average."""
+
+    def forward_linear(self, xs, training=False, rng=None):
+        return ops.average(self._inputs(xs))
+
+    def backward_linear(self, grad):
+        return ops.average_backward(grad, len(self.input_shape))
+
+
+class Maximum(_Merge):
+    """The elementwise maximum of its inputs, as keras.layers.Maximum. Its gradient goes
+    to the first input holding the maximum on a tie (Keras on jax splits it between the
+    tied inputs), as MaxPooling2D's goes to the first maximum of its window."""
+
+    def forward_linear(self, xs, training=False, rng=None):
+        xs = self._inputs(xs)
+        if training:
+            self.saved["xs"] = xs
+        return ops.maximum(xs)
+
+    def backward_linear(self, grad):
+        return ops.maximum_backward(self.saved["xs"], grad)
+
+
+class Concatenate(_Merge):
+    """Its inputs joined along `axis`, as keras.layers.Concatenate: the axis counts the
+    batch axis, as Keras's (-1, the last, by default; 0, the batch axis, is refused), and
+    the inputs match on every other axis."""
+
+    def __init__(self, axis=-1, name=None, *, trainable=True):
+        super().__init__(name, trainable=trainable)
+        if isinstance(axis, bool) or not isinstance(axis, numbers.Integral):
+            raise TypeError(f"axis: expected an int, got {type(axis).__name__} {axis!r}")
+        self.axis = int(axis)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
+
+    def _sample_axis(self, rank):
+        """self.axis as an axis of one sample's shape, of `rank` dimensions."""
+        if not -(rank + 1) <= self.axis <= rank:
+            raise ValueError(f"{self._label()}: axis={self.axis} is out of range for inputs "
+                             f"of {rank + 1} dimensions (the batch axis included)")
+        if self.axis % (rank + 1) == 0:
+            raise ValueError(f"{self._label()}: axis={self.axis} is the batch axis; cconv "
+                             f"concatenates along the axes of a sample")
+        return self.axis % (rank + 1) - 1
+
+    def compute_output_shape(self, input_shapes):
+        shapes = self._shapes(input_shapes)
+        mismatch = ValueError(
+            f"{self._label()}: a `Concatenate` layer requires inputs with matching shapes "
+            f"except for the concatenation axis, received input_shape="
+            f"{[(None, *s) for s in shapes]} (axis={self.axis})")
+        if len({len(s) for s in shapes}) != 1:
+            raise mismatch
+        axis = self._sample_axis(len(shapes[0]))
+        others = {s[:axis] + s[axis + 1:] for s in shapes}
+        if len(others) != 1:
+            raise mismatch
+        out = list(shapes[0])
+        out[axis] = sum(s[axis] for s in shapes)
+        return tuple(out)
+
+    def forward_linear(self, xs, training=False, rng=None):
+        return ops.concatenate(self._inputs(xs), self.axis)
+
+    def backward_linear(self, grad):
+        return ops.concatenate_backward(grad, [(grad.shape[0], *s) for s in self.input_shape],
+                                        self.axis)
+
+
+KERAS_LAYERS.update({cls.__name__: cls for cls in (Add, Subtract, Multiply, Average, Maximum,
+                                                   Concatenate)})

@@ -499,3 +499,83 @@ def batch_norm_backward(x, grad_out, mean, var, gamma=None, epsilon=1e-3, need_g
     grad_beta = g.sum(axis=0)
     return (grad_x.reshape(x.shape).astype(x.dtype) if need_grad_x else None,
             grad_gamma.astype(x.dtype), grad_beta.astype(x.dtype))
+
+
+# ---- merges: lists of inputs of one shape, folded left to right as Keras does ----------
+def add(xs):
+    out = xs[0]
+    for x in xs[1:]:
+        out = out + x
+    return out.copy() if out is xs[0] else out
+
+
+def subtract(a, b):
+    return a - b
+
+
+def multiply(xs):
+    out = xs[0]
+    for x in xs[1:]:
+        out = out * x
+    return out.copy() if out is xs[0] else out
+
+
+def average(xs):
+    return add(xs) / xs[0].dtype.type(len(xs))
+
+
+def _first_max(xs):
+    """Which input holds each element's maximum: the first one on a tie, the first NaN
+    where there is one (np.argmax's rule)."""
+    return np.argmax(np.stack(xs), axis=0)
+
+
+def maximum(xs):
+    return np.take_along_axis(np.stack(xs), _first_max(xs)[None], axis=0)[0]
+
+
+def add_backward(grad_out, n):
+    return [grad_out.copy() for _ in range(n)]
+
+
+def subtract_backward(grad_out):
+    return [grad_out.copy(), -grad_out]
+
+
+def average_backward(grad_out, n):
+    return [grad_out / grad_out.dtype.type(n) for _ in range(n)]
+
+
+def multiply_backward(xs, grad_out):
+    """Reverse mode through p1 = x0 * x1, p2 = p1 * x2, ...: x_j's gradient is the
+    gradient reaching p_j (grad_out, times the inputs after x_j, from the last back)
+    times p_{j-1}, the product of the inputs before it."""
+    before = [None, xs[0]]
+    for x in xs[1:-1]:
+        before.append(before[-1] * x)
+    grads = [None] * len(xs)
+    carried = grad_out
+    for j in range(len(xs) - 1, 0, -1):
+        grads[j] = carried * before[j]
+        carried = carried * xs[j]
+    grads[0] = carried.copy() if carried is grad_out else carried
+    return grads
+
+
+def maximum_backward(xs, grad_out):
+    which = _first_max(xs)
+    return [np.where(which == j, grad_out, grad_out.dtype.type(0)) for j in range(len(xs))]
+
+
+def concatenate(xs, axis=-1):
+    return np.concatenate(xs, axis=axis)
+
+
+def concatenate_backward(grad_out, x_shapes, axis=-1):
+    ends = np.cumsum([shape[axis] for shape in x_shapes])
+    index = [slice(None)] * grad_out.ndim
+    grads = []
+    for start, end in zip([0, *ends[:-1]], ends):
+        index[axis] = slice(start, end)
+        grads.append(grad_out[tuple(index)].copy())
+    return grads

@@ -61,6 +61,13 @@ batch_norm (batch_norm_backward), batch_norm_inference (batch_norm_backward with
     fixed row chunks reduced in order; the elementwise passes in float64, rounded once) --
     oracle.batch_norm, oracle.batch_norm_inference (oracle.batch_norm_backward) --
     test_norm.py
+add, subtract, multiply, average, maximum (add_backward, subtract_backward,
+    multiply_backward, average_backward, maximum_backward): the merge layers, a list of
+    inputs of one shape folded left to right -- merge.py: _merge (the forward passes,
+    multiply's and maximum's gradients; the other gradients are NumPy copies, a negation,
+    a division) -- their oracle twins -- test_merge.py
+concatenate (concatenate_backward) -- merge.py: NumPy (memory moved, no arithmetic) --
+    oracle.concatenate (oracle.concatenate_backward) -- test_merge.py
 legacy_coin_flips -- random.py: _random (np.random's MT19937 stream) --
     oracle.legacy_coin_flips -- test_random.py
 conv_output_shape, pool_output_shape, check_size, pad_widths -- shape and memory helpers.
@@ -76,6 +83,9 @@ from cconv.ops.elementwise import (activation, activation_backward, dropout,
                                    relu_general_backward, softmax, softmax_backward, tanh,
                                    tanh_backward)
 from cconv.ops.fused import conv2d_dense, conv2d_maxpool, dense_backward_gated
+from cconv.ops.merge import (add, add_backward, average, average_backward, concatenate,
+                             concatenate_backward, maximum, maximum_backward, multiply,
+                             multiply_backward, subtract, subtract_backward)
 from cconv.ops.norm import batch_norm, batch_norm_backward, batch_norm_inference
 from cconv.ops.optim import adam_update, rmsprop_update, sgd_update
 from cconv.ops.pool import (KERNEL_POOL_MODES, avg_pool2d, avg_pool2d_backward,
@@ -100,5 +110,7 @@ __all__ = [
     "legacy_coin_flips", "pad_widths", "rescale", "rescale_backward", "zero_pad2d",
     "zero_pad2d_backward", "global_avg_pool2d", "global_avg_pool2d_backward",
     "global_max_pool2d", "global_max_pool2d_backward", "batch_norm", "batch_norm_backward",
-    "batch_norm_inference",
+    "batch_norm_inference", "add", "add_backward", "subtract", "subtract_backward",
+    "multiply", "multiply_backward", "average", "average_backward", "maximum",
+    "maximum_backward", "concatenate", "concatenate_backward",
 ]
