@@ -197,6 +197,8 @@ def test_keras_files_cross_both_ways(make, tmp_path):
         [p] if isinstance(p, np.ndarray) else list(p))
     model.save(tmp_path / "ours.keras")
     theirs = keras.models.load_model(tmp_path / "ours.keras")
+    # the order of the layers is the order of the file's weights: Keras's own
+    assert [e["name"] for e in model.get_config()["layers"]] == [l.name for l in theirs.layers]
     for g, w in zip(flat(model.predict(x, verbose=0)), flat(theirs.predict(x, verbose=0))):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
     theirs.set_weights([w * 0.5 for w in theirs.get_weights()])
@@ -206,6 +208,27 @@ def test_keras_files_cross_both_ways(make, tmp_path):
     assert back.get_config()["input_layers"] == theirs.get_config()["input_layers"]
     for g, w in zip(flat(back.predict(x, verbose=0)), flat(theirs.predict(x, verbose=0))):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_weights_and_a_shared_layer_train_as_in_keras():
+    """Three SGD steps of the siamese model with loss_weights=[0.5] (a single output):
+    the shared layer's summed gradients and the halved loss, against Keras's."""
+    keras = need("keras", "interop")
+    model = ours(siamese, "float32")
+    theirs = siamese(keras.layers, keras.Input, keras.Model)
+    theirs.set_weights(model.get_weights())
+    for m, engine in ((model, cconv), (theirs, keras)):
+        m.compile(engine.optimizers.SGD(0.5), "sparse_categorical_crossentropy",
+                  loss_weights=[0.5])
+    rng = np.random.default_rng(4)
+    for step in range(3):
+        x = [rng.standard_normal((6, 5)).astype(np.float32) for _ in range(2)]
+        y = rng.integers(0, CLASSES, 6)
+        got = model.fit(x, y, batch_size=6, verbose=0).history["loss"][0]
+        want = float(theirs.train_on_batch(x, y))
+        assert abs(got - want) <= 1e-5, (step, got, want)
+        for g, w in zip(model.get_weights(), theirs.get_weights()):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=f"step {step}")
 
 
 def test_a_compiled_two_output_model_keeps_its_training_state_across_keras(tmp_path):

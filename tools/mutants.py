@@ -626,7 +626,33 @@ MUTANTS = [
            [("cconv/layers.py", "ops.dropout(x, self.rate, seed=",
              "ops.dropout(x, 1 - self.rate, seed=")],
            ["tests/test_semantics.py::test_standalone_dropout_layer_trained_with_sgd",
-            "tests/test_network_sgd.py"]),
+            "tests/test_network_sgd.py"]),    # ---- functional models (cconv.Model) ----
+    Mutant("shared_layer_last_call_grads", "a layer called twice keeps the gradients of "
+           "one call instead of their sum",
+           [("cconv/model.py", "total[k] = g.copy() if k not in total else total[k] + g",
+             "total[k] = g.copy()")],
+           ["tests/test_functional.py"]),
+    Mutant("graph_gradient_one_branch", "a tensor read by two layers gets the gradient of "
+           "one reader only",
+           [("cconv/model.py", "grads[slot] = g if slot not in grads else grads[slot] + g",
+             "grads[slot] = g")],
+           ["tests/test_functional.py"]),
+    Mutant("graph_frees_too_early", "inference drops a result one reader before its last",
+           [("cconv/model.py", "                left[slot] -= 1\n                if not "
+             "left[slot]:\n                    del values[slot]",
+             "                left[slot] -= 1\n                if left[slot] <= 1 and slot "
+             "not in self._output_slots:\n                    values[slot] = values[slot] * 0")],
+           ["tests/test_functional.py"]),
+    Mutant("graph_layer_order_by_call", "a functional model's layers in the order their "
+           "calls finish, not Keras's (depth, then first visit)",
+           [("cconv/graph.py", "layers = sorted(layer_depth, key=lambda l: (-layer_depth[l], "
+             "index[l]))", "layers = list(dict.fromkeys(n.layer for n in order))")],
+           ["tests/test_functional.py"]),
+    Mutant("loss_weights_ignored", "compile's loss_weights weigh the logged loss but not "
+           "the gradients",
+           [("cconv/model.py", "                if lw != 1.0:\n                    factor = "
+             "factor * lw\n", "")],
+           ["tests/test_functional.py"]),
 ]
 
 
