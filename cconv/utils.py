@@ -1,4 +1,5 @@
 """Small utilities in the spirit of keras.utils."""
+import contextlib
 import inspect
 import numbers
 import re
@@ -31,6 +32,22 @@ def _rng(seed=None):
         return np.random.default_rng()
     _seed_draws += 1
     return np.random.default_rng([_global_seed, _seed_draws])
+
+
+@contextlib.contextmanager
+def _seeded(seed):
+    """Draws inside come from `seed` as after set_random_seed(seed); afterwards the
+    global sequence goes on as if they had not happened. seed None: no change."""
+    global _global_seed, _seed_draws
+    if seed is None:
+        yield
+        return
+    saved = _global_seed, _seed_draws
+    set_random_seed(seed)
+    try:
+        yield
+    finally:
+        _global_seed, _seed_draws = saved
 
 
 def _positive_int(name, value):
