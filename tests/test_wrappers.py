@@ -22,7 +22,8 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
-from cconv.wrappers import SKLearnClassifier, SKLearnRegressor, SKLearnTransformer  # noqa: E402,E501
+from cconv.wrappers import (SKLearnClassifier, SKLearnRegressor,  # noqa: E402
+                            SKLearnTransformer)
 
 
 def mlp(X, y, loss="categorical_crossentropy", hidden=(8,), activation="softmax",

@@ -627,6 +627,41 @@ MUTANTS = [
              "ops.dropout(x, 1 - self.rate, seed=")],
            ["tests/test_semantics.py::test_standalone_dropout_layer_trained_with_sgd",
             "tests/test_network_sgd.py"]),
+    # ---- scikit-learn wrappers ----
+    Mutant("wrapper_warm_start_ignored", "a wrapper with warm_start=False refits from the "
+           "previous fit's model and weights",
+           [("cconv/wrappers.py", "warm = bool(self.warm_start) and hasattr(self, \"model_\")",
+             "warm = hasattr(self, \"model_\")")],
+           ["tests/test_wrappers.py::test_warm_start_false_refits_from_scratch",
+            "tests/test_wrappers.py::test_set_params_changes_the_next_fit_and_clones_are_unfitted",
+            "tests/test_wrappers.py::test_scikit_learn_checks"]),
+    Mutant("wrapper_warm_start_rebuilds", "a wrapper with warm_start=True builds a new model "
+           "at every fit",
+           [("cconv/wrappers.py", "        if warm:\n            return self.model_\n",
+             "        if warm and False:\n            return self.model_\n")],
+           ["tests/test_wrappers.py::test_warm_start_true_goes_on_from_the_previous_weights",
+            "tests/test_wrappers.py::test_a_pickled_wrapper_predicts_and_trains_on_as_the_original"]),
+    Mutant("wrapper_classes_first_seen", "classes_ in the order labels first appear, the "
+           "model's columns in sorted order",
+           [("cconv/wrappers.py", "            self.classes_ = classes\n",
+             "            self.classes_ = np.asarray(list(dict.fromkeys(y.tolist())))\n")],
+           ["tests/test_wrappers.py::test_predict_proba_rows_sum_to_one_and_agree_with_the_model",
+            "tests/test_wrappers.py::test_grid_search_in_two_processes_scores_each_split_as_the_models_by_hand",
+            "tests/test_wrappers.py::test_pipeline_of_scaler_transformer_and_classifier",
+            "tests/test_wrappers.py::test_scikit_learn_checks"]),
+    Mutant("wrapper_unseeded_build", "random_state seeds the fit but not the new model's "
+           "weights",
+           [("cconv/wrappers.py", "with utils._seeded(seed):", "with utils._seeded(None):")],
+           ["tests/test_wrappers.py::test_warm_start_false_refits_from_scratch",
+            "tests/test_wrappers.py::test_grid_search_in_two_processes_scores_each_split_as_the_models_by_hand",
+            "tests/test_wrappers.py::test_scikit_learn_checks"]),
+    Mutant("wrapper_fit_kwargs_dropped", "the wrapper's fit_kwargs never reach the model's "
+           "fit (only fit's own keywords do)",
+           [("cconv/wrappers.py", "options = {\"verbose\": 0, **(self.fit_kwargs or {}), **kwargs}",
+             "options = {\"verbose\": 0, **kwargs}")],
+           ["tests/test_wrappers.py::test_set_params_changes_the_next_fit_and_clones_are_unfitted",
+            "tests/test_wrappers.py::test_grid_search_in_two_processes_scores_each_split_as_the_models_by_hand",
+            "tests/test_wrappers.py::test_warm_start_true_goes_on_from_the_previous_weights"]),
 ]
 
 
