@@ -3,11 +3,13 @@ import contextlib
 import inspect
 import numbers
 import re
+import threading
 
 import numpy as np
 
 _global_seed = None
 _seed_draws = 0
+_seeded_lock = threading.RLock()  # reentrant: a model builder may itself use _seeded
 
 
 def set_random_seed(seed):
@@ -37,17 +39,20 @@ def _rng(seed=None):
 @contextlib.contextmanager
 def _seeded(seed):
     """Draws inside come from `seed` as after set_random_seed(seed); afterwards the
-    global sequence goes on as if they had not happened. seed None: no change."""
+    global sequence goes on as if they had not happened. seed None: no change. Two
+    threads take turns (scikit-learn's threading backend builds models side by side);
+    a draw elsewhere meanwhile, not under _seeded, still reads the borrowed seed."""
     global _global_seed, _seed_draws
     if seed is None:
         yield
         return
-    saved = _global_seed, _seed_draws
-    set_random_seed(seed)
-    try:
-        yield
-    finally:
-        _global_seed, _seed_draws = saved
+    with _seeded_lock:
+        saved = _global_seed, _seed_draws
+        set_random_seed(seed)
+        try:
+            yield
+        finally:
+            _global_seed, _seed_draws = saved
 
 
 def _positive_int(name, value):
