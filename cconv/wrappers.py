@@ -56,10 +56,10 @@ class _SKLearnBase(BaseEstimator):
     _Y_OPTIONS = dict(multi_output=True, y_numeric=True)
 
     def _encode(self, y, warm):
-        """(y for the model builder, y for model.fit)."""
-        self._y_1d = y.ndim == 1
+        """(y for the model builder, y for model.fit, the attributes a successful fit
+        sets)."""
         y2 = y.reshape(len(y), -1)
-        return y2, y2
+        return y2, y2, {"_y_1d": y.ndim == 1}
 
     def _decode(self, out):
         out = out.reshape(len(out), -1)
@@ -87,7 +87,7 @@ class _SKLearnBase(BaseEstimator):
                 # the given weights, trained on a copy: a parameter is never changed
                 model = copy.deepcopy(self.model)
             else:
-                self._check_compiled(self.model, "model")
+                self._check_compiled(self.model)
                 model = models.clone_model(self.model)
                 saving.compile_from_config(model, saving.compile_config(self.model))
         elif callable(self.model):
@@ -98,19 +98,19 @@ class _SKLearnBase(BaseEstimator):
         else:
             raise TypeError(f"model: expected a compiled cconv Sequential or a callable "
                             f"returning one, got {type(self.model).__name__}")
-        self._check_compiled(model, "model")
+        self._check_compiled(model)
         if not model.built:  # drawn here, under this fit's seed
             model.build(X.shape[1:])
         return model
 
     @staticmethod
-    def _check_compiled(model, what):
+    def _check_compiled(model):
         if not model.compiled:
-            raise ValueError(f"{what}: expected a compiled model (call model.compile("
+            raise ValueError(f"model: expected a compiled model (call model.compile("
                              f"optimizer=..., loss=...) before handing it over), got an "
                              f"uncompiled {model.name!r}")
 
-    def _fit_target(self, model, y):
+    def _fit_target(self, model, given, y):
         return y
 
     # ---- scikit-learn's API ----------------------------------------------------------
@@ -127,12 +127,14 @@ class _SKLearnBase(BaseEstimator):
                 raise ValueError(f"fit: seed={options['seed']!r} and random_state="
                                  f"{self.random_state!r} both seed the fit; give one")
             options["seed"] = seed
-        given, target = self._encode(y, warm)
+        given, target, learned = self._encode(y, warm)
         with utils._seeded(seed):
             model = self._new_model(X, given, warm)
-        history = model.fit(X, self._fit_target(model, target), **options)
-        self.model_ = model
-        self.history_ = history.history
+        history = model.fit(X, self._fit_target(model, given, target), **options)
+        # set together, once the fit went through
+        self.model_, self.history_ = model, history.history
+        for name, value in learned.items():
+            setattr(self, name, value)
         return self
 
     def _output(self, X):
@@ -160,27 +162,24 @@ class SKLearnClassifier(ClassifierMixin, _SKLearnBase):
                 raise ValueError(f"y: labels {unknown.tolist()} are not among the classes "
                                  f"of the previous fit {self.classes_.tolist()} "
                                  f"(warm_start=True keeps them)")
-            indices = np.searchsorted(self.classes_, y)
+            classes, indices = self.classes_, np.searchsorted(self.classes_, y)
         else:
             classes, indices = np.unique(y, return_inverse=True)
             if len(classes) < 2:
                 raise ValueError(f"y: a classifier needs at least 2 classes, got one class "
                                  f"({classes[0]!r})")
-            self.classes_ = classes
-        one_hot = np.eye(len(self.classes_), dtype=np.float32)[indices]
-        return one_hot, indices
+        one_hot = np.eye(len(classes), dtype=np.float32)[indices]
+        return one_hot, indices, {"classes_": classes}
 
-    def _fit_target(self, model, indices):
-        k, shape = len(self.classes_), model.output_shape
+    def _fit_target(self, model, one_hot, indices):
+        k, shape = one_hot.shape[1], model.output_shape
         if shape == (1,) and k == 2 and model.loss.target != "sparse":
             return indices.astype(np.float32)
         if shape != (k,):
             raise ValueError(f"model: its output has shape {shape}; {k} classes need "
                              f"({k},), one unit per class"
                              + (", or (1,) with a sigmoid" if k == 2 else ""))
-        if model.loss.target == "sparse":
-            return indices
-        return np.eye(k, dtype=np.float32)[indices]
+        return indices if model.loss.target == "sparse" else one_hot
 
     def _scores(self, X):
         """The model's outputs as (N, columns) float64, probabilities when the loss reads

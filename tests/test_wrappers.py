@@ -319,9 +319,15 @@ def test_bad_arguments_are_refused_by_name():
         classifier(random_state=-1).fit(X, y)
     with pytest.raises(ValueError, match="seed=1 and random_state=0 both seed the fit"):
         classifier(random_state=0).fit(X, y, seed=1)
+    # a fit that fails leaves the last good one in place, whole
+    two = y != "bee"
+    est = classifier(fit_kwargs={"epochs": 1}).fit(X[two], y[two])
+    model, predicted = est.model_, est.predict(X)
     with pytest.raises(ValueError, match=r"model: its output has shape \(2,\); 3 classes "
                                          r"need \(3,\)"):
-        SKLearnClassifier(lambda X, y: mlp(X, y[:, :2])).fit(X, y)
+        est.set_params(model=lambda X, y: mlp(X, y[:, :2])).fit(X, y)
+    assert est.model_ is model and est.classes_.tolist() == ["ant", "cat"]
+    assert (est.predict(X) == predicted).all()
     with pytest.raises(ValueError, match="y: a classifier needs at least 2 classes, got one "
                                          "class"):
         classifier().fit(X, np.full(len(X), "cat"))
