@@ -644,7 +644,8 @@ MUTANTS = [
     Mutant("wrapper_classes_first_seen", "classes_ in the order labels first appear, the "
            "model's columns in sorted order",
            [("cconv/wrappers.py", "return one_hot, indices, {\"classes_\": classes}",
-             "return one_hot, indices, {\"classes_\": np.asarray(list(dict.fromkeys(y.tolist())))}")],
+             "return one_hot, indices, "
+             "{\"classes_\": np.asarray(list(dict.fromkeys(y.tolist())))}")],
            ["tests/test_wrappers.py::test_predict_proba_rows_sum_to_one_and_agree_with_the_model",
             "tests/test_wrappers.py::test_grid_search_in_two_processes_scores_each_split_as_the_models_by_hand",
             "tests/test_wrappers.py::test_pipeline_of_scaler_transformer_and_classifier",
