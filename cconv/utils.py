@@ -1,12 +1,15 @@
 """Small utilities in the spirit of keras.utils."""
+import contextlib
 import inspect
 import numbers
 import re
+import threading
 
 import numpy as np
 
 _global_seed = None
 _seed_draws = 0
+_seeded_lock = threading.RLock()  # reentrant: a model builder may itself use _seeded
 
 
 def set_random_seed(seed):
@@ -31,6 +34,25 @@ def _rng(seed=None):
         return np.random.default_rng()
     _seed_draws += 1
     return np.random.default_rng([_global_seed, _seed_draws])
+
+
+@contextlib.contextmanager
+def _seeded(seed):
+    """Draws inside come from `seed` as after set_random_seed(seed); afterwards the
+    global sequence goes on as if they had not happened. seed None: no change. Two
+    threads take turns (scikit-learn's threading backend builds models side by side);
+    a draw elsewhere meanwhile, not under _seeded, still reads the borrowed seed."""
+    global _global_seed, _seed_draws
+    if seed is None:
+        yield
+        return
+    with _seeded_lock:
+        saved = _global_seed, _seed_draws
+        set_random_seed(seed)
+        try:
+            yield
+        finally:
+            _global_seed, _seed_draws = saved
 
 
 def _positive_int(name, value):

@@ -190,3 +190,18 @@ def test_modules_import_first_on_their_own(tmp_path):
                    "cconv.fusion", "cconv.models", "cconv.activations", "cconv.oracle"):
         subprocess.run([sys.executable, "-c", f"import {module}"], cwd=tmp_path,
                        env=same_cconv_env(), check=True)
+
+
+def test_the_wrappers_are_the_top_floor_and_import_cconv_leaves_sklearn_out(tmp_path):
+    """cconv.wrappers (scikit-learn's estimators) sits above the model: no module of cconv
+    imports it, so `import cconv` and a full training run never load scikit-learn."""
+    import subprocess
+    edges = graph()
+    assert "cconv.model" in edges["cconv.wrappers"]
+    assert not [name for name, targets in edges.items() if "cconv.wrappers" in targets]
+    code = ("import sys, numpy as np, cconv; from cconv import models, presets, cli\n"
+            "m = cconv.Sequential([cconv.Input((3,)), cconv.layers.Dense(2)])\n"
+            "m.compile(loss='mse'); m.fit(np.zeros((4, 3)), np.zeros((4, 2)), verbose=0)\n"
+            "assert not [n for n in sys.modules if n.startswith('sklearn')], 'sklearn'")
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=same_cconv_env(),
+                   check=True)

@@ -136,10 +136,10 @@ MUTANTS = [
            ["tests/ops/test_optim.py", "tests/test_model.py"]),
     # ---- the API ----
     Mutant("evaluate_skips_last_batch", "evaluate (and validation) skips the last batch",
-           [("cconv/model.py", "        for start, stop, batches in self._chunks(len(x), batch_size):\n"
-                               "            tb = target",
-             "        for start, stop, batches in self._chunks(len(x) - batch_size, batch_size):\n"
-             "            tb = target")],
+           [("cconv/model.py", "        for start, stop, batches in self._chunks(len(x[0]), "
+                               "batch_size):\n            tb = _rows(target",
+             "        for start, stop, batches in self._chunks(len(x[0]) - batch_size, "
+             "batch_size):\n            tb = _rows(target")],
            ["tests/test_model.py", "tests/test_callbacks.py", "tests/test_semantics.py"]),
     Mutant("mnist_labels_shifted", "MNIST labels paired with the wrong images (each image "
            "gets its neighbour's label) [MNIST]",
@@ -166,10 +166,13 @@ MUTANTS = [
            ["tests/test_semantics.py", "tests/test_model.py"]),
     Mutant("validation_split_first", "validation_split holds out the first fraction, not "
            "the last",
-           [("cconv/model.py", "            val = (x[split_at:], target[split_at:],\n",
-             "            val = (x[:len(x) - split_at], target[:len(x) - split_at],\n"),
-            ("cconv/model.py", "            x, target = x[:split_at], target[:split_at]\n",
-             "            x, target = x[len(x) - split_at:], target[len(x) - split_at:]\n")],
+           [("cconv/model.py", "            val = (_rows(x, split_at, None), _rows(target, "
+             "split_at, None),\n",
+             "            val = (_rows(x, 0, n - split_at), _rows(target, 0, n - split_at),\n"),
+            ("cconv/model.py", "            x, target = _rows(x, 0, split_at), _rows(target, 0, "
+             "split_at)\n",
+             "            x, target = _rows(x, n - split_at, None), _rows(target, n - split_at, "
+             "None)\n")],
            ["tests/test_semantics.py", "tests/test_model.py"]),
     Mutant("momentum_never_decays", "SGD's velocity is never multiplied by momentum",
            [("cconv/ops/optim.py", "s[\"momentums\"], lr, mu,\n",
@@ -472,8 +475,9 @@ MUTANTS = [
     Mutant("sample_weight_over_weight_sum", "weighted losses divided by the weights' sum "
            "instead of the sample count (Keras's \"mean_with_sample_weight\", not its "
            "default)",
-           [("cconv/model.py", "            grad *= (weights / len(out))",
-             "            grad *= (weights / weights.sum())"),
+           [("cconv/model.py", "factor = (np.ones(n) if weights is None else weights) / n",
+             "factor = (np.ones(n) if weights is None else weights) / (n if weights is None "
+             "else weights.sum())"),
             ("cconv/metrics.py", "        logs = {prefix + \"loss\": loss / count if count "
              "else 0.0}", "        logs = {prefix + \"loss\": loss / weight if weight "
              "else 0.0}")],
@@ -492,8 +496,8 @@ MUTANTS = [
            ["tests/test_keras_losses.py::test_weighted_fit_is_keras",
             "tests/test_keras_losses.py::test_class_weight_is_per_sample_weights_by_class"]),
     Mutant("weighted_metrics_unweighted", "weighted_metrics ignore the sample weights",
-           [("cconv/metrics.py", "if i < self.n_plain else float((w * v).sum())",
-             "if True else float((w * v).sum())")],
+           [("cconv/metrics.py", "if self.n_loss <= i < self.n_loss + self.n_plain else "
+             "float((w * v).sum())", "if True else float((w * v).sum())")],
            ["tests/test_keras_losses.py::test_weighted_fit_is_keras",
             "tests/test_keras_losses.py::test_evaluate_with_sample_weight_is_keras",
             "tests/test_keras_losses.py::test_weights_reduce_over_the_sample_count"]),
@@ -626,7 +630,8 @@ MUTANTS = [
            [("cconv/layers.py", "ops.dropout(x, self.rate, seed=",
              "ops.dropout(x, 1 - self.rate, seed=")],
            ["tests/test_semantics.py::test_standalone_dropout_layer_trained_with_sgd",
-            "tests/test_network_sgd.py"]),    # ---- functional models (cconv.Model) ----
+            "tests/test_network_sgd.py"]),
+    # ---- functional models (cconv.Model) ----
     Mutant("shared_layer_last_call_grads", "a layer called twice keeps the gradients of "
            "one call instead of their sum",
            [("cconv/model.py", "total[k] = g.copy() if k not in total else total[k] + g",
@@ -653,6 +658,42 @@ MUTANTS = [
            [("cconv/model.py", "                if lw != 1.0:\n                    factor = "
              "factor * lw\n", "")],
            ["tests/test_functional.py"]),
+    # ---- scikit-learn wrappers ----
+    Mutant("wrapper_warm_start_ignored", "a wrapper with warm_start=False refits from the "
+           "previous fit's model and weights",
+           [("cconv/wrappers.py", "warm = bool(self.warm_start) and hasattr(self, \"model_\")",
+             "warm = hasattr(self, \"model_\")")],
+           ["tests/test_wrappers.py::test_warm_start_false_refits_from_scratch",
+            "tests/test_wrappers.py::test_set_params_changes_the_next_fit_and_clones_are_unfitted",
+            "tests/test_wrappers.py::test_scikit_learn_checks"]),
+    Mutant("wrapper_warm_start_rebuilds", "a wrapper with warm_start=True builds a new model "
+           "at every fit",
+           [("cconv/wrappers.py", "        if warm:\n            return self.model_\n",
+             "        if warm and False:\n            return self.model_\n")],
+           ["tests/test_wrappers.py::test_warm_start_true_goes_on_from_the_previous_weights",
+            "tests/test_wrappers.py::test_a_pickled_wrapper_predicts_and_trains_on_as_the_original"]),
+    Mutant("wrapper_classes_first_seen", "classes_ in the order labels first appear, the "
+           "model's columns in sorted order",
+           [("cconv/wrappers.py", "return one_hot, indices, {\"classes_\": classes}",
+             "return one_hot, indices, "
+             "{\"classes_\": np.asarray(list(dict.fromkeys(y.tolist())))}")],
+           ["tests/test_wrappers.py::test_predict_proba_rows_sum_to_one_and_agree_with_the_model",
+            "tests/test_wrappers.py::test_grid_search_in_two_processes_scores_each_split_as_the_models_by_hand",
+            "tests/test_wrappers.py::test_pipeline_of_scaler_transformer_and_classifier",
+            "tests/test_wrappers.py::test_scikit_learn_checks"]),
+    Mutant("wrapper_unseeded_build", "random_state seeds the fit but not the new model's "
+           "weights",
+           [("cconv/wrappers.py", "with utils._seeded(seed):", "with utils._seeded(None):")],
+           ["tests/test_wrappers.py::test_warm_start_false_refits_from_scratch",
+            "tests/test_wrappers.py::test_grid_search_in_two_processes_scores_each_split_as_the_models_by_hand",
+            "tests/test_wrappers.py::test_scikit_learn_checks"]),
+    Mutant("wrapper_fit_kwargs_dropped", "the wrapper's fit_kwargs never reach the model's "
+           "fit (only fit's own keywords do)",
+           [("cconv/wrappers.py", "options = {\"verbose\": 0, **(self.fit_kwargs or {}), **kwargs}",
+             "options = {\"verbose\": 0, **kwargs}")],
+           ["tests/test_wrappers.py::test_set_params_changes_the_next_fit_and_clones_are_unfitted",
+            "tests/test_wrappers.py::test_grid_search_in_two_processes_scores_each_split_as_the_models_by_hand",
+            "tests/test_wrappers.py::test_warm_start_true_goes_on_from_the_previous_weights"]),
 ]
 
 
