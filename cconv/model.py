@@ -763,6 +763,24 @@ class Sequential:
             _print_done(n_steps, started)
         return out
 
+    def export(self, filepath, format="onnx", verbose=None, input_signature=None,
+               **kwargs):
+        """Keras 3's export of the inference pass: format="onnx" (the only one cconv
+        writes) gives an ONNX file (opset cconv.export.OPSET) that onnxruntime runs,
+        with a dynamic batch axis, the input "input" and the output "output" laid out
+        as predict's. Needs the onnx package (pip install cconv[onnx]) and a built
+        float32 model. verbose (default True, as Keras) prints where it was saved."""
+        from cconv import export as export_module  # a floor below; onnx only when used
+        export_module.check_arguments(format, input_signature, kwargs)
+        if not self.built:
+            raise ValueError("export: the model is not built; give it an Input(shape) or "
+                             "call build, fit or predict first")
+        with self._guard.reading():
+            export_module.export_graph(filepath, *export_module.sequential_graph(
+                self.layers, self.input_shape), dtype=self.dtype, name=self.name)
+        if verbose is None or verbose:
+            print(f"Saved artifact at '{filepath}'.")
+
 
 def _required(name, value):
     if value is None:
