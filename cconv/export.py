@@ -38,8 +38,9 @@ from cconv.ops import _windows
 
 OPSET = 18
 FORMATS = ("onnx",)
-# onnxruntime's CPU provider has no float64 Conv, MaxPool or AveragePool kernels (nor
-# Erf, Mish...): a float64 file of a convnet would not load there
+# float64 is refused: onnxruntime's CPU provider (1.32) has no float64 Conv or
+# AveragePool kernel, so a float64 convnet's file would not load there, and ONNX's own
+# Celu takes float32 alone
 DTYPES = ("float32",)
 
 
@@ -52,7 +53,7 @@ class _Graph:
         self.nodes, self.initializers = [], []
         self.names = set()
         self.described = set()  # the description's tensors: inputs and nodes' outputs
-        self._weights = {}  # (id(layer) or None, key) -> initializer name
+        self._weights = {}  # (id(layer), weight name) -> initializer name
 
     def fresh(self, hint):
         hint = "tensor" if hint is None else str(hint)

@@ -9,7 +9,8 @@ and activation alone, at batch sizes that the export never saw (its batch axis i
 dynamic). Every layer class and every activation of the table must have a rule and a
 case here."""
 import itertools
-import runpy
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ import pytest
 
 import cconv
 from cconv import activations, export, layers, presets
+from conftest import same_cconv_env
 from zoo import MODELS, need
 
 onnx = need("onnx", "test")
@@ -58,7 +60,9 @@ def assert_round_trip(model, tmp_path, draw=None, seed=1):
     batch_dims = [v.type.tensor_type.shape.dim[0] for v in
                   (*loaded.graph.input, *loaded.graph.output)]
     assert all(d.dim_param == "batch" and not d.dim_value for d in batch_dims)
-    assert [o.version for o in loaded.opset_import] == [export.OPSET]
+    assert [(o.domain, o.version) for o in loaded.opset_import] == [("", export.OPSET)]
+    # plain ONNX operators only, fused runs included: no runtime's own extensions
+    assert all(node.domain == "" for node in loaded.graph.node)
     rng = np.random.default_rng(seed)
     for n in BATCHES:
         x = (draw or np.random.Generator.random)(rng, (n, *model.input_shape))
@@ -293,8 +297,20 @@ def test_a_layer_without_a_rule_is_refused(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_onnx_is_imported_by_export_alone(tmp_path):
+    """import cconv, building and predicting never load onnx; export does."""
+    code = ("import sys, numpy as np, cconv\n"
+            "m = cconv.Sequential([cconv.layers.Input((3,)), cconv.layers.Dense(2)])\n"
+            "m.predict(np.ones((1, 3)), verbose=0)\n"
+            "assert 'onnx' not in sys.modules\n"
+            "m.export('m.onnx', verbose=False)\n"
+            "assert 'onnx' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=same_cconv_env(),
+                   check=True)
+
+
 def test_without_onnx_export_says_what_to_install(tmp_path, monkeypatch):
-    monkeypatch.setitem(__import__("sys").modules, "onnx", None)
+    monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ImportError, match="pip install onnx"):
         small_model().export(tmp_path / "m.onnx")
 
