@@ -26,8 +26,8 @@ Opset OPSET (18): the lowest with every operator this module writes (Mish is new
 18, and the reductions take their axes as an input there), old enough that
 onnxruntime has run it since version 1.14 (2023).
 
-The `onnx` package is imported only here, inside export_graph: cconv needs it for
-export alone (pip install cconv[onnx]).
+The `onnx` package is imported only here, when a graph is built (build_graph): cconv
+needs it for export alone (pip install cconv[onnx]).
 """
 import os
 
@@ -76,7 +76,7 @@ class _Graph:
             self._weights[key] = name
         return name
 
-    def scalar(self, value, hint="c"):
+    def scalar(self, value, hint="constant"):
         return self.const(value, hint)
 
     def ints(self, values, hint):
