@@ -418,6 +418,43 @@ class Model:
         except (TypeError, ValueError) as exc:
             raise type(exc)(f"load_weights: {path}: {exc}") from None
 
+    def export(self, filepath, format="onnx", verbose=None, input_signature=None,
+               **kwargs):
+        """Keras 3's export of the inference pass: format="onnx" (the only one cconv
+        writes) gives an ONNX file (opset cconv.export.OPSET) that onnxruntime runs,
+        with a dynamic batch axis, the input "input" and the output "output" laid out
+        as predict's. Needs the onnx package (pip install cconv[onnx]) and a built
+        float32 model. verbose (default True, as Keras) prints where it was saved."""
+        from cconv import export as export_module  # a floor below; onnx only when used
+        export_module.check_arguments(format, input_signature, kwargs)
+        if not self.built:
+            raise ValueError("export: the model is not built; give it an Input(shape) or "
+                             "call build, fit or predict first")
+        with self._guard.reading():
+            export_module.export_graph(filepath, *self._graph_description(),
+                                       dtype=self.dtype, name=self.name)
+        if verbose is None or verbose:
+            print(f"Saved artifact at '{filepath}'.")
+
+
+    def _graph_description(self):
+        """(nodes, inputs, outputs) as cconv.export reads a graph: [(layer, input names,
+        output name)] in an order that runs, [(input name, sample shape)], [output
+        names]. A lone input is "input", a lone output "output"."""
+        names = {}
+        one_in, one_out = len(self._input_slots) == 1, len(self._output_slots) == 1
+        for slot, name in zip(self._input_slots, self._input_names):
+            names[slot] = "input" if one_in else name
+        for slot, name in zip(self._output_slots, self._output_names):
+            names.setdefault(slot, "output" if one_out else name)
+        for call in self._calls:
+            k = self._nodes_of(call.layer).index(call)
+            names.setdefault(call.out, f"{call.layer.name}/output" + (f"_{k}" if k else ""))
+        nodes = [(c.layer, [names[s] for s in c.ins], names[c.out]) for c in self._calls]
+        return (nodes, [(names[s], shape) for s, shape in zip(self._input_slots,
+                                                              self._input_shapes)],
+                [names[s] for s in self._output_slots])
+
     # ---- compile ---------------------------------------------------------------------
     def compile(self, optimizer="rmsprop", loss="categorical_crossentropy", loss_weights=None,
                 metrics=None, weighted_metrics=None, run_eagerly=False, steps_per_execution=1,

@@ -265,6 +265,25 @@ def test_copies_pickles_and_clones_are_models_of_their_own():
     np.testing.assert_array_equal(rebuilt.predict(x, verbose=0), want)
 
 
+@pytest.mark.parametrize("make", [residual, siamese, two_heads])
+def test_onnx_export_of_a_graph_runs_as_predict(make, tmp_path):
+    need("onnx", "onnx")
+    ort = need("onnxruntime", "test")
+    model = ours(make, "float32")
+    model.export(tmp_path / "m.onnx", verbose=False)
+    x = data(model, 3)
+    xs = [a.astype(np.float32) for a in (x if isinstance(x, list) else [x])]
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"))
+    names = [i.name for i in session.get_inputs()]
+    got = session.run(None, dict(zip(names, xs)))
+    want = model.predict(dict(zip(model._input_names, xs)) if len(xs) > 1 else xs[0],
+                         verbose=0)
+    want = list(want.values()) if isinstance(want, dict) else (
+        [want] if isinstance(want, np.ndarray) else want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+
+
 def test_summary_has_the_connected_to_column():
     lines = []
     ours(siamese).summary(print_fn=lines.append)

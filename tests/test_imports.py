@@ -156,7 +156,7 @@ def test_ops_never_import_the_layers_above_them():
         assert not edges[name] & above, (name, edges[name] & above)
 
 
-def test_saving_never_imports_the_model():
+def test_saving_and_export_never_import_the_model():
     def reach(start, edges):
         seen, todo = set(), [start]
         while todo:
@@ -165,7 +165,8 @@ def test_saving_never_imports_the_model():
                 todo.append(nxt)
         return seen
     edges = graph()
-    assert not reach("cconv.saving", edges) & {"cconv.model", "cconv.models", "cconv"}
+    for below in ("cconv.saving", "cconv.export"):
+        assert not reach(below, edges) & {"cconv.model", "cconv.models", "cconv"}, below
 
 
 def test_one_version():
@@ -187,7 +188,8 @@ def test_modules_import_first_on_their_own(tmp_path):
     compiled kernels)."""
     import subprocess
     for module in ("cconv.saving", "cconv.initializers", "cconv.presets", "cconv.metrics",
-                   "cconv.fusion", "cconv.models", "cconv.activations", "cconv.oracle"):
+                   "cconv.fusion", "cconv.models", "cconv.activations", "cconv.oracle",
+                   "cconv.export"):
         subprocess.run([sys.executable, "-c", f"import {module}"], cwd=tmp_path,
                        env=same_cconv_env(), check=True)
 

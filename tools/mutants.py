@@ -694,6 +694,45 @@ MUTANTS = [
            ["tests/test_wrappers.py::test_set_params_changes_the_next_fit_and_clones_are_unfitted",
             "tests/test_wrappers.py::test_grid_search_in_two_processes_scores_each_split_as_the_models_by_hand",
             "tests/test_wrappers.py::test_warm_start_true_goes_on_from_the_previous_weights"]),
+    # ---- ONNX export ----
+    Mutant("onnx_pool_odd_pad_first", "an ONNX pooling with 'same' padding puts the odd "
+           "pixel of padding at the top and left (ONNX's SAME_LOWER), not the bottom and "
+           "right as Keras",
+           [("cconv/export.py",
+             "                  pads=_pads(shape, layer.pool_size, layer.strides, (1, 1), "
+             "layer.padding))\n",
+             "                  pads=(lambda p: p[2:] + p[:2])(_pads(shape, layer.pool_size, "
+             "layer.strides, (1, 1), layer.padding)))\n")],
+           ["tests/test_onnx.py::test_each_layer_alone_runs_as_in_cconv",
+            "tests/test_onnx.py::test_a_network_of_uneven_paddings_runs_as_in_cconv"]),
+    Mutant("onnx_dense_kernel_transposed", "a Dense exported with its kernel transposed",
+           [("cconv/export.py", 'kernel = g.const(layer.params["kernel"], ',
+             'kernel = g.const(layer.params["kernel"].T, ')],
+           ["tests/test_onnx.py::test_networks_run_in_onnxruntime_as_in_cconv",
+            "tests/test_onnx.py::test_each_layer_alone_runs_as_in_cconv",
+            "tests/test_onnx.py::test_export_graph_stores_a_shared_layer_once"]),
+    Mutant("onnx_conv_kernel_rows_columns_swapped", "a Conv2D's kernel exported as (F, C, "
+           "KW, KH): each filter transposed",
+           [("cconv/export.py", "np.transpose(layer.params[\"kernel\"], (3, 2, 0, 1))",
+             "np.transpose(layer.params[\"kernel\"], (3, 2, 1, 0))")],
+           ["tests/test_onnx.py::test_networks_run_in_onnxruntime_as_in_cconv",
+            "tests/test_onnx.py::test_each_layer_alone_runs_as_in_cconv",
+            "tests/test_onnx.py::test_a_network_of_uneven_paddings_runs_as_in_cconv"]),
+    Mutant("onnx_batchnorm_without_epsilon", "BatchNormalization exported as dividing by "
+           "sqrt(moving_variance), without epsilon",
+           [("cconv/export.py", 'astype(np.float64) + layer.epsilon)',
+             'astype(np.float64))')],
+           ["tests/test_onnx.py::test_each_layer_alone_runs_as_in_cconv",
+            "tests/test_onnx.py::test_a_network_of_uneven_paddings_runs_as_in_cconv"]),
+    Mutant("onnx_batch_fixed_at_one", "the exported input's batch axis fixed at 1, not "
+           "dynamic",
+           [("cconv/export.py", 'tensor, elem,\n'
+             '                                                               ["batch", ',
+             'tensor, elem,\n'
+             '                                                               [1, ')],
+           ["tests/test_onnx.py::test_networks_run_in_onnxruntime_as_in_cconv",
+            "tests/test_onnx.py::test_each_layer_alone_runs_as_in_cconv",
+            "tests/test_onnx.py::test_merge_rules_follow_keras"]),
 ]
 
 
