@@ -54,18 +54,21 @@ class Count:
     training: int  # FLOPs of one sample's training step (forward and backward)
 
 
-def count(model):
-    """Count of a built cconv model, per sample."""
-    forward = weight_grads = input_grads = 0
+def per_layer(model):
+    """[(layer, Count)] of a built cconv model's layers, per sample."""
+    counts = []
     trainable_before = False
     for layer in model.layers:
         macs = layer_macs(layer)
         trains = layer.trainable and any(name not in layer.non_trainable_names
                                          for name in layer.params)
-        forward += macs
-        if trains:
-            weight_grads += macs
-        if trainable_before:
-            input_grads += macs
+        backward = macs * (trains + trainable_before)  # weight and input gradients
+        counts.append((layer, Count(2 * macs, 2 * (macs + backward))))
         trainable_before = trainable_before or trains
-    return Count(2 * forward, 2 * (forward + weight_grads + input_grads))
+    return counts
+
+
+def count(model):
+    """Count of a built cconv model, per sample."""
+    counts = [c for _, c in per_layer(model)]
+    return Count(sum(c.forward for c in counts), sum(c.training for c in counts))

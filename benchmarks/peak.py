@@ -8,9 +8,13 @@ cc) and that level's flags, read from cconv/_kernels/_levels.py as setup.py read
 Per thread count (Python threads, each in the C loop with the GIL released):
   fp32, fp64  GFLOP/s of independent multiply-add chains held in registers, as many
               chains as cover latency x units (8, 12, 16 and 24 tried, the best kept);
-              a multiply-add is 2 FLOPs. This is the level's arithmetic peak.
+              a multiply-add is 2 FLOPs. This is the level's arithmetic peak. Each
+              thread's rate is over its own CPU time, and the threads' rates add up (a
+              core's units are its own; without SMT siblings): other processes on the
+              machine lower it less than they lower a wall-clock rate.
   triad       GB/s of a = b + s * c in float64 over arrays of twice the last-level
-              cache each, counted as STREAM counts it (24 bytes an element).
+              cache each, counted as STREAM counts it (24 bytes an element); over wall
+              time, as the threads share the memory: on a busy machine it reads low.
 and, not per level (numpy's BLAS picks its own kernels), the practical peak:
   gemm32, gemm64  GFLOP/s of numpy's 2048x2048 matmul on that many BLAS threads.
 Each number is the best of --repeats runs of about 0.1 s: a peak, so the best run.
@@ -120,21 +124,23 @@ def _compile(level):
 
 
 def _parallel(threads, work):
-    """Wall seconds from the moment all `threads` threads start work(t) to the last's end."""
+    """(wall seconds from the moment all `threads` threads start work(t) to the last's
+    end, [each thread's CPU seconds in work(t)])."""
     barrier = threading.Barrier(threads)
-    spans = [None] * threads
+    spans, cpu = [None] * threads, [None] * threads
 
     def run(t):
         barrier.wait()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.thread_time()
         work(t)
+        cpu[t] = time.thread_time() - c0
         spans[t] = (t0, time.perf_counter())
     pool = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
     for th in pool:
         th.start()
     for th in pool:
         th.join()
-    return max(e for _, e in spans) - min(s for s, _ in spans)
+    return max(e for _, e in spans) - min(s for s, _ in spans), cpu
 
 
 def _fma_rate(lib, dtype, threads, seconds, repeats):
@@ -143,9 +149,10 @@ def _fma_rate(lib, dtype, threads, seconds, repeats):
 
     def rate(n):
         fn = getattr(lib, f"fma_{dtype}_{n}")
-        t = _parallel(1, lambda _: fn(10_000))
+        t, _ = _parallel(1, lambda _: fn(10_000))
         iters = max(1000, int(10_000 * seconds / max(t, 1e-6)))
-        return threads * iters * n * lanes * 2 / _parallel(threads, lambda _: fn(iters)) / 1e9
+        _, cpu = _parallel(threads, lambda _: fn(iters))
+        return sum(iters * n * lanes * 2 / c for c in cpu) / 1e9
     rates = {n: rate(n) for n in CHAINS}
     best = max(rates, key=rates.get)
     return max([rates[best]] + [rate(best) for _ in range(repeats - 1)])
@@ -171,7 +178,7 @@ def _triad_rate(lib, threads, repeats):
     def work(t):
         off = t * part * 8
         lib.triad(a.ctypes.data + off, b.ctypes.data + off, c.ctypes.data + off, 3.0, part)
-    work_all = lambda: _parallel(threads, work)
+    work_all = lambda: _parallel(threads, work)[0]
     work_all()
     best = min(work_all() for _ in range(repeats))
     return TRIAD_BYTES * n / best / 1e9
@@ -248,7 +255,7 @@ def _part(key, fresh, run):
     return found
 
 
-def measure(level=None, threads=1, fresh=False, repeats=3, seconds=0.1):
+def measure(level=None, threads=1, fresh=False, repeats=5, seconds=0.1):
     """{"fp32", "fp64": GFLOP/s; "triad": GB/s; "gemm32", "gemm64": GFLOP/s; "load",
     "gemm load": the 1-minute load averages when measured} at cconv CPU level `level`
     (default: the best this CPU runs) on `threads` threads, from this process's memo,
@@ -296,7 +303,7 @@ def main():
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--levels", default="all",
                    help=f"comma-separated from {levels()}, or 'all'")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--fresh", action="store_true", help="measure again, whatever is cached")
     args = p.parse_args()
     wanted = levels() if args.levels == "all" else args.levels.split(",")
