@@ -107,13 +107,15 @@ def _compile(level):
     """peak_kernels.c built with the level's flags, loaded."""
     if os.name == "nt":
         raise RuntimeError("peak.py compiles with gcc or clang flags: not on Windows")
-    out = os.path.join(tempfile.mkdtemp(prefix="cconv-peak-"), f"peak_{level}.so")
-    cmd = (shlex.split(os.environ.get("CC", "cc")) + ["-O3", "-ffp-contract=fast", "-shared",
-           "-fPIC"] + _flags(level) + [SOURCE, "-o", out])
-    run = subprocess.run(cmd, capture_output=True, text=True)
-    if run.returncode:
-        raise RuntimeError(f"compiling the peak probe failed: {shlex.join(cmd)}\n{run.stderr}")
-    lib = ctypes.CDLL(out)  # CDLL releases the GIL during each call
+    with tempfile.TemporaryDirectory(prefix="cconv-peak-") as tmp:
+        out = os.path.join(tmp, f"peak_{level}.so")
+        cmd = (shlex.split(os.environ.get("CC", "cc")) + ["-O3", "-ffp-contract=fast",
+               "-shared", "-fPIC"] + _flags(level) + [SOURCE, "-o", out])
+        run = subprocess.run(cmd, capture_output=True, text=True)
+        if run.returncode:
+            raise RuntimeError(f"compiling the peak probe failed: {shlex.join(cmd)}\n"
+                               f"{run.stderr}")
+        lib = ctypes.CDLL(out)  # loaded, it outlives its file; CDLL releases the GIL
     for dtype in ("f32", "f64"):
         for n in CHAINS:
             fn = getattr(lib, f"fma_{dtype}_{n}")
