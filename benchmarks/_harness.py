@@ -1,15 +1,20 @@
-"""Side-by-side timing of competitors, each in its own process (shared by bench_ch10.py
-and bench_tfnet.py).
+"""Side-by-side timing of competitors, each in its own process (shared by bench_ch10.py,
+bench_tfnet.py and bench_cifar.py).
 
 A row is one competitor: a cconv checkout at one CPU level, an old cconv build,
-PyTorch, Keras on TensorFlow. Each row runs in a worker process of its own, so no two
+PyTorch, Keras 3 on TensorFlow, Keras 3 on JAX; and a reference row, numpy's GEMM, the
+practical peak measured in the same run. Each row runs in a worker process of its own, so no two
 OpenMP or Eigen thread pools spin against each other, and each gets its own threads.
 The parent only orchestrates: repeat after repeat, measure after measure, it asks the
 workers in turn (rotating who goes first) to time one run, and prints medians. A worker
 waits on a pipe between turns, so only one row computes at a time.
 
 A script defines its measures and `make_measures(spec) -> (info, {measure: fn})`, the
-worker side; `main(...)` below does the rest.
+worker side; `bench(...)` below does the rest. A cconv row's info carries "flop", {measure:
+FLOPs of one timed run} (benchmarks/flops.py counts them), which every row does alike:
+after the table of times, a table gives each row's GFLOP/s, its percent of the FMA peak
+of the CPU level it ran at (benchmarks/peak.py; competitors: the best level this CPU
+runs, as their own dispatch picks) and its percent of numpy's GEMM in this run.
 """
 import argparse
 import json
@@ -22,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+
+import peak
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 PICKED = "picked"
@@ -42,18 +49,24 @@ class Row:
         return self.spec.get("level")
 
 
+GEMM_N = 2048
+# the reference row's measures, by the dtype of the measures they are the peak of
+GEMM_MEASURES = {"float32": "gemm", "float64": "gemm f64"}
+
+
 @dataclass
 class Measure:
     key: str
     heading: str
     images: int
     unit: str  # "img/s" (higher is better) or "s" (lower is better)
+    dtype: str = "float32"  # whose peak its GFLOP/s are a percent of
 
     def show(self, seconds):
         return f"{self.images / seconds:.0f}" if self.unit == "img/s" else f"{seconds:.4f}"
 
 
-def parser(doc, competitors="torch,keras"):
+def parser(doc, competitors=",".join(COMPETITORS)):
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=5)
@@ -87,7 +100,8 @@ def serve(make_measures, spec_json):
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     sys.stdout = sys.stderr
-    info, measures = make_measures(json.loads(spec_json))
+    spec = json.loads(spec_json)
+    info, measures = (gemm_measures if spec["kind"] == "numpy" else make_measures)(spec)
     for fn in measures.values():
         fn()
     reply.write(json.dumps({"info": info, "measures": sorted(measures)}) + "\n")
@@ -112,6 +126,17 @@ def import_cconv(spec):
         cconv.set_num_threads(spec["threads"])
     return cconv, {"version": f"cconv {cconv.__version__} at level {level or 'n/a'} "
                               f"from {spec['path']}"}
+
+
+def gemm_measures(spec):
+    """The reference row: numpy's GEMM of two GEMM_N x GEMM_N matrices, per dtype."""
+    rng = np.random.default_rng(0)
+    measures = {}
+    for dtype in spec["dtypes"]:
+        a, b = (rng.random((GEMM_N, GEMM_N)).astype(dtype) for _ in range(2))
+        measures[GEMM_MEASURES[dtype]] = (lambda a, b, out: lambda: np.matmul(a, b, out=out))(
+            a, b, np.empty_like(a))
+    return {"version": f"numpy {np.__version__}"}, measures
 
 
 def import_torch(spec):
@@ -184,6 +209,12 @@ def import_keras(spec):
     tf.config.threading.set_intra_op_parallelism_threads(spec["threads"])
     tf.config.threading.set_inter_op_parallelism_threads(1)  # one op at a time: few cores
     return keras, tf, {"version": f"keras {keras.__version__}, tensorflow {tf.__version__}"}
+
+
+def keras_compile(keras, model, **kwargs):
+    """model.compile(**kwargs), jit-compiled on JAX (XLA), not on TensorFlow: XLA on the
+    CPU measured 1.8x slower there (the TF-tutorial network's training)."""
+    model.compile(jit_compile=keras.backend.backend() == "jax", **kwargs)
 
 
 # ---- parent side -------------------------------------------------------------------
@@ -416,6 +447,43 @@ class Results:
         print(f"TARGET {what}: {row.label} {x[0]:.2f}x slower (worst {x[1]:.2f}x), goal <= "
               f"{goal}x (worst <= {worst_goal}x): {'MET' if met else 'NOT MET'}")
 
+    def gflops(self, row, measure):
+        """GFLOP/s of row on measure, None when not measured or not counted."""
+        flop = next((i["flop"] for i in self.infos.values() if "flop" in i), {})
+        seconds = self.medians[row.label].get(measure.key)
+        if seconds is None or measure.key not in flop:
+            return None
+        return flop[measure.key] / seconds / 1e9
+
+    def print_rates(self, measures, peaks, threads):
+        """Every row's GFLOP/s on the counted measures, in percent of its level's FMA
+        peak and of numpy's GEMM in this run."""
+        ref = self.find(role="reference")
+        gemm = {d: 2 * GEMM_N ** 3 / self.medians[ref.label][GEMM_MEASURES[d]] / 1e9
+                for d in {m.dtype for m in measures}}
+        counted = [m for m in measures if any(self.gflops(r, m) for r in self.rows)]
+        print(f"peak on {threads} thread(s) (benchmarks/peak.py; GFLOP/s): "
+              + "; ".join(f"{level} fp32 {p['fp32']:.1f}, fp64 {p['fp64']:.1f}"
+                          for level, p in peaks.items()))
+        print("numpy GEMM 2048x2048 in this run (GFLOP/s): "
+              + ", ".join(f"{d} {g:.1f}" for d, g in sorted(gemm.items())))
+        print("GFLOP/s (direct algorithm, multiply-add = 2; benchmarks/flops.py), % of the "
+              "row's level's FMA peak, % of numpy's GEMM:")
+        width = self.label_width()
+        cols = [max(len(m.key) + 6, 10) for m in counted]
+        print(f"{'':<{width}}" + "".join(f"{m.key + ' GF/s':>{c}}{'%peak':>7}{'%gemm':>7}"
+                                         for m, c in zip(counted, cols)))
+        for r in self.rows:
+            if r.role == "reference":
+                continue
+            line = f"{r.label:<{width}}"
+            for m, c in zip(counted, cols):
+                g = self.gflops(r, m)
+                fma = peaks[peak_level(r)]["fp32" if m.dtype == "float32" else "fp64"]
+                line += (f"{g:>{c}.1f}{100 * g / fma:>6.0f}%{100 * g / gemm[m.dtype]:>6.0f}%"
+                         if g else f"{'n/a':>{c}}{'':>14}")
+            print(line)
+
     def print_load(self):
         # Other processes on the same cores slow the rows, unevenly: say how busy it was.
         print(f"load average (1 min) at start {self.load_start:.2f}, at end {os.getloadavg()[0]:.2f}")
@@ -435,15 +503,26 @@ def print_table(rows, medians, measures):
         print(f"{label:<{width}}" + "".join(f"{cell:>{c}}" for cell, c in zip(cells, cols)))
 
 
+def peak_level(row):
+    """The CPU level whose peak a row's GFLOP/s are a percent of."""
+    return row.level if row.kind == "cconv" and row.level else peak.best_level()
+
+
 def bench(script, args, params, title, measures, extra_rows=()):
-    """Run every row of the command line (plus the script's extra rows), print the machine
-    statement and the table of medians, and return the Results."""
-    load_start = os.getloadavg()[0]
+    """Run every row of the command line (plus the script's extra rows and numpy's GEMM),
+    print the machine statement, the table of medians and the table of GFLOP/s, and
+    return the Results."""
     config, rows = cconv_rows(args)
     rows += competitor_rows(args) + list(extra_rows)
-    medians, infos, busy = run(script, rows, [m.key for m in measures], args, params)
+    dtypes = sorted({m.dtype for m in measures})
+    rows.append(Row("numpy matmul", "numpy", "reference", spec={"dtypes": dtypes}))
+    # the peak probe first (cached after its first run), so that no row competes with it
+    peaks = {level: peak.measure(level, args.threads) for level in map(peak_level, rows)}
+    load_start = os.getloadavg()[0]
+    medians, infos, busy = run(script, rows, [m.key for m in measures]
+                               + [GEMM_MEASURES[d] for d in dtypes], args, params)
     print(title)
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} cores; {args.threads} threads per row, "
+    print(f"machine: {peak.cpu_name()}, {os.cpu_count()} cores; {args.threads} threads per row, "
           f"each row in its own process, taking turns; median of {args.repeats}"
           + (f"; then again beside {args.busy} busy process(es)" if args.busy else ""))
     print(config.rstrip())
@@ -452,15 +531,8 @@ def bench(script, args, params, title, measures, extra_rows=()):
     print()
     print_table(rows, medians, measures)
     res = Results(rows, medians, infos, load_start, busy, args.busy)
+    print()
+    res.print_rates(measures, peaks, args.threads)
     if busy:
         res.print_slowdowns(measures)
     return res
-
-
-def _cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown CPU"

@@ -4,29 +4,49 @@ kernels), a few epochs of each, side by side in one run, on the real MNIST files
     CCONV_DATA_DIR=/path/to/mnist python benchmarks/bench_book.py [--epochs 2]
 
 Both run the same float64 arithmetic from np.random.seed(1); the book's test pass goes
-image by image, as printed. Prints seconds per epoch (median) and the ratio.
+image by image, as printed. Prints seconds per epoch (median), the ratio, and each one's
+GFLOP/s (the direct algorithm's FLOPs, flops.py: cconv's replay skips the blank
+margins' windows, counted all the same) in percent of the float64 FMA peak (peak.py) at
+the level each runs, on all visible cores.
 """
 import argparse
 import importlib.util
+import os
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
+import cconv
+import flops
+import peak
 from cconv.datasets import mnist
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "grokking_ch10.py"
+TRAIN_IMAGES, BATCH = 1000, 128
+
+
+def epoch_flop(test_images):
+    """FLOPs of one epoch of the book's network: 3x3x16 windows over 25x25 positions (its
+    range(28 - 3)), no biases, dense 10000 -> 10; 7 batches of 128, then the test pass."""
+    from cconv.layers import Conv2D, Dense, Flatten, Input
+    model = cconv.Sequential([Input((27, 27, 1)), Conv2D(16, 3, use_bias=False), Flatten(),
+                              Dense(10, use_bias=False)], dtype="float64")
+    model.build()
+    count = flops.count(model)
+    return TRAIN_IMAGES // BATCH * BATCH * count.training + test_images * count.forward
 
 
 def book_listing(x_train, y_train, x_test, y_test, epochs):
     """The listing as printed (restored to runnable Python); returns seconds per epoch."""
     np.random.seed(1)
-    images, labels = x_train[0:1000].reshape(1000, 28 * 28) / 255, y_train[0:1000]
+    images = x_train[:TRAIN_IMAGES].reshape(TRAIN_IMAGES, 28 * 28) / 255
+    labels = y_train[:TRAIN_IMAGES]
     labels = np.eye(10)[labels]
     test_images = x_test.reshape(len(x_test), 28 * 28) / 255
     test_labels = np.eye(10)[y_test]
-    alpha, batch_size = 2, 128
+    alpha, batch_size = 2, BATCH
     kernel_rows = kernel_cols = 3
     kernels = 0.02 * np.random.random((kernel_rows * kernel_cols, 16)) - 0.01
     weights_1_2 = 0.2 * np.random.random((25 * 25 * 16, 10)) - 0.1
@@ -94,10 +114,17 @@ def main():
     data = (x_train, y_train, x_test, y_test)
     book = statistics.median(book_listing(*data, args.epochs))
     fast = statistics.median(cconv_book(*data, args.epochs))
-    print(f"book listing (NumPy):   {book:8.3f} s/epoch")
-    print(f"cconv --book:           {fast:8.3f} s/epoch")
+    flop = epoch_flop(len(x_test))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    for label, seconds, level in (("book listing (NumPy)", book, peak.best_level()),
+                                  ("cconv --book", fast, cconv.cpu_capability())):
+        rate = flop / seconds / 1e9
+        print(f"{label + ':':<24}{seconds:8.3f} s/epoch  {rate:7.2f} GFLOP/s  "
+              f"{100 * rate / peak.peak_flops(level, cores, 'float64'):5.1f}% of the "
+              f"fp64 peak at {level} on {cores} threads")
     print(f"speed-up:               {book / fast:8.1f}x  "
-          f"(300 epochs: {300 * book:.0f} s vs {300 * fast:.0f} s)")
+          f"(300 epochs: {300 * book:.0f} s vs {300 * fast:.0f} s; "
+          f"{flop / 1e9:.2f} GFLOP an epoch)")
 
 
 if __name__ == "__main__":

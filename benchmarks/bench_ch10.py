@@ -1,5 +1,5 @@
 """Seconds per epoch of the chapter-10 network: cconv at each CPU level against an old
-build, PyTorch and Keras 3 on TensorFlow, on the CPU.
+build, PyTorch, Keras 3 on TensorFlow and Keras 3 on JAX, on the CPU.
 
     conv 3x3x16 tanh, dropout 0.5, flatten, dense 10 softmax; SGD 2/128
 
@@ -9,11 +9,14 @@ same threads and random images in [0, 1) (speed does not depend on pixel values)
 Measures, seconds per epoch, medians over --repeats epochs after a warm-up epoch:
   epoch       test pass in batches of --test-batch (500), each framework at its fastest
               (PyTorch: a plain loop, inference_mode, channels-first: channels-last
-              measured 1.1x slower here; Keras: train_on_batch, then evaluate)
+              measured 1.1x slower here; Keras: train_on_batch, then evaluate, on JAX
+              jit-compiled)
   epoch@32    as users write it: the test pass is evaluate(x, y) at the default batch
               size 32 (PyTorch: a DataLoader(batch_size=32) loop computing loss and
               accuracy)
   f64 epoch   cconv in float64 (cconv rows only)
+GFLOP/s and percent of peak follow the table (see _harness.py; FLOPs by flops.py: 5.04
+GFLOP an epoch), f64 epoch against the float64 peaks.
 --oracle adds cconv.oracle (plain NumPy, float32) as a row: slow, epoch only.
 --busy N times every row again beside N busy processes and prints the slowdowns.
 cconv rows with --threads equal to the visible cores run as users run cconv: with its
@@ -26,6 +29,7 @@ Targets (issue 13): epoch@32 >= 10x Keras's epoch@32 and >= 10x PyTorch's epoch;
 import numpy as np
 
 import _harness
+import flops
 from _harness import Measure
 
 TRAIN_BATCHES, BATCH, TEST_IMAGES, USER_BATCH, LR = 7, 128, 10_000, 32, 2.0 / 128
@@ -52,15 +56,18 @@ def cconv_measures(spec):
                                  dtype=dtype)
         model.compile(optimizer=cconv.optimizers.SGD(LR),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.build()
+        count = flops.count(model)
 
         def epoch():
             model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
             model.evaluate(xs, ys, batch_size=test_batch)
-        return epoch
-    return info, {
-        "epoch": epoch_fn("float32", spec["test_batch"]),
-        "epoch@32": epoch_fn("float32", USER_BATCH),
-        "f64 epoch": epoch_fn("float64", spec["test_batch"])}
+        return epoch, len(x) * count.training + len(xs) * count.forward
+    fns = {"epoch": epoch_fn("float32", spec["test_batch"]),
+           "epoch@32": epoch_fn("float32", USER_BATCH),
+           "f64 epoch": epoch_fn("float64", spec["test_batch"])}
+    info["flop"] = {key: flop for key, (_, flop) in fns.items()}
+    return info, {key: fn for key, (fn, _) in fns.items()}
 
 
 def torch_measures(spec):
@@ -101,14 +108,15 @@ def torch_measures(spec):
 
 
 def keras_measures(spec):
-    keras, tf, info = _harness.import_keras(spec)
+    keras, _, info = _harness.import_keras(spec)
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(16, 3, activation="tanh"),
                               keras.layers.Dropout(0.5), keras.layers.Flatten(),
                               keras.layers.Dense(10, activation="softmax")])
-    model.compile(optimizer=keras.optimizers.SGD(LR), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    _harness.keras_compile(keras, model, optimizer=keras.optimizers.SGD(LR),
+                           loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     x, y, xs, ys = data(spec)
-    batches = [(tf.constant(x[i:i + BATCH]), tf.constant(y[i:i + BATCH]))
+    tensor = keras.ops.convert_to_tensor
+    batches = [(tensor(x[i:i + BATCH]), tensor(y[i:i + BATCH]))
                for i in range(0, len(x), BATCH)]
 
     def epoch_fn(test_batch):
@@ -159,7 +167,7 @@ def oracle_measures(spec):
 
 def make_measures(spec):
     return {"cconv": cconv_measures, "torch": torch_measures, "keras": keras_measures,
-            "oracle": oracle_measures}[spec["kind"]](spec)
+            "jax": keras_measures, "oracle": oracle_measures}[spec["kind"]](spec)
 
 
 def main():
@@ -178,7 +186,7 @@ def main():
     what = f"{TRAIN_BATCHES} x {BATCH} train + {test_images} test images"
     table = [Measure("epoch", f"epoch s (test batch {args.test_batch})", 1, "s"),
              Measure("epoch@32", "epoch@32 s", 1, "s"),
-             Measure("f64 epoch", "f64 epoch s", 1, "s")]
+             Measure("f64 epoch", "f64 epoch s", 1, "s", "float64")]
     res = _harness.bench(__file__, args, params,
                          f"chapter-10 network, float32, seconds per epoch ({what})",
                          table, extra)

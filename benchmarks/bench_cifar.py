@@ -25,10 +25,8 @@ warm-up run:
   fit@32      as users write it: fit(x, y) at the default batch size 32 (PyTorch: a
               DataLoader(batch_size=32, shuffle=True) loop, channels-first)
   predict@32  as users write it: predict(x) at the default batch size 32
-The numpy row times numpy's 2048x2048 float32 matmul on the same threads: the
-machine's peak. GFLOP/s counts the convolutions' and dense layers' multiply-adds as two
-FLOPs (BatchNormalization, pooling and activations are memory-bound and not counted);
-training is forward + weight gradients + input gradients (all but the first layer's).
+GFLOP/s and percent of peak follow the table (see _harness.py; FLOPs by flops.py:
+the convolutions' and dense layers' multiply-adds, two FLOPs each).
 
     python benchmarks/bench_cifar.py [--net tf,bn,vgg] [--repeats 5] [--capability all]
                                      [--competitors torch,keras,jax] [--quick]
@@ -36,9 +34,10 @@ training is forward + weight gradients + input gradients (all but the first laye
 import numpy as np
 
 import _harness
+import flops
 from _harness import Measure
 
-BATCH, INFER_BATCH, USER_BATCH, GEMM_N = 64, 1000, 32, 2048
+BATCH, INFER_BATCH, USER_BATCH = 64, 1000, 32
 SHAPE, CLASSES = (32, 32, 3), 10
 NETS = ("tf", "bn", "vgg")
 
@@ -100,15 +99,6 @@ def torch_optimizer(net, torch, params):
     return torch.optim.SGD(params, lr=0.01, momentum=0.9)
 
 
-def flops(model):
-    """(forward, training) FLOPs per image of a built cconv model, from its
-    convolutions' and dense layers' kernels and output shapes (Keras's shapes)."""
-    macs = [int(np.prod(layer.params["kernel"].shape[:-1])) * int(np.prod(layer.output_shape))
-            for layer in model.layers if "kernel" in layer.params]
-    forward = 2 * sum(macs)
-    return forward, 3 * forward - 2 * macs[0]  # the first layer needs no input gradient
-
-
 def measures(train_steps, infer_images):
     return [Measure("train", "train img/s", train_steps * BATCH, "img/s"),
             Measure("infer", "infer img/s", infer_images, "img/s"),
@@ -133,7 +123,9 @@ def cconv_measures(spec):
                   loss=cconv.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     model.build()
-    info["flops"] = flops(model)
+    count = flops.count(model)
+    info["flop"] = {"train": len(x) * count.training, "fit@32": len(x) * count.training,
+                    "infer": len(xi) * count.forward, "predict@32": len(xi) * count.forward}
     return info, {
         "train": lambda: model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0),
         "infer": lambda: model.predict(xi, batch_size=len(xi), verbose=0),
@@ -153,9 +145,9 @@ def torch_measures(spec):
 def keras_measures(spec):
     keras, _, info = _harness.import_keras(spec)
     model = keras.Sequential([keras.Input(SHAPE)] + layers_of(spec["net"], keras.layers))
-    model.compile(optimizer=optimizer_of(spec["net"], keras.optimizers),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    _harness.keras_compile(keras, model, optimizer=optimizer_of(spec["net"], keras.optimizers),
+                           loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                           metrics=["accuracy"])
     x, y, xi = data(spec)
     batches = [(x[s:s + BATCH], y[s:s + BATCH]) for s in range(0, len(x), BATCH)]
 
@@ -168,33 +160,12 @@ def keras_measures(spec):
                   "predict@32": lambda: model.predict(xi, verbose=0)}
 
 
-def numpy_measures(spec):
-    rng = np.random.default_rng(0)
-    a, b = (rng.random((GEMM_N, GEMM_N), dtype=np.float32) for _ in range(2))
-    out = np.empty_like(a)
-    return {"version": f"numpy {np.__version__}"}, {"gemm": lambda: np.matmul(a, b, out=out)}
-
-
 def make_measures(spec):
     return {"cconv": cconv_measures, "torch": torch_measures, "keras": keras_measures,
-            "jax": keras_measures, "numpy": numpy_measures}[spec["kind"]](spec)
+            "jax": keras_measures}[spec["kind"]](spec)
 
 
-def report(net, res, table, peak_row):
-    peak = 2 * GEMM_N ** 3 / res.medians[peak_row.label]["gemm"] / 1e9
-    forward, training = res.infos[res.find(kind="cconv").label]["flops"]
-    print(f"\nfloat32 GEMM peak ({res.infos[peak_row.label]['version']} matmul "
-          f"{GEMM_N}x{GEMM_N}, taking turns with the rows): {peak:.1f} GFLOP/s")
-    print(f"FLOPs per image: forward {forward / 1e6:.2f} M, training {training / 1e6:.2f} M; "
-          f"GFLOP/s and % of that peak:")
-    for r in res.rows:
-        if r is not peak_row:
-            cells = []
-            for m, flop in ((table[0], training), (table[1], forward)):
-                gflops = m.images / res.medians[r.label][m.key] * flop / 1e9
-                cells.append(f"{m.key} {gflops:6.1f} GFLOP/s {100 * gflops / peak:5.1f}%")
-            print(f"{r.label:<{res.label_width()}}{'   '.join(cells)}")
-    print()
+def report(net, res, table):
     res.print_ratios([m.key for m in table])
     picked = res.find(role=_harness.PICKED)
     for kind in ("torch", "keras", "jax"):
@@ -204,7 +175,7 @@ def report(net, res, table, peak_row):
 
 
 def main():
-    p = _harness.parser(__doc__, competitors="torch,keras,jax")
+    p = _harness.parser(__doc__)
     p.add_argument("--net", default=",".join(NETS), help="comma-separated from tf, bn, vgg")
     p.add_argument("--train-steps", type=int, default=4, help="batches of 64 per timing")
     args = p.parse_args()
@@ -218,10 +189,10 @@ def main():
         params = {"net": net, "train_steps": args.train_steps,
                   "infer_images": 100 if args.quick else INFER_BATCH}
         table = measures(args.train_steps, params["infer_images"])
-        peak_row = _harness.Row("numpy matmul", "numpy", "reference")
         res = _harness.bench(__file__, args, params, f"CIFAR-shaped network '{net}', float32",
-                             table + [Measure("gemm", "gemm", 1, "s")], [peak_row])
-        report(net, res, table, peak_row)
+                             table)
+        print()
+        report(net, res, table)
         print("\n")
 
 

@@ -6,7 +6,8 @@ the fusion rules and without them (layer by layer), side by side in one run.
 Inference: forward steps over one batch of 1000. Training: forward (training=True) and
 backward steps over one batch of 50 (the optimizer's update is not included). Each cell
 is the median over --repeats passes after two warm-up passes; every pass times each step
-in turn. On a shared machine use `--threads 1 --clock cpu` (CPU seconds of this process;
+in turn. GF/s: the direct algorithm's FLOPs of the step's layers (flops.py) over its
+time; %pk: of the FMA peak at cconv's level on these threads (peak.py). On a shared machine use `--threads 1 --clock cpu` (CPU seconds of this process;
 set OPENBLAS_NUM_THREADS=1 as well): wall time mostly measures the neighbours.
 """
 import argparse
@@ -16,6 +17,8 @@ import time
 import numpy as np
 
 import cconv
+import flops
+import peak
 from cconv import fusion
 from cconv.presets import build_tf
 
@@ -24,6 +27,13 @@ def step_name(step):
     if isinstance(step, fusion.Fused):
         return "+".join(layer.name for layer in step.layers)
     return step.name
+
+
+def step_flop(step, counts, training):
+    """FLOPs per sample of a step (a layer or a fused run of layers)."""
+    layers = step.layers if isinstance(step, fusion.Fused) else [step]
+    return sum(counts[layer].training if training else counts[layer].forward
+               for layer in layers)
 
 
 def time_steps(model, x, onehot, training, repeats, clock):
@@ -49,7 +59,9 @@ def time_steps(model, x, onehot, training, repeats, clock):
                 grad = backward(grad)
                 back[step_name(s)].append(clock() - t0)
     med = lambda ts: statistics.median(ts[2:]) if ts else 0.0
-    return {k: med(times[k]) + med(back[k]) for k in times}
+    counts = dict(flops.per_layer(model))
+    return {step_name(s): (med(times[step_name(s)]) + med(back[step_name(s)]),
+                           len(x) * step_flop(s, counts, training)) for s in steps}
 
 
 def main():
@@ -59,6 +71,7 @@ def main():
     p.add_argument("--repeats", type=int, default=7)
     args = p.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    fma = peak.measure(cconv.cpu_capability(), args.threads)["fp32"]
     cconv.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     models = {}
@@ -71,7 +84,8 @@ def main():
             models[label].build()
         finally:
             fusion.RULES[:] = saved
-    print(f"{args.threads} thread(s), {args.clock} clock, median of {args.repeats}, ms")
+    print(f"{args.threads} thread(s), {args.clock} clock, median of {args.repeats}; level "
+          f"{cconv.cpu_capability()}, FMA peak fp32 {fma:.0f} GFLOP/s (peak.py)")
     for training, batch in ((False, 1000), (True, 50)):
         x = rng.random((batch, 28, 28, 1), dtype=np.float32)
         onehot = np.eye(10, dtype=np.float32)[rng.integers(0, 10, batch)]
@@ -80,11 +94,15 @@ def main():
         totals = {}
         for label, model in models.items():
             res = time_steps(model, x, onehot, training, args.repeats, clock)
-            totals[label] = sum(res.values())
-            print(f"  {label}:")
-            for name, sec in res.items():
-                print(f"    {name:<28}{1e3 * sec:9.2f}")
-            print(f"    {'total':<28}{1e3 * totals[label]:9.2f}")
+            totals[label] = sum(sec for sec, _ in res.values())
+            print(f"  {label}:{'ms':>29}{'GF/s':>8}{'%pk':>6}")
+            for name, (sec, flop) in res.items():
+                rate = (f"{flop / sec / 1e9:8.1f}{100 * flop / sec / 1e9 / fma:5.0f}%"
+                        if flop else "")
+                print(f"    {name:<28}{1e3 * sec:9.2f}{rate}")
+            flop = sum(f for _, f in res.values())
+            print(f"    {'total':<28}{1e3 * totals[label]:9.2f}{flop / totals[label] / 1e9:8.1f}"
+                  f"{100 * flop / totals[label] / 1e9 / fma:5.0f}%")
         a, b = totals.values()
         print(f"  fused / layer by layer: {b / a:.3f}")
 

@@ -733,6 +733,28 @@ MUTANTS = [
            ["tests/test_onnx.py::test_networks_run_in_onnxruntime_as_in_cconv",
             "tests/test_onnx.py::test_each_layer_alone_runs_as_in_cconv",
             "tests/test_onnx.py::test_merge_rules_follow_keras"]),
+    # ---- the benchmarks' FLOP count ----
+    Mutant("flops_first_input_grad", "the FLOP count adds the input gradient of the first "
+           "layers, which nothing needs",
+           [("benchmarks/flops.py", "    trainable_before = False\n",
+             "    trainable_before = True\n")],
+           ["tests/test_flops.py::test_chapter10_epoch_is_the_published_5_04_gflop",
+            "tests/test_flops.py::test_tf_tutorial_network_by_hand",
+            "tests/test_flops.py::test_tiny_network_by_hand",
+            "tests/test_flops.py::"
+            "test_a_frozen_network_trains_for_the_cost_of_its_forward_pass"]),
+    Mutant("flops_frozen_weight_grad", "the FLOP count adds a frozen layer's weight gradient",
+           [("benchmarks/flops.py", "        trains = layer.trainable and any(",
+             "        trains = any(")],
+           ["tests/test_flops.py::test_tiny_network_by_hand",
+            "tests/test_flops.py::"
+            "test_a_frozen_network_trains_for_the_cost_of_its_forward_pass"]),
+    Mutant("flops_dense_last_axis", "the FLOP count of a Dense on a rank-3 input counts one "
+           "position, not all",
+           [("benchmarks/flops.py", "    return int(np.prod(input_shape)) * units\n",
+             "    return input_shape[-1] * units\n")],
+           ["tests/test_flops.py::test_tiny_network_by_hand",
+            "tests/test_flops.py::test_layer_counts_and_bad_shapes"]),
 ]
 
 
