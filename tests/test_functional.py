@@ -360,3 +360,17 @@ def test_hostile_graphs_get_clear_errors():
         model.compile("sgd", loss=["mse"])
     with pytest.raises(ValueError, match="name no output"):
         model.compile("sgd", loss={"nope": "mse", "o1": "mse"})
+
+
+def test_the_residual_example_trains_on_mnist(mnist_dir):
+    """examples/resnet_mnist.py on 3,000 images for 2 epochs: well above chance (0.1)."""
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, os.path.join(root, "examples", "resnet_mnist.py"),
+                           "--epochs", "2", "--train", "3000", "--n", "256"],
+                          capture_output=True, text=True, timeout=600,
+                          env=dict(os.environ, CCONV_DATA_DIR=mnist_dir))
+    assert done.returncode == 0, done.stderr[-2000:]
+    accuracy = float(done.stdout.split("final test accuracy")[1].split()[0])
+    assert accuracy > 0.2, done.stdout
