@@ -617,6 +617,37 @@ MUTANTS = [
              "[[\"momentum\"], [\"velocity\"]] + ")],
            ["tests/test_keras_optimizers.py", "tests/test_keras_interop.py",
             "tests/test_saving.py"]),
+    # ---- the merge ops (Add, Subtract, Multiply, Average, Maximum, Concatenate) ----
+    Mutant("merge_maximum_tie_to_last", "maximum: a tie goes to the last input holding the "
+           "maximum, not the first (forward keeps the last zero's sign)",
+           [("cconv/_kernels/_merge.pyx", "    return (v > m) | ((v != v) & (m == m))\n",
+             "    return (v >= m) | ((v != v) & (m == m))\n")],
+           ["tests/ops/test_merge.py", "tests/test_keras_merge.py"]),
+    Mutant("merge_maximum_grad_to_all", "maximum's gradient goes to every input, not only "
+           "the one holding the maximum",
+           [("cconv/_kernels/_merge.pyx",
+             "            outs[j][i] = g[i] if which[i - start] == jj else 0\n",
+             "            outs[j][i] = g[i]\n")],
+           ["tests/ops/test_merge.py", "tests/test_keras_merge.py"]),
+    Mutant("merge_multiply_grad_own_input", "multiply's gradient wrt an input times that "
+           "input, not the product of the inputs before it",
+           [("cconv/_kernels/_merge.pyx", "            outs[j][i] = carry[i] * outs[j][i]\n",
+             "            outs[j][i] = carry[i] * x[i]\n")],
+           ["tests/ops/test_merge.py", "tests/test_keras_merge.py"]),
+    Mutant("merge_average_grad_times_n", "average's gradient multiplied by the number of "
+           "inputs, not divided by it",
+           [("cconv/ops/merge.py", "share = np.divide(grad_out, ",
+             "share = np.multiply(grad_out, ")],
+           ["tests/ops/test_merge.py", "tests/test_keras_merge.py"]),
+    Mutant("merge_subtract_grad_sign", "subtract's gradient wrt b is +grad_out, not -grad_out",
+           [("cconv/ops/merge.py", "return [grad_out.copy(), np.negative(grad_out)]",
+             "return [grad_out.copy(), grad_out.copy()]")],
+           ["tests/ops/test_merge.py", "tests/test_keras_merge.py"]),
+    Mutant("merge_concatenate_grad_offsets", "concatenate's gradient cut at offsets summed "
+           "from the last input's size, not the first's",
+           [("cconv/ops/merge.py", "cuts = np.cumsum([s[ax] for s in x_shapes])[:-1]",
+             "cuts = np.cumsum([s[ax] for s in x_shapes][::-1])[:-1]")],
+           ["tests/ops/test_merge.py", "tests/test_keras_merge.py"]),
     # ---- integration ----
     Mutant("fold_drops_strides", "a BatchNormalization folded into a strided Conv2D runs "
            "the convolution at stride 1",

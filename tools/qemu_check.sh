@@ -99,6 +99,15 @@ for dtype in (np.float32, np.float64):
             twins.append(arrays)
         for got, want in zip(*twins):
             close(update, got, want)
+    # the merge kernels: three inputs with ties, forward and the mixing gradients
+    xs = [rng.standard_normal(5000).astype(dtype) for _ in range(3)]
+    xs[1][::5] = xs[0][::5]
+    for name in ("add", "multiply", "average", "maximum"):
+        close(name, getattr(ops, name)(xs), getattr(oracle, name)(xs))
+    close("subtract", ops.subtract(xs[0], xs[1]), oracle.subtract(xs[0], xs[1]))
+    for name in ("multiply_backward", "maximum_backward"):
+        for got, want in zip(getattr(ops, name)(xs, a), getattr(oracle, name)(xs, a)):
+            close(name, got, want)
 
 x = np.random.default_rng(1).random((256, 28, 28, 1))
 y = np.random.default_rng(2).integers(0, 10, 256)

@@ -64,7 +64,10 @@ def multiply(xs):
 
 
 def average(xs):
-    """add(xs) / len(xs): a division, as Keras's."""
+    """add(xs) / len(xs), a division as Keras's source writes it (and its torch and
+    TensorFlow backends compute it). XLA, under Keras on jax, multiplies by the rounded
+    1 / len(xs) instead: for a count that is not a power of 2 that can differ in the
+    last bit."""
     return _fold(_merge.average, xs)
 
 
