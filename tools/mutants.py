@@ -627,6 +627,25 @@ MUTANTS = [
              "ops.dropout(x, 1 - self.rate, seed=")],
            ["tests/test_semantics.py::test_standalone_dropout_layer_trained_with_sgd",
             "tests/test_network_sgd.py"]),
+    # ---- progress ----
+    Mutant("progress_not_live_in_kernel", "verbose='auto' takes a Jupyter kernel's output "
+           "stream for a pipe: one line per epoch, no bar [MNIST]",
+           [("cconv/callbacks.py",
+             "    return iostream is not None and isinstance(stream, iostream.OutStream)\n",
+             "    return False\n")],
+           ["tests/test_progress.py", "tests/test_notebook.py"]),
+    Mutant("progress_live_wherever_ipykernel", "verbose='auto' draws bars whenever ipykernel "
+           "is loaded, into a captured cell or a redirected stdout too",
+           [("cconv/callbacks.py",
+             "    return iostream is not None and isinstance(stream, iostream.OutStream)\n",
+             "    return iostream is not None\n")],
+           ["tests/test_progress.py", "tests/test_notebook.py"]),
+    Mutant("progress_no_evaluate_bar", "evaluate's bar is never drawn, only its last line "
+           "[MNIST]",
+           [("cconv/callbacks.py",
+             "    def on_test_batch_end(self, batch, logs=None):\n        self._bar(batch, logs)\n",
+             "    def on_test_batch_end(self, batch, logs=None):\n        pass\n")],
+           ["tests/test_progress.py", "tests/test_notebook.py"]),
 ]
 
 
