@@ -100,47 +100,105 @@ def _format_seconds(s):
     return f"{s:.0f}s" if s >= 10 else f"{s:.2f}s" if s < 1 else f"{s:.1f}s"
 
 
+def _live(stream):
+    """Whether a line redrawn in place (a carriage return, then the new text) shows as
+    one live line on `stream`: on a terminal, and on the output stream of a Jupyter or
+    IPython kernel, which is no tty but whose front ends honour carriage returns (as
+    Keras's Progbar, which looks for ipykernel). Not in a pipe, a file or a captured
+    cell, where every redraw would stay."""
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        return True
+    # A kernel has loaded ipykernel; elsewhere, asking must not import it
+    iostream = sys.modules.get("ipykernel.iostream")
+    return iostream is not None and isinstance(stream, iostream.OutStream)
+
+
 class ProgbarLogger(Callback):
-    """Keras-style progress: verbose=1 redraws a bar after each batch, verbose=2 prints
-    one line per epoch."""
+    """Keras-style progress for fit, evaluate and predict. verbose=1 redraws a bar in
+    place as batches end, then prints the epoch's (or the evaluation's, or the
+    prediction's) line; verbose=2 prints that line alone."""
+
+    interval = 0.05  # seconds between redraws, as Keras's Progbar: a notebook's output
+    # keeps every redraw sent to it, and a flush per fast batch would slow the loop
 
     def __init__(self, verbose=1, stream=None):
         super().__init__()
         self.verbose = verbose
         self.stream = stream or sys.stdout
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch_start = time.perf_counter()
-        if self.verbose:
-            print(f"Epoch {epoch + 1}/{self.params.get('epochs', '?')}", file=self.stream)
+    def _begin(self):
+        self._started = time.perf_counter()
+        self._drawn_at = None
+        self._drawn_width = 0
 
-    def on_train_batch_end(self, batch, logs=None):
+    def _bar(self, batch, logs):
         if self.verbose != 1:
+            return
+        now = time.perf_counter()
+        if self._drawn_at is not None and now - self._drawn_at < self.interval:
             return
         steps = self.params.get("steps", 0)
         done = batch + 1
         width = 30
         filled = int(width * done / steps) if steps else width
         bar = "=" * max(filled - 1, 0) + (">" if filled < width else "=") + "." * (width - filled)
-        elapsed = time.perf_counter() - self.epoch_start
-        eta = elapsed / done * (steps - done)
-        text = f"\r{done}/{steps} [{bar}] - ETA: {_format_seconds(eta)} - {_format_logs(logs or {})}"
-        self.stream.write(text)
+        eta = (now - self._started) / done * (steps - done)
+        text = " - ".join(filter(None, [f"{done}/{steps} [{bar}]",
+                                        f"ETA: {_format_seconds(eta)}",
+                                        _format_logs(logs or {})]))
+        self._draw(text)
         self.stream.flush()
+        self._drawn_at = now
 
-    def on_epoch_end(self, epoch, logs=None):
+    def _draw(self, text):
+        """Over the line drawn last: padded to its width, so no tail of it is left."""
+        self.stream.write("\r" + text.ljust(self._drawn_width))
+        self._drawn_width = len(text)
+
+    def _end(self, logs):
         if not self.verbose:
             return
-        elapsed = time.perf_counter() - self.epoch_start
+        elapsed = time.perf_counter() - self._started
         steps = self.params.get("steps", 0)
         per_step = elapsed / steps * 1000 if steps else 0.0
-        line = (f"{steps}/{steps} - {_format_seconds(elapsed)} - {per_step:.0f}ms/step - "
-                f"{_format_logs(logs or {})}")
+        line = " - ".join(filter(None, [f"{steps}/{steps}", _format_seconds(elapsed),
+                                        f"{per_step:.0f}ms/step", _format_logs(logs or {})]))
         if self.verbose == 1:
-            self.stream.write("\r" + line + "\n")
+            self._draw(line)
+            self.stream.write("\n")
         else:
             print(line, file=self.stream)
         self.stream.flush()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._begin()
+        if self.verbose:
+            print(f"Epoch {epoch + 1}/{self.params.get('epochs', '?')}", file=self.stream)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._bar(batch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._end(logs)
+
+    def on_test_begin(self, logs=None):
+        self._begin()
+
+    def on_test_batch_end(self, batch, logs=None):
+        self._bar(batch, logs)
+
+    def on_test_end(self, logs=None):
+        self._end(logs)
+
+    def on_predict_begin(self, logs=None):
+        self._begin()
+
+    def on_predict_batch_end(self, batch, logs=None):
+        self._bar(batch, None)  # its logs hold the batch's outputs, not values to show
+
+    def on_predict_end(self, logs=None):
+        self._end(None)
 
 
 _MODES = ("auto", "min", "max")

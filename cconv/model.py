@@ -9,7 +9,6 @@ import math
 import numbers
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -1105,8 +1104,9 @@ class Model:
         """Loss and metrics over (x, y), sample_weight weighing the loss and
         weighted_metrics. Returns [loss, metrics...], or loss alone without metrics, or
         a dict with return_dict=True. steps caps the number of batches.
-        verbose="auto" prints a line on a terminal only. The work goes in chunks of
-        cconv's choosing: batch_size sets only what callbacks hear, never the result."""
+        verbose="auto" shows a bar on a terminal or in a notebook only. The work goes in
+        chunks of cconv's choosing: batch_size sets only what callbacks hear, never the
+        result."""
         self._require_compiled("evaluate")
         with self._guard.reading(self.name, "evaluate"):
             x = self._check_x(_required("x", x))
@@ -1119,16 +1119,15 @@ class Model:
                 x, target = _rows(x, 0, keep), _rows(target, 0, keep)
                 weights = None if weights is None else weights[:keep]
             cbs = _check_callbacks(callbacks)
+            if verbose:
+                cbs.append(callbacks_module.ProgbarLogger(verbose))
             n_steps = -(-len(x[0]) // batch_size)
             self._attach(cbs, {"steps": n_steps, "verbose": verbose})
             for cb in cbs:
                 cb.on_test_begin()
-            started = time.perf_counter()
             logs = self._evaluate_arrays(x, target, weights, batch_size, cbs=cbs)
             for cb in cbs:
                 cb.on_test_end(logs)
-        if verbose:
-            _print_done(n_steps, started, logs)
         if return_dict:
             return logs
         values = list(logs.values())
@@ -1138,9 +1137,9 @@ class Model:
         """The model's output: an array, or for several outputs a list or dict as the
         model's outputs were given. As in evaluate, the work goes in chunks of cconv's
         choosing, and batch_size does not change the result. steps caps the number of
-        batches; verbose="auto" prints a line on a terminal only. From another thread
-        during a fit, it waits for the weight update in progress and holds the next one
-        back: it sees one set of weights."""
+        batches; verbose="auto" shows a bar on a terminal or in a notebook only. From
+        another thread during a fit, it waits for the weight update in progress and
+        holds the next one back: it sees one set of weights."""
         x = self._check_x(x)
         batch_size = self._check_batch_size(batch_size)
         verbose = _verbosity(verbose)
@@ -1148,12 +1147,13 @@ class Model:
             x = _rows(x, 0, utils._positive_int("steps", steps) * batch_size)
         n = len(x[0])
         cbs = _check_callbacks(callbacks)
+        if verbose:
+            cbs.append(callbacks_module.ProgbarLogger(verbose))
         shapes = self._output_shapes()
         for shape in shapes:
             ops.check_size("predict output", (n,) + tuple(shape), self.dtype)
         outs = [np.empty((n,) + tuple(shape), dtype=self.dtype) for shape in shapes]
         n_steps = -(-n // batch_size)
-        started = time.perf_counter()
         with self._guard.reading():
             self._attach(cbs, {"steps": n_steps, "verbose": verbose})
             for cb in cbs:
@@ -1170,8 +1170,6 @@ class Model:
                             self._output_kind, [o[first:end] for o in outs])})
             for cb in cbs:
                 cb.on_predict_end()
-        if verbose:
-            _print_done(n_steps, started)
         return graph.pack(self._output_kind, outs)
 
 
@@ -1310,22 +1308,13 @@ def _refuse(arguments, where, why):
 
 
 def _verbosity(verbose, fit=False):
-    """verbose as 0, 1 or 2. "auto": fit shows a bar on a terminal and a line per epoch
-    elsewhere; evaluate and predict print a line on a terminal and nothing elsewhere."""
+    """verbose as 0, 1 or 2. "auto": a live bar on a terminal or in a notebook; elsewhere
+    (a pipe, a log file) fit prints a line per epoch and evaluate and predict nothing."""
     if verbose == "auto":
-        return 1 if sys.stdout.isatty() else (2 if fit else 0)
+        return 1 if callbacks_module._live(sys.stdout) else (2 if fit else 0)
     if isinstance(verbose, bool) or verbose not in (0, 1, 2):
         raise ValueError(f"verbose: expected 0, 1, 2 or 'auto', got {verbose!r}")
     return int(verbose)
-
-
-def _print_done(n_steps, started, logs=None):
-    """evaluate's and predict's line: steps, time since `started`, and the logs if any."""
-    parts = [f"{n_steps}/{n_steps}",
-             callbacks_module._format_seconds(time.perf_counter() - started)]
-    if logs is not None:
-        parts.append(callbacks_module._format_logs(logs))
-    print(" - ".join(parts))
 
 
 def _check_callbacks(callbacks):

@@ -786,6 +786,25 @@ MUTANTS = [
              "    return input_shape[-1] * units\n")],
            ["tests/test_flops.py::test_tiny_network_by_hand",
             "tests/test_flops.py::test_layer_counts_and_bad_shapes"]),
+    # ---- progress ----
+    Mutant("progress_not_live_in_kernel", "verbose='auto' takes a Jupyter kernel's output "
+           "stream for a pipe: one line per epoch, no bar [MNIST]",
+           [("cconv/callbacks.py",
+             "    return iostream is not None and isinstance(stream, iostream.OutStream)\n",
+             "    return False\n")],
+           ["tests/test_progress.py", "tests/test_notebook.py"]),
+    Mutant("progress_live_wherever_ipykernel", "verbose='auto' draws bars whenever ipykernel "
+           "is loaded, into a captured cell or a redirected stdout too",
+           [("cconv/callbacks.py",
+             "    return iostream is not None and isinstance(stream, iostream.OutStream)\n",
+             "    return iostream is not None\n")],
+           ["tests/test_progress.py", "tests/test_notebook.py"]),
+    Mutant("progress_no_evaluate_bar", "evaluate's bar is never drawn, only its last line "
+           "[MNIST]",
+           [("cconv/callbacks.py",
+             "    def on_test_batch_end(self, batch, logs=None):\n        self._bar(batch, logs)\n",
+             "    def on_test_batch_end(self, batch, logs=None):\n        pass\n")],
+           ["tests/test_progress.py", "tests/test_notebook.py"]),
 ]
 
 
