@@ -707,8 +707,8 @@ class Model:
             raise ValueError(f"{name}: contains NaN or inf")
         wide = [s for s in self._output_shapes() if len(s) > 1]
         if wide:
-            raise ValueError(f"{name}: per-sample weights need outputs of shape (N, d); "
-                             f"the model's has {(None,) + tuple(wide[0])} (Keras 3 cannot "
+            raise ValueError(f"{name}: per-sample weights need an output of shape (N, d); "
+                             f"the model's is {(None,) + tuple(wide[0])} (Keras 3 cannot "
                              f"broadcast them either)")
         return w
 

@@ -22,7 +22,7 @@ SHAPE, CLASSES = (8, 7, 2), 4
 def residual(L, Input, Model):
     """A residual block (conv -> conv, added to its input) and a softmax head, written
     once for cconv and for Keras."""
-    x = Input(SHAPE)
+    x = Input(SHAPE, name="image")
     a = L.Conv2D(3, 3, padding="same", activation="relu", name="c1")(x)
     b = L.Conv2D(3, 3, padding="same", name="c2")(a)
     s = L.Activation("tanh", name="act")(L.Add(name="add")([a, b]))

@@ -321,7 +321,7 @@ def test_folded_sigmoid_where_it_differs_from_keras():
     theirs = keras.losses.BinaryCrossentropy(dtype="float64")
     z = np.array([[-3.0], [0.5], [10.0], [30.0]])
     y = np.zeros((4, 1))
-    losses_, grad, _ = model._loss_and_grad(y, z, None, False, None)
+    losses_, _, (grad,), _, _ = model._loss_and_grad([y], [z], None, False, None)
     keras_losses = [float(theirs(y[i:i + 1], 1 / (1 + np.exp(-z[i:i + 1])))) for i in range(4)]
     np.testing.assert_allclose(losses_[:3], keras_losses[:3], rtol=1e-7)  # see TOL
     np.testing.assert_allclose(keras_losses[3], -np.log(1e-7), rtol=1e-6)

@@ -667,28 +667,33 @@ MUTANTS = [
            "one call instead of their sum",
            [("cconv/model.py", "total[k] = g.copy() if k not in total else total[k] + g",
              "total[k] = g.copy()")],
-           ["tests/test_functional.py"]),
+           ["tests/test_functional.py::test_a_shared_layer_sums_the_gradients_of_its_calls",
+            "tests/test_functional.py::test_loss_weights_and_a_shared_layer_train_as_in_keras"]),
     Mutant("graph_gradient_one_branch", "a tensor read by two layers gets the gradient of "
            "one reader only",
            [("cconv/model.py", "grads[slot] = g if slot not in grads else grads[slot] + g",
              "grads[slot] = g")],
-           ["tests/test_functional.py"]),
+           ["tests/test_functional.py::test_residual_forward_and_gradients_are_the_oracles_composition",
+            "tests/test_functional.py::test_two_branch_training_follows_keras_for_ten_steps"]),
     Mutant("graph_frees_too_early", "inference drops a result one reader before its last",
            [("cconv/model.py", "                left[slot] -= 1\n                if not "
              "left[slot]:\n                    del values[slot]",
              "                left[slot] -= 1\n                if left[slot] <= 1 and slot "
              "not in self._output_slots:\n                    values[slot] = values[slot] * 0")],
-           ["tests/test_functional.py"]),
+           ["tests/test_functional.py::test_residual_forward_and_gradients_are_the_oracles_composition",
+            "tests/test_functional.py::test_predictions_equal_keras_on_the_same_weights"]),
     Mutant("graph_layer_order_by_call", "a functional model's layers in the order their "
            "calls finish, not Keras's (depth, then first visit)",
            [("cconv/graph.py", "layers = sorted(layer_depth, key=lambda l: (-layer_depth[l], "
              "index[l]))", "layers = list(dict.fromkeys(n.layer for n in order))")],
-           ["tests/test_functional.py"]),
+           ["tests/test_functional.py::test_predictions_equal_keras_on_the_same_weights",
+            "tests/test_functional.py::test_keras_files_cross_both_ways"]),
     Mutant("loss_weights_ignored", "compile's loss_weights weigh the logged loss but not "
            "the gradients",
            [("cconv/model.py", "                if lw != 1.0:\n                    factor = "
              "factor * lw\n", "")],
-           ["tests/test_functional.py"]),
+           ["tests/test_functional.py::test_two_branch_training_follows_keras_for_ten_steps",
+            "tests/test_functional.py::test_loss_weights_and_a_shared_layer_train_as_in_keras"]),
     # ---- scikit-learn wrappers ----
     Mutant("wrapper_warm_start_ignored", "a wrapper with warm_start=False refits from the "
            "previous fit's model and weights",
