@@ -773,9 +773,7 @@ class Model:
         values = {slot: np.asarray(x, dtype=self.dtype)
                   for slot, x in zip(self._input_slots, xs)}
         runs = self._plans[bool(training)]
-        left = {}
-        for slot in [s for run in runs for s in run.ins] + self._output_slots:
-            left[slot] = left.get(slot, 0) + 1
+        left = self._reads(runs)
         stop = {slot for slot, f in zip(self._output_slots, folded or ()) if f}
         copies = {}
         for i, run in enumerate(runs):
@@ -791,11 +789,20 @@ class Model:
                     del values[slot]
         return [values[slot] for slot in self._output_slots], copies
 
-    def _backward(self, grads, copies):
+    def _reads(self, runs):
+        """{slot: how many of the runs read it, plus one per time it is an output}: when
+        a count reaches 0, nothing needs the slot's value any more."""
+        left = {}
+        for slot in [s for run in runs for s in run.ins] + self._output_slots:
+            left[slot] = left.get(slot, 0) + 1
+        return left
+
+    def _backward(self, grads, copies, folded):
         """Back through the training plan from {output slot: gradient}: fills every
-        layer's grads, summing over the calls of a shared layer."""
+        layer's grads, summing over the calls of a shared layer. folded: as _run was
+        given it."""
         grads = dict(grads)
-        stop = {slot for slot, f in zip(self._output_slots, self._folded()) if f}
+        stop = {slot for slot, f in zip(self._output_slots, folded) if f}
         inputs = set(self._input_slots)
         shared = {}
         runs = self._plans[True]
@@ -820,12 +827,12 @@ class Model:
         """The model's outputs on xs, a list with one array per input."""
         return self._run(xs, training, rng)[0]
 
-    def _loss_and_grad(self, targets, xs, weights, training, rng):
+    def _loss_and_grad(self, targets, xs, weights, training, rng, folded=None):
         """Each sample's loss (sum of loss_weight * output's loss), each output's losses,
         the gradient of the batch's loss sum(w * loss) / N wrt each output (or its
         logits, when folded), and the outputs as predict gives them; in training also
         the copies that ran the shared layers."""
-        folded = self._folded()
+        folded = self._folded() if folded is None else folded
         outs, copies = self._run(xs, training, rng, folded)
         total, per_output, grads = None, [], []
         n = len(outs[0])
@@ -883,12 +890,13 @@ class Model:
 
     def _train_step(self, xs, targets, weights, rng, tally):
         """One optimizer step on a batch; returns the batch's sums for tally."""
+        folded = self._folded()
         total, per_output, grads, outs, copies = self._loss_and_grad(targets, xs, weights,
-                                                                    True, rng)
+                                                                    True, rng, folded)
         by_slot = {}
         for slot, g in zip(self._output_slots, grads):
             by_slot[slot] = g if slot not in by_slot else by_slot[slot] + g
-        self._backward(by_slot, copies)
+        self._backward(by_slot, copies, folded)
         params, grads_ = [], []
         for layer, k in self._optimizer_keys():
             params.append(layer.params[k])
@@ -1050,9 +1058,7 @@ class Model:
         runs, size = self._plans[False], {}
         for slot, shape in self._slot_shapes.items():
             size[slot] = math.prod(shape)
-        left = {}
-        for slot in [s for run in runs for s in run.ins] + self._output_slots:
-            left[slot] = left.get(slot, 0) + 1
+        left = self._reads(runs)
         live = {slot: size[slot] for slot in self._input_slots}
         widest = sum(live.values())
         for run in runs:
