@@ -810,6 +810,30 @@ MUTANTS = [
              "    def on_test_batch_end(self, batch, logs=None):\n        self._bar(batch, logs)\n",
              "    def on_test_batch_end(self, batch, logs=None):\n        pass\n")],
            ["tests/test_progress.py", "tests/test_notebook.py"]),
+    Mutant("winograd3_output_row", "Winograd F(4x4, 3x3): a coefficient of A4^T's third row "
+           "wrong (4 for 2 on the column of -1/2)",
+           [("cconv/_kernels/_winograd.pyx.tp",
+             "    r[2] = {{fma}}({{set1}}(2), x[4],",
+             "    r[2] = {{fma}}({{set1}}(4), x[4],")],
+           ["tests/ops/test_winograd.py", "tests/ops/test_fused.py",
+            "tests/test_datasets_tf_cifar10_cnn.py"]),
+    Mutant("winograd3_tile_stride", "Winograd F(4x4, 3x3): tiles stepped 2 apart, as for 5x5",
+           [("cconv/_kernels/_winograd.pyx.tp",
+             "    cdef Py_ssize_t ts = ALPHA + 1 - ksize  # output pixels per tile side\n",
+             "    cdef Py_ssize_t ts = 2 if ksize == 5 else ALPHA + 1 - ksize - 2\n")],
+           ["tests/ops/test_winograd.py", "tests/ops/test_fused.py",
+            "tests/test_datasets_tf_cifar10_cnn.py"]),
+    Mutant("gray_grad_bias_dropped", "single-channel weight gradient: the bias's sum skips "
+           "every pixel (it rides beside the last tap)",
+           [("cconv/_kernels/_conv_1ch.pyx.tp",
+             "            acc_b = {{B}}_add(acc_b, gv)\n",
+             "            acc_b = {{B}}_add(acc_b, {{B}}_zero())\n")],
+           ["tests/ops/test_conv.py", "tests/test_gradcheck.py", "tests/test_network_sgd.py"]),
+    Mutant("dropout_keep_inverted", "dropout's branch-free select keeps the dropped elements",
+           [("cconv/_kernels/_simd.pxd",
+             "b &= (U)0 - (U)(m[i] != 0);",
+             "b &= (U)0 - (U)(m[i] == 0);")],
+           ["tests/ops/test_elementwise.py", "tests/ops/test_fused.py", "tests/test_fusion.py"]),
 ]
 
 

@@ -17,6 +17,7 @@ from libc.string cimport memset
 
 from cconv._kernels._activations cimport act_backward, act_forward, check_activation_code
 from cconv._kernels._codes cimport ACT_ELU
+from cconv._kernels._simd cimport keep_scaled
 
 cdef Py_ssize_t BLOCK = 4096
 
@@ -139,16 +140,6 @@ cdef void draw_block(uint8_t* mask, uint32_t n, uint32_t lo, uint32_t k0, uint32
         mask[j] = (mix32((lo + <uint32_t>j) * <uint32_t>0x9E3779B9 + k0) ^ k1) >= thr32
 
 
-cdef inline void apply_block(const floating* x, const uint8_t* mask, floating scale,
-                             floating* out, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef floating v
-    for i in range(n):
-        # Read x unconditionally: a select vectorises, a conditional load does not.
-        v = x[i] * scale
-        out[i] = v if mask[i] else 0
-
-
 def dropout(uint64_t seed, double rate, uint8_t[::1] mask, const floating[::1] x,
             floating scale, floating[::1] out, int num_threads):
     """mask[i] = 1 to keep element i, 0 to drop it, with P(drop) = rate; then, unless x is
@@ -177,7 +168,7 @@ def dropout(uint64_t seed, double rate, uint8_t[::1] mask, const floating[::1] x
                 draw_block(&mask[start], <uint32_t>length, <uint32_t>start, <uint32_t>key,
                            <uint32_t>(key >> 32), <uint32_t>threshold)
             if apply:
-                apply_block(&x[start], &mask[start], scale, &out[start], length)
+                keep_scaled(&x[start], &mask[start], scale, &out[start], length)
 
 
 def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, floating scale,
@@ -188,4 +179,4 @@ def dropout_apply(const floating[::1] x, const uint8_t[::1] mask, floating scale
     with nogil:
         for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
             start = blk * BLOCK
-            apply_block(&x[start], &mask[start], scale, &out[start], min(n, start + BLOCK) - start)
+            keep_scaled(&x[start], &mask[start], scale, &out[start], min(n, start + BLOCK) - start)

@@ -542,6 +542,37 @@ cdef inline floating fma_of(floating a, floating b, floating c) noexcept nogil:
         return fma_f64(a, b, c)
 
 
+# Dropout's select, out = x * scale where the mask byte is nonzero, else +0.0, done on
+# the bits (an AND with all ones or zeros): a compiler turns `kept ? v : 0` into a branch
+# at levels without mask registers, and a random mask mispredicts half of them.
+cdef extern from * nogil:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    #define CCONV_KEEP_SCALED(NAME, T, U) \
+    static inline void NAME(const T* x, const uint8_t* m, T scale, T* out, Py_ssize_t n) { \
+        for (Py_ssize_t i = 0; i < n; i++) { \
+            T v = x[i] * scale; U b; memcpy(&b, &v, sizeof b); \
+            b &= (U)0 - (U)(m[i] != 0); memcpy(&out[i], &b, sizeof b); } }
+    CCONV_KEEP_SCALED(cconv_keep_scaled_f32, float, uint32_t)
+    CCONV_KEEP_SCALED(cconv_keep_scaled_f64, double, uint64_t)
+    """
+    void keep_scaled_f32 "cconv_keep_scaled_f32"(const float* x, const unsigned char* m,
+                                                 float scale, float* out, Py_ssize_t n)
+    void keep_scaled_f64 "cconv_keep_scaled_f64"(const double* x, const unsigned char* m,
+                                                 double scale, double* out, Py_ssize_t n)
+
+
+cdef inline void keep_scaled(const floating* x, const unsigned char* m, floating scale,
+                             floating* out, Py_ssize_t n) noexcept nogil:
+    """out[i] = x[i] * scale where m[i] != 0, else 0: dropout, forward and backward.
+    out may be x."""
+    if floating is float:
+        keep_scaled_f32(x, m, scale, out, n)
+    else:
+        keep_scaled_f64(x, m, scale, out, n)
+
+
 cdef inline floating sum_lanes(floating* s, Py_ssize_t n) noexcept nogil:
     """s[0] + ... + s[n - 1] for n a power of two, as a fixed tree (halves added lane by
     lane); s is overwritten."""

@@ -75,7 +75,7 @@ def conv_grad_weights_size(oh, ow, kh, kw, c, f, dtype):
 
 
 def winograd_forward_size(c, f, block, dtype):
-    """Per thread, for _winograd.conv5_forward."""
+    """Per thread, for _winograd.conv_forward."""
     return _winograd.work_size(c, f, block, np.dtype(dtype).itemsize)
 
 

@@ -2,9 +2,10 @@
 
 Routing, by the shapes alone (so the same shapes always take the same path):
 - C == 1: the register-blocked direct kernels of _conv_1ch;
-- C > 1, 5x5 weights with C >= WINOGRAD_MIN_CHANNELS and F >= WINOGRAD_MIN_FILTERS:
-  Winograd (winograd.py), also for the input gradient (a convolution of grad_out) and,
-  when C >= WINOGRAD_GRAD_MIN_CHANNELS, for the weight gradient;
+- C > 1, 5x5 or 3x3 weights with C >= WINOGRAD_MIN_CHANNELS and F >=
+  WINOGRAD_MIN_FILTERS: Winograd (winograd.py), also for the input gradient (a
+  convolution of grad_out) and, for 5x5 weights with C >= WINOGRAD_GRAD_MIN_CHANNELS,
+  for the weight gradient;
 - other C > 1: the GEMM micro-kernel of _gemm, reading each image from a per-thread
   zero-padded frame;
 - strides or dilation above 1, whatever C: _im2col gathers the patches of a group of

@@ -1,19 +1,29 @@
-"""Winograd F(2x2, 5x5) for 5x5 convolutions, and F(5x5, 2x2) for their weight gradient
-(kernels: _winograd.pyx). conv.py routes here when `takes_winograd` says so."""
+"""Winograd F(2x2, 5x5) for 5x5 convolutions, F(4x4, 3x3) for 3x3 ones, and F(5x5, 2x2)
+for the 5x5 weight gradient (kernels: _winograd.pyx). conv.py routes here when
+`takes_winograd` says so."""
 import numpy as np
 
 from cconv._kernels import _winograd
 from cconv.ops import _scratch
 from cconv.ops._checks import empty
 
-# The kernels' transform G w G^T. G is applied once per call in float64, so its
-# fractions cost the float32 path nothing.
-WINOGRAD_G = np.array([[1 / 2, 0, 0, 0, 0],
+# The kernels' transforms G w G^T, per kernel side. G is applied once per call in
+# float64, so its fractions cost the float32 path nothing. Each is the one that makes
+# A^T [(G g G^T) . (B^T d B)] A the correlation for _winograd's B^T and A^T (a test solves
+# for it).
+WINOGRAD_G5 = np.array([[1 / 2, 0, 0, 0, 0],
                        [1 / 6, 1 / 6, 1 / 6, 1 / 6, 1 / 6],
                        [1 / 6, -1 / 6, 1 / 6, -1 / 6, 1 / 6],
                        [1 / 30, 2 / 30, 4 / 30, 8 / 30, 16 / 30],
                        [16 / 30, -8 / 30, 4 / 30, -2 / 30, 1 / 30],
                        [0, 0, 0, 0, 1 / 2]])
+WINOGRAD_G3 = np.array([[1 / 2, 0, 0],
+                        [1 / 6, 1 / 6, 1 / 6],
+                        [1 / 6, -1 / 6, 1 / 6],
+                        [1 / 30, 2 / 30, 4 / 30],
+                        [4 / 30, -2 / 30, 1 / 30],
+                        [0, 0, 1 / 2]])
+WINOGRAD_G = {5: WINOGRAD_G5, 3: WINOGRAD_G3}
 # With fewer input channels or filters, transforming every patch costs more than the
 # products it saves.
 WINOGRAD_MIN_CHANNELS = 8
@@ -28,23 +38,26 @@ WINOGRAD_GRAD_CHUNK = 4
 
 def takes_winograd(kh, kw, c, f):
     """Whether a convolution with C input channels and F filters takes Winograd."""
-    return (kh, kw) == (5, 5) and c >= WINOGRAD_MIN_CHANNELS and f >= WINOGRAD_MIN_FILTERS
+    return kh == kw and kh in WINOGRAD_G and c >= WINOGRAD_MIN_CHANNELS \
+        and f >= WINOGRAD_MIN_FILTERS
 
 
 def grad_takes_winograd(kh, kw, c, f):
-    """Whether the weight gradient of such a convolution takes Winograd too."""
-    return takes_winograd(kh, kw, c, f) and c >= WINOGRAD_GRAD_MIN_CHANNELS
+    """Whether the weight gradient of such a convolution takes Winograd too (5x5 only)."""
+    return (kh, kw) == (5, 5) and takes_winograd(kh, kw, c, f) \
+        and c >= WINOGRAD_GRAD_MIN_CHANNELS
 
 
 def _winograd_panels(w):
-    """G w G^T for weights (5, 5, C, F) as zero-padded NR-wide panels (36, ceil(F / NR),
-    C, NR), as _winograd.conv5_forward reads them."""
-    _, _, c, f = w.shape
+    """G w G^T for weights (K, K, C, F) as zero-padded NR-wide panels (36, ceil(F / NR),
+    C, NR), as _winograd.conv_forward reads them."""
+    k, _, c, f = w.shape
+    g = WINOGRAD_G[k]
     nr = _scratch.panel_width(w.dtype)
     panels = -(-f // nr)
     # einsum without optimize: no BLAS, whose threads would fight OpenMP's for the cores
-    gw = np.einsum("ak,kbcf->abcf", WINOGRAD_G, w.astype(np.float64))  # (6, 5, C, F)
-    u = np.einsum("bl,alcf->abcf", WINOGRAD_G, gw)  # (6, 6, C, F)
+    gw = np.einsum("ak,kbcf->abcf", g, w.astype(np.float64))  # (6, K, C, F)
+    u = np.einsum("bl,alcf->abcf", g, gw)  # (6, 6, C, F)
     padded = np.zeros((36, c, panels * nr))
     padded[:, :, :f] = u.reshape(36, c, f)
     return np.ascontiguousarray(padded.reshape(36, c, panels, nr).transpose(0, 2, 1, 3),
@@ -52,14 +65,15 @@ def _winograd_panels(w):
 
 
 def conv_winograd(src, w, b, out, top, left, act, threads):
-    """out = act(conv(src, w) + b) for 5x5 weights by Winograd F(2x2, 5x5)."""
+    """out = act(conv(src, w) + b) for 5x5 or 3x3 weights by Winograd F(2x2, 5x5) or
+    F(4x4, 3x3)."""
     c, f = w.shape[2], w.shape[3]
     if b.shape[0] == 0:
         b = np.zeros(f, dtype=src.dtype)
     work = _scratch.workspace("conv_winograd", (threads, _scratch.winograd_forward_size(
         c, f, WINOGRAD_BLOCK, src.dtype)), src.dtype)
-    _winograd.conv5_forward(src, _winograd_panels(w), b, out, work, top, left, act,
-                            WINOGRAD_BLOCK, threads)
+    _winograd.conv_forward(src, _winograd_panels(w), b, out, work, top, left, act,
+                           WINOGRAD_BLOCK, w.shape[0], threads)
 
 
 def winograd_backward_weights(x, grad_out, top, left, threads):
@@ -77,6 +91,6 @@ def winograd_backward_weights(x, grad_out, top, left, threads):
     _winograd.conv5_backward_weights(x, grad_out, partial, work, top, left,
                                      WINOGRAD_GRAD_CHUNK, threads)
     m = partial.sum(axis=0)[:, :, :c].reshape(6, 6, f, c)
-    gw = np.einsum("ik,ijfc->kjfc", WINOGRAD_G, m)  # G^T over the rows (as above, no BLAS)
-    gw = np.einsum("kjfc,jl->klcf", gw, WINOGRAD_G)  # ... and the columns
+    gw = np.einsum("ik,ijfc->kjfc", WINOGRAD_G5, m)  # G^T over the rows (as above, no BLAS)
+    gw = np.einsum("kjfc,jl->klcf", gw, WINOGRAD_G5)  # ... and the columns
     return gw.astype(x.dtype)

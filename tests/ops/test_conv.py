@@ -29,6 +29,7 @@ GRAY_CASES = [  # (N, H, W, KH, KW, F)
     (4, 7, 9, 1, 3, 9),      # three taps: no full group; 8 + 1 filters in float64
     (1, 6, 6, 3, 2, 8),      # a float32 block is 16 filters: all leftovers
     (2, 28, 28, 3, 3, 16),   # chapter 10
+    (2, 9, 9, 4, 2, 16),     # eight taps: one AVX-512 group, two AVX2 ones, no leftover
 ]
 
 GEMM_CASES = [  # (N, H, W, C, KH, KW, F), C > 1

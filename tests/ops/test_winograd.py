@@ -1,7 +1,7 @@
-"""Winograd F(2x2, 5x5), the path of stride-1 5x5 convolutions with enough channels and
-filters (forward, and the input gradient, a convolution of grad_out), and F(5x5, 2x2)
-for their kernel gradient, against cconv.oracle and finite differences: partial 2x2
-tiles (odd sizes), tiles that straddle the image edge, images no larger than the
+"""Winograd F(2x2, 5x5) and F(4x4, 3x3), the path of stride-1 5x5 and 3x3 convolutions
+with enough channels and filters (forward, and the input gradient, a convolution of
+grad_out), and F(5x5, 2x2) for the 5x5 kernel gradient, against cconv.oracle and finite
+differences: partial tiles (sizes off the tile side), tiles that straddle the image edge, images no larger than the
 kernel, channel and filter counts off the vector and panel widths, blocks of tiles that
 span images; and the same bits on 1, 2 and 3 threads and for any block size."""
 import numpy as np
@@ -16,14 +16,19 @@ from conftest import DTYPES, numerical_grad, tol
 # gradient and 1.4x for the weight gradient at a batch of 50 (the direct path: 10x to
 # 15x below).
 
-CASES = [  # (N, H, W, C, F)
-    (1, 14, 14, 32, 64),  # the tutorial's second conv layer, batch 1
-    (3, 14, 14, 32, 64),  # 147 tiles in 'same': blocks of 48 tiles span images
-    (1, 9, 7, 8, 16),     # odd sizes: half tiles on the bottom and right edges
-    (2, 11, 6, 9, 17),    # C off the vector width, F one past a float32 panel
-    (1, 5, 5, 10, 33),    # image as large as the kernel: 'valid' has one pixel
-    (2, 3, 4, 16, 20),    # image smaller than the kernel ('same' only)
-    (1, 6, 13, 33, 24),   # C one past four float32 vectors
+CASES = [  # (N, H, W, C, F, K): K x K kernels
+    (1, 14, 14, 32, 64, 5),  # the tutorial's second conv layer, batch 1
+    (3, 14, 14, 32, 64, 5),  # 147 tiles in 'same': blocks of 48 tiles span images
+    (1, 9, 7, 8, 16, 5),     # odd sizes: half tiles on the bottom and right edges
+    (2, 11, 6, 9, 17, 5),    # C off the vector width, F one past a float32 panel
+    (1, 5, 5, 10, 33, 5),    # image as large as the kernel: 'valid' has one pixel
+    (2, 3, 4, 16, 20, 5),    # image smaller than the kernel ('same' only)
+    (1, 6, 13, 33, 24, 5),   # C one past four float32 vectors
+    (3, 13, 13, 32, 64, 3),  # the keras.io convnet's second conv layer: 11 = 2 x 4 + 3
+    (1, 9, 7, 8, 16, 3),     # tiles of 1 to 3 rows and columns past the last whole one
+    (2, 10, 6, 9, 17, 3),    # C off the vector width, F one past a float32 panel
+    (1, 3, 3, 10, 33, 3),    # image as large as the kernel: 'valid' has one pixel
+    (2, 2, 1, 16, 20, 3),    # image smaller than the kernel ('same' only)
 ]
 
 
@@ -31,25 +36,25 @@ CASES = [  # (N, H, W, C, F)
 def calls(monkeypatch):
     """Counts the calls into the Winograd kernel, so that a test knows it ran."""
     seen = []
-    kernel = ops.winograd._winograd.conv5_forward
+    kernel = ops.winograd._winograd.conv_forward
 
     def counted(*args):
         seen.append(args[0].shape)
         return kernel(*args)
 
-    monkeypatch.setattr(ops.winograd._winograd, "conv5_forward", counted)
+    monkeypatch.setattr(ops.winograd._winograd, "conv_forward", counted)
     return seen
 
 
 # 'valid' needs an image at least as large as the kernel
 CASE_PADDINGS = [(case, padding) for case in CASES for padding in ("valid", "same")
-                 if padding == "same" or min(case[1], case[2]) >= 5]
+                 if padding == "same" or min(case[1], case[2]) >= case[5]]
 
 
 def inputs(rng, dtype, case, padding):
-    n, h, w, c, f = case
+    n, h, w, c, f, ksize = case
     x = rng.standard_normal((n, h, w, c)).astype(dtype)
-    k = rng.standard_normal((5, 5, c, f)).astype(dtype)
+    k = rng.standard_normal((ksize, ksize, c, f)).astype(dtype)
     b = rng.standard_normal(f).astype(dtype)
     g = rng.standard_normal(ops.conv_output_shape(x.shape, k.shape, padding)).astype(dtype)
     return x, k, b, g
@@ -74,12 +79,13 @@ def test_forward(rng, calls, dtype, case, padding, names):
     """Against the oracle; then with activations of the table, applied in place: the
     same bits as the elementwise op on the convolution's output
     (tests/ops/test_activations.py holds that op to the oracle)."""
-    n, h, w, c, f = case
+    n, h, w, c, f, ksize = case
     x, k, b, _ = inputs(rng, dtype, case, padding)
     got = ops.conv2d(x, k, b, padding)
     assert calls == [x.shape]
     assert got.dtype == dtype
-    np.testing.assert_allclose(got, oracle.conv2d(x, k, b, padding), **tol(dtype, 25 * c))
+    np.testing.assert_allclose(got, oracle.conv2d(x, k, b, padding),
+                               **tol(dtype, ksize * ksize * c))
     for activation in names:
         np.testing.assert_array_equal(ops.conv2d(x, k, b, padding, activation),
                                       ops.activation(activation, got),
@@ -92,31 +98,33 @@ def test_forward_cases_try_every_activation():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_forward_without_bias(rng, calls, dtype):
-    x, k, _, _ = inputs(rng, dtype, (2, 10, 9, 12, 18), "same")
+@pytest.mark.parametrize("ksize", [3, 5])
+def test_forward_without_bias(rng, calls, dtype, ksize):
+    x, k, _, _ = inputs(rng, dtype, (2, 10, 9, 12, 18, ksize), "same")
     np.testing.assert_allclose(ops.conv2d(x, k, None, "same"), oracle.conv2d(x, k, None, "same"),
-                               **tol(dtype, 25 * 12))
+                               **tol(dtype, ksize * ksize * 12))
     assert calls
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("case,padding", CASE_PADDINGS)
 def test_input_gradient(rng, calls, dtype, case, padding):
-    n, h, w, c, f = case
+    n, h, w, c, f, ksize = case
     x, k, _, g = inputs(rng, dtype, case, padding)
     got = ops.conv2d_backward(x, k, g, padding)
     want = oracle.conv2d_backward(x, k, g, padding)
     if c >= ops.winograd.WINOGRAD_MIN_FILTERS:  # grad_out has F channels and gives C outputs
         assert g.shape in calls
-    for arr, ref, terms in zip(got, want, (25 * f, n * g.shape[1] * g.shape[2],
+    for arr, ref, terms in zip(got, want, (ksize * ksize * f, n * g.shape[1] * g.shape[2],
                                            n * g.shape[1] * g.shape[2])):
         assert arr.dtype == dtype and arr.shape == ref.shape
         np.testing.assert_allclose(arr, ref, **tol(dtype, terms))
 
 
 @pytest.mark.parametrize("padding", ["valid", "same"])
-def test_finite_differences(rng, calls, padding):
-    x, k, b, r = inputs(rng, np.float64, (2, 6, 7, 16, 16), padding)
+@pytest.mark.parametrize("ksize", [3, 5])
+def test_finite_differences(rng, calls, padding, ksize):
+    x, k, b, r = inputs(rng, np.float64, (2, 6, 7, 16, 16, ksize), padding)
     loss = lambda: float((oracle.conv2d(x, k, b, padding) * r).sum())
     grad_x, grad_w, _ = ops.conv2d_backward(x, k, r, padding)
     assert r.shape in calls  # the input gradient took Winograd
@@ -133,7 +141,7 @@ def test_kernel_gradient_of_a_training_batch(rng, monkeypatch):
     kernel = ops.winograd._winograd.conv5_backward_weights
     monkeypatch.setattr(ops.winograd._winograd, "conv5_backward_weights",
                         lambda *args: seen.append(1) or kernel(*args))
-    x, k, _, g = inputs(rng, np.float32, (50, 14, 14, 32, 64), "same")
+    x, k, _, g = inputs(rng, np.float32, (50, 14, 14, 32, 64, 5), "same")
     got = ops.conv2d_backward(x, k, g, "same", need_grad_x=False)[1]
     assert seen
     want = oracle.conv2d_backward(x.astype(np.float64), k.astype(np.float64),
@@ -141,17 +149,39 @@ def test_kernel_gradient_of_a_training_batch(rng, monkeypatch):
     np.testing.assert_allclose(got, want, **tol(np.float32, 50 * 14 * 14))
 
 
-def test_kernel_transform_is_exact():
+# The integer transforms of _winograd.pyx.tp's docstring: B^T, shared, and A^T per kernel
+# side (F(2, 5) and F(4, 3)).
+BT = np.array([[2, 3, -4, -3, 2, 0], [0, 2, 5, 1, -2, 0], [0, 2, 1, -5, 2, 0],
+               [0, -1, -2, 1, 2, 0], [0, -2, 1, 2, -1, 0], [0, 2, 3, -4, -3, 2]], dtype=float)
+AT = {5: np.array([[1, 1, 1, 1, 2, 0], [0, 1, -1, 2, -1, 1]], dtype=float),
+      3: np.array([[1, 1, 1, 1, 8, 0], [0, 1, -1, 2, -4, 0], [0, 1, 1, 4, 2, 0],
+                   [0, 1, -1, 8, -1, 1]], dtype=float)}
+
+
+@pytest.mark.parametrize("ksize", [3, 5])
+def test_kernel_transform_is_exact(ksize):
     """G w G^T, sent through the integer input and output transforms, must give back
-    w's correlation: the 1-D F(2, 5) in exact float64 on small integers."""
-    at = np.array([[1, 1, 1, 1, 2, 0], [0, 1, -1, 2, -1, 1]], dtype=float)
-    bt = np.array([[2, 3, -4, -3, 2, 0], [0, 2, 5, 1, -2, 0], [0, 2, 1, -5, 2, 0],
-                   [0, -1, -2, 1, 2, 0], [0, -2, 1, 2, -1, 0], [0, 2, 3, -4, -3, 2]],
-                  dtype=float)
+    w's correlation: the 1-D F(m, K) in exact float64 on small integers."""
+    at = AT[ksize]
     rng = np.random.default_rng(0)
-    d, g = rng.integers(-9, 9, 6).astype(float), rng.integers(-9, 9, 5).astype(float)
-    want = [g @ d[0:5], g @ d[1:6]]
-    np.testing.assert_allclose(at @ ((ops.winograd.WINOGRAD_G @ g) * (bt @ d)), want, rtol=1e-14)
+    d, g = rng.integers(-9, 9, 6).astype(float), rng.integers(-9, 9, ksize).astype(float)
+    want = [g @ d[i:i + ksize] for i in range(len(at))]
+    got = at @ ((ops.winograd.WINOGRAD_G[ksize] @ g) * (BT @ d))
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+
+
+@pytest.mark.parametrize("ksize", [3, 5])
+def test_kernel_transform_is_the_solution(ksize):
+    """G is determined by B^T and A^T: A^T diag(G[:, j]) B^T must be the shift by j, a
+    linear system solved here in float64, independently of the table in winograd.py."""
+    at = AT[ksize]
+    m = len(at)
+    system = np.einsum("ki,il->kli", at, BT).reshape(m * 6, 6)
+    for j in range(ksize):
+        shift = np.eye(m, 6, j).ravel()
+        solved = np.linalg.lstsq(system, shift, rcond=None)[0]
+        np.testing.assert_allclose(system @ solved, shift, atol=1e-13)
+        np.testing.assert_allclose(ops.winograd.WINOGRAD_G[ksize][:, j], solved, atol=1e-13)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -166,8 +196,9 @@ def test_routing(rng, calls, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_same_bits_on_1_2_3_threads_and_any_block(rng, dtype, threads, monkeypatch):
-    x, k, b, g = inputs(rng, dtype, (7, 13, 15, 24, 40), "same")
+@pytest.mark.parametrize("ksize", [3, 5])
+def test_same_bits_on_1_2_3_threads_and_any_block(rng, dtype, threads, monkeypatch, ksize):
+    x, k, b, g = inputs(rng, dtype, (7, 13, 15, 24, 40, ksize), "same")
     results = []
     for n, block in ((1, 24), (2, 24), (3, 24), (2, 6), (3, 96)):
         cconv.set_num_threads(n)
@@ -179,9 +210,10 @@ def test_same_bits_on_1_2_3_threads_and_any_block(rng, dtype, threads, monkeypat
             assert np.array_equal(a, c)
 
 
-def test_each_image_alone(rng):
+@pytest.mark.parametrize("ksize", [3, 5])
+def test_each_image_alone(rng, ksize):
     """An image's output does not depend on the others in its block."""
-    x, k, b, _ = inputs(rng, np.float32, (5, 14, 14, 32, 64), "same")
+    x, k, b, _ = inputs(rng, np.float32, (5, 14, 14, 32, 64, ksize), "same")
     batch = ops.conv2d(x, k, b, "same")
     for i in range(5):
         assert np.array_equal(ops.conv2d(x[i:i + 1], k, b, "same")[0], batch[i])
