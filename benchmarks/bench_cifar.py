@@ -1,6 +1,6 @@
 """Training and inference throughput of small CIFAR-shaped networks (32x32x3 images, 10
-classes): cconv float32 against PyTorch, Keras 3 on TensorFlow and Keras 3 on JAX, on
-the CPU.
+classes), and of keras.io's MNIST convnet (28x28x1): cconv float32 against PyTorch,
+Keras 3 on TensorFlow and Keras 3 on JAX, on the CPU.
 
     --net tf    TensorFlow's CIFAR-10 CNN tutorial: conv 3x3x32 relu, maxpool 2,
                 conv 3x3x64 relu, maxpool 2, conv 3x3x64 relu, flatten, dense 64 relu,
@@ -12,6 +12,10 @@ the CPU.
     --net vgg   a BN-VGG block stack: three blocks of [conv 3x3 'same' -> BN -> relu] x 2
                 then maxpool 2, with 32, 64, 128 filters; flatten, dense 10 (logits);
                 SGD with momentum 0.9
+    --net convnet  keras.io's "Simple MNIST convnet" (examples/keras_mnist_convnet.py)
+                on 28x28x1 images: conv 3x3x32 relu, maxpool 2, conv 3x3x64 relu,
+                maxpool 2, flatten, dropout 0.5, dense 10 (logits: the example's softmax
+                is folded into the loss here as in every row); Adam
 
 The networks are written once for cconv and Keras (their layer APIs are the same) and
 once for PyTorch. Each row runs in its own process (see _harness.py), with the same
@@ -28,7 +32,7 @@ warm-up run:
 GFLOP/s and percent of peak follow the table (see _harness.py; FLOPs by flops.py:
 the convolutions' and dense layers' multiply-adds, two FLOPs each).
 
-    python benchmarks/bench_cifar.py [--net tf,bn,vgg] [--repeats 5] [--capability all]
+    python benchmarks/bench_cifar.py [--net tf,bn,vgg,convnet] [--repeats 5] [--capability all]
                                      [--competitors torch,keras,jax] [--quick]
 """
 import numpy as np
@@ -38,8 +42,9 @@ import flops
 from _harness import Measure
 
 BATCH, INFER_BATCH, USER_BATCH = 64, 1000, 32
-SHAPE, CLASSES = (32, 32, 3), 10
-NETS = ("tf", "bn", "vgg")
+CLASSES = 10
+SHAPES = {"tf": (32, 32, 3), "bn": (32, 32, 3), "vgg": (32, 32, 3), "convnet": (28, 28, 1)}
+NETS = tuple(SHAPES)
 
 
 def layers_of(net, L):
@@ -55,6 +60,10 @@ def layers_of(net, L):
     if net == "bn":
         return block(32) + block(64, 2) + block(128, 2) + [L.GlobalAveragePooling2D(),
                                                           L.Dense(CLASSES)]
+    if net == "convnet":
+        return [L.Conv2D(32, 3, activation="relu"), L.MaxPooling2D(2),
+                L.Conv2D(64, 3, activation="relu"), L.MaxPooling2D(2), L.Flatten(),
+                L.Dropout(0.5), L.Dense(CLASSES)]
     vgg = []
     for filters in (32, 64, 128):
         vgg += block(filters) + block(filters) + [L.MaxPooling2D(2)]
@@ -63,7 +72,7 @@ def layers_of(net, L):
 
 def optimizer_of(net, module):
     """The net's optimizer in cconv.optimizers or keras.optimizers."""
-    if net == "tf":
+    if net in ("tf", "convnet"):
         return module.Adam()
     if net == "bn":
         return module.RMSprop()
@@ -81,6 +90,11 @@ def torch_net(net, nn):
             nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(64, 64, 3), nn.ReLU(), nn.Flatten(),
             nn.Linear(4 * 4 * 64, 64), nn.ReLU(), nn.Linear(64, CLASSES))
+    if net == "convnet":
+        return nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+            nn.Dropout(0.5), nn.Linear(5 * 5 * 64, CLASSES))
     if net == "bn":
         return nn.Sequential(*block(3, 32), *block(32, 64, 2), *block(64, 128, 2),
                              nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, CLASSES))
@@ -92,7 +106,7 @@ def torch_net(net, nn):
 
 
 def torch_optimizer(net, torch, params):
-    if net == "tf":
+    if net in ("tf", "convnet"):
         return torch.optim.Adam(params, lr=1e-3, eps=1e-7)
     if net == "bn":  # Keras's RMSprop: rho 0.9, epsilon 1e-7
         return torch.optim.RMSprop(params, lr=1e-3, alpha=0.9, eps=1e-7)
@@ -108,16 +122,17 @@ def measures(train_steps, infer_images):
 
 def data(spec):
     rng = np.random.default_rng(0)
-    x = rng.random((spec["train_steps"] * BATCH,) + SHAPE, dtype=np.float32)
+    shape = SHAPES[spec["net"]]
+    x = rng.random((spec["train_steps"] * BATCH,) + shape, dtype=np.float32)
     y = rng.integers(0, CLASSES, len(x))
-    return x, y, rng.random((spec["infer_images"],) + SHAPE, dtype=np.float32)
+    return x, y, rng.random((spec["infer_images"],) + shape, dtype=np.float32)
 
 
 def cconv_measures(spec):
     cconv, info = _harness.import_cconv(spec)
     x, y, xi = data(spec)
     cconv.utils.set_random_seed(0)
-    model = cconv.Sequential([cconv.layers.Input(SHAPE)] + layers_of(spec["net"],
+    model = cconv.Sequential([cconv.layers.Input(SHAPES[spec["net"]])] + layers_of(spec["net"],
                                                                      cconv.layers))
     model.compile(optimizer=optimizer_of(spec["net"], cconv.optimizers),
                   loss=cconv.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -144,7 +159,8 @@ def torch_measures(spec):
 
 def keras_measures(spec):
     keras, _, info = _harness.import_keras(spec)
-    model = keras.Sequential([keras.Input(SHAPE)] + layers_of(spec["net"], keras.layers))
+    model = keras.Sequential([keras.Input(SHAPES[spec["net"]])]
+                             + layers_of(spec["net"], keras.layers))
     _harness.keras_compile(keras, model, optimizer=optimizer_of(spec["net"], keras.optimizers),
                            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                            metrics=["accuracy"])
@@ -176,7 +192,7 @@ def report(net, res, table):
 
 def main():
     p = _harness.parser(__doc__)
-    p.add_argument("--net", default=",".join(NETS), help="comma-separated from tf, bn, vgg")
+    p.add_argument("--net", default=",".join(NETS), help=f"comma-separated from {', '.join(NETS)}")
     p.add_argument("--train-steps", type=int, default=4, help="batches of 64 per timing")
     args = p.parse_args()
     if args.worker:
@@ -189,8 +205,8 @@ def main():
         params = {"net": net, "train_steps": args.train_steps,
                   "infer_images": 100 if args.quick else INFER_BATCH}
         table = measures(args.train_steps, params["infer_images"])
-        res = _harness.bench(__file__, args, params, f"CIFAR-shaped network '{net}', float32",
-                             table)
+        title = f"network '{net}' on {SHAPES[net]} images, float32"
+        res = _harness.bench(__file__, args, params, title, table)
         print()
         report(net, res, table)
         print("\n")
