@@ -829,6 +829,12 @@ MUTANTS = [
              "            acc_b = {{B}}_add(acc_b, gv)\n",
              "            acc_b = {{B}}_add(acc_b, {{B}}_zero())\n")],
            ["tests/ops/test_conv.py", "tests/test_gradcheck.py", "tests/test_network_sgd.py"]),
+    Mutant("gray_row_activation_on_first_pixel", "single-channel conv: activations other "
+           "than tanh applied to the row's first pixel only",
+           [("cconv/_kernels/_conv_1ch.pyx.tp",
+             "        activate(orow, OW * F, act)\n",
+             "        activate(orow, F, act)\n")],
+           ["tests/ops/test_conv.py", "tests/ops/test_fused.py", "tests/test_fusion.py"]),
     Mutant("dropout_keep_inverted", "dropout's branch-free select keeps the dropped elements",
            [("cconv/_kernels/_simd.pxd",
              "b &= (U)0 - (U)(m[i] != 0);",
