@@ -835,6 +835,12 @@ MUTANTS = [
              "        activate(orow, OW * F, act)\n",
              "        activate(orow, F, act)\n")],
            ["tests/ops/test_conv.py", "tests/ops/test_fused.py", "tests/test_fusion.py"]),
+    Mutant("fused_dense_group_span_of_first", "conv2d_dense: a group of strips dotted over "
+           "its first strip's span, not the union of theirs",
+           [("cconv/_kernels/_conv_1ch.pyx.tp",
+             "                    lo = min(lo, j0[i])\n                    hi = max(hi, j1[i])\n",
+             "                    lo = j0[live[a]]\n                    hi = j1[live[a]]\n")],
+           ["tests/ops/test_fused.py", "tests/test_fusion.py"]),
     Mutant("dropout_keep_inverted", "dropout's branch-free select keeps the dropped elements",
            [("cconv/_kernels/_simd.pxd",
              "b &= (U)0 - (U)(m[i] != 0);",

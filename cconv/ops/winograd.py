@@ -85,8 +85,7 @@ def winograd_backward_weights(x, grad_out, top, left, threads):
     cp = -(-c // nr) * nr
     tiles = -(-grad_out.shape[1] // 2) * -(-grad_out.shape[2] // 2)
     chunks = -(-x.shape[0] // WINOGRAD_GRAD_CHUNK)
-    partial = _scratch.workspace("conv2d_backward partial sums", (chunks, 36, f, cp),
-                                 np.float64)
+    partial = empty("conv2d_backward partial sums", (chunks, 36, f, cp), np.float64)
     work = _scratch.workspace("winograd_grad", (threads, _scratch.winograd_grad_size(
         c, f, tiles, x.dtype)), x.dtype)
     _winograd.conv5_backward_weights(x, grad_out, partial, work, top, left,

@@ -151,6 +151,21 @@ def test_conv2d_dense_skips_blank_windows_exactly(rng, dtype, shape, kernel, pad
         np.testing.assert_array_equal(got, every)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_dense_each_image_alone(rng, dtype):
+    """An image's logits have the same bits in any batch: the kernel dots the strips of
+    several images at once, over the union of their live spans, and each image's blank
+    margins differ. Compared with each image sent alone, and with the oracle."""
+    x = blank_margins(rng, 21, 28, 28, dtype)
+    w, _, dense_w, dense_b = weights(rng, x.shape, 3, 3, 16, 10, "valid", dtype)
+    batch = ops.conv2d_dense(x, w, None, dense_w, dense_b, "valid", "tanh")
+    for i in range(len(x)):
+        alone = ops.conv2d_dense(x[i:i + 1], w, None, dense_w, dense_b, "valid", "tanh")
+        np.testing.assert_array_equal(batch[i], alone[0], err_msg=f"image {i}")
+    assert_close(batch, reference(x, w, None, dense_w, dense_b, "valid", "tanh"), dtype,
+                 dense_w.shape[0])
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_conv2d_dense_blank_windows_meet_nonfinite_weights(rng, bad):
     """0 * inf is NaN: with a non-finite weight no window is skipped, so the NaNs that
