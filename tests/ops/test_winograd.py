@@ -1,9 +1,10 @@
-"""Winograd F(2x2, 5x5) and F(4x4, 3x3), the path of stride-1 5x5 and 3x3 convolutions
-with enough channels and filters (forward, and the input gradient, a convolution of
+"""Winograd F(2x2, 5x5) and F(4x4, 3x3), the path of stride-1 5x5 and 3x3 convolutions with
+enough channels and filters (forward, and the input gradient, a convolution of
 grad_out), and F(5x5, 2x2) for the 5x5 kernel gradient, against cconv.oracle and finite
-differences: partial tiles (sizes off the tile side), tiles that straddle the image edge, images no larger than the
-kernel, channel and filter counts off the vector and panel widths, blocks of tiles that
-span images; and the same bits on 1, 2 and 3 threads and for any block size."""
+differences: partial tiles (sizes off the tile side), tiles that straddle the image
+edge, images no larger than the kernel, channel and filter counts off the vector and
+panel widths, blocks of tiles that span images; and the same bits on 1, 2 and 3 threads
+and for any block size."""
 import numpy as np
 import pytest
 
