@@ -32,8 +32,9 @@ warm-up run:
 GFLOP/s and percent of peak follow the table (see _harness.py; FLOPs by flops.py:
 the convolutions' and dense layers' multiply-adds, two FLOPs each).
 
-    python benchmarks/bench_cifar.py [--net tf,bn,vgg,convnet] [--repeats 5] [--capability all]
-                                     [--competitors torch,keras,jax] [--quick]
+    python benchmarks/bench_cifar.py [--net tf,bn,vgg,convnet] [--repeats 5]
+                                     [--capability all] [--competitors torch,keras,jax]
+                                     [--quick]
 """
 import numpy as np
 
@@ -132,8 +133,8 @@ def cconv_measures(spec):
     cconv, info = _harness.import_cconv(spec)
     x, y, xi = data(spec)
     cconv.utils.set_random_seed(0)
-    model = cconv.Sequential([cconv.layers.Input(SHAPES[spec["net"]])] + layers_of(spec["net"],
-                                                                     cconv.layers))
+    model = cconv.Sequential([cconv.layers.Input(SHAPES[spec["net"]])]
+                             + layers_of(spec["net"], cconv.layers))
     model.compile(optimizer=optimizer_of(spec["net"], cconv.optimizers),
                   loss=cconv.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
@@ -192,7 +193,8 @@ def report(net, res, table):
 
 def main():
     p = _harness.parser(__doc__)
-    p.add_argument("--net", default=",".join(NETS), help=f"comma-separated from {', '.join(NETS)}")
+    p.add_argument("--net", default=",".join(NETS),
+                   help=f"comma-separated from {', '.join(NETS)}")
     p.add_argument("--train-steps", type=int, default=4, help="batches of 64 per timing")
     args = p.parse_args()
     if args.worker:
