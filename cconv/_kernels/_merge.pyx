@@ -26,9 +26,10 @@ cdef inline Py_ssize_t n_blocks(Py_ssize_t n) noexcept nogil:
     return (n + BLOCK - 1) // BLOCK
 
 
-cdef const floating** reads(list arrays, const floating[::1] like) except NULL:
+cdef const floating** reads(list arrays, const floating[::1] like,
+                            str what="input") except NULL:
     """The data pointers of `arrays`: 1-D, C-contiguous, of like's dtype and length (the
-    caller frees the list of pointers)."""
+    caller frees the list of pointers); `what` names them in an error."""
     cdef Py_ssize_t k = len(arrays), j
     cdef const floating[::1] view
     cdef const floating** ptrs = <const floating**>malloc((k + 1) * sizeof(floating*))
@@ -38,7 +39,7 @@ cdef const floating** reads(list arrays, const floating[::1] like) except NULL:
         for j in range(k):
             view = arrays[j]
             if view.shape[0] != like.shape[0]:
-                raise ValueError(f"input {j}: length {view.shape[0]}, expected "
+                raise ValueError(f"{what} {j}: length {view.shape[0]}, expected "
                                  f"{like.shape[0]}")
             ptrs[j] = &view[0] if view.shape[0] else NULL
     except BaseException:
@@ -48,23 +49,12 @@ cdef const floating** reads(list arrays, const floating[::1] like) except NULL:
 
 
 cdef floating** writes(list arrays, const floating[::1] like) except NULL:
-    """reads(), for writeable arrays."""
-    cdef Py_ssize_t k = len(arrays), j
+    """reads(), for arrays that must be writeable: a read-only one is refused here."""
     cdef floating[::1] view
-    cdef floating** ptrs = <floating**>malloc((k + 1) * sizeof(floating*))
-    if ptrs == NULL:
-        raise MemoryError()
-    try:
-        for j in range(k):
-            view = arrays[j]
-            if view.shape[0] != like.shape[0]:
-                raise ValueError(f"output {j}: length {view.shape[0]}, expected "
-                                 f"{like.shape[0]}")
-            ptrs[j] = &view[0] if view.shape[0] else NULL
-    except BaseException:
-        free(ptrs)
-        raise
-    return ptrs
+    cdef Py_ssize_t j
+    for j in range(len(arrays)):
+        view = arrays[j]  # raises for a read-only array
+    return <floating**>reads(arrays, like, "output")
 
 
 cdef inline bint takes(floating v, floating m) noexcept nogil:
@@ -176,26 +166,39 @@ cdef void multiply_backward_block(const floating** xs, Py_ssize_t k, const float
             carry[i] = carry[i] * x[i]
 
 
-def multiply_backward(list xs, const floating[::1] grad_out, list outs, int num_threads):
-    """outs[j] = grad_out times the product of the other inputs, in the order reverse mode
-    takes through Keras's left-to-right product: with three inputs, outs[2] = g * (x0 *
-    x1), outs[1] = (g * x2) * x0, outs[0] = (g * x2) * x1."""
-    cdef Py_ssize_t n = grad_out.shape[0], k = len(xs), blk, start
+cdef void backward(Fold how, list xs, const floating[::1] grad_out, list outs,
+                   int num_threads):
+    """outs = the gradients of the fold `how` (MULTIPLY or MAXIMUM) of xs wrt each input,
+    block by block."""
+    cdef Py_ssize_t n = grad_out.shape[0], k = len(xs), blk, start, end
     cdef const floating** xp = NULL
     cdef floating** op = NULL
     if k < 1 or len(outs) != k:
         raise ValueError(f"xs, outs: expected as many outputs as inputs (at least one), "
                          f"got {k} and {len(outs)}")
+    if how == MAXIMUM and k > 2**31 - 1:
+        raise ValueError(f"xs: {k} inputs, more than an int counts")
     try:
         xp = reads(xs, grad_out)
         op = writes(outs, grad_out)
         with nogil:
             for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
                 start = blk * BLOCK
-                multiply_backward_block(xp, k, &grad_out[0], op, start, min(n, start + BLOCK))
+                end = min(n, start + BLOCK)
+                if how == MULTIPLY:
+                    multiply_backward_block(xp, k, &grad_out[0], op, start, end)
+                else:
+                    maximum_backward_block(xp, k, &grad_out[0], op, start, end)
     finally:
         free(xp)
         free(op)
+
+
+def multiply_backward(list xs, const floating[::1] grad_out, list outs, int num_threads):
+    """outs[j] = grad_out times the product of the other inputs, in the order reverse mode
+    takes through Keras's left-to-right product: with three inputs, outs[2] = g * (x0 *
+    x1), outs[1] = (g * x2) * x0, outs[0] = (g * x2) * x1."""
+    backward(MULTIPLY, xs, grad_out, outs, num_threads)
 
 
 cdef void maximum_backward_block(const floating** xs, Py_ssize_t k, const floating* g,
@@ -232,21 +235,4 @@ cdef void maximum_backward_block(const floating** xs, Py_ssize_t k, const floati
 def maximum_backward(list xs, const floating[::1] grad_out, list outs, int num_threads):
     """outs[j] = grad_out where xs[j] holds the maximum, else 0. On a tie the gradient
     goes to the first input holding the maximum, whole (Keras on jax splits it)."""
-    cdef Py_ssize_t n = grad_out.shape[0], k = len(xs), blk, start
-    cdef const floating** xp = NULL
-    cdef floating** op = NULL
-    if k < 1 or len(outs) != k:
-        raise ValueError(f"xs, outs: expected as many outputs as inputs (at least one), "
-                         f"got {k} and {len(outs)}")
-    if k > 2**31 - 1:
-        raise ValueError(f"xs: {k} inputs, more than an int counts")
-    try:
-        xp = reads(xs, grad_out)
-        op = writes(outs, grad_out)
-        with nogil:
-            for blk in prange(n_blocks(n), num_threads=num_threads, schedule="dynamic"):
-                start = blk * BLOCK
-                maximum_backward_block(xp, k, &grad_out[0], op, start, min(n, start + BLOCK))
-    finally:
-        free(xp)
-        free(op)
+    backward(MAXIMUM, xs, grad_out, outs, num_threads)
