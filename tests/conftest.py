@@ -1,6 +1,8 @@
 """Shared fixtures and helpers. Test modules import the helpers with
 `from conftest import ...` (pytest puts this folder on sys.path)."""
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,35 @@ def same_cconv_env(**changes):
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
     return env
 
+
+
+def assert_same_bits_at_every_level(tmp_path, script):
+    """Runs `script` (Python source) at every built level this CPU runs, each in its own
+    process, and asserts that the arrays it saves have the same bits at every level.
+    The script writes an .npz to sys.argv[1]; sys.argv[2] and [3] are tests/ops and tests,
+    for its imports. Skips when the caller forced a level, or with only one to run."""
+    from cconv._kernels import _levels
+    if _levels.requested().strip():
+        pytest.skip("the level was forced: the levels are compared from an unforced run")
+    levels = [name for name in _levels.supported() if name in cconv._kernels.BUILT]
+    if len(levels) < 2:
+        pytest.skip(f"no other level to run here ({levels})")
+    path = tmp_path / "fingerprint.py"
+    path.write_text(script)
+    here = Path(__file__).resolve().parent
+    prints = {}
+    for level in levels:
+        out = tmp_path / f"{level}.npz"
+        subprocess.run([sys.executable, str(path), str(out), str(here / "ops"), str(here)],
+                       check=True, cwd=tmp_path, timeout=600,
+                       env=same_cconv_env(CCONV_CPU_CAPABILITY=level))
+        with np.load(out) as saved:
+            prints[level] = dict(saved)
+    first, *others = levels
+    for level in others:
+        assert prints[level].keys() == prints[first].keys()
+        for key, a in prints[first].items():
+            assert prints[level][key].tobytes() == a.tobytes(), f"{key}: {level} != {first}"
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):

@@ -3,17 +3,13 @@ concatenate and their gradients) against cconv.oracle, bit for bit (the same IEE
 operations in the same order), against values worked out by hand (ties, NaN, signed
 zeros) and against finite differences; the same bits on 1 and 2 threads and at every CPU
 level; new arrays for every gradient; bad input named."""
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import cconv
 from cconv import ops, oracle
-from cconv._kernels import _levels
-from conftest import DTYPES, numerical_grad, rel_error, same_cconv_env
+from conftest import DTYPES, assert_same_bits_at_every_level, numerical_grad, rel_error
 
 FOLDS = ["add", "multiply", "average", "maximum"]  # n inputs of one shape
 WITH_INPUTS = ["multiply", "maximum"]  # whose gradients need the inputs
@@ -229,28 +225,10 @@ np.savez(sys.argv[1], **out)
 """
 
 
-@pytest.mark.skipif(bool(_levels.requested().strip()), reason="the level was forced: the "
-                    "levels are compared from an unforced run")
 def test_merges_same_bits_at_every_level(tmp_path):
     """Plain IEEE operations, nothing fused: every level, the x86-64 default's included,
     gives the same bits."""
-    import cconv._kernels as kernels
-    levels = [name for name in _levels.supported() if name in kernels.BUILT]
-    if len(levels) < 2:
-        pytest.skip(f"no other level to run here ({levels})")
-    script = tmp_path / "fingerprint.py"
-    script.write_text(LEVEL_SCRIPT)
-    prints = {}
-    for level in levels:
-        out = tmp_path / f"{level}.npz"
-        subprocess.run([sys.executable, str(script), str(out)], check=True, cwd=tmp_path,
-                       env=same_cconv_env(CCONV_CPU_CAPABILITY=level), timeout=600)
-        prints[level] = dict(np.load(out))
-    first, *others = levels
-    for level in others:
-        assert prints[level].keys() == prints[first].keys()
-        for key, a in prints[first].items():
-            assert prints[level][key].tobytes() == a.tobytes(), f"{key}: {level} != {first}"
+    assert_same_bits_at_every_level(tmp_path, LEVEL_SCRIPT)
 
 
 ONE = np.ones(3)

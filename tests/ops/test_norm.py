@@ -2,18 +2,13 @@
 _norm) against cconv.oracle in both dtypes, finite differences, accuracy on data far
 from zero, the same bits on one and two threads and at every CPU level; bad arguments
 named."""
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import cconv
 from cconv import ops, oracle
-from cconv._kernels import _levels
-from conftest import DTYPES, numerical_grad, rel_error, same_cconv_env, tol
+from conftest import DTYPES, assert_same_bits_at_every_level, numerical_grad, rel_error, tol
 
 # (N, ..., C): images, dense rows, a single row, rows longer than one chunk
 SHAPES = [(4, 5, 6, 3), (7, 10), (1, 1, 1, 2), (3, 40, 50, 8), (2, 3, 700)]
@@ -132,24 +127,7 @@ np.savez(sys.argv[1], *arrays)
 
 def test_same_bits_at_every_level(tmp_path):
     """No FMA and no reordering in _norm: the default level too gives the same bits."""
-    if os.environ.get("CCONV_CPU_CAPABILITY"):  # test_levels runs this folder per level
-        pytest.skip("the level was forced: the levels are compared from an unforced run")
-    levels = [name for name in _levels.supported() if name in cconv._kernels.BUILT]
-    found = []
-    for level in levels:
-        out = tmp_path / f"{level}.npz"
-        here = Path(__file__).resolve().parent
-        run = subprocess.run([sys.executable, "-c", _LEVEL_SCRIPT, str(out), str(here),
-                              str(here.parent)],
-                             env=same_cconv_env(CCONV_CPU_CAPABILITY=level), cwd=tmp_path,
-                             capture_output=True, text=True, timeout=600)
-        assert run.returncode == 0, run.stderr
-        with np.load(out) as f:
-            found.append([f[k] for k in sorted(f.files, key=lambda k: int(k.split("_")[1]))])
-    assert len(found) >= 1
-    for other in found[1:]:
-        for a, b in zip(found[0], other, strict=True):
-            assert np.array_equal(a, b)
+    assert_same_bits_at_every_level(tmp_path, _LEVEL_SCRIPT)
 
 
 @pytest.mark.parametrize("call, error, match", [

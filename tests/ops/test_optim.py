@@ -3,17 +3,13 @@ Adam against Keras's Adam written out in float64; each update, every variant, ag
 its oracle twin (the same arithmetic in NumPy, so the same bits); the same bits on 1
 and 2 threads and at every CPU level; bad input named. The optimizers themselves are
 tested against Keras in tests/test_keras_optimizers.py."""
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import cconv
 from cconv import ops, oracle
-from cconv._kernels import _levels
-from conftest import DTYPES, keras_adam, same_cconv_env
+from conftest import DTYPES, assert_same_bits_at_every_level, keras_adam
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -208,30 +204,10 @@ np.savez(sys.argv[1], **out)
 """
 
 
-@pytest.mark.skipif(bool(_levels.requested().strip()), reason="the level was forced: the "
-                    "levels are compared from an unforced run")
 def test_updates_same_bits_at_every_level(tmp_path):
     """No fma and IEEE division and square root: every level's vectors and scalar tail
     give the same bits, the x86-64 default's included."""
-    import cconv._kernels as kernels
-    levels = [name for name in _levels.supported() if name in kernels.BUILT]
-    if len(levels) < 2:
-        pytest.skip(f"this machine runs one built level only ({levels})")
-    script = tmp_path / "fingerprint.py"
-    script.write_text(LEVEL_SCRIPT)
-    prints = {}
-    for level in levels:
-        out = tmp_path / f"{level}.npz"
-        subprocess.run([sys.executable, str(script), str(out),
-                        str(Path(__file__).resolve().parent),
-                        str(Path(__file__).resolve().parent.parent)], check=True, cwd=tmp_path,
-                       env=same_cconv_env(CCONV_CPU_CAPABILITY=level), timeout=600)
-        prints[level] = dict(np.load(out))
-    first, *others = levels
-    for level in others:
-        assert prints[level].keys() == prints[first].keys()
-        for key, a in prints[first].items():
-            assert np.array_equal(prints[level][key], a), f"{key}: {level} != {first}"
+    assert_same_bits_at_every_level(tmp_path, LEVEL_SCRIPT)
 
 
 def _sgd(**changes):
