@@ -47,7 +47,8 @@ for dtype in (np.float32, np.float64):
               oracle.activation_backward(name, s, g))
     for shape, kernel in (((2, 14, 14, 1), (3, 3, 1, 16)),    # direct single-channel
                           ((2, 12, 12, 3), (3, 3, 3, 16)),    # GEMM
-                          ((2, 12, 12, 8), (5, 5, 8, 16))):   # Winograd
+                          ((2, 12, 12, 8), (5, 5, 8, 16)),    # Winograd F(2x2, 5x5)
+                          ((2, 12, 12, 8), (3, 3, 8, 16))):   # Winograd F(4x4, 3x3)
         x = rng.standard_normal(shape).astype(dtype)
         w = (rng.standard_normal(kernel) / np.sqrt(np.prod(kernel[:3]))).astype(dtype)
         b = rng.standard_normal(kernel[3]).astype(dtype)
@@ -59,6 +60,20 @@ for dtype in (np.float32, np.float64):
             for got, want in zip(ops.conv2d_backward(x, w, g, padding=padding),
                                  oracle.conv2d_backward(x, w, g, padding=padding)):
                 close(name + " backward", got, want)
+    # the fused single-channel conv -> dense of a test pass
+    x = rng.standard_normal((9, 12, 12, 1)).astype(dtype)
+    w = (rng.standard_normal((3, 3, 1, 16)) / 3).astype(dtype)
+    dense_w = (rng.standard_normal((10 * 10 * 16, 10)) / 40).astype(dtype)
+    close("conv2d_dense", ops.conv2d_dense(x, w, None, dense_w, None, "valid", "tanh"),
+          oracle.conv2d_dense(x, w, None, dense_w, None, "valid", "tanh"))
+    # dropout's branch-free select, forward and backward
+    kept, mask = ops.dropout(a, 0.3, seed=5)
+    want, want_mask = oracle.dropout(a, 0.3, seed=5)
+    assert np.array_equal(mask, want_mask), "dropout mask"
+    close("dropout", kept, want)
+    ga = rng.standard_normal(a.shape).astype(dtype)
+    close("dropout_backward", ops.dropout_backward(ga, mask, 0.3),
+          oracle.dropout_backward(ga, mask, 0.3))
     for units in (10, 64):
         x = rng.standard_normal((9, 70)).astype(dtype)
         w = rng.standard_normal((70, units)).astype(dtype)
